@@ -1,0 +1,39 @@
+"""The one table of phases and their cadence: what beat enqueues, and how often.
+
+Intervals follow Backend.AI's short cycles (2-10 s) so a new deployment serves
+within seconds; `deployments.reconcile` is the slow safety sweep. Each tick
+expires after one interval, so a backlog of ticks never piles up behind a slow
+worker. The orchestration work feeds this into the Celery app.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Final
+
+PHASE_INTERVALS_S: Final[Mapping[str, float]] = MappingProxyType(
+    {
+        "deployments.check_pending": 2.0,
+        "deployments.check_replicas": 10.0,
+        "deployments.scale": 2.0,
+        "deployments.reconcile": 30.0,
+        "deployments.destroy": 2.0,
+        "routes.provision": 2.0,
+        "routes.check_running": 5.0,
+        "routes.health_check": 5.0,
+        "routes.evict": 5.0,
+        "routes.terminate": 2.0,
+        "routes.sync_service_discovery": 10.0,
+    }
+)
+
+
+def beat_schedule(
+    intervals_s: Mapping[str, float] = PHASE_INTERVALS_S,
+) -> dict[str, dict[str, Any]]:
+    """Celery's `beat_schedule` setting: each phase task every interval, expiring after it."""
+    return {
+        phase: {"task": phase, "schedule": interval_s, "options": {"expires": interval_s}}
+        for phase, interval_s in intervals_s.items()
+    }

@@ -1,0 +1,297 @@
+"""The words modelfleet speaks: statuses, entities and the executors' result types.
+
+Plain values only: no I/O, no clock, no library beyond the standard one. Every
+other layer imports from here; this module imports from nobody.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import NewType
+from uuid import UUID
+
+SessionId = NewType("SessionId", UUID)
+
+
+class RouteStatus(StrEnum):
+    """Where one replica of a deployment is in its life."""
+
+    PROVISIONING = "provisioning"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    DEGRADED = "degraded"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+    FAILED_TO_START = "failed_to_start"
+
+
+# Routes that count towards a deployment's replicas.
+ACTIVE_ROUTE_STATUSES = frozenset(
+    {RouteStatus.PROVISIONING, RouteStatus.HEALTHY, RouteStatus.UNHEALTHY, RouteStatus.DEGRADED}
+)
+
+
+class DeploymentLifecycle(StrEnum):
+    PENDING = "pending"
+    SCALING = "scaling"
+    READY = "ready"
+    DESTROYING = "destroying"
+    DESTROYED = "destroyed"
+
+
+class SessionStatus(StrEnum):
+    """A scheduler session's status (upper case, as schedulers spell them)."""
+
+    PENDING = "PENDING"
+    SCHEDULED = "SCHEDULED"
+    PREPARING = "PREPARING"
+    CREATING = "CREATING"
+    RUNNING = "RUNNING"
+    TERMINATING = "TERMINATING"
+    TERMINATED = "TERMINATED"
+    ERROR = "ERROR"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL_SESSION_STATUSES
+
+
+_TERMINAL_SESSION_STATUSES = frozenset(
+    {SessionStatus.TERMINATED, SessionStatus.ERROR, SessionStatus.CANCELLED}
+)
+
+
+class HealthCheckStatus(StrEnum):
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    STALE = "stale"
+
+
+@dataclass(frozen=True)
+class HealthStatus:
+    """A route's readiness as the health store last saw it."""
+
+    status: HealthCheckStatus
+    last_readiness_at: float | None = None  # unix seconds of the last probe result
+
+
+@dataclass(frozen=True)
+class HealthCheckConfig:
+    """How a model server is probed; the defaults are Backend.AI's."""
+
+    path: str = "/health"
+    interval_s: float = 10.0
+    max_retries: int = 10
+    initial_delay_s: float = 60.0
+    timeout_s: float = 15.0
+    expected_status: int = 200
+
+
+@dataclass(frozen=True)
+class ModelRevision:
+    """What to run for a deployment: image, runtime and how to start and probe it."""
+
+    image: str
+    runtime_variant: str = "custom"
+    model_path: str = "/models"
+    resources: Mapping[str, str] = field(default_factory=dict)
+    environ: Mapping[str, str] = field(default_factory=dict)
+    startup_command: str | None = None
+    health_check: HealthCheckConfig | None = None
+
+
+@dataclass(frozen=True)
+class DeploymentInfo:
+    """One model service and the replica count it asks for."""
+
+    id: UUID
+    name: str
+    resource_group: str
+    replica_count: int
+    target_revision: ModelRevision | None
+    desired_replica_count: int | None = None
+    lifecycle: DeploymentLifecycle = DeploymentLifecycle.PENDING
+    url: str | None = None
+    open_to_public: bool = False
+    owner: str | None = None
+    project: str | None = None
+    domain: str = "default"
+
+    @property
+    def target_replica_count(self) -> int:
+        """The autoscaler's desired count when it has set one, else the manual count."""
+        if self.desired_replica_count is not None:
+            return self.desired_replica_count
+        return self.replica_count
+
+
+@dataclass(frozen=True)
+class RouteData:
+    """One replica of a deployment, backed by at most one session."""
+
+    id: UUID
+    endpoint_id: UUID
+    session_id: SessionId | None = None
+    status: RouteStatus = RouteStatus.PROVISIONING
+    traffic_ratio: float = 1.0
+    created_at: datetime | None = None
+    status_changed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ScalingGroupProxyTarget:
+    """Where a resource group's app proxy listens, and the token it expects."""
+
+    addr: str
+    api_token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class CleanupConfig:
+    """Route statuses a resource group evicts."""
+
+    cleanup_target_statuses: Collection[RouteStatus]
+
+
+@dataclass(frozen=True)
+class DeploymentContext:
+    """What starting a session for a deployment needs beyond the deployment row.
+
+    The repository pins the revision the session runs and adds the resource
+    group's environment, which the revision's own environment overrides.
+    """
+
+    deployment: DeploymentInfo
+    revision: ModelRevision
+    environ: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """The request a scheduler gets to start one route's model server."""
+
+    route_id: UUID
+    deployment_id: UUID
+    name: str
+    resource_group: str
+    image: str
+    runtime_variant: str
+    model_path: str
+    startup_command: str | None
+    resources: Mapping[str, str]
+    environ: Mapping[str, str]
+    owner: str | None = None
+    project: str | None = None
+    domain: str = "default"
+
+
+@dataclass(frozen=True)
+class RouteCreator:
+    """A new route to insert when a deployment scales out."""
+
+    endpoint_id: UUID
+    traffic_ratio: float = 1.0
+
+
+@dataclass(frozen=True)
+class RouteBatchUpdater:
+    """A change applied to a set of routes at once (scale-in marks them terminating)."""
+
+    route_ids: tuple[UUID, ...]
+    status: RouteStatus = RouteStatus.TERMINATING
+    traffic_ratio: float = 0.0
+
+
+class MetricSource(StrEnum):
+    SESSION = "session"  # per-session resource metrics, averaged over a deployment's routes
+    INFERENCE_FRAMEWORK = "inference_framework"  # metrics the model server itself exports
+
+
+class Comparator(StrEnum):
+    LESS_THAN = "lt"
+    LESS_THAN_OR_EQUAL = "le"
+    GREATER_THAN = "gt"
+    GREATER_THAN_OR_EQUAL = "ge"
+
+
+@dataclass(frozen=True)
+class AutoScalingRule:
+    """Scale a deployment by `step_size` replicas while a metric crosses a threshold."""
+
+    metric_source: MetricSource
+    metric_name: str
+    threshold: float
+    comparator: Comparator
+    step_size: int
+    cooldown_s: int = 300
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    last_triggered_at: datetime | None = None
+    id: UUID | None = None
+
+
+@dataclass(frozen=True)
+class AutoScalingMetricsData:
+    """Everything the autoscaler reads, loaded once for a batch of deployments."""
+
+    routes_by_endpoint: Mapping[UUID, Sequence[RouteData]] = field(default_factory=dict)
+    endpoint_metrics: Mapping[UUID, Mapping[str, float]] = field(default_factory=dict)
+    session_metrics: Mapping[SessionId, Mapping[str, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RouteDiscoveryData:
+    """Where a route's model server can be scraped, as the repository knows it."""
+
+    route_id: UUID
+    endpoint_id: UUID
+    endpoint_name: str
+    host: str
+    port: int
+    runtime_variant: str = "custom"
+
+
+@dataclass(frozen=True)
+class ModelServiceMetadata:
+    """One scrape target handed to service discovery."""
+
+    route_id: UUID
+    model_service_name: str
+    host: str
+    port: int
+    metrics_path: str = "/metrics"
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RouteExecutionError:
+    route_info: RouteData
+    reason: str
+    error_detail: str
+    error_code: str | None = None
+
+
+@dataclass
+class RouteExecutionResult:
+    successes: list[RouteData] = field(default_factory=list)
+    errors: list[RouteExecutionError] = field(default_factory=list)
+    stale: list[RouteData] = field(default_factory=list)
+
+
+@dataclass
+class DeploymentExecutionError:
+    deployment_info: DeploymentInfo
+    reason: str
+    error_detail: str
+    error_code: str | None = None
+
+
+@dataclass
+class DeploymentExecutionResult:
+    successes: list[DeploymentInfo] = field(default_factory=list)
+    errors: list[DeploymentExecutionError] = field(default_factory=list)
+    skipped: list[DeploymentInfo] = field(default_factory=list)

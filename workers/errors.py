@@ -1,0 +1,87 @@
+"""Named failures, each with a stable `error_code` that lands in error records and history.
+
+Two families matter to callers:
+- an item's failure (`ModelfleetError` and its subclasses, or any foreign exception)
+  becomes an error record for that item and the batch goes on;
+- `InfrastructureUnavailable` means a store the whole batch needs (database,
+  Redis) is unreachable: executors let it propagate so the task can retry later.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+from uuid import UUID
+
+
+class ModelfleetError(Exception):
+    error_code: ClassVar[str] = "modelfleet_error"
+
+
+class InfrastructureUnavailable(ModelfleetError):
+    """A store every item depends on is unreachable; retry the whole batch later."""
+
+    error_code = "infrastructure_unavailable"
+
+
+class EndpointNotFound(ModelfleetError):
+    error_code = "endpoint_not_found"
+
+    def __init__(self, endpoint_id: UUID) -> None:
+        super().__init__(f"Deployment not found: {endpoint_id}")
+
+
+class DeploymentNotActive(ModelfleetError):
+    """A route cannot be started for a deployment that is being destroyed."""
+
+    error_code = "deployment_not_active"
+
+    def __init__(self, endpoint_id: UUID, lifecycle: str) -> None:
+        super().__init__(f"Deployment {endpoint_id} is {lifecycle}; no new sessions")
+
+
+class RouteSessionNotFound(ModelfleetError):
+    error_code = "route_session_not_found"
+
+    def __init__(self, route_id: UUID) -> None:
+        super().__init__(f"No session found for route {route_id}")
+
+
+class RouteSessionTerminated(ModelfleetError):
+    error_code = "route_session_terminated"
+
+    def __init__(self, route_id: UUID, session_status: str) -> None:
+        super().__init__(f"Session of route {route_id} ended with status {session_status}")
+
+
+class RouteUnhealthy(ModelfleetError):
+    error_code = "route_unhealthy"
+
+    def __init__(self, route_id: UUID) -> None:
+        super().__init__(f"Route {route_id} failed its health check")
+
+
+class ReplicaCountMismatch(ModelfleetError):
+    error_code = "replica_count_mismatch"
+
+    def __init__(self, *, expected: int, actual: int) -> None:
+        super().__init__(f"Expected {expected} active routes, found {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+class InvalidReplicaCount(ModelfleetError):
+    error_code = "invalid_replica_count"
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"Target replica count must be >= 0, got {count}")
+
+
+class AppProxyResponseInvalid(ModelfleetError):
+    error_code = "app_proxy_response_invalid"
+
+
+def error_code_of(error: BaseException) -> str | None:
+    """The stable code of a modelfleet failure; None for a foreign exception."""
+    if isinstance(error, ModelfleetError):
+        return error.error_code
+    return None

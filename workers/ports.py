@@ -1,0 +1,151 @@
+"""What the executors need from the world, as Protocols.
+
+Method names and arguments are the seeds' (`../shared/seeds/`), made synchronous.
+Real implementations live in `workers.adapters`; unit tests autospec these
+classes, so a misspelt method fails the test instead of passing silently.
+
+Batch reads take a set of ids and answer for all of them in one call. A batch
+call that cannot reach its store raises `workers.errors.InfrastructureUnavailable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from typing import Any, Protocol
+from uuid import UUID
+
+from workers.domain import (
+    AutoScalingMetricsData,
+    AutoScalingRule,
+    CleanupConfig,
+    DeploymentContext,
+    DeploymentInfo,
+    HealthStatus,
+    ModelServiceMetadata,
+    RouteBatchUpdater,
+    RouteCreator,
+    RouteData,
+    RouteDiscoveryData,
+    ScalingGroupProxyTarget,
+    SessionId,
+    SessionSpec,
+    SessionStatus,
+)
+
+
+class DeploymentRepository(Protocol):
+    """The system of record for deployments, routes and resource groups."""
+
+    # -- read by the route executor --
+    def get_endpoints_by_ids(self, endpoint_ids: AbstractSet[UUID]) -> list[DeploymentInfo]:
+        """The deployments among `endpoint_ids` that exist, in any lifecycle."""
+        ...
+
+    def fetch_deployment_context(self, deployment: DeploymentInfo) -> DeploymentContext: ...
+
+    def update_route_sessions(self, route_sessions: Mapping[UUID, SessionId]) -> None:
+        """Link each route to the session started for it."""
+        ...
+
+    def fetch_session_statuses_by_route_ids(
+        self, route_ids: AbstractSet[UUID]
+    ) -> Mapping[UUID, SessionStatus]:
+        """The status of each route's session; routes without one are absent."""
+        ...
+
+    def fetch_route_service_discovery_info(
+        self, route_ids: AbstractSet[UUID]
+    ) -> list[RouteDiscoveryData]:
+        """Scrape addresses of the routes whose session has a host and port."""
+        ...
+
+    def get_scaling_group_cleanup_configs(
+        self, scaling_group_names: Sequence[str]
+    ) -> Mapping[str, CleanupConfig]: ...
+
+    # -- read and written by the deployment executor --
+    def fetch_scaling_group_proxy_targets(
+        self, scaling_group_names: AbstractSet[str]
+    ) -> Mapping[str, ScalingGroupProxyTarget | None]: ...
+
+    def update_endpoint_urls_bulk(self, endpoint_urls: Mapping[UUID, str]) -> None: ...
+
+    def fetch_active_routes_by_endpoint_ids(
+        self, endpoint_ids: AbstractSet[UUID]
+    ) -> Mapping[UUID, Sequence[RouteData]]:
+        """Routes that count as replicas (`domain.ACTIVE_ROUTE_STATUSES`), per deployment."""
+        ...
+
+    def scale_routes(
+        self, creators: Sequence[RouteCreator], updater: RouteBatchUpdater | None
+    ) -> None:
+        """Insert the new routes and apply the scale-in change, in one transaction."""
+        ...
+
+    def fetch_auto_scaling_rules_by_endpoint_ids(
+        self, endpoint_ids: AbstractSet[UUID]
+    ) -> Mapping[UUID, Sequence[AutoScalingRule]]: ...
+
+    def fetch_metrics_for_autoscaling(
+        self,
+        deployments: Sequence[DeploymentInfo],
+        rules: Mapping[UUID, Sequence[AutoScalingRule]],
+    ) -> AutoScalingMetricsData: ...
+
+    def calculate_desired_replicas_for_deployment(
+        self,
+        deployment: DeploymentInfo,
+        rules: Sequence[AutoScalingRule],
+        metrics: AutoScalingMetricsData,
+    ) -> int | None:
+        """The replica count the rules ask for now, or None when nothing changes."""
+        ...
+
+    def update_desired_replicas_bulk(self, desired_replicas: Mapping[UUID, int]) -> None: ...
+
+    def mark_terminating_route_status_bulk(self, route_ids: AbstractSet[UUID]) -> None: ...
+
+
+class SchedulingController(Protocol):
+    """Starts and stops the sessions that run model servers."""
+
+    def enqueue_session(self, spec: SessionSpec) -> SessionId:
+        """Ask for a session for `spec.route_id`; a route's live session is returned again."""
+        ...
+
+    def mark_sessions_for_termination(self, session_ids: Sequence[SessionId]) -> None: ...
+
+
+class HealthStore(Protocol):
+    """Route readiness as written by the health checker (the seeds' `valkey_schedule`)."""
+
+    def check_route_health_status(self, route_ids: Sequence[str]) -> Mapping[str, HealthStatus]:
+        """Readiness per route id; routes with no data are absent."""
+        ...
+
+
+class ServiceDiscovery(Protocol):
+    """Where Prometheus learns which model servers to scrape."""
+
+    def sync_model_service_routes(self, routes: Sequence[ModelServiceMetadata]) -> None:
+        """Replace the whole registered set with `routes`."""
+        ...
+
+
+class AppProxyClient(Protocol):
+    """One app proxy's endpoint API."""
+
+    def create_endpoint(self, endpoint_id: UUID, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Register (or re-register) an endpoint; the answer's `endpoint` is its public URL."""
+        ...
+
+    def delete_endpoint(self, endpoint_id: UUID) -> None:
+        """Unregister an endpoint; one that is already gone counts as deleted."""
+        ...
+
+
+class AppProxy(Protocol):
+    """Hands out a client per resource group's proxy target (pooled by the adapter)."""
+
+    def client_for(self, target: ScalingGroupProxyTarget) -> AppProxyClient: ...
