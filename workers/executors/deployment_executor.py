@@ -1,0 +1,243 @@
+"""DeploymentExecutor: what happens to a batch of deployments in each deployment phase.
+
+Each method takes a list of deployments, reads in one call per dependency,
+and sorts every deployment into successes, errors or skipped; a deployment's
+failure is an error record, never an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import partial
+from uuid import UUID
+
+from workers.domain import (
+    AutoScalingMetricsData,
+    AutoScalingRule,
+    DeploymentExecutionError,
+    DeploymentExecutionResult,
+    DeploymentInfo,
+    ModelRevision,
+    RouteBatchUpdater,
+    RouteCreator,
+    ScalingGroupProxyTarget,
+)
+from workers.errors import AppProxyResponseInvalid, ReplicaCountMismatch, error_code_of
+from workers.executors.outcomes import capture, unique_by_id
+from workers.executors.payloads import endpoint_registration_body
+from workers.executors.scaling import manual_desired_replicas, plan_scaling
+from workers.ports import AppProxy, DeploymentRepository
+
+log = logging.getLogger(__name__)
+
+
+class DeploymentExecutor:
+    def __init__(self, *, deployment_repo: DeploymentRepository, app_proxy: AppProxy) -> None:
+        self._repo = deployment_repo
+        self._app_proxy = app_proxy
+
+    def check_pending_deployments(
+        self, deployments: Sequence[DeploymentInfo]
+    ) -> DeploymentExecutionResult:
+        """Register each deployment's endpoint with its resource group's app proxy.
+
+        A deployment with no revision to run, or whose group has no proxy, is skipped.
+        """
+        deployments = unique_by_id(deployments)
+        if not deployments:
+            return DeploymentExecutionResult()
+        targets = self._repo.fetch_scaling_group_proxy_targets(
+            {d.resource_group for d in deployments}
+        )
+        result = DeploymentExecutionResult()
+        urls: dict[UUID, str] = {}
+        for deployment in deployments:
+            revision, target = deployment.target_revision, targets.get(deployment.resource_group)
+            if revision is None or target is None:
+                _log_unregistrable(deployment, revision)
+                result.skipped.append(deployment)
+                continue
+            url = capture(partial(self._register_endpoint, deployment, revision, target))
+            if isinstance(url, Exception):
+                log.warning("deployment %s: failed to register endpoint: %s", deployment.id, url)
+                result.errors.append(
+                    _deployment_error(deployment, str(url), "Failed to register endpoint", url)
+                )
+            else:
+                urls[deployment.id] = url
+                result.successes.append(deployment)
+        if urls:
+            self._repo.update_endpoint_urls_bulk(urls)
+        return result
+
+    def check_ready_deployments_that_need_scaling(
+        self, deployments: Sequence[DeploymentInfo]
+    ) -> DeploymentExecutionResult:
+        """A deployment whose active route count differs from its target is an error."""
+        deployments = unique_by_id(deployments)
+        if not deployments:
+            return DeploymentExecutionResult()
+        routes = self._repo.fetch_active_routes_by_endpoint_ids({d.id for d in deployments})
+        result = DeploymentExecutionResult()
+        for deployment in deployments:
+            actual, expected = len(routes.get(deployment.id, ())), deployment.target_replica_count
+            if actual == expected:
+                result.successes.append(deployment)
+                continue
+            mismatch = ReplicaCountMismatch(expected=expected, actual=actual)
+            log.info("deployment %s: %s", deployment.id, mismatch)
+            result.errors.append(
+                _deployment_error(deployment, "Mismatched active routes", str(mismatch), mismatch)
+            )
+        return result
+
+    def scale_deployment(self, deployments: Sequence[DeploymentInfo]) -> DeploymentExecutionResult:
+        """Create or stop routes until each deployment has its target count.
+
+        A deployment already at its target is skipped. All creations and stops
+        of the batch are applied in one repository call.
+        """
+        deployments = unique_by_id(deployments)
+        if not deployments:
+            return DeploymentExecutionResult()
+        routes = self._repo.fetch_active_routes_by_endpoint_ids({d.id for d in deployments})
+        result = DeploymentExecutionResult()
+        creators: list[RouteCreator] = []
+        to_stop: list[UUID] = []
+        for deployment in deployments:
+            plan = capture(partial(plan_scaling, deployment, routes.get(deployment.id, ())))
+            if isinstance(plan, Exception):
+                result.errors.append(
+                    _deployment_error(deployment, str(plan), "Failed to scale deployment", plan)
+                )
+            elif plan.is_empty:
+                result.skipped.append(deployment)
+            else:
+                creators.extend(plan.creators)
+                to_stop.extend(plan.routes_to_stop)
+                result.successes.append(deployment)
+        if creators or to_stop:
+            updater = RouteBatchUpdater(route_ids=tuple(to_stop)) if to_stop else None
+            self._repo.scale_routes(creators, updater)
+        return result
+
+    def calculate_desired_replicas(
+        self, deployments: Sequence[DeploymentInfo]
+    ) -> DeploymentExecutionResult:
+        """Save the replica count autoscaling (or, without rules, the manual count) asks for.
+
+        A deployment whose count would not change is skipped.
+        """
+        deployments = unique_by_id(deployments)
+        if not deployments:
+            return DeploymentExecutionResult()
+        rules = self._repo.fetch_auto_scaling_rules_by_endpoint_ids({d.id for d in deployments})
+        metrics = self._repo.fetch_metrics_for_autoscaling(deployments, rules)
+        result = DeploymentExecutionResult()
+        desired: dict[UUID, int] = {}
+        for deployment in deployments:
+            count = capture(
+                partial(self._desired_replicas, deployment, rules.get(deployment.id, ()), metrics)
+            )
+            if isinstance(count, Exception):
+                log.warning("deployment %s: replica calculation failed: %s", deployment.id, count)
+                result.errors.append(
+                    _deployment_error(
+                        deployment, str(count), "Failed to calculate desired replicas", count
+                    )
+                )
+            elif count is None:
+                result.skipped.append(deployment)
+            else:
+                desired[deployment.id] = count
+                result.successes.append(deployment)
+        if desired:
+            self._repo.update_desired_replicas_bulk(desired)
+        return result
+
+    def destroy_deployment(
+        self, deployments: Sequence[DeploymentInfo]
+    ) -> DeploymentExecutionResult:
+        """Mark every active route terminating, then unregister each endpoint.
+
+        Routes are marked first so that a failed unregistration (an error, to be
+        retried) never leaves replicas serving a deployment being destroyed.
+        """
+        deployments = unique_by_id(deployments)
+        if not deployments:
+            return DeploymentExecutionResult()
+        routes = self._repo.fetch_active_routes_by_endpoint_ids({d.id for d in deployments})
+        targets = self._repo.fetch_scaling_group_proxy_targets(
+            {d.resource_group for d in deployments}
+        )
+        route_ids = {route.id for group in routes.values() for route in group}
+        if route_ids:
+            self._repo.mark_terminating_route_status_bulk(route_ids)
+        result = DeploymentExecutionResult()
+        for deployment in deployments:
+            target = targets.get(deployment.resource_group)
+            if target is None:
+                log.warning(
+                    "deployment %s: resource group %s has no app proxy; nothing to unregister",
+                    deployment.id,
+                    deployment.resource_group,
+                )
+                result.successes.append(deployment)
+                continue
+            failure = capture(partial(self._unregister_endpoint, deployment, target))
+            if isinstance(failure, Exception):
+                log.warning("deployment %s: failed to unregister: %s", deployment.id, failure)
+                result.errors.append(
+                    _deployment_error(
+                        deployment, "Failed to unregister endpoint", str(failure), failure
+                    )
+                )
+            else:
+                result.successes.append(deployment)
+        return result
+
+    def _register_endpoint(
+        self, deployment: DeploymentInfo, revision: ModelRevision, target: ScalingGroupProxyTarget
+    ) -> str:
+        client = self._app_proxy.client_for(target)
+        answer = client.create_endpoint(
+            deployment.id, endpoint_registration_body(deployment, revision)
+        )
+        url = answer.get("endpoint")
+        if not isinstance(url, str) or not url:
+            raise AppProxyResponseInvalid("App proxy answer has no 'endpoint' URL")
+        return url
+
+    def _unregister_endpoint(
+        self, deployment: DeploymentInfo, target: ScalingGroupProxyTarget
+    ) -> None:
+        self._app_proxy.client_for(target).delete_endpoint(deployment.id)
+
+    def _desired_replicas(
+        self,
+        deployment: DeploymentInfo,
+        rules: Sequence[AutoScalingRule],
+        metrics: AutoScalingMetricsData,
+    ) -> int | None:
+        if not rules:
+            return manual_desired_replicas(
+                deployment, metrics.routes_by_endpoint.get(deployment.id, ())
+            )
+        return self._repo.calculate_desired_replicas_for_deployment(deployment, rules, metrics)
+
+
+def _log_unregistrable(deployment: DeploymentInfo, revision: ModelRevision | None) -> None:
+    why = "has no target revision" if revision is None else "has no app proxy in its group"
+    log.warning("deployment %s: %s; skipped", deployment.id, why)
+
+
+def _deployment_error(
+    deployment: DeploymentInfo, reason: str, detail: str, failure: Exception
+) -> DeploymentExecutionError:
+    return DeploymentExecutionError(
+        deployment_info=deployment,
+        reason=reason,
+        error_detail=detail,
+        error_code=error_code_of(failure),
+    )

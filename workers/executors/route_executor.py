@@ -1,0 +1,193 @@
+"""RouteExecutor: what happens to a batch of routes in each route phase.
+
+Each method takes a list of routes, does its reads in one call per dependency,
+and sorts every route into the result's buckets; a route's failure is an error
+record, never an exception. The phase that called decides the status changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from functools import partial
+from uuid import UUID
+
+from workers.domain import (
+    DeploymentContext,
+    DeploymentInfo,
+    DeploymentLifecycle,
+    HealthCheckStatus,
+    RouteData,
+    RouteExecutionError,
+    RouteExecutionResult,
+    SessionId,
+    SessionStatus,
+)
+from workers.errors import (
+    DeploymentNotActive,
+    EndpointNotFound,
+    ModelfleetError,
+    RouteSessionNotFound,
+    RouteSessionTerminated,
+    RouteUnhealthy,
+    error_code_of,
+)
+from workers.executors.outcomes import capture, unique_by_id
+from workers.executors.payloads import scrape_target, session_spec
+from workers.ports import DeploymentRepository, HealthStore, SchedulingController, ServiceDiscovery
+
+log = logging.getLogger(__name__)
+
+_NO_NEW_SESSIONS = frozenset({DeploymentLifecycle.DESTROYING, DeploymentLifecycle.DESTROYED})
+
+
+class RouteExecutor:
+    def __init__(
+        self,
+        *,
+        deployment_repo: DeploymentRepository,
+        scheduling_controller: SchedulingController,
+        health_store: HealthStore,
+        service_discovery: ServiceDiscovery,
+    ) -> None:
+        self._repo = deployment_repo
+        self._scheduler = scheduling_controller
+        self._health_store = health_store
+        self._service_discovery = service_discovery
+
+    def provision_routes(self, routes: Sequence[RouteData]) -> RouteExecutionResult:
+        """Start a session for each route that has none and link it to the route.
+
+        A route that already has a session counts as provisioned.
+        """
+        routes = unique_by_id(routes)
+        needing = [route for route in routes if route.session_id is None]
+        deployments = self._deployments_by_id({route.endpoint_id for route in needing})
+        contexts: dict[UUID, DeploymentContext | Exception] = {}
+        started: dict[UUID, SessionId] = {}
+        result = RouteExecutionResult()
+        for route in routes:
+            if route.session_id is not None:
+                result.successes.append(route)
+                continue
+            outcome = capture(partial(self._start_session, route, deployments, contexts))
+            if isinstance(outcome, Exception):
+                log.warning("route %s: failed to provision: %s", route.id, outcome)
+                result.errors.append(_route_error(route, "Failed to provision", outcome))
+            else:
+                started[route.id] = outcome
+                result.successes.append(route)
+        if started:
+            self._repo.update_route_sessions(started)
+        return result
+
+    def terminate_routes(self, routes: Sequence[RouteData]) -> RouteExecutionResult:
+        """Ask the scheduler to stop every route's session; each route is then done."""
+        routes = unique_by_id(routes)
+        session_ids = [route.session_id for route in routes if route.session_id is not None]
+        if session_ids:
+            self._scheduler.mark_sessions_for_termination(session_ids)
+        return RouteExecutionResult(successes=routes)
+
+    def check_running_routes(self, routes: Sequence[RouteData]) -> RouteExecutionResult:
+        """A route whose session is missing or has ended is an error."""
+        routes = unique_by_id(routes)
+        if not routes:
+            return RouteExecutionResult()
+        statuses = self._repo.fetch_session_statuses_by_route_ids({route.id for route in routes})
+        result = RouteExecutionResult()
+        for route in routes:
+            failure = _session_failure(route, statuses.get(route.id))
+            if failure is None:
+                result.successes.append(route)
+            else:
+                result.errors.append(_route_error(route, type(failure).__name__, failure))
+        return result
+
+    def check_route_health(self, routes: Sequence[RouteData]) -> RouteExecutionResult:
+        """Healthy routes succeed, unhealthy ones are errors, stale or unknown ones are stale."""
+        routes = unique_by_id(routes)
+        if not routes:
+            return RouteExecutionResult()
+        health = self._health_store.check_route_health_status([str(route.id) for route in routes])
+        result = RouteExecutionResult()
+        for route in routes:
+            seen = health.get(str(route.id))
+            if seen is None or seen.status is HealthCheckStatus.STALE:
+                result.stale.append(route)
+            elif seen.status is HealthCheckStatus.HEALTHY:
+                result.successes.append(route)
+            else:
+                failure = RouteUnhealthy(route.id)
+                result.errors.append(_route_error(route, type(failure).__name__, failure))
+        return result
+
+    def sync_service_discovery(self, routes: Sequence[RouteData]) -> RouteExecutionResult:
+        """Publish the routes' model servers as the whole scrape set; changes no status.
+
+        Makes no call when no route has a session (SC-RE-018): emptying the set
+        when nothing is healthy is the phase's decision, not this method's.
+        """
+        route_ids = {route.id for route in routes if route.session_id is not None}
+        if not route_ids:
+            log.debug("no route with a session; service discovery left as it is")
+            return RouteExecutionResult()
+        found = self._repo.fetch_route_service_discovery_info(route_ids)
+        self._service_discovery.sync_model_service_routes([scrape_target(d) for d in found])
+        return RouteExecutionResult()
+
+    def cleanup_routes_by_config(self, routes: Sequence[RouteData]) -> RouteExecutionResult:
+        """The routes whose status their resource group's cleanup config names."""
+        routes = unique_by_id(routes)
+        deployments = self._deployments_by_id({route.endpoint_id for route in routes})
+        group_of = {deployment.id: deployment.resource_group for deployment in deployments.values()}
+        groups = sorted(set(group_of.values()))
+        configs = self._repo.get_scaling_group_cleanup_configs(groups) if groups else {}
+        result = RouteExecutionResult()
+        for route in routes:
+            config = configs.get(group_of.get(route.endpoint_id, ""))
+            if config is not None and route.status in config.cleanup_target_statuses:
+                result.successes.append(route)
+        return result
+
+    def _deployments_by_id(self, endpoint_ids: set[UUID]) -> Mapping[UUID, DeploymentInfo]:
+        if not endpoint_ids:
+            return {}
+        return {d.id: d for d in self._repo.get_endpoints_by_ids(endpoint_ids)}
+
+    def _start_session(
+        self,
+        route: RouteData,
+        deployments: Mapping[UUID, DeploymentInfo],
+        contexts: dict[UUID, DeploymentContext | Exception],
+    ) -> SessionId:
+        deployment = deployments.get(route.endpoint_id)
+        if deployment is None:
+            raise EndpointNotFound(route.endpoint_id)
+        if deployment.lifecycle in _NO_NEW_SESSIONS:
+            raise DeploymentNotActive(deployment.id, deployment.lifecycle)
+        if deployment.id not in contexts:  # one context per deployment, not per route
+            contexts[deployment.id] = capture(
+                partial(self._repo.fetch_deployment_context, deployment)
+            )
+        context = contexts[deployment.id]
+        if isinstance(context, Exception):
+            raise context
+        return self._scheduler.enqueue_session(session_spec(route, context))
+
+
+def _session_failure(route: RouteData, status: SessionStatus | None) -> ModelfleetError | None:
+    if status is None:
+        return RouteSessionNotFound(route.id)
+    if status.is_terminal:
+        return RouteSessionTerminated(route.id, status)
+    return None
+
+
+def _route_error(route: RouteData, reason: str, failure: Exception) -> RouteExecutionError:
+    return RouteExecutionError(
+        route_info=route,
+        reason=reason,
+        error_detail=str(failure),
+        error_code=error_code_of(failure),
+    )
