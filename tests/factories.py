@@ -1,0 +1,65 @@
+"""Builders for domain values with sensible defaults; tests override what they care about."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+from workers.domain import (
+    DeploymentContext,
+    DeploymentInfo,
+    HealthCheckConfig,
+    ModelRevision,
+    RouteData,
+    SessionId,
+)
+
+
+def make_revision(**overrides: Any) -> ModelRevision:
+    fields: dict[str, Any] = {
+        "image": "registry.local/echo-model:1.0",
+        "runtime_variant": "custom",
+        "startup_command": "python -m echo_model",
+        "environ": {"MODEL_NAME": "echo"},
+        "health_check": HealthCheckConfig(path="/health", initial_delay_s=30.0),
+    }
+    return ModelRevision(**(fields | overrides))
+
+
+def revision_of(deployment: DeploymentInfo) -> ModelRevision:
+    assert deployment.target_revision is not None
+    return deployment.target_revision
+
+
+def make_deployment(**overrides: Any) -> DeploymentInfo:
+    ident = uuid4()
+    fields: dict[str, Any] = {
+        "id": ident,
+        "name": f"svc-{ident.hex[:6]}",
+        "resource_group": "sg1",
+        "replica_count": 1,
+        "target_revision": make_revision(),
+        "owner": "user-1",
+        "project": "project-1",
+    }
+    return DeploymentInfo(**(fields | overrides))
+
+
+def make_route(deployment: DeploymentInfo | None = None, **overrides: Any) -> RouteData:
+    fields: dict[str, Any] = {
+        "id": uuid4(),
+        "endpoint_id": deployment.id if deployment else uuid4(),
+        "created_at": datetime.now(UTC),
+    }
+    return RouteData(**(fields | overrides))
+
+
+def new_session_id() -> SessionId:
+    return SessionId(uuid4())
+
+
+def context_of(deployment: DeploymentInfo, **environ: str) -> DeploymentContext:
+    return DeploymentContext(
+        deployment=deployment, revision=revision_of(deployment), environ=environ
+    )

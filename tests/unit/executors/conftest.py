@@ -1,0 +1,71 @@
+"""Executors wired to autospecced ports: a misspelt method or a wrong signature fails."""
+
+from __future__ import annotations
+
+from unittest.mock import MagicMock, create_autospec
+
+import pytest
+
+from workers.executors import DeploymentExecutor, RouteExecutor
+from workers.ports import (
+    AppProxy,
+    AppProxyClient,
+    DeploymentRepository,
+    HealthStore,
+    SchedulingController,
+    ServiceDiscovery,
+)
+
+
+@pytest.fixture
+def repo() -> MagicMock:
+    mock: MagicMock = create_autospec(DeploymentRepository, instance=True)
+    return mock
+
+
+@pytest.fixture
+def scheduler() -> MagicMock:
+    mock: MagicMock = create_autospec(SchedulingController, instance=True)
+    return mock
+
+
+@pytest.fixture
+def health_store() -> MagicMock:
+    mock: MagicMock = create_autospec(HealthStore, instance=True)
+    return mock
+
+
+@pytest.fixture
+def service_discovery() -> MagicMock:
+    mock: MagicMock = create_autospec(ServiceDiscovery, instance=True)
+    return mock
+
+
+@pytest.fixture
+def proxy_client() -> MagicMock:
+    mock: MagicMock = create_autospec(AppProxyClient, instance=True)
+    return mock
+
+
+@pytest.fixture
+def app_proxy(proxy_client: MagicMock) -> MagicMock:
+    proxy: MagicMock = create_autospec(AppProxy, instance=True)
+    proxy.client_for.return_value = proxy_client
+    return proxy
+
+
+@pytest.fixture
+def route_executor(
+    repo: MagicMock, scheduler: MagicMock, health_store: MagicMock, service_discovery: MagicMock
+) -> RouteExecutor:
+    return RouteExecutor(
+        deployment_repo=repo,
+        scheduling_controller=scheduler,
+        health_store=health_store,
+        service_discovery=service_discovery,
+    )
+
+
+@pytest.fixture
+def deployment_executor(repo: MagicMock, app_proxy: MagicMock) -> DeploymentExecutor:
+    return DeploymentExecutor(deployment_repo=repo, app_proxy=app_proxy)

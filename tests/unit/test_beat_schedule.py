@@ -1,0 +1,35 @@
+"""The cadence table: one entry per phase of DESIGN.md, each expiring within its interval."""
+
+from __future__ import annotations
+
+from beat_schedule import PHASE_INTERVALS_S, beat_schedule
+
+DESIGN_PHASES = {
+    "deployments.check_pending",
+    "deployments.check_replicas",
+    "deployments.scale",
+    "deployments.reconcile",
+    "deployments.destroy",
+    "routes.provision",
+    "routes.check_running",
+    "routes.health_check",
+    "routes.evict",
+    "routes.terminate",
+    "routes.sync_service_discovery",
+}
+
+
+def test_every_design_phase_is_scheduled() -> None:
+    assert set(beat_schedule()) == DESIGN_PHASES
+
+
+def test_each_tick_expires_no_later_than_its_interval() -> None:
+    for name, entry in beat_schedule().items():
+        assert entry["task"] == name
+        assert 0 < entry["options"]["expires"] <= entry["schedule"]
+
+
+def test_intervals_can_be_replaced() -> None:
+    schedule = beat_schedule({**PHASE_INTERVALS_S, "routes.health_check": 1.5})
+    assert schedule["routes.health_check"]["schedule"] == 1.5
+    assert schedule["routes.provision"]["schedule"] == PHASE_INTERVALS_S["routes.provision"]
