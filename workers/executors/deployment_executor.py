@@ -108,6 +108,7 @@ class DeploymentExecutor:
         for deployment in deployments:
             plan = capture(partial(plan_scaling, deployment, routes.get(deployment.id, ())))
             if isinstance(plan, Exception):
+                log.warning("deployment %s: cannot plan scaling: %s", deployment.id, plan)
                 result.errors.append(
                     _deployment_error(deployment, str(plan), "Failed to scale deployment", plan)
                 )
