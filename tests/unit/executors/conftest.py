@@ -17,39 +17,39 @@ from workers.ports import (
 )
 
 
+def _autospec(port: type) -> MagicMock:
+    mock: MagicMock = create_autospec(port, instance=True)
+    return mock
+
+
 @pytest.fixture
 def repo() -> MagicMock:
-    mock: MagicMock = create_autospec(DeploymentRepository, instance=True)
-    return mock
+    return _autospec(DeploymentRepository)
 
 
 @pytest.fixture
 def scheduler() -> MagicMock:
-    mock: MagicMock = create_autospec(SchedulingController, instance=True)
-    return mock
+    return _autospec(SchedulingController)
 
 
 @pytest.fixture
 def health_store() -> MagicMock:
-    mock: MagicMock = create_autospec(HealthStore, instance=True)
-    return mock
+    return _autospec(HealthStore)
 
 
 @pytest.fixture
 def service_discovery() -> MagicMock:
-    mock: MagicMock = create_autospec(ServiceDiscovery, instance=True)
-    return mock
+    return _autospec(ServiceDiscovery)
 
 
 @pytest.fixture
 def proxy_client() -> MagicMock:
-    mock: MagicMock = create_autospec(AppProxyClient, instance=True)
-    return mock
+    return _autospec(AppProxyClient)
 
 
 @pytest.fixture
 def app_proxy(proxy_client: MagicMock) -> MagicMock:
-    proxy: MagicMock = create_autospec(AppProxy, instance=True)
+    proxy = _autospec(AppProxy)
     proxy.client_for.return_value = proxy_client
     return proxy
 
