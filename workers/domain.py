@@ -10,7 +10,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import NewType
+from typing import Generic, NewType, TypeVar
 from uuid import UUID
 
 SessionId = NewType("SessionId", UUID)
@@ -120,6 +120,7 @@ class DeploymentInfo:
     owner: str | None = None
     project: str | None = None
     domain: str = "default"
+    retry_count: int = 0  # failed attempts of the current lifecycle step
 
     @property
     def target_replica_count(self) -> int:
@@ -295,3 +296,37 @@ class DeploymentExecutionResult:
     successes: list[DeploymentInfo] = field(default_factory=list)
     errors: list[DeploymentExecutionError] = field(default_factory=list)
     skipped: list[DeploymentInfo] = field(default_factory=list)
+
+
+class OutcomeBucket(StrEnum):
+    """Which list of an executor's result an entity ended up in."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+    STALE = "stale"
+    SKIPPED = "skipped"
+
+
+StatusT = TypeVar("StatusT", RouteStatus, DeploymentLifecycle)
+
+
+@dataclass(frozen=True)
+class StatusTransition(Generic[StatusT]):
+    """Move one entity to `to_status` if it is still in an `expected` status; record why.
+
+    `to_status=None` keeps the status and still writes the history row, so an
+    error that leaves an entity where it is stays visible (and, for a
+    deployment, counts as a retry).
+    """
+
+    entity_id: UUID
+    expected: frozenset[StatusT]
+    to_status: StatusT | None
+    phase: str
+    result: OutcomeBucket
+    error_code: str | None = None
+    message: str = ""
+
+
+RouteTransition = StatusTransition[RouteStatus]
+DeploymentTransition = StatusTransition[DeploymentLifecycle]

@@ -76,8 +76,35 @@ class InvalidReplicaCount(ModelfleetError):
         super().__init__(f"Target replica count must be >= 0, got {count}")
 
 
+class RevisionMissing(ModelfleetError):
+    """A deployment has no target revision, so there is nothing to start."""
+
+    error_code = "revision_missing"
+
+    def __init__(self, endpoint_id: UUID) -> None:
+        super().__init__(f"Deployment {endpoint_id} has no target revision")
+
+
 class AppProxyResponseInvalid(ModelfleetError):
     error_code = "app_proxy_response_invalid"
+
+
+class AppProxyRequestFailed(ModelfleetError):
+    """The app proxy could not be reached or answered with an error status.
+
+    `temporary` is true when trying again later may help: no answer at all, or
+    a 5xx. The message names the request and the status, never the token.
+    """
+
+    error_code = "app_proxy_request_failed"
+
+    def __init__(self, message: str, *, status: int | None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def temporary(self) -> bool:
+        return self.status is None or self.status >= 500
 
 
 def error_code_of(error: BaseException) -> str | None:

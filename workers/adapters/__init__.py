@@ -1,0 +1,1 @@
+"""Real implementations of `workers.ports`: PostgreSQL, Redis and the app proxy over HTTP."""

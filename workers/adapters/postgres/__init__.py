@@ -1,0 +1,1 @@
+"""The PostgreSQL system of record: schema, migrations, the repository and the scheduler table."""

@@ -1,0 +1,417 @@
+"""`DeploymentRepository` on PostgreSQL: the reads and writes the executors make.
+
+Every method is one transaction and a fixed number of statements whatever the
+batch size (ids travel as arrays). Phase-level work (loading targets, guarded
+transitions with history) lives in `transitions.py` and is exposed here too.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from datetime import UTC, datetime
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
+
+from workers.adapters.postgres import transitions
+from workers.adapters.postgres.bulk import any_of, unnest_rows
+from workers.adapters.postgres.engine import transaction
+from workers.adapters.postgres.rows import (
+    DEPLOYMENT_COLUMNS,
+    ROUTE_COLUMNS,
+    deployment_from_row,
+    route_from_row,
+    rule_from_row,
+)
+from workers.adapters.postgres.schema import (
+    autoscaling_rules,
+    deployments,
+    routes,
+    scaling_groups,
+    sessions,
+)
+from workers.adapters.redis_metrics import RedisMetricsStore
+from workers.autoscaling import decide_replicas
+from workers.domain import (
+    ACTIVE_ROUTE_STATUSES,
+    AutoScalingMetricsData,
+    AutoScalingRule,
+    CleanupConfig,
+    DeploymentContext,
+    DeploymentInfo,
+    DeploymentLifecycle,
+    DeploymentTransition,
+    RouteBatchUpdater,
+    RouteCreator,
+    RouteData,
+    RouteDiscoveryData,
+    RouteStatus,
+    RouteTransition,
+    ScalingGroupProxyTarget,
+    SessionId,
+    SessionStatus,
+)
+from workers.errors import EndpointNotFound, RevisionMissing
+
+log = logging.getLogger(__name__)
+
+_ACTIVE = [status.value for status in ACTIVE_ROUTE_STATUSES]
+_UUID = PG_UUID(as_uuid=True)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class PostgresDeploymentRepository:
+    def __init__(
+        self,
+        *,
+        engine: sa.Engine,
+        metrics: RedisMetricsStore,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self._engine = engine
+        self._metrics = metrics
+        self._clock = clock
+        # Rules that fired, per deployment, until the desired count they decided is saved.
+        self._fired_rules: dict[UUID, tuple[UUID, datetime]] = {}
+
+    # -- read by the route executor --
+    def get_endpoints_by_ids(self, endpoint_ids: AbstractSet[UUID]) -> list[DeploymentInfo]:
+        query = sa.select(*DEPLOYMENT_COLUMNS).where(any_of(deployments.c.id, endpoint_ids))
+        with transaction(self._engine) as conn:
+            return [deployment_from_row(row) for row in conn.execute(query).mappings()]
+
+    def fetch_deployment_context(self, deployment: DeploymentInfo) -> DeploymentContext:
+        """The deployment as stored now, its revision, and its resource group's environment."""
+        query = (
+            sa.select(*DEPLOYMENT_COLUMNS, scaling_groups.c.environ.label("group_environ"))
+            .join(scaling_groups, scaling_groups.c.name == deployments.c.resource_group)
+            .where(deployments.c.id == deployment.id)
+        )
+        with transaction(self._engine) as conn:
+            row = conn.execute(query).mappings().one_or_none()
+        if row is None:
+            raise EndpointNotFound(deployment.id)
+        current = deployment_from_row(row)
+        if current.target_revision is None:
+            raise RevisionMissing(deployment.id)
+        return DeploymentContext(
+            deployment=current,
+            revision=current.target_revision,
+            environ=dict(row["group_environ"]),
+        )
+
+    def update_route_sessions(self, route_sessions: Mapping[UUID, SessionId]) -> None:
+        if not route_sessions:
+            return
+        v = unnest_rows(
+            "v",
+            {
+                "id": (_UUID, list(route_sessions)),
+                "session_id": (_UUID, list(route_sessions.values())),
+            },
+        )
+        statement = routes.update().where(routes.c.id == v.c.id).values(session_id=v.c.session_id)
+        with transaction(self._engine) as conn:
+            conn.execute(statement)
+
+    def fetch_session_statuses_by_route_ids(
+        self, route_ids: AbstractSet[UUID]
+    ) -> dict[UUID, SessionStatus]:
+        query = (
+            sa.select(routes.c.id, sessions.c.status)
+            .join(sessions, sessions.c.id == routes.c.session_id)
+            .where(any_of(routes.c.id, route_ids))
+        )
+        with transaction(self._engine) as conn:
+            return {row.id: SessionStatus(row.status) for row in conn.execute(query)}
+
+    def fetch_route_service_discovery_info(
+        self, route_ids: AbstractSet[UUID]
+    ) -> list[RouteDiscoveryData]:
+        """Routes whose session runs and has an address; the others have nothing to scrape."""
+        query = (
+            sa.select(
+                routes.c.id,
+                routes.c.deployment_id,
+                deployments.c.name,
+                deployments.c.runtime_variant,
+                sessions.c.host,
+                sessions.c.port,
+            )
+            .join(sessions, sessions.c.id == routes.c.session_id)
+            .join(deployments, deployments.c.id == routes.c.deployment_id)
+            .where(
+                any_of(routes.c.id, route_ids),
+                sessions.c.status == SessionStatus.RUNNING.value,
+                sessions.c.host.is_not(None),
+                sessions.c.port.is_not(None),
+            )
+            .order_by(routes.c.id)
+        )
+        with transaction(self._engine) as conn:
+            return [
+                RouteDiscoveryData(
+                    route_id=row.id,
+                    endpoint_id=row.deployment_id,
+                    endpoint_name=row.name,
+                    host=row.host,
+                    port=row.port,
+                    runtime_variant=row.runtime_variant,
+                )
+                for row in conn.execute(query)
+            ]
+
+    def get_scaling_group_cleanup_configs(
+        self, scaling_group_names: Sequence[str]
+    ) -> dict[str, CleanupConfig]:
+        query = sa.select(scaling_groups.c.name, scaling_groups.c.route_cleanup_statuses).where(
+            any_of(scaling_groups.c.name, scaling_group_names)
+        )
+        with transaction(self._engine) as conn:
+            return {
+                row.name: CleanupConfig(
+                    frozenset(RouteStatus(s) for s in row.route_cleanup_statuses)
+                )
+                for row in conn.execute(query)
+            }
+
+    # -- read and written by the deployment executor --
+    def fetch_scaling_group_proxy_targets(
+        self, scaling_group_names: AbstractSet[str]
+    ) -> dict[str, ScalingGroupProxyTarget | None]:
+        """Each named group's app proxy; None for a group with none (or no such group)."""
+        query = sa.select(
+            scaling_groups.c.name,
+            scaling_groups.c.app_proxy_addr,
+            scaling_groups.c.app_proxy_api_token,
+        ).where(any_of(scaling_groups.c.name, scaling_group_names))
+        targets: dict[str, ScalingGroupProxyTarget | None] = dict.fromkeys(scaling_group_names)
+        with transaction(self._engine) as conn:
+            for row in conn.execute(query):
+                if row.app_proxy_addr:
+                    targets[row.name] = ScalingGroupProxyTarget(
+                        addr=row.app_proxy_addr, api_token=row.app_proxy_api_token or ""
+                    )
+        return targets
+
+    def update_endpoint_urls_bulk(self, endpoint_urls: Mapping[UUID, str]) -> None:
+        if not endpoint_urls:
+            return
+        v = unnest_rows(
+            "v",
+            {"id": (_UUID, list(endpoint_urls)), "url": (sa.Text(), list(endpoint_urls.values()))},
+        )
+        statement = (
+            deployments.update()
+            .where(deployments.c.id == v.c.id)
+            .values(url=v.c.url, updated_at=sa.func.now())
+        )
+        with transaction(self._engine) as conn:
+            conn.execute(statement)
+
+    def fetch_active_routes_by_endpoint_ids(
+        self, endpoint_ids: AbstractSet[UUID]
+    ) -> dict[UUID, list[RouteData]]:
+        with transaction(self._engine) as conn:
+            return _active_routes(conn, endpoint_ids)
+
+    def scale_routes(
+        self, creators: Sequence[RouteCreator], updater: RouteBatchUpdater | None
+    ) -> None:
+        """Insert new routes and take the scaled-in ones out of service, in one transaction.
+
+        Only routes still active are changed, so a route that finished meanwhile stays finished.
+        """
+        with transaction(self._engine) as conn:
+            if creators:
+                conn.execute(
+                    routes.insert(),
+                    [
+                        {
+                            "id": uuid.uuid4(),
+                            "deployment_id": creator.endpoint_id,
+                            "traffic_ratio": creator.traffic_ratio,
+                        }
+                        for creator in creators
+                    ],
+                )
+            if updater is not None and updater.route_ids:
+                conn.execute(
+                    routes.update()
+                    .where(any_of(routes.c.id, updater.route_ids), routes.c.status.in_(_ACTIVE))
+                    .values(
+                        status=updater.status.value,
+                        traffic_ratio=updater.traffic_ratio,
+                        traffic_status="inactive",
+                        status_changed_at=sa.func.now(),
+                    )
+                )
+
+    def fetch_auto_scaling_rules_by_endpoint_ids(
+        self, endpoint_ids: AbstractSet[UUID]
+    ) -> dict[UUID, list[AutoScalingRule]]:
+        """Rules per deployment in a stable order: oldest first."""
+        query = (
+            sa.select(autoscaling_rules)
+            .where(any_of(autoscaling_rules.c.deployment_id, endpoint_ids))
+            .order_by(autoscaling_rules.c.created_at, autoscaling_rules.c.id)
+        )
+        rules: dict[UUID, list[AutoScalingRule]] = defaultdict(list)
+        with transaction(self._engine) as conn:
+            for row in conn.execute(query).mappings():
+                rules[row["deployment_id"]].append(rule_from_row(row))
+        return dict(rules)
+
+    def fetch_metrics_for_autoscaling(
+        self,
+        deployments: Sequence[DeploymentInfo],
+        rules: Mapping[UUID, Sequence[AutoScalingRule]],
+    ) -> AutoScalingMetricsData:
+        """Active routes of every deployment; Redis metrics of those that have rules."""
+        with transaction(self._engine) as conn:
+            routes_by_endpoint = _active_routes(conn, {d.id for d in deployments})
+        ruled = [d.id for d in deployments if rules.get(d.id)]
+        session_ids = [
+            route.session_id
+            for deployment_id in ruled
+            for route in routes_by_endpoint.get(deployment_id, ())
+            if route.session_id is not None
+        ]
+        endpoint_metrics, session_metrics = self._metrics.read(ruled, session_ids)
+        return AutoScalingMetricsData(
+            routes_by_endpoint=routes_by_endpoint,
+            endpoint_metrics=endpoint_metrics,
+            session_metrics=session_metrics,
+        )
+
+    def calculate_desired_replicas_for_deployment(
+        self,
+        deployment: DeploymentInfo,
+        rules: Sequence[AutoScalingRule],
+        metrics: AutoScalingMetricsData,
+    ) -> int | None:
+        """The count the first firing rule asks for (see `workers.autoscaling`), or None.
+
+        The firing rule's `last_triggered_at` is stamped when the count is saved
+        (`update_desired_replicas_bulk`), in that same transaction.
+        """
+        now = self._clock()
+        decision = decide_replicas(deployment, rules, metrics, now)
+        if decision is None:
+            return None
+        log.info(
+            "deployment %s: rule %s fired (%s=%s %s %s): %d -> %d replicas",
+            deployment.id,
+            decision.rule.id,
+            decision.rule.metric_name,
+            decision.metric_value,
+            decision.rule.comparator.value,
+            decision.rule.threshold,
+            deployment.target_replica_count,
+            decision.replicas,
+        )
+        if decision.rule.id is not None:
+            self._fired_rules[deployment.id] = (decision.rule.id, now)
+        return decision.replicas
+
+    def update_desired_replicas_bulk(self, desired_replicas: Mapping[UUID, int]) -> None:
+        if not desired_replicas:
+            return
+        fired = {i: self._fired_rules[i] for i in desired_replicas if i in self._fired_rules}
+        counts = unnest_rows(
+            "v",
+            {
+                "id": (_UUID, list(desired_replicas)),
+                "count": (sa.Integer(), list(desired_replicas.values())),
+            },
+        )
+        with transaction(self._engine) as conn:
+            conn.execute(
+                deployments.update()
+                .where(deployments.c.id == counts.c.id)
+                .values(desired_replica_count=counts.c.count, updated_at=sa.func.now())
+            )
+            if fired:
+                _stamp_fired_rules(conn, fired.values())
+        for deployment_id in fired:
+            self._fired_rules.pop(deployment_id, None)
+
+    def mark_terminating_route_status_bulk(self, route_ids: AbstractSet[UUID]) -> None:
+        """Active routes become terminating; routes already on their way out are left alone."""
+        if not route_ids:
+            return
+        with transaction(self._engine) as conn:
+            conn.execute(
+                routes.update()
+                .where(any_of(routes.c.id, route_ids), routes.c.status.in_(_ACTIVE))
+                .values(
+                    status=RouteStatus.TERMINATING.value,
+                    traffic_ratio=0.0,
+                    traffic_status="inactive",
+                    status_changed_at=sa.func.now(),
+                )
+            )
+
+    # -- what the phases need --
+    def load_deployments_by_status(
+        self, lifecycles: AbstractSet[DeploymentLifecycle]
+    ) -> list[DeploymentInfo]:
+        with transaction(self._engine) as conn:
+            return transitions.load_deployments(conn, lifecycles)
+
+    def load_routes_by_status(self, statuses: AbstractSet[RouteStatus]) -> list[RouteData]:
+        with transaction(self._engine) as conn:
+            return transitions.load_routes(conn, statuses)
+
+    def apply_route_transitions(
+        self, changes: Sequence[RouteTransition], *, conn: sa.Connection | None = None
+    ) -> list[UUID]:
+        """Guarded status changes plus history; see `transitions`."""
+        if conn is not None:
+            return transitions.apply_route_transitions(conn, changes)
+        with transaction(self._engine) as own:
+            return transitions.apply_route_transitions(own, changes)
+
+    def apply_deployment_transitions(
+        self, changes: Sequence[DeploymentTransition], *, conn: sa.Connection | None = None
+    ) -> list[UUID]:
+        """Guarded lifecycle changes plus history; see `transitions`."""
+        if conn is not None:
+            return transitions.apply_deployment_transitions(conn, changes)
+        with transaction(self._engine) as own:
+            return transitions.apply_deployment_transitions(own, changes)
+
+
+def _active_routes(
+    conn: sa.Connection, endpoint_ids: AbstractSet[UUID]
+) -> dict[UUID, list[RouteData]]:
+    query = (
+        sa.select(*ROUTE_COLUMNS)
+        .where(any_of(routes.c.deployment_id, endpoint_ids), routes.c.status.in_(_ACTIVE))
+        .order_by(routes.c.created_at, routes.c.id)
+    )
+    grouped: dict[UUID, list[RouteData]] = defaultdict(list)
+    for row in conn.execute(query).mappings():
+        grouped[row["deployment_id"]].append(route_from_row(row))
+    return dict(grouped)
+
+
+def _stamp_fired_rules(conn: sa.Connection, fired: Collection[tuple[UUID, datetime]]) -> None:
+    rule_ids, fired_at = zip(*fired, strict=True)
+    v = unnest_rows(
+        "fired",
+        {"id": (_UUID, list(rule_ids)), "at": (sa.DateTime(timezone=True), list(fired_at))},
+    )
+    conn.execute(
+        autoscaling_rules.update()
+        .where(autoscaling_rules.c.id == v.c.id)
+        .values(last_triggered_at=v.c.at)
+    )

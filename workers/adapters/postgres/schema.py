@@ -1,0 +1,219 @@
+"""The tables, as SQLAlchemy Core metadata.
+
+Alembic migrations (`migrations/versions/`) create and change the real schema;
+this metadata is what the queries are written against, and a test checks the
+two agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+
+from workers.domain import (
+    Comparator,
+    DeploymentLifecycle,
+    MetricSource,
+    RouteStatus,
+    SessionStatus,
+)
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TERMINAL_SESSION_STATUSES = tuple(s.value for s in SessionStatus if s.is_terminal)
+
+
+def _one_of(column: str, values: Iterable[str], name: str) -> sa.CheckConstraint:
+    allowed = ", ".join(f"'{v}'" for v in values)
+    return sa.CheckConstraint(f"{column} IN ({allowed})", name=name)
+
+
+def _values(enum: type[StrEnum]) -> list[str]:
+    return [member.value for member in enum]
+
+
+def _created_at() -> sa.Column[object]:
+    return sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    )
+
+
+def _updated_at() -> sa.Column[object]:
+    return sa.Column(
+        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    )
+
+
+scaling_groups = sa.Table(
+    "scaling_groups",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("app_proxy_addr", sa.Text),
+    sa.Column("app_proxy_api_token", sa.Text),
+    sa.Column(
+        "route_cleanup_statuses",
+        ARRAY(sa.Text),
+        nullable=False,
+        server_default=sa.text("ARRAY['unhealthy']::text[]"),
+    ),
+    sa.Column("environ", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    _created_at(),
+)
+
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("resource_group", sa.Text, sa.ForeignKey("scaling_groups.name"), nullable=False),
+    sa.Column("lifecycle", sa.Text, nullable=False, server_default="pending"),
+    sa.Column("replica_count", sa.Integer, nullable=False),
+    sa.Column("desired_replica_count", sa.Integer),
+    sa.Column("url", sa.Text),
+    sa.Column("open_to_public", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("owner", sa.Text),
+    sa.Column("project", sa.Text),
+    sa.Column("domain", sa.Text, nullable=False, server_default="default"),
+    # The target revision; no image means there is nothing to run yet.
+    sa.Column("image", sa.Text),
+    sa.Column("runtime_variant", sa.Text, nullable=False, server_default="custom"),
+    sa.Column("model_path", sa.Text, nullable=False, server_default="/models"),
+    sa.Column("resources", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("environ", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("startup_command", sa.Text),
+    # Health check of the revision's model server; no path means none is configured.
+    sa.Column("health_check_path", sa.Text),
+    sa.Column("health_check_interval_s", sa.Float, nullable=False, server_default="10"),
+    sa.Column("health_check_max_retries", sa.Integer, nullable=False, server_default="10"),
+    sa.Column("health_check_initial_delay_s", sa.Float, nullable=False, server_default="60"),
+    sa.Column("health_check_timeout_s", sa.Float, nullable=False, server_default="15"),
+    sa.Column("health_check_expected_status", sa.Integer, nullable=False, server_default="200"),
+    sa.Column("retry_count", sa.Integer, nullable=False, server_default="0"),
+    _created_at(),
+    _updated_at(),
+    sa.Column("destroyed_at", sa.DateTime(timezone=True)),
+    _one_of("lifecycle", _values(DeploymentLifecycle), "lifecycle"),
+    sa.CheckConstraint("replica_count >= 0", name="replica_count"),
+    sa.CheckConstraint("desired_replica_count >= 0", name="desired_replica_count"),
+    sa.Index(
+        "uq_deployments_name_live",
+        "name",
+        unique=True,
+        postgresql_where=sa.text("lifecycle <> 'destroyed'"),
+    ),
+    sa.Index("ix_deployments_lifecycle", "lifecycle"),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("route_id", UUID(as_uuid=True), sa.ForeignKey("routes.id"), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="PENDING"),
+    sa.Column("spec", JSONB, nullable=False),
+    sa.Column("host", sa.Text),
+    sa.Column("port", sa.Integer),
+    _created_at(),
+    _updated_at(),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("terminated_at", sa.DateTime(timezone=True)),
+    _one_of("status", _values(SessionStatus), "status"),
+    # The guarantee that a repeated enqueue never starts a second model server.
+    sa.Index(
+        "uq_sessions_route_id_live",
+        "route_id",
+        unique=True,
+        postgresql_where=sa.text(
+            f"status NOT IN ({', '.join(repr(s) for s in TERMINAL_SESSION_STATUSES)})"
+        ),
+    ),
+    sa.Index("ix_sessions_status", "status"),
+)
+
+routes = sa.Table(
+    "routes",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("deployment_id", UUID(as_uuid=True), sa.ForeignKey("deployments.id"), nullable=False),
+    sa.Column(
+        "session_id",
+        UUID(as_uuid=True),
+        sa.ForeignKey("sessions.id", use_alter=True, name="fk_routes_session_id_sessions"),
+    ),
+    sa.Column("status", sa.Text, nullable=False, server_default="provisioning"),
+    sa.Column("traffic_ratio", sa.Float, nullable=False, server_default="1"),
+    sa.Column("traffic_status", sa.Text, nullable=False, server_default="active"),
+    sa.Column(
+        "status_changed_at",
+        sa.DateTime(timezone=True),
+        nullable=False,
+        server_default=sa.func.now(),
+    ),
+    _created_at(),
+    sa.Column("error_data", JSONB),
+    _one_of("status", _values(RouteStatus), "status"),
+    _one_of("traffic_status", ["active", "inactive"], "traffic_status"),
+    sa.Index("ix_routes_deployment_id_status", "deployment_id", "status"),
+    sa.Index("ix_routes_status", "status"),
+)
+
+autoscaling_rules = sa.Table(
+    "autoscaling_rules",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("deployment_id", UUID(as_uuid=True), sa.ForeignKey("deployments.id"), nullable=False),
+    sa.Column("metric_source", sa.Text, nullable=False),
+    sa.Column("metric_name", sa.Text, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("comparator", sa.Text, nullable=False),
+    sa.Column("step_size", sa.Integer, nullable=False),
+    sa.Column("cooldown_s", sa.Integer, nullable=False, server_default="300"),
+    sa.Column("min_replicas", sa.Integer),
+    sa.Column("max_replicas", sa.Integer),
+    sa.Column("last_triggered_at", sa.DateTime(timezone=True)),
+    _created_at(),
+    _one_of("metric_source", _values(MetricSource), "metric_source"),
+    _one_of("comparator", _values(Comparator), "comparator"),
+    sa.CheckConstraint("step_size <> 0", name="step_size"),
+    sa.CheckConstraint("cooldown_s >= 0", name="cooldown_s"),
+    sa.CheckConstraint(
+        "min_replicas IS NULL OR max_replicas IS NULL OR min_replicas <= max_replicas",
+        name="bounds",
+    ),
+    sa.Index("ix_autoscaling_rules_deployment_id", "deployment_id"),
+)
+
+
+def _history_table(name: str, entity: str, parent: str) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column(entity, UUID(as_uuid=True), sa.ForeignKey(f"{parent}.id"), nullable=False),
+        sa.Column("phase", sa.Text, nullable=False),
+        sa.Column("from_status", sa.Text),
+        sa.Column("to_status", sa.Text, nullable=False),
+        sa.Column("result", sa.Text, nullable=False),
+        sa.Column("error_code", sa.Text),
+        sa.Column("message", sa.Text, nullable=False, server_default=""),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
+        _created_at(),
+        _updated_at(),
+        sa.Index(f"ix_{name}_{entity}", entity, sa.text("id DESC")),
+    )
+
+
+deployment_history = _history_table("deployment_history", "deployment_id", "deployments")
+route_history = _history_table("route_history", "route_id", "routes")

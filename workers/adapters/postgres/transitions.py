@@ -1,0 +1,277 @@
+"""Phase-level writes: guarded status transitions with their history, and target loading.
+
+A transition applies only if the entity is still in one of the statuses it
+expects (the phase loaded it there; another run may have moved it since).
+Rows are locked first, so the guard, the change and the history row agree.
+A repeat of the latest history row (same phase, result, error code and
+to-status) bumps its `attempts` instead of adding a row. Five statements per
+batch, whatever its size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
+
+from workers.adapters.postgres.bulk import any_of, unnest_rows
+from workers.adapters.postgres.rows import (
+    DEPLOYMENT_COLUMNS,
+    ROUTE_COLUMNS,
+    deployment_from_row,
+    route_from_row,
+)
+from workers.adapters.postgres.schema import deployment_history, deployments, route_history, routes
+from workers.domain import (
+    DeploymentInfo,
+    DeploymentLifecycle,
+    DeploymentTransition,
+    OutcomeBucket,
+    RouteData,
+    RouteStatus,
+    RouteTransition,
+    StatusTransition,
+)
+
+_UUID = PG_UUID(as_uuid=True)
+_TEXT = sa.Text()
+
+
+@dataclass(frozen=True)
+class _Applied:
+    """A transition whose guard held, with the status the entity really had."""
+
+    change: StatusTransition[Any]
+    from_status: str
+    retry_count: int = 0
+
+    @property
+    def to_status(self) -> str:
+        return self.from_status if self.change.to_status is None else self.change.to_status.value
+
+    @property
+    def moves(self) -> bool:
+        return self.to_status != self.from_status
+
+
+def load_deployments(
+    conn: sa.Connection, lifecycles: AbstractSet[DeploymentLifecycle]
+) -> list[DeploymentInfo]:
+    query = (
+        sa.select(*DEPLOYMENT_COLUMNS)
+        .where(deployments.c.lifecycle.in_([s.value for s in lifecycles]))
+        .order_by(deployments.c.created_at, deployments.c.id)
+    )
+    return [deployment_from_row(row) for row in conn.execute(query).mappings()]
+
+
+def load_routes(conn: sa.Connection, statuses: AbstractSet[RouteStatus]) -> list[RouteData]:
+    query = (
+        sa.select(*ROUTE_COLUMNS)
+        .where(routes.c.status.in_([s.value for s in statuses]))
+        .order_by(routes.c.created_at, routes.c.id)
+    )
+    return [route_from_row(row) for row in conn.execute(query).mappings()]
+
+
+def apply_route_transitions(conn: sa.Connection, changes: Sequence[RouteTransition]) -> list[UUID]:
+    """Apply each change whose guard holds; returns the ids that were applied.
+
+    A route that moves gets a new `status_changed_at`; an error result is kept
+    in `error_data` (a later non-error change clears it).
+    """
+    current = _lock(conn, routes, routes.c.status, changes)
+    applied = [
+        _Applied(change, from_status=current[change.entity_id][0])
+        for change in _last_per_entity(changes)
+        if _guard_holds(change, current)
+    ]
+    touched = [a for a in applied if a.moves or a.change.result is OutcomeBucket.ERROR]
+    if touched:
+        v = unnest_rows(
+            "v",
+            {
+                "id": (_UUID, [a.change.entity_id for a in touched]),
+                "status": (_TEXT, [a.to_status for a in touched]),
+                "error_data": (JSONB(), [_error_data(a.change) for a in touched]),
+            },
+        )
+        conn.execute(
+            routes.update()
+            .where(routes.c.id == v.c.id)
+            .values(
+                status=v.c.status,
+                error_data=v.c.error_data,
+                status_changed_at=sa.case(
+                    (routes.c.status != v.c.status, sa.func.now()),
+                    else_=routes.c.status_changed_at,
+                ),
+            )
+        )
+    _record_history(conn, route_history, route_history.c.route_id, applied)
+    return [a.change.entity_id for a in applied]
+
+
+def apply_deployment_transitions(
+    conn: sa.Connection, changes: Sequence[DeploymentTransition]
+) -> list[UUID]:
+    """Apply each change whose guard holds; returns the ids that were applied.
+
+    `retry_count` counts errors in the current lifecycle and restarts at 0 when
+    the lifecycle moves; reaching `destroyed` stamps `destroyed_at`.
+    """
+    current = _lock(conn, deployments, deployments.c.lifecycle, changes)
+    applied = [
+        _Applied(
+            change,
+            from_status=current[change.entity_id][0],
+            retry_count=current[change.entity_id][1],
+        )
+        for change in _last_per_entity(changes)
+        if _guard_holds(change, current)
+    ]
+    touched = [a for a in applied if a.moves or a.change.result is OutcomeBucket.ERROR]
+    if touched:
+        v = unnest_rows(
+            "v",
+            {
+                "id": (_UUID, [a.change.entity_id for a in touched]),
+                "lifecycle": (_TEXT, [a.to_status for a in touched]),
+                "retry_count": (sa.Integer(), [_next_retry_count(a) for a in touched]),
+            },
+        )
+        destroyed = DeploymentLifecycle.DESTROYED.value
+        conn.execute(
+            deployments.update()
+            .where(deployments.c.id == v.c.id)
+            .values(
+                lifecycle=v.c.lifecycle,
+                retry_count=v.c.retry_count,
+                updated_at=sa.func.now(),
+                destroyed_at=sa.case(
+                    (v.c.lifecycle == destroyed, sa.func.now()), else_=deployments.c.destroyed_at
+                ),
+            )
+        )
+    _record_history(conn, deployment_history, deployment_history.c.deployment_id, applied)
+    return [a.change.entity_id for a in applied]
+
+
+def _last_per_entity(changes: Sequence[StatusTransition[Any]]) -> list[StatusTransition[Any]]:
+    return list({change.entity_id: change for change in changes}.values())
+
+
+def _lock(
+    conn: sa.Connection,
+    table: sa.Table,
+    status: sa.Column[Any],
+    changes: Sequence[StatusTransition[Any]],
+) -> dict[UUID, tuple[str, int]]:
+    """Current status (and retry count, if the table has one) of each entity, row-locked."""
+    if not changes:
+        return {}
+    retry = table.c.retry_count if "retry_count" in table.c else sa.literal(0)
+    query = (
+        sa.select(table.c.id, status, retry)
+        .where(any_of(table.c.id, {c.entity_id for c in changes}))
+        .with_for_update()
+    )
+    return {row[0]: (row[1], row[2]) for row in conn.execute(query)}
+
+
+def _guard_holds(change: StatusTransition[Any], current: dict[UUID, tuple[str, int]]) -> bool:
+    found = current.get(change.entity_id)
+    return found is not None and found[0] in {s.value for s in change.expected}
+
+
+def _next_retry_count(applied: _Applied) -> int:
+    if applied.moves:
+        return 0
+    return applied.retry_count + (applied.change.result is OutcomeBucket.ERROR)
+
+
+def _error_data(change: StatusTransition[Any]) -> dict[str, Any] | None:
+    if change.result is not OutcomeBucket.ERROR:
+        return None
+    return {"phase": change.phase, "error_code": change.error_code, "message": change.message}
+
+
+def _record_history(
+    conn: sa.Connection, history: sa.Table, entity: sa.Column[Any], applied: Sequence[_Applied]
+) -> None:
+    if not applied:
+        return
+    latest = {
+        row.entity: row
+        for row in conn.execute(
+            sa.select(
+                entity.label("entity"),
+                history.c.id,
+                history.c.phase,
+                history.c.result,
+                history.c.error_code,
+                history.c.to_status,
+            )
+            .where(any_of(entity, {a.change.entity_id for a in applied}))
+            .distinct(entity)
+            .order_by(entity, history.c.id.desc())
+        )
+    }
+    repeats = [(latest[a.change.entity_id].id, a) for a in applied if _repeats(latest, a)]
+    new = [a for a in applied if not _repeats(latest, a)]
+    if repeats:
+        _bump_attempts(conn, history, repeats)
+    if new:
+        _insert_history(conn, history, entity, new)
+
+
+def _repeats(latest: dict[UUID, Any], applied: _Applied) -> bool:
+    row = latest.get(applied.change.entity_id)
+    return row is not None and (row.phase, row.result, row.error_code, row.to_status) == (
+        applied.change.phase,
+        applied.change.result.value,
+        applied.change.error_code,
+        applied.to_status,
+    )
+
+
+def _bump_attempts(
+    conn: sa.Connection, history: sa.Table, repeats: Sequence[tuple[int, _Applied]]
+) -> None:
+    v = unnest_rows(
+        "v",
+        {
+            "id": (sa.BigInteger(), [history_id for history_id, _ in repeats]),
+            "message": (_TEXT, [a.change.message for _, a in repeats]),
+        },
+    )
+    conn.execute(
+        history.update()
+        .where(history.c.id == v.c.id)
+        .values(attempts=history.c.attempts + 1, message=v.c.message, updated_at=sa.func.now())
+    )
+
+
+def _insert_history(
+    conn: sa.Connection, history: sa.Table, entity: sa.Column[Any], new: Sequence[_Applied]
+) -> None:
+    v = unnest_rows(
+        "v",
+        {
+            "entity": (_UUID, [a.change.entity_id for a in new]),
+            "phase": (_TEXT, [a.change.phase for a in new]),
+            "from_status": (_TEXT, [a.from_status for a in new]),
+            "to_status": (_TEXT, [a.to_status for a in new]),
+            "result": (_TEXT, [a.change.result.value for a in new]),
+            "error_code": (_TEXT, [a.change.error_code for a in new]),
+            "message": (_TEXT, [a.change.message for a in new]),
+        },
+    )
+    columns = [entity.name, "phase", "from_status", "to_status", "result", "error_code", "message"]
+    conn.execute(history.insert().from_select(columns, sa.select(*v.c)))

@@ -1,0 +1,42 @@
+"""Every Redis key modelfleet reads or writes, with its lifetime.
+
+The health and service-discovery layouts are the app proxy's and Backend.AI's
+wire format, so the default prefix is empty; a non-empty prefix (tests, or
+several installations sharing one Redis) is put in front of every key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+HEALTH_TTL_S = 120  # a route's health hash expires unless the prober refreshes it
+HEALTH_STALE_AFTER_S = 300  # readiness older than this (by the Redis clock) is STALE
+SERVICE_DISCOVERY_TTL_S = 300  # a scrape target expires unless a sync refreshes it
+METRICS_TTL_S = 60  # a collector that stops writing leaves no metric behind for long
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    prefix: str = ""
+
+    def route_health(self, route_id: UUID | str) -> str:
+        """Hash: readiness ("1"/"0"), last_readiness (unix s), created_at (unix s)."""
+        return f"{self.prefix}route:health:{route_id}"
+
+    def scrape_target(self, route_id: UUID | str) -> str:
+        """Hash: name, host, port, metrics_path, labels (JSON object)."""
+        return f"{self.prefix}service_discovery.model-services.{route_id}"
+
+    @property
+    def scrape_target_index(self) -> str:
+        """Set of the route ids whose scrape target hash was last published."""
+        return f"{self.prefix}service_discovery.model-services"
+
+    def deployment_metrics(self, deployment_id: UUID | str) -> str:
+        """Hash: metric name -> number, exported by the model servers of one deployment."""
+        return f"{self.prefix}autoscaling:metrics:deployment:{deployment_id}"
+
+    def session_metrics(self, session_id: UUID | str) -> str:
+        """Hash: metric name -> number, resource usage of one session."""
+        return f"{self.prefix}autoscaling:metrics:session:{session_id}"

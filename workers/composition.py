@@ -1,0 +1,69 @@
+"""The composition root: builds every adapter from `Settings` and wires the executors.
+
+Call once per process (for Celery, after the worker forks); nothing here runs
+at import. `Adapters.close()` releases pools and sockets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+import sqlalchemy as sa
+
+from workers.adapters.app_proxy_http import HttpAppProxy
+from workers.adapters.postgres.deployment_repository import PostgresDeploymentRepository
+from workers.adapters.postgres.engine import create_database_engine
+from workers.adapters.postgres.scheduler import SessionTableScheduler
+from workers.adapters.redis_client import create_redis_client
+from workers.adapters.redis_discovery import RedisServiceDiscovery
+from workers.adapters.redis_health import RedisHealthStore
+from workers.adapters.redis_keys import RedisKeys
+from workers.adapters.redis_metrics import RedisMetricsStore
+from workers.config import Settings
+from workers.executors import DeploymentExecutor, RouteExecutor
+
+
+@dataclass(frozen=True)
+class Adapters:
+    engine: sa.Engine
+    redis: redis.Redis
+    repository: PostgresDeploymentRepository
+    scheduler: SessionTableScheduler
+    health_store: RedisHealthStore
+    service_discovery: RedisServiceDiscovery
+    metrics: RedisMetricsStore
+    app_proxy: HttpAppProxy
+
+    def route_executor(self) -> RouteExecutor:
+        return RouteExecutor(
+            deployment_repo=self.repository,
+            scheduling_controller=self.scheduler,
+            health_store=self.health_store,
+            service_discovery=self.service_discovery,
+        )
+
+    def deployment_executor(self) -> DeploymentExecutor:
+        return DeploymentExecutor(deployment_repo=self.repository, app_proxy=self.app_proxy)
+
+    def close(self) -> None:
+        self.app_proxy.close()
+        self.redis.close()
+        self.engine.dispose()
+
+
+def build_adapters(settings: Settings) -> Adapters:
+    engine = create_database_engine(settings.database_url)
+    client = create_redis_client(settings.redis_url)
+    keys = RedisKeys(prefix=settings.redis_key_prefix)
+    metrics = RedisMetricsStore(client=client, keys=keys)
+    return Adapters(
+        engine=engine,
+        redis=client,
+        repository=PostgresDeploymentRepository(engine=engine, metrics=metrics),
+        scheduler=SessionTableScheduler(engine=engine),
+        health_store=RedisHealthStore(client=client, keys=keys),
+        service_discovery=RedisServiceDiscovery(client=client, keys=keys),
+        metrics=metrics,
+        app_proxy=HttpAppProxy(settings=settings.app_proxy),
+    )
