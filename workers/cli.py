@@ -19,6 +19,11 @@ from workers.config import Settings, SettingsError, masked_url
 from workers.service_discovery_http import serve
 
 
+def one_line(message: str) -> str:
+    """Errors reach the operator as a single line (drivers' messages span several)."""
+    return " ".join(message.split())
+
+
 @click.group()
 @click.pass_context
 def main(ctx: click.Context) -> None:
@@ -49,7 +54,7 @@ def db_upgrade(settings: Settings) -> None:
         )
     except Exception as error:  # one line for the operator; the traceback is in the log
         logging.getLogger(__name__).debug("db upgrade failed", exc_info=True)
-        raise click.ClickException(f"db upgrade failed: {type(error).__name__}: {error}") from None
+        raise click.ClickException(one_line(f"db upgrade failed: {error}")) from None
     finally:
         engine.dispose()
 

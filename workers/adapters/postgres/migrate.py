@@ -7,6 +7,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
 
+from workers.adapters.postgres.engine import transaction
+
 SCRIPT_LOCATION = "workers.adapters.postgres:migrations"
 
 
@@ -21,7 +23,7 @@ def alembic_config(engine: Engine) -> Config:
 
 def upgrade_to_head(engine: Engine) -> None:
     """Bring the database to the newest schema; a database already there is left as is."""
-    with engine.begin() as connection:
+    with transaction(engine) as connection:
         config = alembic_config(engine)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

@@ -1,0 +1,79 @@
+"""Creating what the controller then looks after: resource groups, deployments, routes, rules.
+
+The operator's side of the system of record (the CLI and the tests use it);
+the phases never call it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
+from uuid import UUID
+
+import sqlalchemy as sa
+
+from workers.adapters.postgres.engine import transaction
+from workers.adapters.postgres.rows import deployment_values, rule_values
+from workers.adapters.postgres.schema import autoscaling_rules, deployments, routes, scaling_groups
+from workers.domain import AutoScalingRule, DeploymentInfo, RouteData, RouteStatus
+
+
+class Catalog:
+    def __init__(self, *, engine: sa.Engine) -> None:
+        self._engine = engine
+
+    def create_scaling_group(
+        self,
+        name: str,
+        *,
+        app_proxy_addr: str | None = None,
+        app_proxy_api_token: str | None = None,
+        cleanup_statuses: Collection[RouteStatus] = (RouteStatus.UNHEALTHY,),
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        values = {
+            "name": name,
+            "app_proxy_addr": app_proxy_addr,
+            "app_proxy_api_token": app_proxy_api_token,
+            "route_cleanup_statuses": sorted(s.value for s in cleanup_statuses),
+            "environ": dict(environ or {}),
+        }
+        with transaction(self._engine) as conn:
+            conn.execute(scaling_groups.insert().values(values))
+
+    def create_deployment(self, deployment: DeploymentInfo) -> DeploymentInfo:
+        """Store `deployment` as given (id, lifecycle and all)."""
+        with transaction(self._engine) as conn:
+            conn.execute(deployments.insert().values(deployment_values(deployment)))
+        return deployment
+
+    def add_routes(self, new_routes: Sequence[RouteData]) -> None:
+        """Store routes as given (status, session link and timestamps included)."""
+        if not new_routes:
+            return
+        rows = [
+            {
+                "id": route.id,
+                "deployment_id": route.endpoint_id,
+                "session_id": route.session_id,
+                "status": route.status.value,
+                "traffic_ratio": route.traffic_ratio,
+                **({"created_at": route.created_at} if route.created_at else {}),
+                **(
+                    {"status_changed_at": route.status_changed_at}
+                    if route.status_changed_at
+                    else {}
+                ),
+            }
+            for route in new_routes
+        ]
+        with transaction(self._engine) as conn:
+            for row in rows:  # rows differ in which defaults they use
+                conn.execute(routes.insert().values(row))
+
+    def add_autoscaling_rule(self, deployment_id: UUID, rule: AutoScalingRule) -> AutoScalingRule:
+        stored = rule if rule.id is not None else replace(rule, id=uuid.uuid4())
+        with transaction(self._engine) as conn:
+            conn.execute(autoscaling_rules.insert().values(rule_values(deployment_id, stored)))
+        return stored
