@@ -17,7 +17,7 @@ from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, distinct_on
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
 from workers.adapters.postgres.bulk import any_of, unnest_rows
@@ -219,7 +219,7 @@ def _record_history(
                 history.c.to_status,
             )
             .where(any_of(entity, {a.change.entity_id for a in applied}))
-            .distinct(entity)
+            .ext(distinct_on(entity))
             .order_by(entity, history.c.id.desc())
         )
     }

@@ -1,0 +1,100 @@
+"""SessionTableScheduler: the sessions table as the contract with the session runner."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import sqlalchemy as sa
+
+from tests.factories import context_of, make_deployment, make_route
+from tests.integration.session_runner_side import report_session, session_row
+from workers.adapters.postgres.catalog import Catalog
+from workers.adapters.postgres.scheduler import SessionTableScheduler
+from workers.adapters.postgres.schema import sessions
+from workers.domain import RouteData, SessionSpec, SessionStatus
+from workers.executors.payloads import session_spec
+
+
+@pytest.fixture
+def route(catalog: Catalog) -> RouteData:
+    catalog.create_scaling_group("sg1")
+    deployment = catalog.create_deployment(make_deployment())
+    route = make_route(deployment)
+    catalog.add_routes([route])
+    return route
+
+
+@pytest.fixture
+def spec(route: RouteData, catalog: Catalog) -> SessionSpec:
+    return session_spec(route, context_of(make_deployment(id=route.endpoint_id), GROUP="g"))
+
+
+def _session_count(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(sessions)).scalar_one()
+
+
+def test_enqueue_writes_a_pending_session_with_its_spec(
+    scheduler: SessionTableScheduler, engine: sa.Engine, spec: SessionSpec
+) -> None:
+    session_id = scheduler.enqueue_session(spec)
+    row = session_row(engine, session_id)
+    assert (row["route_id"], row["status"], row["name"]) == (spec.route_id, "PENDING", spec.name)
+    assert row["spec"]["image"] == spec.image
+    assert row["spec"]["environ"] == {"GROUP": "g", "MODEL_NAME": "echo"}
+
+
+def test_enqueue_again_returns_the_live_session(
+    scheduler: SessionTableScheduler, engine: sa.Engine, spec: SessionSpec
+) -> None:
+    first = scheduler.enqueue_session(spec)
+    report_session(engine, first, SessionStatus.RUNNING, host="h", port=1)
+    assert scheduler.enqueue_session(spec) == first
+    assert _session_count(engine) == 1
+
+
+def test_a_finished_session_makes_room_for_a_new_one(
+    scheduler: SessionTableScheduler, engine: sa.Engine, spec: SessionSpec
+) -> None:
+    first = scheduler.enqueue_session(spec)
+    report_session(engine, first, SessionStatus.ERROR)
+    second = scheduler.enqueue_session(spec)
+    assert second != first
+    assert session_row(engine, second)["status"] == "PENDING"
+
+
+def test_concurrent_enqueues_start_one_session(
+    scheduler: SessionTableScheduler, engine: sa.Engine, spec: SessionSpec
+) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = set(pool.map(lambda _: scheduler.enqueue_session(spec), range(16)))
+    assert len(ids) == 1
+    assert _session_count(engine) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (SessionStatus.PENDING, "CANCELLED"),
+        (SessionStatus.SCHEDULED, "CANCELLED"),
+        (SessionStatus.PREPARING, "TERMINATING"),
+        (SessionStatus.RUNNING, "TERMINATING"),
+        (SessionStatus.TERMINATING, "TERMINATING"),
+        (SessionStatus.TERMINATED, "TERMINATED"),
+        (SessionStatus.ERROR, "ERROR"),
+    ],
+)
+def test_termination_cancels_unstarted_sessions_and_stops_live_ones(
+    scheduler: SessionTableScheduler,
+    engine: sa.Engine,
+    spec: SessionSpec,
+    status: SessionStatus,
+    expected: str,
+) -> None:
+    session_id = scheduler.enqueue_session(spec)
+    report_session(engine, session_id, status)
+    scheduler.mark_sessions_for_termination([session_id])
+    row = session_row(engine, session_id)
+    assert row["status"] == expected
+    assert (row["terminated_at"] is not None) == (expected == "CANCELLED")
