@@ -220,11 +220,16 @@ def test_transitions_and_history_commit_or_roll_back_together(
 ) -> None:
     route = make_route(deployment, status=D)
     catalog.add_routes([route])
-    with pytest.raises(RuntimeError, match="callback failed"), engine.begin() as conn:
-        repository.apply_route_transitions(
-            [_health_check(route.id, H, OutcomeBucket.SUCCESS)], conn=conn
-        )
-        raise RuntimeError("callback failed after the transitions")
+
+    def callback_that_fails_after_the_transitions() -> None:
+        with engine.begin() as conn:
+            repository.apply_route_transitions(
+                [_health_check(route.id, H, OutcomeBucket.SUCCESS)], conn=conn
+            )
+            raise RuntimeError("callback failed")
+
+    with pytest.raises(RuntimeError, match="callback failed"):
+        callback_that_fails_after_the_transitions()
     assert _route(engine, route.id)["status"] == "degraded"
     assert _history(engine, route_history) == []
 
@@ -290,7 +295,7 @@ def test_ten_thousand_guarded_transitions_in_one_batch(
     applied = repository.apply_route_transitions(changes)
     assert len(applied) == 9_000
     with engine.connect() as conn:
-        counts = dict(
+        counts: dict[str, int] = dict(
             conn.execute(
                 sa.select(routes.c.status, sa.func.count()).group_by(routes.c.status)
             ).all()
