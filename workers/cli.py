@@ -82,3 +82,7 @@ def service_discovery_serve(settings: Settings, host: str | None, port: int | No
         )
     finally:
         client.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 import sqlalchemy as sa
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy.engine import make_url
 
 from workers.adapters.postgres.catalog import Catalog
@@ -140,3 +142,11 @@ def scheduler(engine: sa.Engine) -> SessionTableScheduler:
 @pytest.fixture
 def catalog(engine: sa.Engine) -> Catalog:
     return Catalog(engine=engine)
+
+
+@pytest.fixture
+def unreachable_redis() -> Iterator[redis.Redis]:
+    """A client of a port nobody listens on, without redis-py's reconnect backoff."""
+    client = redis.Redis(host="127.0.0.1", port=1, retry=Retry(NoBackoff(), 0))
+    yield client
+    client.close()
