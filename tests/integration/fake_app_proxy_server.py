@@ -1,0 +1,85 @@
+"""A real HTTP server on 127.0.0.1 that answers from a script, for the app-proxy client tests."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int = 200
+    body: str = ""
+    delay_s: float = 0.0
+
+    @classmethod
+    def json(cls, document: object, status: int = 200) -> Reply:
+        return cls(status=status, body=json.dumps(document))
+
+
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: str
+
+
+@dataclass
+class Script:
+    replies: deque[Reply] = field(default_factory=deque)
+    seen: list[Seen] = field(default_factory=list)
+
+    def then(self, *replies: Reply) -> None:
+        self.replies.extend(replies)
+
+
+class ScriptedServer:
+    def __init__(self) -> None:
+        self.script = Script()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self.script))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def addr(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> ScriptedServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def _handler_for(script: Script) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet: the tests read `script.seen` instead."""
+
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length).decode() if length else ""
+            script.seen.append(Seen(self.command, self.path, dict(self.headers), body))
+            reply = script.replies.popleft() if script.replies else Reply(status=599)
+            time.sleep(reply.delay_s)
+            payload = reply.body.encode()
+            self.send_response(reply.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_POST = _answer  # noqa: N815
+        do_DELETE = _answer  # noqa: N815
+
+    return Handler
