@@ -7,12 +7,13 @@ from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 from sqlalchemy.dialects.postgresql import insert
 
-from workers.adapters.postgres.migrate import current_revision, upgrade_to_head
+from workers.adapters.postgres.migrate import alembic_config, current_revision, upgrade_to_head
 from workers.adapters.postgres.schema import metadata, routes, scaling_groups, sessions
 from workers.cli import main
 
@@ -94,3 +95,18 @@ def test_cli_rejects_a_bad_setting_naming_the_variable() -> None:
     )
     assert result.exit_code == 2
     assert "MODELFLEET_APP_PROXY_READ_TIMEOUT_S: 'soon' is not a number" in result.output
+
+
+def test_downgrade_to_base_and_back(create_database: Callable[[], str]) -> None:
+    engine = sa.create_engine(create_database())
+    try:
+        upgrade_to_head(engine)
+        with engine.begin() as conn:
+            config = alembic_config(engine)
+            config.attributes["connection"] = conn
+            command.downgrade(config, "base")
+        assert sa.inspect(engine).get_table_names() == ["alembic_version"]
+        upgrade_to_head(engine)
+        assert current_revision(engine) == "0001"
+    finally:
+        engine.dispose()
