@@ -59,6 +59,11 @@ class _Applied:
     def moves(self) -> bool:
         return self.to_status != self.from_status
 
+    @property
+    def changes_row(self) -> bool:
+        """Whether the entity's own row is written (history is written either way)."""
+        return self.moves or self.change.result is OutcomeBucket.ERROR
+
 
 def load_deployments(
     conn: sa.Connection, lifecycles: AbstractSet[DeploymentLifecycle]
@@ -86,13 +91,8 @@ def apply_route_transitions(conn: sa.Connection, changes: Sequence[RouteTransiti
     A route that moves gets a new `status_changed_at`; an error result is kept
     in `error_data` (a later non-error change clears it).
     """
-    current = _lock(conn, routes, routes.c.status, changes)
-    applied = [
-        _Applied(change, from_status=current[change.entity_id][0])
-        for change in _last_per_entity(changes)
-        if _guard_holds(change, current)
-    ]
-    touched = [a for a in applied if a.moves or a.change.result is OutcomeBucket.ERROR]
+    applied = _guarded(conn, routes, routes.c.status, changes)
+    touched = [a for a in applied if a.changes_row]
     if touched:
         v = unnest_rows(
             "v",
@@ -126,17 +126,8 @@ def apply_deployment_transitions(
     `retry_count` counts errors in the current lifecycle and restarts at 0 when
     the lifecycle moves; reaching `destroyed` stamps `destroyed_at`.
     """
-    current = _lock(conn, deployments, deployments.c.lifecycle, changes)
-    applied = [
-        _Applied(
-            change,
-            from_status=current[change.entity_id][0],
-            retry_count=current[change.entity_id][1],
-        )
-        for change in _last_per_entity(changes)
-        if _guard_holds(change, current)
-    ]
-    touched = [a for a in applied if a.moves or a.change.result is OutcomeBucket.ERROR]
+    applied = _guarded(conn, deployments, deployments.c.lifecycle, changes)
+    touched = [a for a in applied if a.changes_row]
     if touched:
         v = unnest_rows(
             "v",
@@ -163,8 +154,21 @@ def apply_deployment_transitions(
     return [a.change.entity_id for a in applied]
 
 
-def _last_per_entity(changes: Sequence[StatusTransition[Any]]) -> list[StatusTransition[Any]]:
-    return list({change.entity_id: change for change in changes}.values())
+def _guarded(
+    conn: sa.Connection,
+    table: sa.Table,
+    status: sa.Column[Any],
+    changes: Sequence[StatusTransition[Any]],
+) -> list[_Applied]:
+    """The changes (the last one per entity) whose guard holds on the locked rows."""
+    current = _lock(conn, table, status, changes)
+    last_per_entity = {change.entity_id: change for change in changes}.values()
+    return [
+        _Applied(change, from_status=found[0], retry_count=found[1])
+        for change in last_per_entity
+        if (found := current.get(change.entity_id)) is not None
+        and found[0] in {s.value for s in change.expected}
+    ]
 
 
 def _lock(
@@ -183,11 +187,6 @@ def _lock(
         .with_for_update()
     )
     return {row[0]: (row[1], row[2]) for row in conn.execute(query)}
-
-
-def _guard_holds(change: StatusTransition[Any], current: dict[UUID, tuple[str, int]]) -> bool:
-    found = current.get(change.entity_id)
-    return found is not None and found[0] in {s.value for s in change.expected}
 
 
 def _next_retry_count(applied: _Applied) -> int:
