@@ -31,33 +31,37 @@ from workers.adapters.redis_discovery import RedisServiceDiscovery
 from workers.adapters.redis_health import RedisHealthStore
 from workers.adapters.redis_keys import RedisKeys
 from workers.adapters.redis_metrics import RedisMetricsStore
-from workers.throwaway_servers import start_postgres, start_redis
+from workers.throwaway_servers import (
+    ThrowawayPostgres,
+    ThrowawayRedis,
+    start_postgres,
+    start_redis,
+)
+
+
+def _configured_or_throwaway(
+    variable: str, start: Callable[[], ThrowawayPostgres | ThrowawayRedis]
+) -> Iterator[str]:
+    """The URL in `variable`, or else that of a throwaway server kept for the session."""
+    configured = os.environ.get(variable)
+    if configured:
+        yield configured
+        return
+    server = start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
-    configured = os.environ.get("MODELFLEET_TEST_DATABASE_URL")
-    if configured:
-        yield configured
-        return
-    server = start_postgres()
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    yield from _configured_or_throwaway("MODELFLEET_TEST_DATABASE_URL", start_postgres)
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    configured = os.environ.get("MODELFLEET_TEST_REDIS_URL")
-    if configured:
-        yield configured
-        return
-    server = start_redis()
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    yield from _configured_or_throwaway("MODELFLEET_TEST_REDIS_URL", start_redis)
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -375,19 +376,24 @@ class PostgresDeploymentRepository:
         self, changes: Sequence[RouteTransition], *, conn: sa.Connection | None = None
     ) -> list[UUID]:
         """Guarded status changes plus history; see `transitions`."""
-        if conn is not None:
-            return transitions.apply_route_transitions(conn, changes)
-        with transaction(self._engine) as own:
-            return transitions.apply_route_transitions(own, changes)
+        with self._joined(conn) as joined:
+            return transitions.apply_route_transitions(joined, changes)
 
     def apply_deployment_transitions(
         self, changes: Sequence[DeploymentTransition], *, conn: sa.Connection | None = None
     ) -> list[UUID]:
         """Guarded lifecycle changes plus history; see `transitions`."""
+        with self._joined(conn) as joined:
+            return transitions.apply_deployment_transitions(joined, changes)
+
+    @contextmanager
+    def _joined(self, conn: sa.Connection | None) -> Iterator[sa.Connection]:
+        """The caller's connection (its transaction), or a transaction of our own."""
         if conn is not None:
-            return transitions.apply_deployment_transitions(conn, changes)
+            yield conn
+            return
         with transaction(self._engine) as own:
-            return transitions.apply_deployment_transitions(own, changes)
+            yield own
 
 
 def _active_routes(
