@@ -3,7 +3,8 @@
 Intervals follow Backend.AI's short cycles (2-10 s) so a new deployment serves
 within seconds; `deployments.reconcile` is the slow safety sweep. Each tick
 expires after one interval, so a backlog of ticks never piles up behind a slow
-worker. The orchestration work feeds this into the Celery app.
+worker. `workers.config` reads an override per entry from the environment
+(`MODELFLEET_INTERVAL_<TASK>_S`) and the Celery app feeds the result to beat.
 """
 
 from __future__ import annotations
@@ -29,8 +30,18 @@ PHASE_INTERVALS_S: Final[Mapping[str, float]] = MappingProxyType(
 )
 
 
+# Housekeeping that is not a phase of its own: finishing runs whose chord never fired.
+MAINTENANCE_INTERVALS_S: Final[Mapping[str, float]] = MappingProxyType(
+    {"phase_runs.sweep": 10.0}
+)
+
+SCHEDULED_INTERVALS_S: Final[Mapping[str, float]] = MappingProxyType(
+    {**PHASE_INTERVALS_S, **MAINTENANCE_INTERVALS_S}
+)
+
+
 def beat_schedule(
-    intervals_s: Mapping[str, float] = PHASE_INTERVALS_S,
+    intervals_s: Mapping[str, float] = SCHEDULED_INTERVALS_S,
 ) -> dict[str, dict[str, Any]]:
     """Celery's `beat_schedule` setting: each phase task every interval, expiring after it."""
     return {

@@ -1,1 +1,31 @@
-"""Celery tasks, one module per phase (arrives with the orchestration work; empty so far)."""
+"""Celery tasks: one module per phase, named as beat_schedule.py names it, plus `runs`.
+
+`routes.provision` lives in `tasks/routes/provision.py`, and so on. Importing
+this package registers every task; the worker does it before forking.
+"""
+
+from tasks.deployments import check_pending, check_replicas, destroy, reconcile, scale
+from tasks.phase_runs import sweep
+from tasks.routes import (
+    check_running,
+    evict,
+    health_check,
+    provision,
+    sync_service_discovery,
+    terminate,
+)
+
+__all__ = [
+    "check_pending",
+    "check_replicas",
+    "check_running",
+    "destroy",
+    "evict",
+    "health_check",
+    "provision",
+    "reconcile",
+    "scale",
+    "sweep",
+    "sync_service_discovery",
+    "terminate",
+]

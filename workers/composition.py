@@ -14,18 +14,21 @@ import sqlalchemy as sa
 from workers.adapters.app_proxy_http import HttpAppProxy
 from workers.adapters.postgres.deployment_repository import PostgresDeploymentRepository
 from workers.adapters.postgres.engine import create_database_engine
+from workers.adapters.postgres.phase_store import PostgresPhaseStore
 from workers.adapters.postgres.scheduler import SessionTableScheduler
 from workers.adapters.redis_client import create_redis_client
 from workers.adapters.redis_discovery import RedisServiceDiscovery
 from workers.adapters.redis_health import RedisHealthStore
 from workers.adapters.redis_keys import RedisKeys
 from workers.adapters.redis_metrics import RedisMetricsStore
+from workers.adapters.redis_phase_runs import RedisOutcomeStore, RedisPhaseLock
 from workers.config import Settings
 from workers.executors import DeploymentExecutor, RouteExecutor
 
 
 @dataclass(frozen=True)
 class Adapters:
+    settings: Settings
     engine: sa.Engine
     redis: redis.Redis
     repository: PostgresDeploymentRepository
@@ -34,6 +37,9 @@ class Adapters:
     service_discovery: RedisServiceDiscovery
     metrics: RedisMetricsStore
     app_proxy: HttpAppProxy
+    phase_store: PostgresPhaseStore
+    phase_lock: RedisPhaseLock
+    outcomes: RedisOutcomeStore
 
     def route_executor(self) -> RouteExecutor:
         return RouteExecutor(
@@ -58,6 +64,7 @@ def build_adapters(settings: Settings) -> Adapters:
     keys = RedisKeys(prefix=settings.redis_key_prefix)
     metrics = RedisMetricsStore(client=client, keys=keys)
     return Adapters(
+        settings=settings,
         engine=engine,
         redis=client,
         repository=PostgresDeploymentRepository(engine=engine, metrics=metrics),
@@ -66,4 +73,7 @@ def build_adapters(settings: Settings) -> Adapters:
         service_discovery=RedisServiceDiscovery(client=client, keys=keys),
         metrics=metrics,
         app_proxy=HttpAppProxy(settings=settings.app_proxy),
+        phase_store=PostgresPhaseStore(engine=engine),
+        phase_lock=RedisPhaseLock(client=client, keys=keys),
+        outcomes=RedisOutcomeStore(client=client, keys=keys),
     )

@@ -10,7 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from types import MappingProxyType
 from urllib.parse import urlsplit, urlunsplit
+
+from beat_schedule import SCHEDULED_INTERVALS_S
+
+INTERVAL_VARIABLE_PREFIX = "MODELFLEET_INTERVAL_"
 
 
 class SettingsError(ValueError):
@@ -32,12 +37,30 @@ class ServiceDiscoveryHttpSettings:
 
 
 @dataclass(frozen=True)
+class PhaseSettings:
+    """How phases fan out and how long their pieces may take."""
+
+    fanout_max_tasks: int = 256  # header tasks per chord; more items are grouped evenly
+    deadline_s: float = 120.0  # lock TTL; the sweeper finishes a run still open after this
+    task_soft_time_limit_s: float = 60.0  # 0 turns the soft limit off
+    task_time_limit_s: float = 90.0  # the child running a task is killed after this
+    visibility_timeout_s: float = 300.0  # an unacked message comes back after this
+    item_retries: int = 3  # retries of a header task whose database or Redis is down
+    intervals_s: Mapping[str, float] = field(
+        default_factory=lambda: MappingProxyType(dict(SCHEDULED_INTERVALS_S))
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str = field(
         default="postgresql+psycopg://postgres@127.0.0.1:5432/modelfleet", repr=False
     )
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     redis_key_prefix: str = ""
+    broker_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    result_backend: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    phases: PhaseSettings = field(default_factory=PhaseSettings)
     app_proxy: AppProxySettings = field(default_factory=AppProxySettings)
     service_discovery_http: ServiceDiscoveryHttpSettings = field(
         default_factory=ServiceDiscoveryHttpSettings
@@ -52,6 +75,9 @@ class Settings:
             database_url=reader.text("MODELFLEET_DATABASE_URL", cls.database_url),
             redis_url=reader.text("MODELFLEET_REDIS_URL", cls.redis_url),
             redis_key_prefix=reader.text("MODELFLEET_REDIS_KEY_PREFIX", cls.redis_key_prefix),
+            broker_url=reader.text("MODELFLEET_BROKER_URL", cls.broker_url),
+            result_backend=reader.text("MODELFLEET_RESULT_BACKEND", cls.result_backend),
+            phases=_phase_settings(reader, environ),
             app_proxy=AppProxySettings(
                 connect_timeout_s=reader.number(
                     "MODELFLEET_APP_PROXY_CONNECT_TIMEOUT_S", proxy.connect_timeout_s
@@ -72,7 +98,61 @@ class Settings:
         shown = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
         shown["database_url"] = masked_url(self.database_url)
         shown["redis_url"] = masked_url(self.redis_url)
+        shown["broker_url"] = masked_url(self.broker_url)
+        shown["result_backend"] = masked_url(self.result_backend)
         return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+
+def interval_variable(phase: str) -> str:
+    """The variable overriding an interval: routes.health_check -> ..._ROUTES_HEALTH_CHECK_S."""
+    return f"{INTERVAL_VARIABLE_PREFIX}{phase.replace('.', '_').upper()}_S"
+
+
+def _phase_settings(reader: _Reader, environ: Mapping[str, str]) -> PhaseSettings:
+    defaults = PhaseSettings()
+    settings = PhaseSettings(
+        fanout_max_tasks=int(
+            reader.number("MODELFLEET_FANOUT_MAX_TASKS", defaults.fanout_max_tasks)
+        ),
+        deadline_s=reader.number("MODELFLEET_PHASE_DEADLINE_S", defaults.deadline_s),
+        task_soft_time_limit_s=reader.number(
+            "MODELFLEET_TASK_SOFT_TIME_LIMIT_S", defaults.task_soft_time_limit_s
+        ),
+        task_time_limit_s=reader.number("MODELFLEET_TASK_TIME_LIMIT_S", defaults.task_time_limit_s),
+        visibility_timeout_s=reader.number(
+            "MODELFLEET_BROKER_VISIBILITY_TIMEOUT_S", defaults.visibility_timeout_s
+        ),
+        item_retries=int(reader.number("MODELFLEET_ITEM_RETRIES", defaults.item_retries)),
+        intervals_s=MappingProxyType(_intervals_s(reader, environ)),
+    )
+    if settings.fanout_max_tasks < 1:
+        raise SettingsError("MODELFLEET_FANOUT_MAX_TASKS: must be >= 1")
+    if settings.visibility_timeout_s <= settings.task_time_limit_s:
+        raise SettingsError(
+            "MODELFLEET_BROKER_VISIBILITY_TIMEOUT_S: must exceed MODELFLEET_TASK_TIME_LIMIT_S "
+            f"({settings.task_time_limit_s:g}), or running tasks are delivered twice"
+        )
+    return settings
+
+
+def _intervals_s(reader: _Reader, environ: Mapping[str, str]) -> dict[str, float]:
+    by_variable = {interval_variable(phase): phase for phase in SCHEDULED_INTERVALS_S}
+    unknown = sorted(
+        name
+        for name in environ
+        if name.startswith(INTERVAL_VARIABLE_PREFIX) and name not in by_variable
+    )
+    if unknown:
+        raise SettingsError(
+            f"{unknown[0]}: no such phase; allowed: {', '.join(sorted(by_variable))}"
+        )
+    intervals = {}
+    for variable, phase in by_variable.items():
+        interval_s = reader.number(variable, SCHEDULED_INTERVALS_S[phase])
+        if interval_s <= 0:
+            raise SettingsError(f"{variable}: must be > 0, got {interval_s:g}")
+        intervals[phase] = interval_s
+    return intervals
 
 
 def masked_url(url: str) -> str:

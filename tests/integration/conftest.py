@@ -24,6 +24,7 @@ from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.deployment_repository import PostgresDeploymentRepository
 from workers.adapters.postgres.engine import create_database_engine
 from workers.adapters.postgres.migrate import upgrade_to_head
+from workers.adapters.postgres.phase_store import PostgresPhaseStore
 from workers.adapters.postgres.scheduler import SessionTableScheduler
 from workers.adapters.postgres.schema import metadata
 from workers.adapters.redis_client import create_redis_client
@@ -136,6 +137,11 @@ def service_discovery(redis_client: redis.Redis, redis_keys: RedisKeys) -> Redis
 @pytest.fixture
 def repository(engine: sa.Engine, metrics_store: RedisMetricsStore) -> PostgresDeploymentRepository:
     return PostgresDeploymentRepository(engine=engine, metrics=metrics_store)
+
+
+@pytest.fixture
+def phase_store(engine: sa.Engine) -> PostgresPhaseStore:
+    return PostgresPhaseStore(engine=engine)
 
 
 @pytest.fixture

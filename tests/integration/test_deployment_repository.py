@@ -18,7 +18,6 @@ from workers.adapters.postgres.schema import routes
 from workers.adapters.redis_metrics import RedisMetricsStore
 from workers.domain import (
     DeploymentInfo,
-    DeploymentLifecycle,
     RouteBatchUpdater,
     RouteCreator,
     RouteData,
@@ -231,22 +230,6 @@ def test_desired_replicas_are_saved(
 ) -> None:
     repository.update_desired_replicas_bulk({deployment.id: 4})
     assert repository.get_endpoints_by_ids({deployment.id})[0].desired_replica_count == 4
-
-
-def test_load_by_status(
-    repository: PostgresDeploymentRepository, catalog: Catalog, group: str
-) -> None:
-    pending = catalog.create_deployment(make_deployment())
-    ready = catalog.create_deployment(make_deployment(lifecycle=DeploymentLifecycle.READY))
-    catalog.add_routes(
-        [
-            healthy := make_route(ready, status=RouteStatus.HEALTHY),
-            make_route(ready, status=RouteStatus.TERMINATED),
-        ]
-    )
-    assert repository.load_deployments_by_status({DeploymentLifecycle.PENDING}) == [pending]
-    loaded = repository.load_routes_by_status({RouteStatus.HEALTHY, RouteStatus.DEGRADED})
-    assert [r.id for r in loaded] == [healthy.id]
 
 
 def test_revision_without_health_check_round_trips(

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from tests.factories import make_deployment, make_route
 from workers.adapters.postgres.catalog import Catalog
-from workers.adapters.postgres.deployment_repository import PostgresDeploymentRepository
+from workers.adapters.postgres.phase_store import PostgresPhaseStore
 from workers.adapters.postgres.schema import deployment_history, deployments, route_history, routes
 from workers.domain import (
     DeploymentInfo,
@@ -59,7 +59,7 @@ def _health_check(
 
 
 def test_a_transition_moves_the_route_and_records_history(
-    repository: PostgresDeploymentRepository,
+    phase_store: PostgresPhaseStore,
     catalog: Catalog,
     engine: sa.Engine,
     deployment: DeploymentInfo,
@@ -67,7 +67,7 @@ def test_a_transition_moves_the_route_and_records_history(
     route = make_route(deployment, status=D)
     catalog.add_routes([route])
     before = _route(engine, route.id)["status_changed_at"]
-    applied = repository.apply_route_transitions(
+    applied = phase_store.apply_route_transitions(
         [_health_check(route.id, H, OutcomeBucket.SUCCESS)]
     )
     assert applied == [route.id]
@@ -88,14 +88,14 @@ def test_a_transition_moves_the_route_and_records_history(
 
 
 def test_a_route_no_longer_in_an_expected_status_is_left_alone(
-    repository: PostgresDeploymentRepository,
+    phase_store: PostgresPhaseStore,
     catalog: Catalog,
     engine: sa.Engine,
     deployment: DeploymentInfo,
 ) -> None:
     moved_on = make_route(deployment, status=RouteStatus.TERMINATING)
     catalog.add_routes([moved_on])
-    applied = repository.apply_route_transitions(
+    applied = phase_store.apply_route_transitions(
         [_health_check(moved_on.id, H, OutcomeBucket.SUCCESS)]
     )
     assert applied == []
@@ -104,7 +104,7 @@ def test_a_route_no_longer_in_an_expected_status_is_left_alone(
 
 
 def test_a_repeated_outcome_bumps_attempts_instead_of_adding_rows(
-    repository: PostgresDeploymentRepository,
+    phase_store: PostgresPhaseStore,
     catalog: Catalog,
     engine: sa.Engine,
     deployment: DeploymentInfo,
@@ -112,14 +112,14 @@ def test_a_repeated_outcome_bumps_attempts_instead_of_adding_rows(
     route = make_route(deployment, status=H)
     catalog.add_routes([route])
     for message in ("probe 1 failed", "probe 2 failed", "probe 3 failed"):
-        repository.apply_route_transitions(
+        phase_store.apply_route_transitions(
             [
                 _health_check(
                     route.id, U, OutcomeBucket.ERROR, error_code="route_unhealthy", message=message
                 )
             ]
         )
-    repository.apply_route_transitions([_health_check(route.id, H, OutcomeBucket.SUCCESS)])
+    phase_store.apply_route_transitions([_health_check(route.id, H, OutcomeBucket.SUCCESS)])
     history = _history(engine, route_history)
     assert [(h["from_status"], h["to_status"], h["attempts"], h["message"]) for h in history] == [
         ("healthy", "unhealthy", 3, "probe 3 failed"),
@@ -128,14 +128,14 @@ def test_a_repeated_outcome_bumps_attempts_instead_of_adding_rows(
 
 
 def test_an_error_keeps_its_data_on_the_route_until_a_later_success(
-    repository: PostgresDeploymentRepository,
+    phase_store: PostgresPhaseStore,
     catalog: Catalog,
     engine: sa.Engine,
     deployment: DeploymentInfo,
 ) -> None:
     route = make_route(deployment, status=H)
     catalog.add_routes([route])
-    repository.apply_route_transitions(
+    phase_store.apply_route_transitions(
         [
             _health_check(
                 route.id, U, OutcomeBucket.ERROR, error_code="route_unhealthy", message="down"
@@ -147,12 +147,12 @@ def test_an_error_keeps_its_data_on_the_route_until_a_later_success(
         "error_code": "route_unhealthy",
         "message": "down",
     }
-    repository.apply_route_transitions([_health_check(route.id, H, OutcomeBucket.SUCCESS)])
+    phase_store.apply_route_transitions([_health_check(route.id, H, OutcomeBucket.SUCCESS)])
     assert _route(engine, route.id)["error_data"] is None
 
 
 def test_staying_put_writes_history_without_touching_the_status_clock(
-    repository: PostgresDeploymentRepository,
+    phase_store: PostgresPhaseStore,
     catalog: Catalog,
     engine: sa.Engine,
     deployment: DeploymentInfo,
@@ -160,7 +160,7 @@ def test_staying_put_writes_history_without_touching_the_status_clock(
     route = make_route(deployment, status=D)
     catalog.add_routes([route])
     before = _route(engine, route.id)["status_changed_at"]
-    repository.apply_route_transitions([_health_check(route.id, None, OutcomeBucket.STALE)])
+    phase_store.apply_route_transitions([_health_check(route.id, None, OutcomeBucket.STALE)])
     assert _route(engine, route.id)["status_changed_at"] == before
     assert [
         (h["from_status"], h["to_status"], h["result"]) for h in _history(engine, route_history)
@@ -188,17 +188,15 @@ def _deployment_row(engine: sa.Engine, deployment_id: UUID) -> sa.RowMapping:
 
 
 def test_deployment_errors_count_retries_and_a_move_resets_them(
-    repository: PostgresDeploymentRepository, catalog: Catalog, engine: sa.Engine
+    phase_store: PostgresPhaseStore, catalog: Catalog, engine: sa.Engine
 ) -> None:
     catalog.create_scaling_group("sg1")
     doomed = catalog.create_deployment(make_deployment(lifecycle=DeploymentLifecycle.DESTROYING))
     for _ in range(2):
-        repository.apply_deployment_transitions([_destroy(doomed.id, None, OutcomeBucket.ERROR)])
+        phase_store.apply_deployment_transitions([_destroy(doomed.id, None, OutcomeBucket.ERROR)])
     assert _deployment_row(engine, doomed.id)["retry_count"] == 2
-    assert (
-        repository.load_deployments_by_status({DeploymentLifecycle.DESTROYING})[0].retry_count == 2
-    )
-    repository.apply_deployment_transitions(
+    assert phase_store.load_deployments({DeploymentLifecycle.DESTROYING})[0].retry_count == 2
+    phase_store.apply_deployment_transitions(
         [_destroy(doomed.id, DeploymentLifecycle.DESTROYED, OutcomeBucket.SUCCESS)]
     )
     row = _deployment_row(engine, doomed.id)
@@ -213,7 +211,7 @@ def test_deployment_errors_count_retries_and_a_move_resets_them(
 
 
 def test_transitions_and_history_commit_or_roll_back_together(
-    repository: PostgresDeploymentRepository,
+    phase_store: PostgresPhaseStore,
     catalog: Catalog,
     engine: sa.Engine,
     deployment: DeploymentInfo,
@@ -223,7 +221,7 @@ def test_transitions_and_history_commit_or_roll_back_together(
 
     def callback_that_fails_after_the_transitions() -> None:
         with engine.begin() as conn:
-            repository.apply_route_transitions(
+            phase_store.apply_route_transitions(
                 [_health_check(route.id, H, OutcomeBucket.SUCCESS)], conn=conn
             )
             raise RuntimeError("callback failed")
@@ -235,7 +233,7 @@ def test_transitions_and_history_commit_or_roll_back_together(
 
 
 def test_a_concurrent_change_wins_over_a_stale_guard(
-    repository: PostgresDeploymentRepository,
+    phase_store: PostgresPhaseStore,
     catalog: Catalog,
     engine: sa.Engine,
     deployment: DeploymentInfo,
@@ -252,12 +250,12 @@ def test_a_concurrent_change_wins_over_a_stale_guard(
     )
     second_applied: list[UUID] = []
     with engine.begin() as first:
-        repository.apply_route_transitions(
+        phase_store.apply_route_transitions(
             [_health_check(route.id, U, OutcomeBucket.ERROR)], conn=first
         )
         racer = threading.Thread(
             target=lambda: second_applied.extend(
-                repository.apply_route_transitions(
+                phase_store.apply_route_transitions(
                     [_health_check(route.id, H, OutcomeBucket.SUCCESS)]
                 )
             )
@@ -268,11 +266,11 @@ def test_a_concurrent_change_wins_over_a_stale_guard(
     racer.join(timeout=10)
     # The second run saw 'unhealthy' after the lock was released: its guard (H, U, D) held.
     assert second_applied == [route.id]
-    assert repository.apply_route_transitions([evict]) == []
+    assert phase_store.apply_route_transitions([evict]) == []
 
 
 def test_ten_thousand_guarded_transitions_in_one_batch(
-    repository: PostgresDeploymentRepository, engine: sa.Engine, deployment: DeploymentInfo
+    phase_store: PostgresPhaseStore, engine: sa.Engine, deployment: DeploymentInfo
 ) -> None:
     """Correctness at bench size (timing lives in bench/transitions.py, not here)."""
     many = [make_route(deployment, status=D) for _ in range(10_000)]
@@ -292,7 +290,7 @@ def test_ten_thousand_guarded_transitions_in_one_batch(
         )
         for r in many[9_000:]
     ]
-    applied = repository.apply_route_transitions(changes)
+    applied = phase_store.apply_route_transitions(changes)
     assert len(applied) == 9_000
     with engine.connect() as conn:
         counts: dict[str, int] = dict(

@@ -14,6 +14,7 @@ HEALTH_TTL_S = 120  # a route's health hash expires unless the prober refreshes 
 HEALTH_STALE_AFTER_S = 300  # readiness older than this (by the Redis clock) is STALE
 SERVICE_DISCOVERY_TTL_S = 300  # a scrape target expires unless a sync refreshes it
 METRICS_TTL_S = 60  # a collector that stops writing leaves no metric behind for long
+OUTCOMES_KEPT_AFTER_CLOSE_S = 120  # a closed run's outcomes stay this long, for `phase run`
 
 
 @dataclass(frozen=True)
@@ -40,3 +41,11 @@ class RedisKeys:
     def session_metrics(self, session_id: UUID | str) -> str:
         """Hash: metric name -> number, resource usage of one session."""
         return f"{self.prefix}autoscaling:metrics:session:{session_id}"
+
+    def phase_lock(self, phase: str) -> str:
+        """String: the token of the run holding a phase (TTL = the run's deadline)."""
+        return f"{self.prefix}modelfleet:phase-lock:{phase}"
+
+    def phase_outcomes(self, run_id: UUID | str) -> str:
+        """Hash: item id -> outcome record (JSON), written by the run's header tasks."""
+        return f"{self.prefix}modelfleet:phase-run:{run_id}:outcomes"

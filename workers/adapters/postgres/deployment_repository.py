@@ -2,7 +2,7 @@
 
 Every method is one transaction and a fixed number of statements whatever the
 batch size (ids travel as arrays). Phase-level work (loading targets, guarded
-transitions with history) lives in `transitions.py` and is exposed here too.
+transitions with history, phase runs) lives in `phase_store.py`.
 """
 
 from __future__ import annotations
@@ -10,16 +10,14 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from uuid import UUID
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
-from workers.adapters.postgres import transitions
 from workers.adapters.postgres.bulk import any_of, unnest_rows
 from workers.adapters.postgres.engine import transaction
 from workers.adapters.postgres.rows import (
@@ -45,14 +43,11 @@ from workers.domain import (
     CleanupConfig,
     DeploymentContext,
     DeploymentInfo,
-    DeploymentLifecycle,
-    DeploymentTransition,
     RouteBatchUpdater,
     RouteCreator,
     RouteData,
     RouteDiscoveryData,
     RouteStatus,
-    RouteTransition,
     ScalingGroupProxyTarget,
     SessionId,
     SessionStatus,
@@ -360,40 +355,6 @@ class PostgresDeploymentRepository:
                     status_changed_at=sa.func.now(),
                 )
             )
-
-    # -- what the phases need --
-    def load_deployments_by_status(
-        self, lifecycles: AbstractSet[DeploymentLifecycle]
-    ) -> list[DeploymentInfo]:
-        with transaction(self._engine) as conn:
-            return transitions.load_deployments(conn, lifecycles)
-
-    def load_routes_by_status(self, statuses: AbstractSet[RouteStatus]) -> list[RouteData]:
-        with transaction(self._engine) as conn:
-            return transitions.load_routes(conn, statuses)
-
-    def apply_route_transitions(
-        self, changes: Sequence[RouteTransition], *, conn: sa.Connection | None = None
-    ) -> list[UUID]:
-        """Guarded status changes plus history; see `transitions`."""
-        with self._joined(conn) as joined:
-            return transitions.apply_route_transitions(joined, changes)
-
-    def apply_deployment_transitions(
-        self, changes: Sequence[DeploymentTransition], *, conn: sa.Connection | None = None
-    ) -> list[UUID]:
-        """Guarded lifecycle changes plus history; see `transitions`."""
-        with self._joined(conn) as joined:
-            return transitions.apply_deployment_transitions(joined, changes)
-
-    @contextmanager
-    def _joined(self, conn: sa.Connection | None) -> Iterator[sa.Connection]:
-        """The caller's connection (its transaction), or a transaction of our own."""
-        if conn is not None:
-            yield conn
-            return
-        with transaction(self._engine) as own:
-            yield own
 
 
 def _active_routes(

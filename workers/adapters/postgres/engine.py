@@ -29,3 +29,13 @@ def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
             yield connection
     except (exc.OperationalError, exc.InterfaceError) as error:
         raise InfrastructureUnavailable(f"database unavailable: {error.orig}") from error
+
+
+@contextmanager
+def joined(engine: sa.Engine, conn: sa.Connection | None) -> Iterator[sa.Connection]:
+    """The caller's connection (and so its transaction), or a transaction of our own."""
+    if conn is not None:
+        yield conn
+        return
+    with transaction(engine) as own:
+        yield own

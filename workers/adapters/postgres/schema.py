@@ -20,6 +20,7 @@ from workers.domain import (
     RouteStatus,
     SessionStatus,
 )
+from workers.phase_runs import PhaseRunState
 
 metadata = sa.MetaData(
     naming_convention={
@@ -217,3 +218,38 @@ def _history_table(name: str, entity: str, parent: str) -> sa.Table:
 
 deployment_history = _history_table("deployment_history", "deployment_id", "deployments")
 route_history = _history_table("route_history", "route_id", "routes")
+
+
+phase_runs = sa.Table(
+    "phase_runs",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("phase", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False, server_default=PhaseRunState.RUNNING.value),
+    sa.Column(
+        "started_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("deadline_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("duration_s", sa.Float),
+    sa.Column("item_count", sa.Integer, nullable=False),
+    sa.Column("task_count", sa.Integer, nullable=False),
+    sa.Column("success_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("error_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("stale_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("skipped_count", sa.Integer, nullable=False, server_default="0"),
+    # Items no outcome was stored for (a recovered run): they stay where they are.
+    sa.Column("missing_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("transition_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lock_token", sa.Text, nullable=False),
+    sa.Column("error", sa.Text),  # why a run failed
+    # The first error outcomes, for `modelfleet status` and `phase run` to show.
+    sa.Column("error_samples", JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    _one_of("state", _values(PhaseRunState), "state"),
+    sa.Index("ix_phase_runs_phase_started_at", "phase", sa.text("started_at DESC")),
+    sa.Index(
+        "ix_phase_runs_running_deadline_at",
+        "deadline_at",
+        postgresql_where=sa.text("state = 'running'"),
+    ),
+)

@@ -1,4 +1,4 @@
-"""Phase-level writes: guarded status transitions with their history, and target loading.
+"""Phase-level writes: guarded status transitions with their history.
 
 A transition applies only if the entity is still in one of the statuses it
 expects (the phase loaded it there; another run may have moved it since).
@@ -11,7 +11,6 @@ batch, whatever its size.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -21,20 +20,11 @@ from sqlalchemy.dialects.postgresql import JSONB, distinct_on
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
 from workers.adapters.postgres.bulk import any_of, unnest_rows
-from workers.adapters.postgres.rows import (
-    DEPLOYMENT_COLUMNS,
-    ROUTE_COLUMNS,
-    deployment_from_row,
-    route_from_row,
-)
 from workers.adapters.postgres.schema import deployment_history, deployments, route_history, routes
 from workers.domain import (
-    DeploymentInfo,
     DeploymentLifecycle,
     DeploymentTransition,
     OutcomeBucket,
-    RouteData,
-    RouteStatus,
     RouteTransition,
     StatusTransition,
 )
@@ -63,26 +53,6 @@ class _Applied:
     def changes_row(self) -> bool:
         """Whether the entity's own row is written (history is written either way)."""
         return self.moves or self.change.result is OutcomeBucket.ERROR
-
-
-def load_deployments(
-    conn: sa.Connection, lifecycles: AbstractSet[DeploymentLifecycle]
-) -> list[DeploymentInfo]:
-    query = (
-        sa.select(*DEPLOYMENT_COLUMNS)
-        .where(deployments.c.lifecycle.in_([s.value for s in lifecycles]))
-        .order_by(deployments.c.created_at, deployments.c.id)
-    )
-    return [deployment_from_row(row) for row in conn.execute(query).mappings()]
-
-
-def load_routes(conn: sa.Connection, statuses: AbstractSet[RouteStatus]) -> list[RouteData]:
-    query = (
-        sa.select(*ROUTE_COLUMNS)
-        .where(routes.c.status.in_([s.value for s in statuses]))
-        .order_by(routes.c.created_at, routes.c.id)
-    )
-    return [route_from_row(row) for row in conn.execute(query).mappings()]
 
 
 def apply_route_transitions(conn: sa.Connection, changes: Sequence[RouteTransition]) -> list[UUID]:

@@ -1,0 +1,1 @@
+"""Deployment phases: register endpoints, scale, reconcile, destroy."""

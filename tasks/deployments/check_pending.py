@@ -1,0 +1,20 @@
+"""deployments.check_pending: register new deployments with their app proxy."""
+
+from tasks.phase import DEPLOYMENTS, Move, Phase, Stay
+from tasks.runs import phase_task
+from workers.domain import DeploymentLifecycle, OutcomeBucket
+
+PHASE = Phase(
+    name="deployments.check_pending",
+    kind=DEPLOYMENTS,
+    targets=frozenset({DeploymentLifecycle.PENDING}),
+    execute=lambda adapters, items: adapters.deployment_executor().check_pending_deployments(items),
+    on={
+        OutcomeBucket.SUCCESS: Move(DeploymentLifecycle.SCALING),
+        OutcomeBucket.ERROR: Stay(),
+        OutcomeBucket.SKIPPED: Stay(),  # no revision or no app proxy yet: history says so
+    },
+    follow_ups={OutcomeBucket.SUCCESS: ("deployments.scale",)},
+)
+
+task = phase_task(PHASE)

@@ -1,0 +1,29 @@
+"""deployments.destroy: stop every route, unregister the endpoint; give up after 5 failures.
+
+The routes are marked terminating even when unregistering fails, so routes.terminate
+follows either way. After the fifth failed try the deployment is destroyed with
+the error kept in its history (Backend.AI ignored the proxy's errors instead).
+"""
+
+from tasks.phase import DEPLOYMENTS, Move, Phase, StayUntil
+from tasks.runs import phase_task
+from workers.domain import DeploymentLifecycle, OutcomeBucket
+
+DESTROY_TRIES = 5
+
+PHASE = Phase(
+    name="deployments.destroy",
+    kind=DEPLOYMENTS,
+    targets=frozenset({DeploymentLifecycle.DESTROYING}),
+    execute=lambda adapters, items: adapters.deployment_executor().destroy_deployment(items),
+    on={
+        OutcomeBucket.SUCCESS: Move(DeploymentLifecycle.DESTROYED),
+        OutcomeBucket.ERROR: StayUntil(tries=DESTROY_TRIES, then=DeploymentLifecycle.DESTROYED),
+    },
+    follow_ups={
+        OutcomeBucket.SUCCESS: ("routes.terminate",),
+        OutcomeBucket.ERROR: ("routes.terminate",),
+    },
+)
+
+task = phase_task(PHASE)

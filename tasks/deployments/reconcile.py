@@ -1,0 +1,18 @@
+"""deployments.reconcile: a ready deployment whose active routes miss its target scales again."""
+
+from tasks.phase import DEPLOYMENTS, Move, Phase
+from tasks.runs import phase_task
+from workers.domain import DeploymentLifecycle, OutcomeBucket
+
+PHASE = Phase(
+    name="deployments.reconcile",
+    kind=DEPLOYMENTS,
+    targets=frozenset({DeploymentLifecycle.READY}),
+    execute=lambda adapters, items: (
+        adapters.deployment_executor().check_ready_deployments_that_need_scaling(items)
+    ),
+    on={OutcomeBucket.ERROR: Move(DeploymentLifecycle.SCALING)},
+    follow_ups={OutcomeBucket.ERROR: ("deployments.scale",)},
+)
+
+task = phase_task(PHASE)

@@ -1,0 +1,23 @@
+"""deployments.scale: create or stop routes until each deployment has its target count.
+
+A deployment with nothing to do is ready too (Backend.AI left it scaling forever).
+"""
+
+from tasks.phase import DEPLOYMENTS, Move, Phase, Stay
+from tasks.runs import phase_task
+from workers.domain import DeploymentLifecycle, OutcomeBucket
+
+PHASE = Phase(
+    name="deployments.scale",
+    kind=DEPLOYMENTS,
+    targets=frozenset({DeploymentLifecycle.SCALING}),
+    execute=lambda adapters, items: adapters.deployment_executor().scale_deployment(items),
+    on={
+        OutcomeBucket.SUCCESS: Move(DeploymentLifecycle.READY),
+        OutcomeBucket.ERROR: Stay(),
+        OutcomeBucket.SKIPPED: Move(DeploymentLifecycle.READY),
+    },
+    follow_ups={OutcomeBucket.SUCCESS: ("routes.provision", "routes.terminate")},
+)
+
+task = phase_task(PHASE)

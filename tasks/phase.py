@@ -1,0 +1,185 @@
+"""How a phase is declared: its targets, its executor call, and its transitions as data.
+
+Each phase module (`tasks/routes/provision.py`, ...) holds one `Phase`, the row
+of DESIGN.md's phase table it implements. `tasks.runs` does everything else
+(lock, run record, fan-out, callback, follow-ups) the same way for every phase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+import sqlalchemy as sa
+
+from workers.adapters.postgres.phase_store import PostgresPhaseStore
+from workers.composition import Adapters
+from workers.domain import (
+    DeploymentExecutionResult,
+    DeploymentInfo,
+    DeploymentLifecycle,
+    OutcomeBucket,
+    RouteData,
+    RouteExecutionResult,
+    RouteStatus,
+    StatusTransition,
+)
+from workers.phase_runs import (
+    Outcome,
+    deployment_outcomes,
+    deployment_result,
+    route_outcomes,
+    route_result,
+)
+
+StatusT = TypeVar("StatusT", RouteStatus, DeploymentLifecycle)
+
+
+@dataclass(frozen=True)
+class Move(Generic[StatusT]):
+    """The entity moves to `to` (nothing is written if it is already there, unless an error)."""
+
+    to: StatusT
+
+
+@dataclass(frozen=True)
+class Stay:
+    """The entity stays where it is; a history row says why (a deployment counts a retry)."""
+
+
+@dataclass(frozen=True)
+class StayUntil(Generic[StatusT]):
+    """Stay and count a retry; after `tries` failed tries in a row, move to `then`."""
+
+    tries: int
+    then: StatusT
+
+
+Action = Move[Any] | Stay | StayUntil[Any]
+
+
+@dataclass(frozen=True)
+class EntityKind:
+    """What differs between route phases and deployment phases."""
+
+    name: str
+    all_statuses: frozenset[Any]
+    load: Callable[..., Sequence[Any]]  # (store, statuses, ids, conn=) -> entities
+    outcomes: Callable[[Any], list[Outcome]]  # executor result -> outcome records
+    result: Callable[[list[Outcome], Mapping[UUID, Any]], Any]  # records -> seed result
+    status_of: Callable[[Any], Any]
+    retries_of: Callable[[Any], int]
+    apply: Callable[..., list[UUID]]  # (store, transitions, conn=) -> applied ids
+
+    def buckets(self, result: Any) -> Iterator[tuple[OutcomeBucket, Any, Any]]:
+        """(bucket, entity, error record or None) for every entity in a seed result."""
+        for entity in result.successes:
+            yield OutcomeBucket.SUCCESS, entity, None
+        for error in result.errors:
+            yield OutcomeBucket.ERROR, _entity_of(error), error
+        for entity in getattr(result, "stale", ()):
+            yield OutcomeBucket.STALE, entity, None
+        for entity in getattr(result, "skipped", ()):
+            yield OutcomeBucket.SKIPPED, entity, None
+
+
+def _entity_of(error: Any) -> Any:
+    return error.route_info if hasattr(error, "route_info") else error.deployment_info
+
+
+ROUTES = EntityKind(
+    name="route",
+    all_statuses=frozenset(RouteStatus),
+    load=PostgresPhaseStore.load_routes,
+    outcomes=route_outcomes,
+    result=route_result,
+    status_of=lambda route: route.status,
+    retries_of=lambda route: 0,
+    apply=PostgresPhaseStore.apply_route_transitions,
+)
+
+DEPLOYMENTS = EntityKind(
+    name="deployment",
+    all_statuses=frozenset(DeploymentLifecycle),
+    load=PostgresPhaseStore.load_deployments,
+    outcomes=deployment_outcomes,
+    result=deployment_result,
+    status_of=lambda deployment: deployment.lifecycle,
+    retries_of=lambda deployment: deployment.retry_count,
+    apply=PostgresPhaseStore.apply_deployment_transitions,
+)
+
+Result = RouteExecutionResult | DeploymentExecutionResult
+Item = RouteData | DeploymentInfo
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One row of the phase table."""
+
+    name: str
+    kind: EntityKind
+    targets: frozenset[Any]
+    execute: Callable[[Adapters, list[Any]], Result]
+    on: Mapping[OutcomeBucket, Action] = field(default_factory=dict)
+    # Phases to start at once when a transition of that bucket was applied.
+    follow_ups: Mapping[OutcomeBucket, tuple[str, ...]] = field(default_factory=dict)
+    # Where the targets come from when "every entity in `targets`" is not the answer.
+    load_targets: Callable[[Adapters], Sequence[Item]] | None = None
+    # One header task gets every item: the phase acts on the set as a whole.
+    whole_set: bool = False
+
+    def targets_now(self, adapters: Adapters) -> Sequence[Item]:
+        if self.load_targets is not None:
+            return self.load_targets(adapters)
+        loaded: Sequence[Item] = self.kind.load(adapters.phase_store, self.targets)
+        return loaded
+
+    def load_items(self, adapters: Adapters, ids: Sequence[UUID]) -> list[Item]:
+        """The items as they are now, if still in one of the phase's statuses."""
+        return list(self.kind.load(adapters.phase_store, self.targets, ids))
+
+    def load_current(self, adapters: Adapters, ids: Sequence[UUID], conn: sa.Connection) -> Any:
+        """The items as they are now, in any status (the callback decides what applies)."""
+        return {
+            item.id: item
+            for item in self.kind.load(adapters.phase_store, self.kind.all_statuses, ids, conn=conn)
+        }
+
+    def transitions(self, result: Result) -> list[StatusTransition[Any]]:
+        """The phase table's transitions for a rebuilt result, guarded by the target statuses."""
+        changes = []
+        for bucket, entity, error in self.kind.buckets(result):
+            change = self._transition(bucket, entity, error)
+            if change is not None:
+                changes.append(change)
+        return changes
+
+    def _transition(
+        self, bucket: OutcomeBucket, entity: Any, error: Any
+    ) -> StatusTransition[Any] | None:
+        action = self.on.get(bucket)
+        if action is None:
+            return None
+        to_status = _destination(action, self.kind.retries_of(entity))
+        if to_status == self.kind.status_of(entity) and bucket is not OutcomeBucket.ERROR:
+            return None  # nothing changes and nothing went wrong: no history row
+        return StatusTransition(
+            entity_id=entity.id,
+            expected=self.targets,
+            to_status=to_status,
+            phase=self.name,
+            result=bucket,
+            error_code=None if error is None else error.error_code,
+            message="" if error is None else f"{error.reason}: {error.error_detail}",
+        )
+
+
+def _destination(action: Action, retries: int) -> Any:
+    if isinstance(action, Move):
+        return action.to
+    if isinstance(action, StayUntil) and retries + 1 >= action.tries:
+        return action.then
+    return None

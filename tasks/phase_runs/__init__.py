@@ -1,0 +1,1 @@
+"""Housekeeping of phase runs themselves."""

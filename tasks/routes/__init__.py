@@ -1,0 +1,1 @@
+"""Route phases: provision, check, evict, terminate, publish for scraping."""

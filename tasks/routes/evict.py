@@ -1,0 +1,22 @@
+"""routes.evict: terminate the routes their resource group's cleanup config names.
+
+Targets are unhealthy routes, plus healthy or degraded ones where the group's
+config names those statuses; a degraded route only after its health check's
+initial delay (a route never healthy is not evicted on its first probe).
+"""
+
+from tasks.phase import ROUTES, Move, Phase
+from tasks.runs import phase_task
+from workers.domain import OutcomeBucket, RouteStatus
+
+PHASE = Phase(
+    name="routes.evict",
+    kind=ROUTES,
+    targets=frozenset({RouteStatus.UNHEALTHY, RouteStatus.DEGRADED, RouteStatus.HEALTHY}),
+    execute=lambda adapters, items: adapters.route_executor().cleanup_routes_by_config(items),
+    load_targets=lambda adapters: adapters.phase_store.load_eviction_candidates(),
+    on={OutcomeBucket.SUCCESS: Move(RouteStatus.TERMINATING)},
+    follow_ups={OutcomeBucket.SUCCESS: ("routes.terminate", "deployments.reconcile")},
+)
+
+task = phase_task(PHASE)

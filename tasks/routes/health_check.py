@@ -1,0 +1,24 @@
+"""routes.health_check: classify each route from the readiness the prober keeps in Redis."""
+
+from tasks.phase import ROUTES, Move, Phase
+from tasks.runs import phase_task
+from workers.domain import OutcomeBucket, RouteStatus
+
+PHASE = Phase(
+    name="routes.health_check",
+    kind=ROUTES,
+    targets=frozenset({RouteStatus.HEALTHY, RouteStatus.UNHEALTHY, RouteStatus.DEGRADED}),
+    execute=lambda adapters, items: adapters.route_executor().check_route_health(items),
+    on={
+        OutcomeBucket.SUCCESS: Move(RouteStatus.HEALTHY),
+        OutcomeBucket.ERROR: Move(RouteStatus.UNHEALTHY),
+        OutcomeBucket.STALE: Move(RouteStatus.DEGRADED),
+    },
+    follow_ups={
+        OutcomeBucket.SUCCESS: ("routes.sync_service_discovery",),
+        OutcomeBucket.ERROR: ("routes.evict", "routes.sync_service_discovery"),
+        OutcomeBucket.STALE: ("routes.sync_service_discovery",),
+    },
+)
+
+task = phase_task(PHASE)

@@ -1,0 +1,19 @@
+"""routes.provision: ask the scheduler for a session per new route."""
+
+from tasks.phase import ROUTES, Move, Phase
+from tasks.runs import phase_task
+from workers.domain import OutcomeBucket, RouteStatus
+
+PHASE = Phase(
+    name="routes.provision",
+    kind=ROUTES,
+    targets=frozenset({RouteStatus.PROVISIONING}),
+    execute=lambda adapters, items: adapters.route_executor().provision_routes(items),
+    on={
+        OutcomeBucket.SUCCESS: Move(RouteStatus.DEGRADED),
+        OutcomeBucket.ERROR: Move(RouteStatus.FAILED_TO_START),
+    },
+    follow_ups={OutcomeBucket.ERROR: ("deployments.reconcile",)},
+)
+
+task = phase_task(PHASE)

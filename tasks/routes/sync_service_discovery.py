@@ -1,0 +1,35 @@
+"""routes.sync_service_discovery: publish the healthy routes as the whole scrape set.
+
+The set is replaced as a whole, so one task gets every healthy route. With no
+healthy route (or none with a session) the phase publishes the empty set, so
+stale registrations go at once; Backend.AI skipped that purge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tasks.phase import ROUTES, Phase
+from tasks.runs import phase_task
+from workers.composition import Adapters
+from workers.domain import RouteData, RouteExecutionResult, RouteStatus
+
+
+def publish(adapters: Adapters, routes: Sequence[RouteData]) -> RouteExecutionResult:
+    published = [route for route in routes if route.session_id is not None]
+    if published:
+        adapters.route_executor().sync_service_discovery(published)
+    else:
+        adapters.service_discovery.sync_model_service_routes([])
+    return RouteExecutionResult(successes=published)
+
+
+PHASE = Phase(
+    name="routes.sync_service_discovery",
+    kind=ROUTES,
+    targets=frozenset({RouteStatus.HEALTHY}),
+    execute=publish,
+    whole_set=True,
+)
+
+task = phase_task(PHASE)

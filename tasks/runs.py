@@ -1,0 +1,249 @@
+"""One run of a phase, the same for every phase: lock, record, fan out, collect, persist.
+
+    phase task ── lock + phase_runs row + targets ──> chord(
+        header: run_items, at most MODELFLEET_FANOUT_MAX_TASKS   (executor on fresh rows;
+                                                         outcomes returned and kept in Redis)
+        body:   finish_run     (seed result rebuilt, transitions + history + counts in
+                                one transaction, lock released, follow-ups started)
+        error:  fail_run       (run closed as failed, lock released)
+    )
+
+A run whose chord never fires is finished by `phase_runs.sweep` from the
+outcomes kept in Redis (`close_run` with state `recovered`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from celery import Task, chord
+
+from tasks.phase import Phase
+from workers.app import app
+from workers.composition import Adapters
+from workers.domain import OutcomeBucket
+from workers.errors import InfrastructureUnavailable
+from workers.executors.outcomes import unique_by_id
+from workers.log_context import phase_context
+from workers.phase_runs import (
+    Outcome,
+    OutcomeCounts,
+    PhaseRun,
+    PhaseRunState,
+    RunSummary,
+    error_samples,
+)
+
+log = logging.getLogger(__name__)
+
+PHASES: dict[str, Phase] = {}
+UNEXPECTED_ERROR = "unexpected_error"
+RETRY_BACKOFF_MAX_S = 8
+
+
+def phase_task(phase: Phase) -> Task:
+    """Register `phase` and the Celery task beat and `celery call` start it by."""
+    PHASES[phase.name] = phase
+
+    def start() -> str | None:
+        return start_run(phase)
+
+    start.__doc__ = f"Start a run of {phase.name}; returns its run id (None if one is running)."
+    return app.task(name=phase.name, ignore_result=False)(start)
+
+
+def start_run(phase: Phase) -> str | None:
+    adapters = app.adapters
+    settings = adapters.settings.phases
+    token = adapters.phase_lock.acquire(phase.name, settings.deadline_s)
+    if token is None:
+        log.info("phase=%s: a run holds the lock; this tick has nothing to do", phase.name)
+        return None
+    try:
+        ids = [item.id for item in phase.targets_now(adapters)]
+        groups = _groups(phase, ids, settings.fanout_max_tasks)
+        run = adapters.phase_store.open_run(
+            phase.name,
+            item_count=len(ids),
+            task_count=len(groups),
+            lock_token=token,
+            deadline_s=settings.deadline_s,
+        )
+    except BaseException:
+        adapters.phase_lock.release(phase.name, token)
+        raise
+    with phase_context(phase.name, run.id):
+        if groups:
+            _publish(phase, run, groups)
+        else:
+            close_run(phase, adapters, run.id, [], PhaseRunState.SUCCEEDED)
+    return str(run.id)
+
+
+@app.task(bind=True, name="modelfleet.run_items")
+def run_items(
+    self: Task, phase_name: str, run_id: str, item_ids: list[str]
+) -> list[dict[str, Any]]:
+    """Header task: the executor on a group of items; every item ends as an outcome record."""
+    phase, adapters = PHASES[phase_name], app.adapters
+    with phase_context(phase_name, run_id):
+        try:
+            if not adapters.phase_store.is_running(UUID(run_id)):
+                log.warning("run is closed already; %d items left to the next run", len(item_ids))
+                return []
+            outcomes = execute_items(phase, adapters, [UUID(i) for i in item_ids])
+            adapters.outcomes.save(
+                UUID(run_id), outcomes, ttl_s=adapters.settings.phases.deadline_s * 2
+            )
+        except InfrastructureUnavailable as error:
+            countdown = min(2**self.request.retries, RETRY_BACKOFF_MAX_S)
+            log.warning("retrying in %ss: %s", countdown, error)
+            raise self.retry(
+                exc=error, countdown=countdown, max_retries=adapters.settings.phases.item_retries
+            ) from error
+        return [outcome.to_json() for outcome in outcomes]
+
+
+@app.task(name="modelfleet.finish_run")
+def finish_run(results: list[list[dict[str, Any]]], phase_name: str, run_id: str) -> str:
+    """Chord body: merge the header tasks' outcomes and persist them."""
+    outcomes = [Outcome.from_json(record) for group in results for record in group]
+    with phase_context(phase_name, run_id):
+        run = close_run(
+            PHASES[phase_name], app.adapters, UUID(run_id), outcomes, PhaseRunState.SUCCEEDED
+        )
+    return "closed" if run is not None else "left open"
+
+
+@app.task(name="modelfleet.fail_run")
+def fail_run(
+    request: Any, exc: BaseException, traceback: Any, phase_name: str, run_id: str
+) -> None:
+    """Chord error callback: a header task raised; close the run as failed, apply nothing."""
+    adapters = app.adapters
+    with phase_context(phase_name, run_id):
+        log.error("header task %s raised %s: %s", request.id, type(exc).__name__, exc)
+        stored = adapters.outcomes.load(UUID(run_id))
+        with adapters.phase_store.transaction() as conn:
+            run = adapters.phase_store.claim_running(conn, UUID(run_id))
+            if run is None:
+                return
+            summary = RunSummary(
+                counts=OutcomeCounts.of(stored, run.item_count),
+                error=f"{type(exc).__name__}: {exc}",
+                error_samples=error_samples(stored),
+            )
+            closed = adapters.phase_store.close_run(conn, run.id, PhaseRunState.FAILED, summary)
+        _after_close(PHASES[phase_name], adapters, closed, frozenset())
+
+
+def execute_items(phase: Phase, adapters: Adapters, ids: Sequence[UUID]) -> list[Outcome]:
+    """Run the executor on fresh rows; anything but a dead store becomes outcome records."""
+    items = phase.load_items(adapters, ids)
+    try:
+        outcomes = phase.kind.outcomes(phase.execute(adapters, items))
+    except InfrastructureUnavailable:
+        raise
+    except Exception as error:
+        log.exception("executor raised on %d items", len(items))
+        outcomes = [_unexpected(item.id, error) for item in items]
+    seen = {outcome.id for outcome in outcomes}
+    return [*outcomes, *(_left_alone(item_id) for item_id in ids if item_id not in seen)]
+
+
+def close_run(
+    phase: Phase,
+    adapters: Adapters,
+    run_id: UUID,
+    outcomes: Sequence[Outcome],
+    state: PhaseRunState,
+) -> PhaseRun | None:
+    """Apply the outcomes' transitions and close the run, in one transaction.
+
+    Returns None when the run was closed already (a redelivered callback, or the
+    sweeper first), or when outcomes are missing and the deadline has not passed:
+    a late header task may still deliver them, and the sweeper closes the run then.
+    """
+    store = adapters.phase_store
+    with store.transaction() as conn:
+        run = store.claim_running(conn, run_id)
+        if run is None:
+            return None
+        merged = _with_stored(adapters, run, outcomes)
+        if len(merged) < run.item_count and state is PhaseRunState.SUCCEEDED:
+            log.warning(
+                "%d of %d outcomes arrived; the sweeper finishes this run",
+                len(merged),
+                run.item_count,
+            )
+            return None
+        current = phase.load_current(adapters, [o.id for o in merged], conn)
+        changes = phase.transitions(phase.kind.result(merged, current))
+        applied = set(phase.kind.apply(store, changes, conn=conn))
+        summary = RunSummary(
+            counts=OutcomeCounts.of(merged, run.item_count),
+            transition_count=len(applied),
+            error_samples=error_samples(merged),
+        )
+        closed = store.close_run(conn, run_id, state, summary)
+    _after_close(phase, adapters, closed, {c.result for c in changes if c.entity_id in applied})
+    return closed
+
+
+def _after_close(phase: Phase, adapters: Adapters, run: PhaseRun, applied_buckets: Any) -> None:
+    adapters.phase_lock.release(phase.name, run.lock_token)
+    adapters.outcomes.expire_soon(run.id)
+    counts = run.summary.counts
+    log.info(
+        "run %s %s: %d items, success=%d error=%d stale=%d skipped=%d missing=%d "
+        "transitions=%d in %.3fs",
+        run.id,
+        run.state.value,
+        run.item_count,
+        counts.success,
+        counts.error,
+        counts.stale,
+        counts.skipped,
+        counts.missing,
+        run.summary.transition_count,
+        run.duration_s or 0.0,
+    )
+    follow_ups = {name for bucket in applied_buckets for name in phase.follow_ups.get(bucket, ())}
+    for name in sorted(follow_ups):
+        app.send_task(name, expires=adapters.settings.phases.intervals_s.get(name))
+
+
+def _with_stored(adapters: Adapters, run: PhaseRun, outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """The outcomes given, completed from Redis when some items' outcomes are not among them."""
+    merged = unique_by_id(outcomes)
+    if len(merged) < run.item_count:
+        merged = unique_by_id([*merged, *adapters.outcomes.load(run.id)])
+    return merged
+
+
+def _publish(phase: Phase, run: PhaseRun, groups: list[list[UUID]]) -> None:
+    run_id = str(run.id)
+    header = [run_items.si(phase.name, run_id, [str(i) for i in group]) for group in groups]
+    body = finish_run.s(phase.name, run_id).on_error(fail_run.s(phase.name, run_id))
+    chord(header, body).apply_async()
+    log.info("published %d tasks for %d items", len(groups), run.item_count)
+
+
+def _groups(phase: Phase, ids: list[UUID], max_tasks: int) -> list[list[UUID]]:
+    """Items split evenly over at most `max_tasks` groups (one group for a whole-set phase)."""
+    if phase.whole_set:
+        return [ids]
+    count = min(len(ids), max_tasks)
+    return [ids[i::count] for i in range(count)]
+
+
+def _unexpected(item_id: UUID, error: Exception) -> Outcome:
+    return Outcome(item_id, OutcomeBucket.ERROR, type(error).__name__, str(error), UNEXPECTED_ERROR)
+
+
+def _left_alone(item_id: UUID) -> Outcome:
+    """An item the executor said nothing about: moved out of the phase, or not selected."""
+    return Outcome(item_id, OutcomeBucket.SKIPPED)

@@ -1,0 +1,138 @@
+"""What the phase tasks read and write: targets, phase runs, the phase lock and stored outcomes."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+import pytest
+import redis
+
+from tests.factories import make_deployment, make_revision, make_route
+from workers.adapters.postgres.catalog import Catalog
+from workers.adapters.postgres.phase_store import PostgresPhaseStore
+from workers.adapters.redis_keys import RedisKeys
+from workers.adapters.redis_phase_runs import RedisOutcomeStore, RedisPhaseLock
+from workers.domain import DeploymentLifecycle, HealthCheckConfig, OutcomeBucket, RouteStatus
+from workers.phase_runs import Outcome, OutcomeCounts, PhaseRunState, RunSummary
+
+
+@pytest.fixture
+def group(catalog: Catalog) -> str:
+    catalog.create_scaling_group(
+        "sg1", cleanup_statuses=(RouteStatus.UNHEALTHY, RouteStatus.DEGRADED)
+    )
+    return "sg1"
+
+
+def test_load_by_status_and_by_ids(
+    phase_store: PostgresPhaseStore, catalog: Catalog, group: str
+) -> None:
+    pending = catalog.create_deployment(make_deployment())
+    ready = catalog.create_deployment(make_deployment(lifecycle=DeploymentLifecycle.READY))
+    catalog.add_routes(
+        [
+            healthy := make_route(ready, status=RouteStatus.HEALTHY),
+            degraded := make_route(ready, status=RouteStatus.DEGRADED),
+            make_route(ready, status=RouteStatus.TERMINATED),
+        ]
+    )
+    assert phase_store.load_deployments({DeploymentLifecycle.PENDING}) == [pending]
+    both = {RouteStatus.HEALTHY, RouteStatus.DEGRADED}
+    assert [r.id for r in phase_store.load_routes(both)] == [healthy.id, degraded.id]
+    assert [r.id for r in phase_store.load_routes(both, [degraded.id])] == [degraded.id]
+    # By id, but no longer in a target status: not loaded.
+    assert phase_store.load_routes({RouteStatus.PROVISIONING}, [healthy.id]) == []
+    assert phase_store.load_deployments({DeploymentLifecycle.READY}, [pending.id]) == []
+
+
+def test_eviction_candidates_wait_out_the_initial_delay_of_degraded_routes(
+    phase_store: PostgresPhaseStore, catalog: Catalog, group: str
+) -> None:
+    revision = make_revision(health_check=HealthCheckConfig(initial_delay_s=60.0))
+    deployment = catalog.create_deployment(make_deployment(target_revision=revision))
+    now = datetime.now(UTC)
+    catalog.add_routes(
+        [
+            unhealthy := make_route(deployment, status=RouteStatus.UNHEALTHY),
+            long_degraded := make_route(
+                deployment,
+                status=RouteStatus.DEGRADED,
+                status_changed_at=now - timedelta(seconds=61),
+            ),
+            make_route(
+                deployment,
+                status=RouteStatus.DEGRADED,
+                status_changed_at=now - timedelta(seconds=30),
+            ),
+            make_route(deployment, status=RouteStatus.HEALTHY),  # not named by the config
+        ]
+    )
+    found = {route.id for route in phase_store.load_eviction_candidates()}
+    assert found == {unhealthy.id, long_degraded.id}
+
+
+def test_a_run_opens_closes_once_and_reports_its_counts(phase_store: PostgresPhaseStore) -> None:
+    run = phase_store.open_run(
+        "routes.provision", item_count=3, task_count=2, lock_token="t", deadline_s=60
+    )
+    assert run.state is PhaseRunState.RUNNING
+    assert timedelta(seconds=59) < run.deadline_at - run.started_at <= timedelta(seconds=61)
+    assert phase_store.is_running(run.id)
+    summary = RunSummary(
+        counts=OutcomeCounts(success=2, error=1),
+        transition_count=3,
+        error_samples=[{"id": "x", "bucket": "error"}],
+    )
+    with phase_store.transaction() as conn:
+        claimed = phase_store.claim_running(conn, run.id)
+        assert claimed is not None
+        phase_store.close_run(conn, run.id, PhaseRunState.SUCCEEDED, summary)
+    with phase_store.transaction() as conn:
+        assert phase_store.claim_running(conn, run.id) is None  # a second closer finds nothing
+    closed = phase_store.get_run(run.id)
+    assert closed is not None
+    assert closed.state is PhaseRunState.SUCCEEDED
+    assert closed.summary == summary
+    assert (closed.duration_s or -1) >= 0
+    assert not phase_store.is_running(run.id)
+    assert [r.id for r in phase_store.latest_run_per_phase()] == [run.id]
+
+
+def test_only_runs_past_their_deadline_are_overdue(phase_store: PostgresPhaseStore) -> None:
+    overdue = phase_store.open_run("a", item_count=0, task_count=0, lock_token="t", deadline_s=0)
+    phase_store.open_run("b", item_count=0, task_count=0, lock_token="t", deadline_s=60)
+    time.sleep(0.01)  # the database clock must move past a zero deadline
+    assert phase_store.overdue_run_ids() == [overdue.id]
+
+
+def test_the_phase_lock_is_held_by_one_token_and_released_only_by_it(
+    redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    lock = RedisPhaseLock(client=redis_client, keys=redis_keys)
+    token = lock.acquire("routes.provision", ttl_s=30)
+    assert token is not None
+    assert lock.acquire("routes.provision", ttl_s=30) is None
+    assert lock.release("routes.provision", "someone-else") is False
+    assert lock.holder("routes.provision") == token
+    assert 0 < redis_client.pttl(redis_keys.phase_lock("routes.provision")) <= 30_000
+    assert lock.release("routes.provision", token) is True
+    assert lock.release("routes.provision", token) is False
+    assert lock.acquire("routes.provision", ttl_s=30) is not None
+
+
+def test_outcomes_are_stored_per_item_and_expire(
+    redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    store = RedisOutcomeStore(client=redis_client, keys=redis_keys)
+    run_id, item = uuid4(), uuid4()
+    failed = Outcome(item, OutcomeBucket.ERROR, "Boom", "it broke", "unexpected_error")
+    store.save(run_id, [Outcome(item, OutcomeBucket.SUCCESS)], ttl_s=60)
+    store.save(run_id, [failed], ttl_s=60)  # a redelivered task's outcome replaces the first
+    store.save(run_id, [], ttl_s=60)
+    assert store.load(run_id) == [failed]
+    redis_client.hset(redis_keys.phase_outcomes(run_id), "junk", "{not json")
+    assert store.load(run_id) == [failed]
+    store.expire_soon(run_id)
+    assert 0 < redis_client.ttl(redis_keys.phase_outcomes(run_id)) <= 120

@@ -1,0 +1,209 @@
+"""What the phase tasks read and write in PostgreSQL, beyond the executors' repository.
+
+Targets by status or id, guarded transitions with history, and the
+`phase_runs` record. Writes take the caller's connection where a phase needs
+several of them in one transaction (the chord callback: transitions, history
+and the run's counts commit together).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Set as AbstractSet
+from contextlib import contextmanager
+from uuid import UUID, uuid4
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import distinct_on
+
+from workers.adapters.postgres import phase_targets, transitions
+from workers.adapters.postgres.engine import joined, transaction
+from workers.adapters.postgres.schema import phase_runs
+from workers.domain import (
+    DeploymentInfo,
+    DeploymentLifecycle,
+    DeploymentTransition,
+    RouteData,
+    RouteStatus,
+    RouteTransition,
+)
+from workers.phase_runs import OutcomeCounts, PhaseRun, PhaseRunState, RunSummary
+
+_RUNNING = PhaseRunState.RUNNING.value
+
+
+class PostgresPhaseStore:
+    def __init__(self, *, engine: sa.Engine) -> None:
+        self._engine = engine
+
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        with transaction(self._engine) as conn:
+            yield conn
+
+    # -- targets --
+    def load_deployments(
+        self,
+        lifecycles: AbstractSet[DeploymentLifecycle],
+        ids: Collection[UUID] | None = None,
+        *,
+        conn: sa.Connection | None = None,
+    ) -> list[DeploymentInfo]:
+        with joined(self._engine, conn) as c:
+            return phase_targets.load_deployments(c, lifecycles, ids)
+
+    def load_routes(
+        self,
+        statuses: AbstractSet[RouteStatus],
+        ids: Collection[UUID] | None = None,
+        *,
+        conn: sa.Connection | None = None,
+    ) -> list[RouteData]:
+        with joined(self._engine, conn) as c:
+            return phase_targets.load_routes(c, statuses, ids)
+
+    def load_eviction_candidates(self) -> list[RouteData]:
+        with transaction(self._engine) as conn:
+            return phase_targets.load_eviction_candidates(conn)
+
+    # -- transitions --
+    def apply_route_transitions(
+        self, changes: Sequence[RouteTransition], *, conn: sa.Connection | None = None
+    ) -> list[UUID]:
+        """Guarded status changes plus history; see `transitions`."""
+        with joined(self._engine, conn) as c:
+            return transitions.apply_route_transitions(c, changes)
+
+    def apply_deployment_transitions(
+        self, changes: Sequence[DeploymentTransition], *, conn: sa.Connection | None = None
+    ) -> list[UUID]:
+        """Guarded lifecycle changes plus history; see `transitions`."""
+        with joined(self._engine, conn) as c:
+            return transitions.apply_deployment_transitions(c, changes)
+
+    # -- phase runs --
+    def open_run(
+        self, phase: str, *, item_count: int, task_count: int, lock_token: str, deadline_s: float
+    ) -> PhaseRun:
+        """Record a run as started now (database clock), due by `deadline_s` from now."""
+        statement = (
+            phase_runs.insert()
+            .values(
+                id=uuid4(),
+                phase=phase,
+                item_count=item_count,
+                task_count=task_count,
+                lock_token=lock_token,
+                deadline_at=sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, deadline_s),
+            )
+            .returning(*phase_runs.c)
+        )
+        with transaction(self._engine) as conn:
+            return _run_from_row(conn.execute(statement).mappings().one())
+
+    def is_running(self, run_id: UUID) -> bool:
+        query = sa.select(phase_runs.c.state).where(phase_runs.c.id == run_id)
+        with transaction(self._engine) as conn:
+            return conn.execute(query).scalar() == _RUNNING
+
+    def claim_running(self, conn: sa.Connection, run_id: UUID) -> PhaseRun | None:
+        """Lock a still-running run for closing; None when another closer got there first."""
+        query = (
+            sa.select(*phase_runs.c)
+            .where(phase_runs.c.id == run_id, phase_runs.c.state == _RUNNING)
+            .with_for_update()
+        )
+        row = conn.execute(query).mappings().one_or_none()
+        return None if row is None else _run_from_row(row)
+
+    def close_run(
+        self,
+        conn: sa.Connection,
+        run_id: UUID,
+        state: PhaseRunState,
+        summary: RunSummary,
+    ) -> PhaseRun:
+        counts = summary.counts
+        statement = (
+            phase_runs.update()
+            .where(phase_runs.c.id == run_id)
+            .values(
+                state=state.value,
+                finished_at=sa.func.now(),
+                duration_s=sa.extract("epoch", sa.func.now() - phase_runs.c.started_at),
+                success_count=counts.success,
+                error_count=counts.error,
+                stale_count=counts.stale,
+                skipped_count=counts.skipped,
+                missing_count=counts.missing,
+                transition_count=summary.transition_count,
+                error=summary.error,
+                error_samples=list(summary.error_samples),
+            )
+            .returning(*phase_runs.c)
+        )
+        return _run_from_row(conn.execute(statement).mappings().one())
+
+    def overdue_run_ids(self) -> list[UUID]:
+        """Runs still open past their deadline, oldest first."""
+        query = (
+            sa.select(phase_runs.c.id)
+            .where(phase_runs.c.state == _RUNNING, phase_runs.c.deadline_at < sa.func.now())
+            .order_by(phase_runs.c.deadline_at)
+        )
+        with transaction(self._engine) as conn:
+            return list(conn.execute(query).scalars())
+
+    def running_run_ids(self) -> list[UUID]:
+        query = sa.select(phase_runs.c.id).where(phase_runs.c.state == _RUNNING)
+        with transaction(self._engine) as conn:
+            return list(conn.execute(query).scalars())
+
+    def get_run(self, run_id: UUID) -> PhaseRun | None:
+        query = sa.select(*phase_runs.c).where(phase_runs.c.id == run_id)
+        with transaction(self._engine) as conn:
+            row = conn.execute(query).mappings().one_or_none()
+        return None if row is None else _run_from_row(row)
+
+    def recent_runs(self, *, phase: str | None = None, limit: int = 20) -> list[PhaseRun]:
+        query = sa.select(*phase_runs.c).order_by(phase_runs.c.started_at.desc()).limit(limit)
+        if phase is not None:
+            query = query.where(phase_runs.c.phase == phase)
+        with transaction(self._engine) as conn:
+            return [_run_from_row(row) for row in conn.execute(query).mappings()]
+
+    def latest_run_per_phase(self) -> list[PhaseRun]:
+        query = (
+            sa.select(*phase_runs.c)
+            .ext(distinct_on(phase_runs.c.phase))
+            .order_by(phase_runs.c.phase, phase_runs.c.started_at.desc())
+        )
+        with transaction(self._engine) as conn:
+            return [_run_from_row(row) for row in conn.execute(query).mappings()]
+
+
+def _run_from_row(m: sa.RowMapping) -> PhaseRun:
+    return PhaseRun(
+        id=m["id"],
+        phase=m["phase"],
+        state=PhaseRunState(m["state"]),
+        started_at=m["started_at"],
+        deadline_at=m["deadline_at"],
+        item_count=m["item_count"],
+        task_count=m["task_count"],
+        lock_token=m["lock_token"],
+        finished_at=m["finished_at"],
+        duration_s=m["duration_s"],
+        summary=RunSummary(
+            counts=OutcomeCounts(
+                success=m["success_count"],
+                error=m["error_count"],
+                stale=m["stale_count"],
+                skipped=m["skipped_count"],
+                missing=m["missing_count"],
+            ),
+            transition_count=m["transition_count"],
+            error=m["error"],
+            error_samples=m["error_samples"],
+        ),
+    )

@@ -1,0 +1,109 @@
+"""The Celery app: `celery -A workers worker | beat | flower`.
+
+Configuration comes only from the environment (`Settings`), read when Celery
+first needs it, not at import. Adapters (engine, Redis pool, HTTP sessions)
+are built once per worker process, after the fork, and closed when it exits.
+The task modules live in the `tasks` package, which the worker imports at
+start (`include`), before forking.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from celery import Celery
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    worker_process_init,
+    worker_process_shutdown,
+)
+
+from beat_schedule import beat_schedule
+from workers.composition import Adapters, build_adapters
+from workers.config import Settings
+from workers.log_context import LOG_FORMAT, PhaseContextFilter
+
+RESULT_EXPIRES_S = 600  # chord parts are read within seconds; keep Redis small
+
+log = logging.getLogger(__name__)
+
+
+class ModelfleetCelery(Celery):  # type: ignore[misc]  # Celery ships without type hints
+    """A Celery app that owns the settings and this process's adapters."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        super().__init__("modelfleet")
+        self._settings = settings
+        self._adapters: Adapters | None = None
+        self._adapters_pid: int | None = None
+        self.add_defaults(lambda: celery_config(self.settings))
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.from_environ()
+        return self._settings
+
+    @property
+    def adapters(self) -> Adapters:
+        """This process's adapters, built on first use after a fork, then reused."""
+        if self._adapters is None or self._adapters_pid != os.getpid():
+            self._adapters = build_adapters(self.settings)
+            self._adapters_pid = os.getpid()
+        return self._adapters
+
+    def close_adapters(self) -> None:
+        if self._adapters is not None and self._adapters_pid == os.getpid():
+            self._adapters.close()
+        self._adapters = None
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery's settings for at-least-once work; see the README's configuration table."""
+    phases = settings.phases
+    prefix = {"global_keyprefix": settings.redis_key_prefix} if settings.redis_key_prefix else {}
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
+        "broker_transport_options": {"visibility_timeout": phases.visibility_timeout_s, **prefix},
+        "result_backend_transport_options": prefix,
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": phases.task_time_limit_s,
+        "task_soft_time_limit": phases.task_soft_time_limit_s or None,
+        "result_expires": RESULT_EXPIRES_S,
+        "timezone": "UTC",
+        "include": ["tasks"],
+        "beat_schedule": beat_schedule(phases.intervals_s),
+        "worker_log_format": LOG_FORMAT,
+        "worker_task_log_format": LOG_FORMAT,
+    }
+
+
+app = ModelfleetCelery()
+
+
+@worker_process_init.connect
+def _build_adapters(**_: Any) -> None:
+    app.adapters  # noqa: B018  # build now, so the first task does not pay for it
+
+
+@worker_process_shutdown.connect
+def _close_adapters(**_: Any) -> None:
+    app.close_adapters()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _stamp_phase_context(logger: logging.Logger, **_: Any) -> None:
+    for handler in logger.handlers:
+        handler.addFilter(PhaseContextFilter())

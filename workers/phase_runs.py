@@ -1,0 +1,193 @@
+"""Phase runs as values: outcome records, their counts, and the seeds' result types rebuilt.
+
+A header task turns an executor's result into compact `Outcome` records (JSON
+on the wire and in Redis); the chord callback, or the sweeper, turns them back
+into the seed's result type. Plain values only, like `workers.domain`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from workers.domain import (
+    DeploymentExecutionError,
+    DeploymentExecutionResult,
+    DeploymentInfo,
+    OutcomeBucket,
+    RouteData,
+    RouteExecutionError,
+    RouteExecutionResult,
+)
+
+ERROR_SAMPLE_SIZE = 20  # error outcomes kept on a closed run for people to read
+
+
+class PhaseRunState(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"  # the chord callback applied every outcome
+    FAILED = "failed"  # a header task raised; nothing was applied
+    RECOVERED = "recovered"  # the sweeper finished it from the outcomes stored in Redis
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one route or deployment in one run."""
+
+    id: UUID
+    bucket: OutcomeBucket
+    reason: str = ""
+    detail: str = ""
+    error_code: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"id": str(self.id), "bucket": self.bucket.value}
+        if self.bucket is OutcomeBucket.ERROR:
+            record.update(reason=self.reason, detail=self.detail, error_code=self.error_code)
+        return record
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> Outcome:
+        return cls(
+            id=UUID(record["id"]),
+            bucket=OutcomeBucket(record["bucket"]),
+            reason=record.get("reason", ""),
+            detail=record.get("detail", ""),
+            error_code=record.get("error_code"),
+        )
+
+
+@dataclass(frozen=True)
+class OutcomeCounts:
+    success: int = 0
+    error: int = 0
+    stale: int = 0
+    skipped: int = 0
+    missing: int = 0  # items no outcome was stored for (a recovered run)
+
+    @classmethod
+    def of(cls, outcomes: Iterable[Outcome], item_count: int) -> OutcomeCounts:
+        by_bucket = Counter(outcome.bucket for outcome in outcomes)
+        counted = sum(by_bucket.values())
+        return cls(
+            success=by_bucket[OutcomeBucket.SUCCESS],
+            error=by_bucket[OutcomeBucket.ERROR],
+            stale=by_bucket[OutcomeBucket.STALE],
+            skipped=by_bucket[OutcomeBucket.SKIPPED],
+            missing=max(item_count - counted, 0),
+        )
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """How a run ended: what is written to its row when it closes."""
+
+    counts: OutcomeCounts = field(default_factory=OutcomeCounts)
+    transition_count: int = 0
+    error: str | None = None  # why a run failed
+    error_samples: Sequence[Mapping[str, Any]] = ()
+
+
+@dataclass(frozen=True)
+class PhaseRun:
+    """One run of one phase, as `phase_runs` records it."""
+
+    id: UUID
+    phase: str
+    state: PhaseRunState
+    started_at: datetime
+    deadline_at: datetime
+    item_count: int
+    task_count: int
+    lock_token: str = field(repr=False)
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    summary: RunSummary = field(default_factory=RunSummary)
+
+
+def error_samples(outcomes: Iterable[Outcome]) -> list[dict[str, Any]]:
+    errors = (o.to_json() for o in outcomes if o.bucket is OutcomeBucket.ERROR)
+    return [record for record, _ in zip(errors, range(ERROR_SAMPLE_SIZE), strict=False)]
+
+
+def route_outcomes(result: RouteExecutionResult) -> list[Outcome]:
+    return [
+        *(Outcome(route.id, OutcomeBucket.SUCCESS) for route in result.successes),
+        *(_route_error_outcome(error) for error in result.errors),
+        *(Outcome(route.id, OutcomeBucket.STALE) for route in result.stale),
+    ]
+
+
+def deployment_outcomes(result: DeploymentExecutionResult) -> list[Outcome]:
+    return [
+        *(Outcome(d.id, OutcomeBucket.SUCCESS) for d in result.successes),
+        *(_deployment_error_outcome(error) for error in result.errors),
+        *(Outcome(d.id, OutcomeBucket.SKIPPED) for d in result.skipped),
+    ]
+
+
+def route_result(
+    outcomes: Iterable[Outcome], routes: Mapping[UUID, RouteData]
+) -> RouteExecutionResult:
+    """The seed's route result for the outcomes whose route is in `routes`."""
+    result = RouteExecutionResult()
+    for outcome in outcomes:
+        route = routes.get(outcome.id)
+        if route is None:
+            continue
+        if outcome.bucket is OutcomeBucket.SUCCESS:
+            result.successes.append(route)
+        elif outcome.bucket is OutcomeBucket.ERROR:
+            result.errors.append(
+                RouteExecutionError(route, outcome.reason, outcome.detail, outcome.error_code)
+            )
+        elif outcome.bucket is OutcomeBucket.STALE:
+            result.stale.append(route)
+    return result
+
+
+def deployment_result(
+    outcomes: Iterable[Outcome], deployments: Mapping[UUID, DeploymentInfo]
+) -> DeploymentExecutionResult:
+    """The seed's deployment result for the outcomes whose deployment is in `deployments`."""
+    result = DeploymentExecutionResult()
+    for outcome in outcomes:
+        deployment = deployments.get(outcome.id)
+        if deployment is None:
+            continue
+        if outcome.bucket is OutcomeBucket.SUCCESS:
+            result.successes.append(deployment)
+        elif outcome.bucket is OutcomeBucket.ERROR:
+            result.errors.append(
+                DeploymentExecutionError(
+                    deployment, outcome.reason, outcome.detail, outcome.error_code
+                )
+            )
+        elif outcome.bucket is OutcomeBucket.SKIPPED:
+            result.skipped.append(deployment)
+    return result
+
+
+def _route_error_outcome(error: RouteExecutionError) -> Outcome:
+    return Outcome(
+        error.route_info.id,
+        OutcomeBucket.ERROR,
+        error.reason,
+        error.error_detail,
+        error.error_code,
+    )
+
+
+def _deployment_error_outcome(error: DeploymentExecutionError) -> Outcome:
+    return Outcome(
+        error.deployment_info.id,
+        OutcomeBucket.ERROR,
+        error.reason,
+        error.error_detail,
+        error.error_code,
+    )
