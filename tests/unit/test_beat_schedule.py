@@ -19,8 +19,9 @@ DESIGN_PHASES = {
 }
 
 
-def test_every_design_phase_is_scheduled() -> None:
-    assert set(beat_schedule()) == DESIGN_PHASES
+def test_every_design_phase_is_scheduled_and_so_is_the_sweeper() -> None:
+    assert set(beat_schedule()) == DESIGN_PHASES | {"phase_runs.sweep"}
+    assert set(PHASE_INTERVALS_S) == DESIGN_PHASES
 
 
 def test_each_tick_expires_no_later_than_its_interval() -> None:

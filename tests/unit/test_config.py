@@ -69,3 +69,41 @@ def test_repr_masks_passwords() -> None:
     assert "db-pass" not in shown
     assert "redis-pass" not in shown
     assert "app:***@db" in shown
+
+
+def test_phase_settings_and_interval_overrides() -> None:
+    settings = Settings.from_environ(
+        {
+            "MODELFLEET_BROKER_URL": "redis://:pw@broker:6379/1",
+            "MODELFLEET_FANOUT_MAX_TASKS": "16",
+            "MODELFLEET_PHASE_DEADLINE_S": "30",
+            "MODELFLEET_INTERVAL_ROUTES_HEALTH_CHECK_S": "0.5",
+        }
+    )
+    assert settings.broker_url == "redis://:pw@broker:6379/1"
+    assert settings.result_backend == "redis://127.0.0.1:6379/0"
+    assert settings.phases.fanout_max_tasks == 16
+    assert settings.phases.deadline_s == 30
+    assert settings.phases.intervals_s["routes.health_check"] == 0.5
+    assert settings.phases.intervals_s["routes.provision"] == 2.0
+    assert "pw" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"MODELFLEET_INTERVAL_ROUTES_HEALTHCHECK_S": "1"},
+            "MODELFLEET_INTERVAL_ROUTES_HEALTHCHECK_S: no such phase; allowed: ",
+        ),
+        ({"MODELFLEET_INTERVAL_ROUTES_PROVISION_S": "0"}, "must be > 0"),
+        ({"MODELFLEET_FANOUT_MAX_TASKS": "0"}, "MODELFLEET_FANOUT_MAX_TASKS: must be >= 1"),
+        (
+            {"MODELFLEET_BROKER_VISIBILITY_TIMEOUT_S": "10"},
+            "MODELFLEET_BROKER_VISIBILITY_TIMEOUT_S: must exceed MODELFLEET_TASK_TIME_LIMIT_S",
+        ),
+    ],
+)
+def test_bad_phase_settings_name_the_variable(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_environ(environ)

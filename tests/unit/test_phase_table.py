@@ -1,0 +1,153 @@
+"""The phase table of DESIGN.md, as the phase modules declare it.
+
+Each phase's targets, and the transitions its chord callback derives from a
+rebuilt seed result, checked row by row without any I/O.
+"""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+import pytest
+
+import tasks  # noqa: F401  # registers every phase
+from beat_schedule import PHASE_INTERVALS_S
+from tasks.runs import PHASES, _groups
+from tests.factories import make_deployment, make_route
+from workers.domain import (
+    DeploymentExecutionError,
+    DeploymentExecutionResult,
+    DeploymentLifecycle,
+    OutcomeBucket,
+    RouteExecutionError,
+    RouteExecutionResult,
+    RouteStatus,
+)
+
+R = RouteStatus
+L = DeploymentLifecycle
+
+DESIGN_TARGETS = {
+    "deployments.check_pending": {L.PENDING},
+    "deployments.check_replicas": {L.READY},
+    "deployments.scale": {L.SCALING},
+    "deployments.reconcile": {L.READY},
+    "deployments.destroy": {L.DESTROYING},
+    "routes.provision": {R.PROVISIONING},
+    "routes.check_running": {R.DEGRADED, R.HEALTHY, R.UNHEALTHY, R.FAILED_TO_START},
+    "routes.health_check": {R.HEALTHY, R.UNHEALTHY, R.DEGRADED},
+    "routes.evict": {R.UNHEALTHY, R.DEGRADED, R.HEALTHY},
+    "routes.terminate": {R.TERMINATING},
+    "routes.sync_service_discovery": {R.HEALTHY},
+}
+
+
+def test_every_scheduled_phase_is_declared_with_the_design_targets() -> None:
+    assert set(PHASES) == set(PHASE_INTERVALS_S)
+    assert {name: set(phase.targets) for name, phase in PHASES.items()} == DESIGN_TARGETS
+
+
+def _route_moves(phase: str, result: RouteExecutionResult) -> dict[str, tuple[str | None, str]]:
+    changes = PHASES[phase].transitions(result)
+    for change in changes:
+        assert change.expected == PHASES[phase].targets
+        assert change.phase == phase
+    return {
+        str(c.entity_id): (None if c.to_status is None else c.to_status.value, c.result.value)
+        for c in changes
+    }
+
+
+@pytest.mark.parametrize(
+    ("phase", "bucket", "status", "expected"),
+    [
+        ("routes.provision", "success", R.PROVISIONING, ("degraded", "success")),
+        ("routes.provision", "error", R.PROVISIONING, ("failed_to_start", "error")),
+        ("routes.check_running", "success", R.HEALTHY, None),
+        ("routes.check_running", "error", R.HEALTHY, ("terminating", "error")),
+        ("routes.health_check", "success", R.DEGRADED, ("healthy", "success")),
+        ("routes.health_check", "success", R.HEALTHY, None),  # no change, no history row
+        ("routes.health_check", "error", R.HEALTHY, ("unhealthy", "error")),
+        ("routes.health_check", "error", R.UNHEALTHY, ("unhealthy", "error")),  # counted again
+        ("routes.health_check", "stale", R.HEALTHY, ("degraded", "stale")),
+        ("routes.evict", "success", R.UNHEALTHY, ("terminating", "success")),
+        ("routes.terminate", "success", R.TERMINATING, ("terminated", "success")),
+        ("routes.sync_service_discovery", "success", R.HEALTHY, None),
+    ],
+)
+def test_route_phase_transitions(
+    phase: str, bucket: str, status: RouteStatus, expected: tuple[str, str] | None
+) -> None:
+    route = make_route(status=status)
+    result = RouteExecutionResult()
+    if bucket == "success":
+        result.successes.append(route)
+    elif bucket == "stale":
+        result.stale.append(route)
+    else:
+        result.errors.append(RouteExecutionError(route, "Boom", "detail", "code"))
+    moves = _route_moves(phase, result)
+    assert moves.get(str(route.id)) == expected
+
+
+@pytest.mark.parametrize(
+    ("phase", "bucket", "lifecycle", "expected"),
+    [
+        ("deployments.check_pending", "success", L.PENDING, ("scaling", "success")),
+        ("deployments.check_pending", "error", L.PENDING, (None, "error")),
+        ("deployments.check_pending", "skipped", L.PENDING, (None, "skipped")),
+        ("deployments.check_replicas", "success", L.READY, ("scaling", "success")),
+        ("deployments.check_replicas", "skipped", L.READY, None),
+        ("deployments.scale", "success", L.SCALING, ("ready", "success")),
+        ("deployments.scale", "error", L.SCALING, (None, "error")),
+        ("deployments.scale", "skipped", L.SCALING, ("ready", "skipped")),
+        ("deployments.reconcile", "success", L.READY, None),
+        ("deployments.reconcile", "error", L.READY, ("scaling", "error")),
+        ("deployments.destroy", "success", L.DESTROYING, ("destroyed", "success")),
+        ("deployments.destroy", "error", L.DESTROYING, (None, "error")),
+    ],
+)
+def test_deployment_phase_transitions(
+    phase: str, bucket: str, lifecycle: DeploymentLifecycle, expected: tuple[str, str] | None
+) -> None:
+    deployment = make_deployment(lifecycle=lifecycle)
+    result = DeploymentExecutionResult()
+    if bucket == "success":
+        result.successes.append(deployment)
+    elif bucket == "skipped":
+        result.skipped.append(deployment)
+    else:
+        result.errors.append(DeploymentExecutionError(deployment, "Boom", "detail", "code"))
+    changes = PHASES[phase].transitions(result)
+    found = {
+        c.entity_id: (None if c.to_status is None else c.to_status.value, c.result.value)
+        for c in changes
+    }
+    assert found.get(deployment.id) == expected
+
+
+@pytest.mark.parametrize(("retry_count", "to_status"), [(3, None), (4, L.DESTROYED)])
+def test_destroy_gives_up_on_the_fifth_failed_try_and_keeps_the_error(
+    retry_count: int, to_status: DeploymentLifecycle | None
+) -> None:
+    deployment = make_deployment(lifecycle=L.DESTROYING, retry_count=retry_count)
+    error = DeploymentExecutionError(deployment, "Failed to unregister", "HTTP 500", "app_proxy")
+    [change] = PHASES["deployments.destroy"].transitions(DeploymentExecutionResult(errors=[error]))
+    assert change.to_status == to_status
+    assert change.result is OutcomeBucket.ERROR
+    assert (change.error_code, change.message) == ("app_proxy", "Failed to unregister: HTTP 500")
+
+
+def test_items_are_split_evenly_over_at_most_the_fanout_limit() -> None:
+    ids = [uuid4() for _ in range(10)]
+    groups = _groups(PHASES["routes.health_check"], ids, max_tasks=4)
+    assert [len(g) for g in groups] == [3, 3, 2, 2]
+    assert sorted(i for g in groups for i in g) == sorted(ids)
+    assert len(_groups(PHASES["routes.health_check"], ids[:3], max_tasks=4)) == 3
+    assert _groups(PHASES["routes.health_check"], [], max_tasks=4) == []
+
+
+def test_a_whole_set_phase_gets_one_task_even_when_nothing_is_healthy() -> None:
+    phase = PHASES["routes.sync_service_discovery"]
+    assert _groups(phase, [uuid4() for _ in range(300)], max_tasks=4)[0].__len__() == 300
+    assert _groups(phase, [], max_tasks=4) == [[]]
