@@ -27,6 +27,7 @@ from workers.config import Settings
 from workers.log_context import LOG_FORMAT, PhaseContextFilter
 
 RESULT_EXPIRES_S = 600  # chord parts are read within seconds; keep Redis small
+UNACKED_RESTORE_INTERVAL_S = 10
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.result_backend,
-        "broker_transport_options": {"visibility_timeout": phases.visibility_timeout_s, **prefix},
+        "broker_transport_options": {
+            "visibility_timeout": phases.visibility_timeout_s,
+            # Look for a dead worker's unacked messages every 10 s, not every 100 s.
+            "unacked_restore_interval": UNACKED_RESTORE_INTERVAL_S,
+            "unacked_restore_throttle": 1,
+            **prefix,
+        },
         "result_backend_transport_options": prefix,
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",

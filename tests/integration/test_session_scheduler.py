@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from tests.factories import context_of, make_deployment, make_route
 from tests.integration.session_runner_side import report_session, session_row
 from workers.adapters.postgres.catalog import Catalog
+from workers.adapters.postgres.engine import create_database_engine
 from workers.adapters.postgres.scheduler import SessionTableScheduler
 from workers.adapters.postgres.schema import sessions
 from workers.domain import RouteData, SessionSpec, SessionStatus
@@ -98,3 +99,24 @@ def test_termination_cancels_unstarted_sessions_and_stops_live_ones(
     row = session_row(engine, session_id)
     assert row["status"] == expected
     assert (row["terminated_at"] is not None) == (expected == "CANCELLED")
+
+
+def test_enqueue_still_finds_its_partial_index_once_psycopg_prepares_the_statement(
+    engine: sa.Engine, catalog: Catalog
+) -> None:
+    """psycopg prepares a statement once it has run a few times on one connection; the ON CONFLICT
+    predicate must still match the partial index then (a bound parameter would not)."""
+    one_connection = create_database_engine(
+        engine.url.render_as_string(hide_password=False), pool_size=1
+    )
+    try:
+        scheduler = SessionTableScheduler(engine=one_connection)
+        catalog.create_scaling_group("sg1")
+        deployment = catalog.create_deployment(make_deployment())
+        routes = [make_route(deployment) for _ in range(30)]
+        catalog.add_routes(routes)
+        for route in routes:
+            scheduler.enqueue_session(session_spec(route, context_of(deployment)))
+    finally:
+        one_connection.dispose()
+    assert _session_count(engine) == 30

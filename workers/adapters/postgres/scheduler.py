@@ -18,7 +18,11 @@ from sqlalchemy.dialects.postgresql import insert
 
 from workers.adapters.postgres.bulk import any_of
 from workers.adapters.postgres.engine import transaction
-from workers.adapters.postgres.schema import TERMINAL_SESSION_STATUSES, sessions
+from workers.adapters.postgres.schema import (
+    LIVE_SESSION_PREDICATE,
+    TERMINAL_SESSION_STATUSES,
+    sessions,
+)
 from workers.domain import SessionId, SessionSpec, SessionStatus
 
 # Sessions nobody has started yet are cancelled outright; the others must be stopped.
@@ -42,7 +46,9 @@ class SessionTableScheduler:
                 status=SessionStatus.PENDING.value,
                 spec=_spec_json(spec),
             )
-            .on_conflict_do_nothing(index_elements=[sessions.c.route_id], index_where=_LIVE)
+            .on_conflict_do_nothing(
+                index_elements=[sessions.c.route_id], index_where=sa.text(LIVE_SESSION_PREDICATE)
+            )
             .returning(sessions.c.id)
         )
         existing = sa.select(sessions.c.id).where(sessions.c.route_id == spec.route_id, _LIVE)

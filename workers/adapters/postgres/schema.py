@@ -33,6 +33,10 @@ metadata = sa.MetaData(
 )
 
 TERMINAL_SESSION_STATUSES = tuple(s.value for s in SessionStatus if s.is_terminal)
+# A session that has not ended. Literal SQL on purpose: an ON CONFLICT that names
+# this partial index must repeat the predicate without bound parameters, or
+# PostgreSQL cannot match it once psycopg prepares the statement.
+LIVE_SESSION_PREDICATE = f"status NOT IN ({', '.join(repr(s) for s in TERMINAL_SESSION_STATUSES)})"
 
 
 def _one_of(column: str, values: Iterable[str], name: str) -> sa.CheckConstraint:
@@ -136,9 +140,7 @@ sessions = sa.Table(
         "uq_sessions_route_id_live",
         "route_id",
         unique=True,
-        postgresql_where=sa.text(
-            f"status NOT IN ({', '.join(repr(s) for s in TERMINAL_SESSION_STATUSES)})"
-        ),
+        postgresql_where=sa.text(LIVE_SESSION_PREDICATE),
     ),
     sa.Index("ix_sessions_status", "status"),
 )

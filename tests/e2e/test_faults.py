@@ -1,0 +1,144 @@
+"""Faults on a running modelfleet: a killed worker, two beats, a header task that raises."""
+
+from __future__ import annotations
+
+import itertools
+from uuid import UUID
+
+import sqlalchemy as sa
+
+from tests.e2e.conftest import APP_PROXY_TOKEN, Stack
+from tests.e2e.processes import celery, wait_for
+from tests.factories import make_deployment, make_route
+from tests.integration.fake_app_proxy_server import Reply
+from workers.adapters.postgres.schema import phase_runs, routes, sessions
+from workers.domain import DeploymentLifecycle, RouteStatus
+from workers.phase_runs import PhaseRun, PhaseRunState
+
+ITEMS = 200
+
+
+def _call(stack: Stack, phase: str) -> None:
+    stack.start(f"call-{phase}", celery("call", phase)).popen.wait(timeout=30)
+
+
+def _runs(stack: Stack, phase: str) -> list[PhaseRun]:
+    return [r for r in stack.phase_store.recent_runs(phase=phase, limit=1000)]
+
+
+def _count(stack: Stack, statement: sa.Select[tuple[int]]) -> int:
+    with stack.engine.connect() as conn:
+        return int(conn.execute(statement).scalar_one())
+
+
+def test_a_worker_killed_mid_phase_loses_no_item_and_starts_no_second_session(
+    stack: Stack,
+) -> None:
+    stack.catalog.create_scaling_group("rg")
+    deployment = stack.catalog.create_deployment(
+        make_deployment(resource_group="rg", lifecycle=DeploymentLifecycle.READY)
+    )
+    stack.catalog.add_routes([make_route(deployment) for _ in range(ITEMS)])
+    crash_env = {
+        "MODELFLEET_FANOUT_MAX_TASKS": str(ITEMS),  # one header task per route
+        "MODELFLEET_TASK_TIME_LIMIT_S": "6",
+        "MODELFLEET_TASK_SOFT_TIME_LIMIT_S": "5",
+        "MODELFLEET_BROKER_VISIBILITY_TIMEOUT_S": "8",
+        "MODELFLEET_PHASE_DEADLINE_S": "60",
+    }
+    stack.env.update(crash_env)
+    worker = stack.worker("doomed", concurrency=1)
+    _call(stack, "routes.provision")
+    started = sa.select(sa.func.count()).select_from(sessions)
+    at_kill = wait_for(
+        lambda: (n := _count(stack, started)) >= 20 and n, timeout_s=60, what="work in flight"
+    )
+    worker.kill_hard()
+    assert at_kill < ITEMS, "the phase finished before the kill; nothing was in flight"
+    [run] = _runs(stack, "routes.provision")
+    assert run.state is PhaseRunState.RUNNING
+
+    stack.worker("reborn")
+    stack.beat()
+    closed = wait_for(
+        lambda: (r := stack.phase_store.get_run(run.id)) and r.state != PhaseRunState.RUNNING and r,
+        timeout_s=120,
+        what="the interrupted run to close",
+    )
+    counts = closed.summary.counts
+    assert closed.state in {PhaseRunState.SUCCEEDED, PhaseRunState.RECOVERED}
+    assert counts.success + counts.error + counts.stale + counts.skipped + counts.missing == ITEMS
+    degraded = sa.select(sa.func.count()).where(routes.c.status == RouteStatus.DEGRADED.value)
+    wait_for(lambda: _count(stack, degraded) == ITEMS, timeout_s=60, what="every route provisioned")
+    live_per_route = stack.query(
+        sa.select(sessions.c.route_id, sa.func.count().label("live"))
+        .where(sessions.c.status.not_in(["TERMINATED", "ERROR", "CANCELLED"]))
+        .group_by(sessions.c.route_id)
+    )
+    assert len(live_per_route) == ITEMS
+    assert {row["live"] for row in live_per_route} == {1}
+
+
+def test_two_beats_never_run_one_phase_twice_at_once(stack: Stack) -> None:
+    stack.catalog.create_scaling_group(
+        "rg", app_proxy_addr=stack.proxy.addr, app_proxy_api_token=APP_PROXY_TOKEN
+    )
+    for _ in range(2):
+        stack.catalog.create_deployment(make_deployment(resource_group="rg"))
+    # A slow, failing proxy keeps every check_pending run busy for a while.
+    stack.proxy.script.default = lambda seen: Reply(status=500, delay_s=0.4)
+    worker = stack.worker(concurrency=4)
+    stack.beat("beat-1")
+    stack.beat("beat-2")
+    wait_for(
+        lambda: len([r for r in _runs(stack, "deployments.check_pending") if r.finished_at]) >= 5,
+        timeout_s=60,
+        what="five finished check_pending runs",
+    )
+    for process in stack.processes:
+        process.stop()
+    assert "a run holds the lock" in worker.log_path.read_text(), "no tick ever met a held lock"
+    for phase in ("deployments.check_pending", "routes.provision", "routes.health_check"):
+        runs = sorted(_runs(stack, phase), key=lambda r: r.started_at)
+        for earlier, later in itertools.pairwise(runs):
+            assert earlier.finished_at is not None
+            assert earlier.finished_at <= later.started_at, f"{phase}: runs overlap"
+
+
+def test_a_header_task_that_raises_still_lets_the_run_close(stack: Stack) -> None:
+    stack.catalog.create_scaling_group(
+        "rg", app_proxy_addr=stack.proxy.addr, app_proxy_api_token=APP_PROXY_TOKEN
+    )
+    deployment = stack.catalog.create_deployment(make_deployment(resource_group="rg"))
+    # The proxy hangs past the task's hard time limit: the child running the
+    # header task is killed and Celery fails the task (no soft limit to catch).
+    stack.proxy.script.default = lambda seen: Reply.json({"endpoint": "http://x"}, 200)
+    stack.proxy.script.then(Reply(status=200, body="{}", delay_s=8))
+    stack.env.update(
+        {
+            "MODELFLEET_TASK_TIME_LIMIT_S": "2",
+            "MODELFLEET_TASK_SOFT_TIME_LIMIT_S": "0",
+            "MODELFLEET_BROKER_VISIBILITY_TIMEOUT_S": "30",
+        }
+    )
+    stack.worker()
+    _call(stack, "deployments.check_pending")
+    run = wait_for(
+        lambda: (
+            (runs := _runs(stack, "deployments.check_pending"))
+            and runs[0].state is not PhaseRunState.RUNNING
+            and runs[0]
+        ),
+        timeout_s=60,
+        what="the run to close",
+    )
+    assert run.state is PhaseRunState.FAILED
+    assert "TimeLimitExceeded" in (run.summary.error or "")
+    assert stack.redis.get(stack.keys.phase_lock("deployments.check_pending")) is None
+    with stack.engine.connect() as conn:
+        lifecycle = conn.execute(
+            sa.text("SELECT lifecycle FROM deployments WHERE id = :id"), {"id": deployment.id}
+        ).scalar_one()
+    assert lifecycle == "pending"  # nothing applied from a failed run
+    assert isinstance(run.id, UUID)
+    assert _count(stack, sa.select(sa.func.count()).select_from(phase_runs)) >= 1
