@@ -36,7 +36,9 @@ def test_a_worker_killed_mid_phase_loses_no_item_and_starts_no_second_session(
 ) -> None:
     stack.catalog.create_scaling_group("rg")
     deployment = stack.catalog.create_deployment(
-        make_deployment(resource_group="rg", lifecycle=DeploymentLifecycle.READY)
+        make_deployment(
+            resource_group="rg", lifecycle=DeploymentLifecycle.READY, replica_count=ITEMS
+        )
     )
     stack.catalog.add_routes([make_route(deployment) for _ in range(ITEMS)])
     crash_env = {
