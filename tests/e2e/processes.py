@@ -65,13 +65,19 @@ def modelfleet(*args: str) -> list[str]:
     return [sys.executable, "-m", "workers.cli", *args]
 
 
-def wait_for(check: Callable[[], T | None], *, timeout_s: float, what: str) -> T:
-    """Poll `check` until it returns something truthy; fail naming `what` after `timeout_s`."""
+def wait_for(
+    probe: Callable[[], T],
+    until: Callable[[T], object] = bool,
+    *,
+    timeout_s: float,
+    what: str,
+) -> T:
+    """Poll `probe` until `until(value)` holds, and return that value; fail naming `what`."""
     deadline = time.monotonic() + timeout_s
     last: T | None = None
     while time.monotonic() < deadline:
-        last = check()
-        if last:
+        last = probe()
+        if until(last):
             return last
         time.sleep(POLL_INTERVAL_S)
     raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}; last seen: {last!r}")

@@ -75,7 +75,8 @@ def test_a_deployment_serves_heals_scales_in_and_is_destroyed(stack: Stack) -> N
 
     # pending -> scaling -> ready, with the URL the app proxy handed out.
     ready = wait_for(
-        lambda: (row := _deployment(stack, deployment.id))["lifecycle"] == "ready" and row,
+        lambda: _deployment(stack, deployment.id),
+        lambda row: row["lifecycle"] == "ready",
         timeout_s=TIMEOUT_S,
         what="the deployment to become ready",
     )
@@ -94,12 +95,8 @@ def test_a_deployment_serves_heals_scales_in_and_is_destroyed(stack: Stack) -> N
 
     # Three routes, each with a session the scheduler was asked for.
     first = wait_for(
-        lambda: (
-            (rows := _active_routes(stack, deployment.id))
-            and len(rows) == 3
-            and all(r["session_id"] for r in rows)
-            and rows
-        ),
+        lambda: _active_routes(stack, deployment.id),
+        lambda rows: len(rows) == 3 and all(r["session_id"] for r in rows),
         timeout_s=TIMEOUT_S,
         what="3 routes with sessions",
     )
@@ -114,11 +111,12 @@ def test_a_deployment_serves_heals_scales_in_and_is_destroyed(stack: Stack) -> N
         what="3 healthy routes",
     )
     targets = wait_for(
-        lambda: len(found := _scrape_targets(sd_port)) == 3 and found,
+        lambda: _scrape_targets(sd_port),
+        lambda found: len(found) == 3,
         timeout_s=TIMEOUT_S,
         what="3 scrape targets",
     )
-    assert sorted(t["targets"][0] for t in targets) == [  # type: ignore[index]
+    assert sorted(str(t["targets"][0]) for t in targets) == [  # type: ignore[index]
         f"127.0.0.1:{port}" for port in (18000, 18001, 18002)
     ]
 
@@ -136,7 +134,8 @@ def test_a_deployment_serves_heals_scales_in_and_is_destroyed(stack: Stack) -> N
     [session] = stack.query(sa.select(sessions.c.status).where(sessions.c.route_id == sick))
     assert session["status"] == "TERMINATING"
     replaced = wait_for(
-        lambda: len(rows := _active_routes(stack, deployment.id)) == 3 and rows,
+        lambda: _active_routes(stack, deployment.id),
+        lambda rows: len(rows) == 3,
         timeout_s=TIMEOUT_S,
         what="a replacement route",
     )
@@ -154,7 +153,8 @@ def test_a_deployment_serves_heals_scales_in_and_is_destroyed(stack: Stack) -> N
             deployments.update().where(deployments.c.id == deployment.id).values(replica_count=1)
         )
     kept = wait_for(
-        lambda: len(rows := _active_routes(stack, deployment.id)) == 1 and rows,
+        lambda: _active_routes(stack, deployment.id),
+        lambda rows: len(rows) == 1,
         timeout_s=TIMEOUT_S,
         what="one route left after scaling in",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -26,7 +27,13 @@ def _runs(stack: Stack, phase: str) -> list[PhaseRun]:
     return [r for r in stack.phase_store.recent_runs(phase=phase, limit=1000)]
 
 
-def _count(stack: Stack, statement: sa.Select[tuple[int]]) -> int:
+def _run(stack: Stack, run_id: UUID) -> PhaseRun:
+    found = stack.phase_store.get_run(run_id)
+    assert found is not None
+    return found
+
+
+def _count(stack: Stack, statement: sa.Select[Any]) -> int:
     with stack.engine.connect() as conn:
         return int(conn.execute(statement).scalar_one())
 
@@ -53,7 +60,7 @@ def test_a_worker_killed_mid_phase_loses_no_item_and_starts_no_second_session(
     _call(stack, "routes.provision")
     started = sa.select(sa.func.count()).select_from(sessions)
     at_kill = wait_for(
-        lambda: (n := _count(stack, started)) >= 20 and n, timeout_s=60, what="work in flight"
+        lambda: _count(stack, started), lambda n: n >= 20, timeout_s=60, what="work in flight"
     )
     worker.kill_hard()
     assert at_kill < ITEMS, "the phase finished before the kill; nothing was in flight"
@@ -63,7 +70,8 @@ def test_a_worker_killed_mid_phase_loses_no_item_and_starts_no_second_session(
     stack.worker("reborn")
     stack.beat()
     closed = wait_for(
-        lambda: (r := stack.phase_store.get_run(run.id)) and r.state != PhaseRunState.RUNNING and r,
+        lambda: _run(stack, run.id),
+        lambda r: r.state is not PhaseRunState.RUNNING,
         timeout_s=120,
         what="the interrupted run to close",
     )
@@ -125,12 +133,9 @@ def test_a_header_task_that_raises_still_lets_the_run_close(stack: Stack) -> Non
     )
     stack.worker()
     _call(stack, "deployments.check_pending")
-    run = wait_for(
-        lambda: (
-            (runs := _runs(stack, "deployments.check_pending"))
-            and runs[0].state is not PhaseRunState.RUNNING
-            and runs[0]
-        ),
+    [run] = wait_for(
+        lambda: _runs(stack, "deployments.check_pending"),
+        lambda runs: bool(runs) and runs[0].state is not PhaseRunState.RUNNING,
         timeout_s=60,
         what="the run to close",
     )

@@ -17,7 +17,18 @@ import sqlalchemy as sa
 from workers.adapters.postgres.engine import transaction
 from workers.adapters.postgres.rows import deployment_values, rule_values
 from workers.adapters.postgres.schema import autoscaling_rules, deployments, routes, scaling_groups
-from workers.domain import AutoScalingRule, DeploymentInfo, RouteData, RouteStatus
+from workers.adapters.postgres.transitions import apply_deployment_transitions
+from workers.domain import (
+    AutoScalingRule,
+    DeploymentInfo,
+    DeploymentLifecycle,
+    DeploymentTransition,
+    OutcomeBucket,
+    RouteData,
+    RouteStatus,
+)
+
+OPERATOR_PHASE = "operator"  # the `phase` of history rows written for a CLI command
 
 
 class Catalog:
@@ -53,31 +64,67 @@ class Catalog:
         """Store routes as given (status, session link and timestamps included)."""
         if not new_routes:
             return
-        rows = [
-            {
-                "id": route.id,
-                "deployment_id": route.endpoint_id,
-                "session_id": route.session_id,
-                "status": route.status.value,
-                "traffic_ratio": route.traffic_ratio,
-                **({"created_at": route.created_at} if route.created_at else {}),
-                **(
-                    {"status_changed_at": route.status_changed_at}
-                    if route.status_changed_at
-                    else {}
-                ),
-            }
-            for route in new_routes
-        ]
+        rows = [_route_values(route) for route in new_routes]
         with transaction(self._engine) as conn:
             for row in rows:  # rows differ in which defaults they use
                 conn.execute(routes.insert().values(row))
+
+    def scale_deployment(self, deployment_id: UUID, replica_count: int) -> None:
+        """Ask for `replica_count` replicas (dropping any autoscaler count); a ready deployment
+        moves to scaling at once, with a history row saying the operator asked."""
+        with transaction(self._engine) as conn:
+            conn.execute(
+                deployments.update()
+                .where(deployments.c.id == deployment_id)
+                .values(replica_count=replica_count, desired_replica_count=None)
+            )
+            apply_deployment_transitions(
+                conn,
+                [
+                    _operator_move(
+                        deployment_id,
+                        {DeploymentLifecycle.READY},
+                        DeploymentLifecycle.SCALING,
+                        f"scale to {replica_count}",
+                    )
+                ],
+            )
+
+    def request_destroy(self, deployment_id: UUID) -> bool:
+        """Move a live deployment to destroying; False if it is already on its way out."""
+        live = {DeploymentLifecycle.PENDING, DeploymentLifecycle.SCALING, DeploymentLifecycle.READY}
+        change = _operator_move(deployment_id, live, DeploymentLifecycle.DESTROYING, "destroy")
+        with transaction(self._engine) as conn:
+            return bool(apply_deployment_transitions(conn, [change]))
+
+    def remove_autoscaling_rule(self, rule_id: UUID) -> bool:
+        with transaction(self._engine) as conn:
+            removed = conn.execute(
+                autoscaling_rules.delete().where(autoscaling_rules.c.id == rule_id)
+            )
+        return removed.rowcount == 1
 
     def add_autoscaling_rule(self, deployment_id: UUID, rule: AutoScalingRule) -> AutoScalingRule:
         stored = rule if rule.id is not None else replace(rule, id=uuid.uuid4())
         with transaction(self._engine) as conn:
             conn.execute(autoscaling_rules.insert().values(rule_values(deployment_id, stored)))
         return stored
+
+
+def _operator_move(
+    deployment_id: UUID,
+    expected: set[DeploymentLifecycle],
+    to: DeploymentLifecycle,
+    what: str,
+) -> DeploymentTransition:
+    return DeploymentTransition(
+        entity_id=deployment_id,
+        expected=frozenset(expected),
+        to_status=to,
+        phase=OPERATOR_PHASE,
+        result=OutcomeBucket.SUCCESS,
+        message=f"operator asked: {what}",
+    )
 
 
 def _route_values(route: RouteData) -> dict[str, Any]:

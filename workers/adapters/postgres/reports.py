@@ -1,0 +1,159 @@
+"""What the operator reads: plain rows for the CLI's tables and its `--json`.
+
+Rows are dicts of JSON-friendly values (ids and times become strings at output).
+App proxy tokens are never selected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+
+from workers.adapters.postgres.engine import transaction
+from workers.adapters.postgres.schema import (
+    autoscaling_rules,
+    deployment_history,
+    deployments,
+    route_history,
+    routes,
+    scaling_groups,
+    sessions,
+)
+from workers.domain import ACTIVE_ROUTE_STATUSES
+
+Row = dict[str, Any]
+
+_ACTIVE = [s.value for s in ACTIVE_ROUTE_STATUSES]
+
+
+class Reports:
+    def __init__(self, *, engine: sa.Engine) -> None:
+        self._engine = engine
+
+    def scaling_groups(self) -> list[Row]:
+        query = sa.select(
+            scaling_groups.c.name,
+            scaling_groups.c.app_proxy_addr,
+            scaling_groups.c.route_cleanup_statuses,
+            scaling_groups.c.created_at,
+        ).order_by(scaling_groups.c.name)
+        return self._rows(query)
+
+    def deployments(self, lifecycle: str | None = None) -> list[Row]:
+        query = _deployments_query()
+        if lifecycle is not None:
+            query = query.where(deployments.c.lifecycle == lifecycle)
+        return self._rows(query)
+
+    def find_deployment(self, ref: str) -> Row | None:
+        """By id, or by name: the live one, else the newest destroyed one."""
+        ref_id = _uuid_or_none(ref)
+        matches = deployments.c.name == ref
+        if ref_id is not None:
+            matches = sa.or_(matches, deployments.c.id == ref_id)
+        found = self._rows(_deployments_query().where(matches))
+        live = [row for row in found if row["lifecycle"] != "destroyed"]
+        return (live or found)[-1] if found else None
+
+    def deployment_history(self, deployment_id: UUID, limit: int = 10) -> list[Row]:
+        query = (
+            sa.select(*_history_columns(deployment_history))
+            .where(deployment_history.c.deployment_id == deployment_id)
+            .order_by(deployment_history.c.id.desc())
+            .limit(limit)
+        )
+        return self._rows(query)
+
+    def routes(self, deployment_id: UUID | None = None) -> list[Row]:
+        query = (
+            sa.select(
+                routes.c.id,
+                routes.c.deployment_id,
+                deployments.c.name.label("deployment"),
+                routes.c.status,
+                routes.c.traffic_ratio,
+                routes.c.session_id,
+                sessions.c.status.label("session_status"),
+                sessions.c.host,
+                sessions.c.port,
+                routes.c.status_changed_at,
+                routes.c.error_data,
+            )
+            .join(deployments, deployments.c.id == routes.c.deployment_id)
+            .outerjoin(sessions, sessions.c.id == routes.c.session_id)
+            .order_by(routes.c.created_at, routes.c.id)
+        )
+        if deployment_id is not None:
+            query = query.where(routes.c.deployment_id == deployment_id)
+        return self._rows(query)
+
+    def route_errors(self, deployment_id: UUID, limit: int = 10) -> list[Row]:
+        """The latest failed history rows of a deployment's routes."""
+        query = (
+            sa.select(route_history.c.route_id, *_history_columns(route_history))
+            .join(routes, routes.c.id == route_history.c.route_id)
+            .where(routes.c.deployment_id == deployment_id, route_history.c.result == "error")
+            .order_by(route_history.c.id.desc())
+            .limit(limit)
+        )
+        return self._rows(query)
+
+    def autoscaling_rules(self, deployment_id: UUID | None = None) -> list[Row]:
+        query = (
+            sa.select(autoscaling_rules, deployments.c.name.label("deployment"))
+            .join(deployments, deployments.c.id == autoscaling_rules.c.deployment_id)
+            .order_by(autoscaling_rules.c.created_at)
+        )
+        if deployment_id is not None:
+            query = query.where(autoscaling_rules.c.deployment_id == deployment_id)
+        return self._rows(query)
+
+    def deployment_counts(self) -> dict[str, int]:
+        return self._counts(deployments.c.lifecycle)
+
+    def route_counts(self) -> dict[str, int]:
+        return self._counts(routes.c.status)
+
+    def _counts(self, column: sa.Column[Any]) -> dict[str, int]:
+        query = sa.select(column, sa.func.count()).group_by(column).order_by(column)
+        with transaction(self._engine) as conn:
+            return {status: count for status, count in conn.execute(query).tuples()}
+
+    def _rows(self, query: sa.Select[Any]) -> list[Row]:
+        with transaction(self._engine) as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def _deployments_query() -> sa.Select[Any]:
+    active = (
+        sa.select(sa.func.count())
+        .where(routes.c.deployment_id == deployments.c.id, routes.c.status.in_(_ACTIVE))
+        .scalar_subquery()
+    )
+    return sa.select(
+        deployments.c.id,
+        deployments.c.name,
+        deployments.c.resource_group,
+        deployments.c.lifecycle,
+        deployments.c.replica_count,
+        deployments.c.desired_replica_count,
+        active.label("active_routes"),
+        deployments.c.url,
+        deployments.c.image,
+        deployments.c.retry_count,
+        deployments.c.created_at,
+    ).order_by(deployments.c.created_at)
+
+
+def _history_columns(table: sa.Table) -> list[sa.Column[Any]]:
+    names = ("phase", "from_status", "to_status", "result", "error_code", "message", "attempts")
+    return [table.c[name] for name in names] + [table.c.updated_at]
+
+
+def _uuid_or_none(ref: str) -> UUID | None:
+    try:
+        return UUID(ref)
+    except ValueError:
+        return None

@@ -1,0 +1,163 @@
+"""`modelfleet deployment create | list | show | scale | destroy`."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import click
+import sqlalchemy as sa
+
+from workers.cli.output import emit, emit_json, emit_table, json_option
+from workers.cli.root import CliContext, bad_input, main, reported_failures
+from workers.domain import DeploymentInfo, DeploymentLifecycle, HealthCheckConfig, ModelRevision
+
+LIFECYCLES = [lifecycle.value for lifecycle in DeploymentLifecycle]
+
+
+@main.group()
+def deployment() -> None:
+    """Model services and the replica count each asks for."""
+
+
+def _environ(pairs: tuple[str, ...]) -> dict[str, str]:
+    environ = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            bad_input("--env", f"{pair!r} is not NAME=VALUE")
+        environ[name] = value
+    return environ
+
+
+@deployment.command("create")
+@click.argument("name")
+@click.option("--group", "resource_group", required=True, help="Resource group to run in.")
+@click.option("--image", required=True, help="Container image of the model server.")
+@click.option("--replicas", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--runtime-variant", default="custom", show_default=True)
+@click.option("--model-path", default="/models", show_default=True)
+@click.option("--command", "startup_command", help="Startup command of the model server.")
+@click.option("--env", "env_pairs", multiple=True, help="NAME=VALUE for the server (repeatable).")
+@click.option("--health-path", help="HTTP path the prober checks (none: no health check).")
+@click.option("--health-initial-delay-s", type=click.FloatRange(min=0), default=60.0)
+@click.option("--public", is_flag=True, help="Open the endpoint without a token.")
+@click.pass_obj
+def create(cli: CliContext, /, name: str, resource_group: str, **options: Any) -> None:
+    """Create a deployment; the controller registers it and starts its replicas."""
+    health = (
+        HealthCheckConfig(
+            path=options["health_path"], initial_delay_s=options["health_initial_delay_s"]
+        )
+        if options["health_path"]
+        else None
+    )
+    revision = ModelRevision(
+        image=options["image"],
+        runtime_variant=options["runtime_variant"],
+        model_path=options["model_path"],
+        startup_command=options["startup_command"],
+        environ=_environ(options["env_pairs"]),
+        health_check=health,
+    )
+    new = DeploymentInfo(
+        id=uuid.uuid4(),
+        name=name,
+        resource_group=resource_group,
+        replica_count=options["replicas"],
+        target_revision=revision,
+        open_to_public=options["public"],
+    )
+    with reported_failures("deployment create"):
+        if resource_group not in {g["name"] for g in cli.reports.scaling_groups()}:
+            bad_input("--group", f"no scaling group named {resource_group!r}")
+        try:
+            cli.catalog.create_deployment(new)
+        except sa.exc.IntegrityError:
+            bad_input("NAME", f"a live deployment named {name!r} exists already")
+    click.echo(f"deployment {name} created: {new.id}")
+
+
+@deployment.command("list")
+@click.option("--lifecycle", type=click.Choice(LIFECYCLES), help="Only deployments in this state.")
+@json_option
+@click.pass_obj
+def list_deployments(cli: CliContext, lifecycle: str | None, as_json: bool) -> None:
+    """Deployments, oldest first."""
+    with reported_failures("deployment list"):
+        rows = cli.reports.deployments(lifecycle)
+    columns = [
+        "id",
+        "name",
+        "resource_group",
+        "lifecycle",
+        "replica_count",
+        "desired_replica_count",
+        "active_routes",
+        "url",
+    ]
+    emit("deployments", rows, columns, as_json=as_json)
+
+
+def _find(cli: CliContext, ref: str) -> dict[str, Any]:
+    found = cli.reports.find_deployment(ref)
+    if found is None:
+        bad_input("DEPLOYMENT", f"no deployment named or with id {ref!r}")
+    return found
+
+
+@deployment.command("show")
+@click.argument("ref", metavar="DEPLOYMENT")
+@click.option("--history", "limit", type=click.IntRange(min=1), default=10, show_default=True)
+@json_option
+@click.pass_obj
+def show(cli: CliContext, ref: str, limit: int, as_json: bool) -> None:
+    """One deployment, and why it is where it is: its last history rows and route errors."""
+    with reported_failures("deployment show"):
+        found = _find(cli, ref)
+        history = cli.reports.deployment_history(found["id"], limit)
+        routes = cli.reports.routes(found["id"])
+        errors = cli.reports.route_errors(found["id"], limit)
+    if as_json:
+        emit_json({**found, "history": history, "routes": routes, "route_errors": errors})
+        return
+    emit_table(f"deployment {found['name']}", [found], list(found))
+    emit_table(
+        "history (newest first)",
+        history,
+        ["updated_at", "phase", "from_status", "to_status", "result", "attempts", "message"],
+    )
+    emit_table(
+        "routes", routes, ["id", "status", "session_status", "host", "port", "status_changed_at"]
+    )
+    emit_table(
+        "route errors (newest first)",
+        errors,
+        ["updated_at", "route_id", "phase", "to_status", "error_code", "attempts", "message"],
+    )
+
+
+@deployment.command("scale")
+@click.argument("ref", metavar="DEPLOYMENT")
+@click.argument("replicas", type=click.IntRange(min=0))
+@click.pass_obj
+def scale(cli: CliContext, ref: str, replicas: int) -> None:
+    """Ask for REPLICAS replicas (replaces any count the autoscaler set)."""
+    with reported_failures("deployment scale"):
+        found = _find(cli, ref)
+        if found["lifecycle"] in {"destroying", "destroyed"}:
+            bad_input("DEPLOYMENT", f"{found['name']} is {found['lifecycle']}")
+        cli.catalog.scale_deployment(found["id"], replicas)
+    click.echo(f"deployment {found['name']} scaled to {replicas}")
+
+
+@deployment.command("destroy")
+@click.argument("ref", metavar="DEPLOYMENT")
+@click.pass_obj
+def destroy(cli: CliContext, ref: str) -> None:
+    """Stop every replica and unregister the endpoint."""
+    with reported_failures("deployment destroy"):
+        found = _find(cli, ref)
+        if not cli.catalog.request_destroy(found["id"]):
+            bad_input("DEPLOYMENT", f"{found['name']} is {found['lifecycle']} already")
+    click.echo(f"deployment {found['name']} is being destroyed")

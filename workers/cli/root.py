@@ -1,0 +1,117 @@
+"""The `modelfleet` group, its shared context, and how errors reach the operator.
+
+Bad input exits 2 with one line naming the field (and the allowed values);
+a store that cannot be reached exits 1 with one line saying which.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import click
+import sqlalchemy as sa
+
+from workers.adapters.postgres.catalog import Catalog
+from workers.adapters.postgres.engine import create_database_engine
+from workers.adapters.postgres.phase_store import PostgresPhaseStore
+from workers.adapters.postgres.reports import Reports
+from workers.config import Settings, SettingsError
+from workers.errors import InfrastructureUnavailable
+
+log = logging.getLogger("workers.cli")
+
+
+def one_line(message: str) -> str:
+    """Errors reach the operator as a single line (drivers' messages span several)."""
+    return " ".join(message.split())
+
+
+class OneLineErrors(click.Group):
+    """A group whose usage errors print one `Error: ...` line, not the usage block."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        standalone = standalone_mode
+        try:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as error:
+            if not standalone:
+                raise
+            click.echo(f"Error: {one_line(error.format_message())}", err=True)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            if not standalone:
+                raise
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+
+
+class CliContext:
+    """Settings, and the one engine a command uses (made on first use, closed at exit)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._engine: sa.Engine | None = None
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            self._engine = create_database_engine(self.settings.database_url, pool_size=1)
+        return self._engine
+
+    @property
+    def catalog(self) -> Catalog:
+        return Catalog(engine=self.engine)
+
+    @property
+    def reports(self) -> Reports:
+        return Reports(engine=self.engine)
+
+    @property
+    def phase_store(self) -> PostgresPhaseStore:
+        return PostgresPhaseStore(engine=self.engine)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def bad_input(field: str, message: str) -> NoReturn:
+    raise click.UsageError(f"{field}: {message}")
+
+
+@contextmanager
+def reported_failures(what: str) -> Iterator[None]:
+    """A dead store or a driver error becomes one line and exit 1; the traceback goes to debug."""
+    try:
+        yield
+    except click.ClickException:
+        raise
+    except (InfrastructureUnavailable, sa.exc.SQLAlchemyError, OSError) as error:
+        log.debug("%s failed", what, exc_info=True)
+        raise click.ClickException(one_line(f"{what} failed: {error}")) from None
+
+
+@click.group(cls=OneLineErrors)
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """modelfleet: keep model-serving deployments at the right number of healthy replicas."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        context = CliContext(Settings.from_environ())
+    except SettingsError as error:
+        raise click.UsageError(str(error)) from None
+    ctx.obj = context
+    ctx.call_on_close(context.close)

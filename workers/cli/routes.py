@@ -1,0 +1,31 @@
+"""`modelfleet route list [--deployment]`."""
+
+from __future__ import annotations
+
+import click
+
+from workers.cli.output import emit, json_option
+from workers.cli.root import CliContext, bad_input, main, reported_failures
+
+
+@main.group()
+def route() -> None:
+    """Replicas of deployments."""
+
+
+@route.command("list")
+@click.option("--deployment", "ref", help="Only this deployment's routes (name or id).")
+@json_option
+@click.pass_obj
+def list_routes(cli: CliContext, ref: str | None, as_json: bool) -> None:
+    """Routes with their session, oldest first."""
+    with reported_failures("route list"):
+        deployment_id = None
+        if ref is not None:
+            found = cli.reports.find_deployment(ref)
+            if found is None:
+                bad_input("--deployment", f"no deployment named or with id {ref!r}")
+            deployment_id = found["id"]
+        rows = cli.reports.routes(deployment_id)
+    columns = ["id", "deployment", "status", "session_status", "host", "port", "status_changed_at"]
+    emit("routes", rows, columns, as_json=as_json)

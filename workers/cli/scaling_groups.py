@@ -1,0 +1,75 @@
+"""`modelfleet scaling-group create | list`: resource groups and their app proxy."""
+
+from __future__ import annotations
+
+import click
+import sqlalchemy as sa
+
+from workers.cli.output import emit, json_option
+from workers.cli.root import CliContext, bad_input, main, reported_failures
+from workers.domain import RouteStatus
+
+CLEANUP_CHOICES = [
+    RouteStatus.UNHEALTHY.value,
+    RouteStatus.DEGRADED.value,
+    RouteStatus.HEALTHY.value,
+]
+
+
+@main.group("scaling-group")
+def scaling_group() -> None:
+    """Resource groups: where sessions run, and the app proxy that fronts them."""
+
+
+@scaling_group.command("create")
+@click.argument("name")
+@click.option(
+    "--app-proxy-addr", help="Base URL of the group's app proxy, e.g. http://proxy:10200."
+)
+@click.option("--app-proxy-token", envvar="MODELFLEET_APP_PROXY_TOKEN", help="Its API token.")
+@click.option(
+    "--cleanup-status",
+    "cleanup_statuses",
+    multiple=True,
+    type=click.Choice(CLEANUP_CHOICES),
+    default=[RouteStatus.UNHEALTHY.value],
+    show_default=True,
+    help="Route statuses this group evicts (repeat the option for several).",
+)
+@click.pass_obj
+def create(
+    cli: CliContext,
+    name: str,
+    app_proxy_addr: str | None,
+    app_proxy_token: str | None,
+    cleanup_statuses: tuple[str, ...],
+) -> None:
+    """Create a resource group."""
+    if app_proxy_addr and not app_proxy_addr.startswith(("http://", "https://")):
+        bad_input("--app-proxy-addr", f"{app_proxy_addr!r} is not an http(s) URL")
+    with reported_failures("scaling-group create"):
+        try:
+            cli.catalog.create_scaling_group(
+                name,
+                app_proxy_addr=app_proxy_addr,
+                app_proxy_api_token=app_proxy_token,
+                cleanup_statuses=[RouteStatus(s) for s in cleanup_statuses],
+            )
+        except sa.exc.IntegrityError:
+            bad_input("NAME", f"a scaling group named {name!r} exists already")
+    click.echo(f"scaling group {name} created")
+
+
+@scaling_group.command("list")
+@json_option
+@click.pass_obj
+def list_groups(cli: CliContext, as_json: bool) -> None:
+    """Every resource group (tokens are never shown)."""
+    with reported_failures("scaling-group list"):
+        rows = cli.reports.scaling_groups()
+    emit(
+        "scaling groups",
+        rows,
+        ["name", "app_proxy_addr", "route_cleanup_statuses", "created_at"],
+        as_json=as_json,
+    )

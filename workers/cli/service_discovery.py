@@ -1,0 +1,37 @@
+"""`modelfleet service-discovery serve`: Prometheus HTTP SD of the healthy model servers."""
+
+from __future__ import annotations
+
+import click
+
+from workers.adapters.redis_client import create_redis_client
+from workers.adapters.redis_discovery import RedisServiceDiscovery
+from workers.adapters.redis_keys import RedisKeys
+from workers.cli.root import CliContext, main
+from workers.service_discovery_http import serve
+
+
+@main.group("service-discovery")
+def service_discovery() -> None:
+    """Prometheus HTTP service discovery of the healthy model servers."""
+
+
+@service_discovery.command("serve")
+@click.option("--host", default=None, help="Interface to bind [MODELFLEET_SD_HTTP_HOST].")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=None, help="[MODELFLEET_SD_HTTP_PORT]"
+)
+@click.pass_obj
+def service_discovery_serve(cli: CliContext, host: str | None, port: int | None) -> None:
+    """Serve GET /metrics/service_discovery until interrupted."""
+    settings = cli.settings
+    client = create_redis_client(settings.redis_url)
+    discovery = RedisServiceDiscovery(client=client, keys=RedisKeys(settings.redis_key_prefix))
+    try:
+        serve(
+            discovery,
+            host=host or settings.service_discovery_http.host,
+            port=settings.service_discovery_http.port if port is None else port,
+        )
+    finally:
+        client.close()
