@@ -119,7 +119,7 @@ class Reports:
     def _counts(self, column: sa.Column[Any]) -> dict[str, int]:
         query = sa.select(column, sa.func.count()).group_by(column).order_by(column)
         with transaction(self._engine) as conn:
-            return {status: count for status, count in conn.execute(query).tuples()}
+            return {status: count for status, count in conn.execute(query)}
 
     def _rows(self, query: sa.Select[Any]) -> list[Row]:
         with transaction(self._engine) as conn:
