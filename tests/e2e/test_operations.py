@@ -79,3 +79,5 @@ def test_flower_asks_for_the_basic_auth_from_the_environment(stack: Stack) -> No
     assert _get(url, "admin:wrong") == 401
     assert _get(url, "admin:s3cret") == 200
     assert _get(f"http://127.0.0.1:{port}/api/workers", "admin:s3cret") == 200
+    # compose.yaml's health check sends the same credentials
+    assert _get(f"http://127.0.0.1:{port}/healthcheck", "admin:s3cret") == 200
