@@ -31,9 +31,7 @@ PHASE_INTERVALS_S: Final[Mapping[str, float]] = MappingProxyType(
 
 
 # Housekeeping that is not a phase of its own: finishing runs whose chord never fired.
-MAINTENANCE_INTERVALS_S: Final[Mapping[str, float]] = MappingProxyType(
-    {"phase_runs.sweep": 10.0}
-)
+MAINTENANCE_INTERVALS_S: Final[Mapping[str, float]] = MappingProxyType({"phase_runs.sweep": 10.0})
 
 SCHEDULED_INTERVALS_S: Final[Mapping[str, float]] = MappingProxyType(
     {**PHASE_INTERVALS_S, **MAINTENANCE_INTERVALS_S}
