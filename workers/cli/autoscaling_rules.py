@@ -9,7 +9,14 @@ import click
 import sqlalchemy as sa
 
 from workers.cli.output import emit, json_option
-from workers.cli.root import CliContext, bad_input, main, reported_failures
+from workers.cli.root import (
+    CliContext,
+    bad_input,
+    deployment_filter,
+    find_deployment,
+    main,
+    reported_failures,
+)
 from workers.domain import AutoScalingRule, Comparator, MetricSource
 
 
@@ -47,9 +54,7 @@ def add(cli: CliContext, /, ref: str, **options: Any) -> None:
         max_replicas=high,
     )
     with reported_failures("autoscaling-rule add"):
-        found = cli.reports.find_deployment(ref)
-        if found is None:
-            bad_input("DEPLOYMENT", f"no deployment named or with id {ref!r}")
+        found = find_deployment(cli, ref)
         stored = cli.catalog.add_autoscaling_rule(found["id"], rule)
     click.echo(f"rule {stored.id} added to {found['name']}")
 
@@ -61,13 +66,7 @@ def add(cli: CliContext, /, ref: str, **options: Any) -> None:
 def list_rules(cli: CliContext, ref: str | None, as_json: bool) -> None:
     """Rules, oldest first."""
     with reported_failures("autoscaling-rule list"):
-        deployment_id = None
-        if ref is not None:
-            found = cli.reports.find_deployment(ref)
-            if found is None:
-                bad_input("--deployment", f"no deployment named or with id {ref!r}")
-            deployment_id = found["id"]
-        rows = cli.reports.autoscaling_rules(deployment_id)
+        rows = cli.reports.autoscaling_rules(deployment_filter(cli, ref))
     columns = [
         "id",
         "deployment",

@@ -9,7 +9,7 @@ import click
 import sqlalchemy as sa
 
 from workers.cli.output import emit, emit_json, emit_table, json_option
-from workers.cli.root import CliContext, bad_input, main, reported_failures
+from workers.cli.root import CliContext, bad_input, find_deployment, main, reported_failures
 from workers.domain import DeploymentInfo, DeploymentLifecycle, HealthCheckConfig, ModelRevision
 
 LIFECYCLES = [lifecycle.value for lifecycle in DeploymentLifecycle]
@@ -99,13 +99,6 @@ def list_deployments(cli: CliContext, lifecycle: str | None, as_json: bool) -> N
     emit("deployments", rows, columns, as_json=as_json)
 
 
-def _find(cli: CliContext, ref: str) -> dict[str, Any]:
-    found = cli.reports.find_deployment(ref)
-    if found is None:
-        bad_input("DEPLOYMENT", f"no deployment named or with id {ref!r}")
-    return found
-
-
 @deployment.command("show")
 @click.argument("ref", metavar="DEPLOYMENT")
 @click.option("--history", "limit", type=click.IntRange(min=1), default=10, show_default=True)
@@ -114,7 +107,7 @@ def _find(cli: CliContext, ref: str) -> dict[str, Any]:
 def show(cli: CliContext, ref: str, limit: int, as_json: bool) -> None:
     """One deployment, and why it is where it is: its last history rows and route errors."""
     with reported_failures("deployment show"):
-        found = _find(cli, ref)
+        found = find_deployment(cli, ref)
         history = cli.reports.deployment_history(found["id"], limit)
         routes = cli.reports.routes(found["id"])
         errors = cli.reports.route_errors(found["id"], limit)
@@ -144,7 +137,7 @@ def show(cli: CliContext, ref: str, limit: int, as_json: bool) -> None:
 def scale(cli: CliContext, ref: str, replicas: int) -> None:
     """Ask for REPLICAS replicas (replaces any count the autoscaler set)."""
     with reported_failures("deployment scale"):
-        found = _find(cli, ref)
+        found = find_deployment(cli, ref)
         if found["lifecycle"] in {"destroying", "destroyed"}:
             bad_input("DEPLOYMENT", f"{found['name']} is {found['lifecycle']}")
         cli.catalog.scale_deployment(found["id"], replicas)
@@ -157,7 +150,7 @@ def scale(cli: CliContext, ref: str, replicas: int) -> None:
 def destroy(cli: CliContext, ref: str) -> None:
     """Stop every replica and unregister the endpoint."""
     with reported_failures("deployment destroy"):
-        found = _find(cli, ref)
+        found = find_deployment(cli, ref)
         if not cli.catalog.request_destroy(found["id"]):
             bad_input("DEPLOYMENT", f"{found['name']} is {found['lifecycle']} already")
     click.echo(f"deployment {found['name']} is being destroyed")

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
+from uuid import UUID
 
 import click
 import sqlalchemy as sa
@@ -88,6 +89,19 @@ class CliContext:
 
 def bad_input(field: str, message: str) -> NoReturn:
     raise click.UsageError(f"{field}: {message}")
+
+
+def find_deployment(cli: CliContext, ref: str, field: str = "DEPLOYMENT") -> dict[str, Any]:
+    """The deployment named (or with the id) `ref`; bad input naming `field` if there is none."""
+    found = cli.reports.find_deployment(ref)
+    if found is None:
+        bad_input(field, f"no deployment named or with id {ref!r}")
+    return found
+
+
+def deployment_filter(cli: CliContext, ref: str | None) -> UUID | None:
+    """The id a `--deployment` option names, or None when it was not given."""
+    return None if ref is None else find_deployment(cli, ref, "--deployment")["id"]
 
 
 @contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from workers.cli.output import emit, json_option
-from workers.cli.root import CliContext, bad_input, main, reported_failures
+from workers.cli.root import CliContext, deployment_filter, main, reported_failures
 
 
 @main.group()
@@ -20,12 +20,6 @@ def route() -> None:
 def list_routes(cli: CliContext, ref: str | None, as_json: bool) -> None:
     """Routes with their session, oldest first."""
     with reported_failures("route list"):
-        deployment_id = None
-        if ref is not None:
-            found = cli.reports.find_deployment(ref)
-            if found is None:
-                bad_input("--deployment", f"no deployment named or with id {ref!r}")
-            deployment_id = found["id"]
-        rows = cli.reports.routes(deployment_id)
+        rows = cli.reports.routes(deployment_filter(cli, ref))
     columns = ["id", "deployment", "status", "session_status", "host", "port", "status_changed_at"]
     emit("routes", rows, columns, as_json=as_json)
