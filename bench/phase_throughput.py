@@ -106,6 +106,8 @@ def _through_celery(adapters: Adapters, sender: ModelfleetCelery) -> float:
         time.sleep(POLL_S)
     elapsed = time.perf_counter() - started
     assert run.state is PhaseRunState.SUCCEEDED, run
+    while adapters.phase_store.running_run_ids():  # let follow-ups finish before the floor
+        time.sleep(POLL_S)
     return elapsed
 
 
