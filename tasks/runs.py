@@ -99,11 +99,13 @@ def run_items(
                 UUID(run_id), outcomes, ttl_s=adapters.settings.phases.deadline_s * 2
             )
         except InfrastructureUnavailable as error:
+            retries = adapters.settings.phases.item_retries
+            if self.request.retries >= retries:
+                log.error("giving up after %d retries: %s", retries, error)
+                raise
             countdown = min(2**self.request.retries, RETRY_BACKOFF_MAX_S)
             log.warning("retrying in %ss: %s", countdown, error)
-            raise self.retry(
-                exc=error, countdown=countdown, max_retries=adapters.settings.phases.item_retries
-            ) from error
+            raise self.retry(exc=error, countdown=countdown, max_retries=retries) from error
         return [outcome.to_json() for outcome in outcomes]
 
 

@@ -1,0 +1,137 @@
+"""The run machinery of `tasks.runs`, called in this process against real PostgreSQL and Redis.
+
+The e2e tests drive the same code through real workers; these pin down the
+contracts that are hard to provoke from outside: an executor that raises, a
+header task whose database is down, and a run closed by the sweeper path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from uuid import UUID, uuid4
+
+import pytest
+import sqlalchemy as sa
+
+import tasks  # noqa: F401  # registers every phase
+from tasks.phase import ROUTES, Move, Phase
+from tasks.runs import PHASES, close_run, execute_items, run_items
+from tests.factories import make_deployment, make_route
+from workers.adapters.postgres.catalog import Catalog
+from workers.adapters.redis_keys import RedisKeys
+from workers.app import app
+from workers.composition import Adapters, build_adapters
+from workers.config import PhaseSettings, Settings
+from workers.domain import OutcomeBucket, RouteData, RouteExecutionResult, RouteStatus
+from workers.errors import InfrastructureUnavailable
+from workers.phase_runs import Outcome, PhaseRunState
+
+
+@pytest.fixture
+def adapters(engine: sa.Engine, redis_url: str, redis_keys: RedisKeys) -> Iterator[Adapters]:
+    settings = Settings(
+        database_url=engine.url.render_as_string(hide_password=False),
+        redis_url=redis_url,
+        redis_key_prefix=redis_keys.prefix,
+    )
+    built = build_adapters(settings)
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def degraded_routes(catalog: Catalog) -> list[RouteData]:
+    catalog.create_scaling_group("sg1")
+    deployment = catalog.create_deployment(make_deployment(replica_count=2))
+    routes = [make_route(deployment, status=RouteStatus.DEGRADED) for _ in range(2)]
+    catalog.add_routes(routes)
+    return routes
+
+
+def _boom(adapters: Adapters, items: list[RouteData]) -> RouteExecutionResult:
+    raise RuntimeError("the executor broke")
+
+
+def test_an_executor_that_raises_turns_every_item_into_an_error_outcome(
+    adapters: Adapters, degraded_routes: list[RouteData]
+) -> None:
+    phase = Phase(
+        name="test.boom",
+        kind=ROUTES,
+        targets=frozenset({RouteStatus.DEGRADED}),
+        execute=_boom,
+        on={OutcomeBucket.ERROR: Move(RouteStatus.UNHEALTHY)},
+    )
+    gone = uuid4()  # not a route at all: reported, not silently dropped
+    outcomes = execute_items(phase, adapters, [r.id for r in degraded_routes] + [gone])
+    expected_errors = {
+        Outcome(r.id, OutcomeBucket.ERROR, "RuntimeError", "the executor broke", "unexpected_error")
+        for r in degraded_routes
+    }
+    assert set(outcomes) == expected_errors | {Outcome(gone, OutcomeBucket.SKIPPED)}
+
+
+def test_close_run_applies_outcomes_once_and_releases_the_lock(
+    adapters: Adapters, degraded_routes: list[RouteData]
+) -> None:
+    phase = PHASES["routes.health_check"]
+    token = adapters.phase_lock.acquire(phase.name, ttl_s=60)
+    assert token is not None
+    run = adapters.phase_store.open_run(
+        phase.name, item_count=2, task_count=1, lock_token=token, deadline_s=60
+    )
+    first, second = degraded_routes
+    adapters.outcomes.save(run.id, [Outcome(second.id, OutcomeBucket.SUCCESS)], ttl_s=60)
+    # The chord delivered only the first outcome: the second comes from Redis.
+    closed = close_run(
+        phase,
+        adapters,
+        run.id,
+        [Outcome(first.id, OutcomeBucket.SUCCESS)],
+        PhaseRunState.SUCCEEDED,
+    )
+    assert closed is not None
+    assert (closed.summary.counts.success, closed.summary.transition_count) == (2, 2)
+    assert adapters.phase_lock.holder(phase.name) is None
+    statuses = {r.status for r in adapters.phase_store.load_routes(frozenset(RouteStatus))}
+    assert statuses == {RouteStatus.HEALTHY}
+    again = close_run(phase, adapters, run.id, [], PhaseRunState.RECOVERED)
+    assert again is None  # a redelivered callback, or the sweeper, finds it closed
+
+
+def test_a_callback_missing_outcomes_leaves_the_run_to_the_sweeper(
+    adapters: Adapters, degraded_routes: list[RouteData]
+) -> None:
+    phase = PHASES["routes.health_check"]
+    run = adapters.phase_store.open_run(
+        phase.name, item_count=2, task_count=2, lock_token="t", deadline_s=60
+    )
+    early = [Outcome(degraded_routes[0].id, OutcomeBucket.SUCCESS)]
+    assert close_run(phase, adapters, run.id, early, PhaseRunState.SUCCEEDED) is None
+    assert adapters.phase_store.is_running(run.id)
+    recovered = close_run(phase, adapters, run.id, early, PhaseRunState.RECOVERED)
+    assert recovered is not None
+    assert (recovered.state, recovered.summary.counts.missing) == (PhaseRunState.RECOVERED, 1)
+
+
+def test_a_header_task_retries_a_dead_database_with_backoff_then_fails(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = Settings(
+        database_url="postgresql+psycopg://postgres@127.0.0.1:1/nowhere",
+        redis_url=redis_url,
+        phases=PhaseSettings(item_retries=2),
+    )
+    monkeypatch.setattr(app, "_settings", dead)
+    monkeypatch.setattr(app, "_adapters", None)
+    caplog.set_level(logging.WARNING, logger="tasks.runs")
+    try:
+        result = run_items.apply(args=("routes.provision", str(uuid4()), [str(uuid4())]))
+    finally:
+        app.close_adapters()
+    assert result.state == "FAILURE"
+    assert isinstance(result.result, InfrastructureUnavailable)
+    waits = [r.getMessage().split(":")[0] for r in caplog.records if r.name == "tasks.runs"]
+    assert waits == ["retrying in 1s", "retrying in 2s", "giving up after 2 retries"]
+    assert isinstance(UUID(result.id), UUID)
