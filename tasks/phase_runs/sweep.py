@@ -12,8 +12,9 @@ import logging
 
 from tasks.runs import PHASES, close_run
 from workers.app import app
+from workers.composition import Adapters
 from workers.log_context import phase_context
-from workers.phase_runs import PhaseRunState
+from workers.phase_runs import PhaseRun, PhaseRunState, RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,21 @@ def sweep() -> int:
         run = adapters.phase_store.get_run(run_id)
         if run is None:
             continue
+        phase = PHASES.get(run.phase)
+        if phase is None:  # a phase this version no longer has: nothing can be applied
+            _close_unknown(adapters, run)
+            continue
         with phase_context(run.phase, run.id):
             log.warning("past its deadline; finishing it from the stored outcomes")
             outcomes = adapters.outcomes.load(run.id)
-            if close_run(PHASES[run.phase], adapters, run.id, outcomes, PhaseRunState.RECOVERED):
+            if close_run(phase, adapters, run.id, outcomes, PhaseRunState.RECOVERED):
                 closed += 1
     return closed
+
+
+def _close_unknown(adapters: Adapters, run: PhaseRun) -> None:
+    log.error("run %s of unknown phase %s closed as failed", run.id, run.phase)
+    summary = RunSummary(error=f"unknown phase {run.phase!r}: nothing applied")
+    with adapters.phase_store.transaction() as conn:
+        if adapters.phase_store.claim_running(conn, run.id) is not None:
+            adapters.phase_store.close_run(conn, run.id, PhaseRunState.FAILED, summary)

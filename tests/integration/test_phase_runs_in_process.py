@@ -8,6 +8,7 @@ header task whose database is down, and a run closed by the sweeper path.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from uuid import UUID, uuid4
 
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 
 import tasks  # noqa: F401  # registers every phase
 from tasks.phase import ROUTES, Move, Phase
+from tasks.phase_runs.sweep import sweep
 from tasks.runs import PHASES, close_run, execute_items, run_items
 from tests.factories import make_deployment, make_route
 from workers.adapters.postgres.catalog import Catalog
@@ -135,3 +137,28 @@ def test_a_header_task_retries_a_dead_database_with_backoff_then_fails(
     waits = [r.getMessage().split(":")[0] for r in caplog.records if r.name == "tasks.runs"]
     assert waits == ["retrying in 1s", "retrying in 2s", "giving up after 2 retries"]
     assert isinstance(UUID(result.id), UUID)
+
+
+def test_the_sweeper_recovers_overdue_runs_and_fails_runs_of_unknown_phases(
+    adapters: Adapters,
+    degraded_routes: list[RouteData],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    overdue = adapters.phase_store.open_run(
+        "routes.health_check", item_count=2, task_count=1, lock_token="t", deadline_s=0
+    )
+    adapters.outcomes.save(overdue.id, [Outcome(degraded_routes[0].id, OutcomeBucket.SUCCESS)], 60)
+    orphan = adapters.phase_store.open_run(
+        "routes.retired", item_count=0, task_count=0, lock_token="t", deadline_s=0
+    )
+    monkeypatch.setattr(app, "_adapters", adapters)
+    monkeypatch.setattr(app, "_adapters_pid", os.getpid())
+    assert sweep.apply().get() == 1
+    recovered = adapters.phase_store.get_run(overdue.id)
+    failed = adapters.phase_store.get_run(orphan.id)
+    assert recovered is not None
+    assert failed is not None
+    assert (recovered.state, recovered.summary.counts.success) == (PhaseRunState.RECOVERED, 1)
+    assert recovered.summary.counts.missing == 1
+    assert failed.state is PhaseRunState.FAILED
+    assert "unknown phase 'routes.retired'" in (failed.summary.error or "")
