@@ -76,10 +76,15 @@ def start_run(phase: Phase) -> str | None:
         adapters.phase_lock.release(phase.name, token)
         raise
     with phase_context(phase.name, run.id):
-        if groups:
-            _publish(phase, run, groups)
-        else:
+        if not groups:
             close_run(phase, adapters, run.id, [], PhaseRunState.SUCCEEDED)
+            return str(run.id)
+        try:
+            _publish(phase, run, groups)
+        except Exception as error:  # the broker refused part of the chord: nothing will close it
+            log.exception("could not publish the run's tasks")
+            close_failed(phase, adapters, run.id, error)
+            raise
     return str(run.id)
 
 
@@ -125,21 +130,9 @@ def fail_run(
     request: Any, exc: BaseException, traceback: Any, phase_name: str, run_id: str
 ) -> None:
     """Chord error callback: a header task raised; close the run as failed, apply nothing."""
-    adapters = app.adapters
     with phase_context(phase_name, run_id):
         log.error("header task %s raised %s: %s", request.id, type(exc).__name__, exc)
-        stored = adapters.outcomes.load(UUID(run_id))
-        with adapters.phase_store.transaction() as conn:
-            run = adapters.phase_store.claim_running(conn, UUID(run_id))
-            if run is None:
-                return
-            summary = RunSummary(
-                counts=OutcomeCounts.of(stored, run.item_count),
-                error=f"{type(exc).__name__}: {exc}",
-                error_samples=error_samples(stored),
-            )
-            closed = adapters.phase_store.close_run(conn, run.id, PhaseRunState.FAILED, summary)
-        _after_close(PHASES[phase_name], adapters, closed, frozenset())
+        close_failed(PHASES[phase_name], app.adapters, UUID(run_id), exc)
 
 
 def execute_items(phase: Phase, adapters: Adapters, ids: Sequence[UUID]) -> list[Outcome]:
@@ -154,6 +147,22 @@ def execute_items(phase: Phase, adapters: Adapters, ids: Sequence[UUID]) -> list
         outcomes = [_unexpected(item.id, error) for item in items]
     seen = {outcome.id for outcome in outcomes}
     return [*outcomes, *(_left_alone(item_id) for item_id in ids if item_id not in seen)]
+
+
+def close_failed(phase: Phase, adapters: Adapters, run_id: UUID, error: BaseException) -> None:
+    """Close a run as failed: counts of what was stored, the error, no transitions."""
+    stored = adapters.outcomes.load(run_id)
+    with adapters.phase_store.transaction() as conn:
+        run = adapters.phase_store.claim_running(conn, run_id)
+        if run is None:
+            return
+        summary = RunSummary(
+            counts=OutcomeCounts.of(stored, run.item_count),
+            error=f"{type(error).__name__}: {error}",
+            error_samples=error_samples(stored),
+        )
+        closed = adapters.phase_store.close_run(conn, run.id, PhaseRunState.FAILED, summary)
+    _after_close(phase, adapters, closed, frozenset())
 
 
 def close_run(
