@@ -8,6 +8,7 @@ else is modelfleet running as it would in production.
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.request
 from uuid import UUID
 
@@ -16,8 +17,14 @@ import sqlalchemy as sa
 from tests.e2e.conftest import APP_PROXY_TOKEN, Stack
 from tests.e2e.processes import modelfleet, wait_for
 from tests.factories import make_deployment, make_revision
-from workers.adapters.postgres.schema import deployment_history, deployments, routes, sessions
-from workers.domain import DeploymentLifecycle, HealthCheckConfig, RouteStatus
+from workers.adapters.postgres.schema import (
+    deployment_history,
+    deployments,
+    route_history,
+    routes,
+    sessions,
+)
+from workers.domain import HealthCheckConfig, RouteStatus
 from workers.throwaway_servers import free_port
 
 TIMEOUT_S = 60
@@ -48,6 +55,14 @@ def _run_sessions(stack: Stack, route_ids: list[UUID], first_port: int) -> None:
                 .where(sessions.c.route_id == route_id, sessions.c.status == "PENDING")
                 .values(status="RUNNING", host="127.0.0.1", port=first_port + offset)
             )
+
+
+def _operator(stack: Stack, *args: str) -> None:
+    """A `modelfleet` command, as the operator would type it."""
+    done = subprocess.run(
+        modelfleet(*args), env=stack.env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def _scrape_targets(port: int) -> list[dict[str, object]]:
@@ -133,6 +148,16 @@ def test_a_deployment_serves_heals_scales_in_and_is_destroyed(stack: Stack) -> N
     )
     [session] = stack.query(sa.select(sessions.c.status).where(sessions.c.route_id == sick))
     assert session["status"] == "TERMINATING"
+    path = stack.query(
+        sa.select(route_history.c.phase, route_history.c.to_status)
+        .where(route_history.c.route_id == sick)
+        .order_by(route_history.c.id)
+    )
+    assert [(row["phase"], row["to_status"]) for row in path][-3:] == [
+        ("routes.health_check", "unhealthy"),
+        ("routes.evict", "terminating"),
+        ("routes.terminate", "terminated"),
+    ]
     replaced = wait_for(
         lambda: _active_routes(stack, deployment.id),
         lambda rows: len(rows) == 3,
@@ -148,10 +173,7 @@ def test_a_deployment_serves_heals_scales_in_and_is_destroyed(stack: Stack) -> N
     )
 
     # Scale to 1: the replacement (not healthy yet, and newest) goes first.
-    with stack.engine.begin() as conn:
-        conn.execute(
-            deployments.update().where(deployments.c.id == deployment.id).values(replica_count=1)
-        )
+    _operator(stack, "deployment", "scale", str(deployment.id), "1")
     kept = wait_for(
         lambda: _active_routes(stack, deployment.id),
         lambda rows: len(rows) == 1,
@@ -161,12 +183,7 @@ def test_a_deployment_serves_heals_scales_in_and_is_destroyed(stack: Stack) -> N
     assert kept[0]["id"] in route_ids[1:]  # an original healthy route, not the replacement
 
     # Destroy: the endpoint is unregistered, every route ends, the deployment is destroyed.
-    with stack.engine.begin() as conn:
-        conn.execute(
-            deployments.update()
-            .where(deployments.c.id == deployment.id)
-            .values(lifecycle=DeploymentLifecycle.DESTROYING.value)
-        )
+    _operator(stack, "deployment", "destroy", str(deployment.id))
     wait_for(
         lambda: _deployment(stack, deployment.id)["lifecycle"] == "destroyed",
         timeout_s=TIMEOUT_S,
