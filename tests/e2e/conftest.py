@@ -16,7 +16,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from tests.e2e.processes import Process, celery
+from workers.reference.processes import Process, celery
 from tests.integration.fake_app_proxy_server import Reply, ScriptedServer, Seen
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.engine import create_database_engine

@@ -15,7 +15,7 @@ from uuid import UUID
 import sqlalchemy as sa
 
 from tests.e2e.conftest import APP_PROXY_TOKEN, Stack
-from tests.e2e.processes import modelfleet, wait_for
+from workers.reference.processes import modelfleet, wait_for
 from tests.factories import make_deployment, make_revision
 from workers.adapters.postgres.schema import (
     deployment_history,

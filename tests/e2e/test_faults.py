@@ -9,7 +9,7 @@ from uuid import UUID
 import sqlalchemy as sa
 
 from tests.e2e.conftest import APP_PROXY_TOKEN, Stack
-from tests.e2e.processes import celery, wait_for
+from workers.reference.processes import celery, wait_for
 from tests.factories import make_deployment, make_route
 from tests.integration.fake_app_proxy_server import Reply
 from workers.adapters.postgres.schema import phase_runs, routes, sessions

@@ -130,6 +130,7 @@ sessions = sa.Table(
     sa.Column("spec", JSONB, nullable=False),
     sa.Column("host", sa.Text),
     sa.Column("port", sa.Integer),
+    sa.Column("pid", sa.Integer),  # the process a local runner started for it
     _created_at(),
     _updated_at(),
     sa.Column("started_at", sa.DateTime(timezone=True)),

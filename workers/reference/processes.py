@@ -1,4 +1,7 @@
-"""The product's own commands, started as the operator would, and stopped without leftovers."""
+"""Child processes started as an operator would, and stopped without leftovers.
+
+`modelfleet dev` runs every piece this way; the end-to-end tests do too.
+"""
 
 from __future__ import annotations
 

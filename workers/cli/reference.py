@@ -1,0 +1,146 @@
+"""`modelfleet runner | prober | proxy | dev`: the reference pieces and the one-command demo."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+
+from workers.adapters.postgres.engine import create_database_engine
+from workers.adapters.postgres.phase_store import PostgresPhaseStore
+from workers.adapters.postgres.reports import Reports
+from workers.adapters.redis_client import create_redis_client
+from workers.adapters.redis_discovery import RedisServiceDiscovery
+from workers.adapters.redis_health import RedisHealthStore
+from workers.adapters.redis_keys import RedisKeys
+from workers.cli.root import CliContext, main
+from workers.reference import dev as dev_system
+from workers.reference.prober import HealthProber
+from workers.reference.proxy import DevProxy, serve
+from workers.reference.runner import SessionRunner
+
+VIEW_REFRESH_S = 1.0
+
+
+@main.command()
+@click.option("--interval-s", type=click.FloatRange(min=0.05), default=0.5, show_default=True)
+@click.option(
+    "--grace-s",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Seconds between SIGTERM and SIGKILL when a session is stopped.",
+)
+@click.option(
+    "--log-dir", type=click.Path(file_okay=False), help="Keep each session's output here."
+)
+@click.pass_obj
+def runner(cli: CliContext, interval_s: float, grace_s: float, log_dir: str | None) -> None:
+    """Run sessions as local processes (the `sessions` table contract)."""
+    SessionRunner(
+        engine=cli.engine, grace_s=grace_s, log_dir=Path(log_dir) if log_dir else None
+    ).run_forever(interval_s)
+
+
+@main.command()
+@click.option("--interval-s", type=click.FloatRange(min=0.05), default=0.5, show_default=True)
+@click.pass_obj
+def prober(cli: CliContext, interval_s: float) -> None:
+    """Probe every running route's health path and write readiness into Redis."""
+    client = create_redis_client(cli.settings.redis_url)
+    store = RedisHealthStore(client=client, keys=RedisKeys(cli.settings.redis_key_prefix))
+    HealthProber(engine=cli.engine, health_store=store).run_forever(interval_s)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=10200, show_default=True)
+@click.option("--token", required=True, help="The API token the controller must send.")
+@click.option("--public-url", help="Base of the URLs handed out [http://HOST:PORT].")
+@click.pass_obj
+def proxy(cli: CliContext, host: str, port: int, token: str, public_url: str | None) -> None:
+    """A dev app proxy: registers endpoints and forwards to their healthy routes."""
+    client = create_redis_client(cli.settings.redis_url)
+    discovery = RedisServiceDiscovery(client=client, keys=RedisKeys(cli.settings.redis_key_prefix))
+    serve(
+        DevProxy(
+            discovery=discovery, token=token, public_url=public_url or f"http://{host}:{port}"
+        ),
+        host=host,
+        port=port,
+    )
+
+
+@main.command()
+@click.option("--smoke", is_flag=True, help="Headless: serve, heal one replica, exit.")
+@click.option("--timeout-s", type=click.FloatRange(min=10), default=180.0, show_default=True)
+def dev(smoke: bool, timeout_s: float) -> None:
+    """The whole system on this machine, with a demo deployment of the sample model."""
+    with dev_system.running_system() as system:
+        if smoke:
+            try:
+                timings = dev_system.smoke(system, timeout_s, click.echo)
+            except AssertionError as error:
+                raise click.ClickException(f"smoke failed: {error}") from None
+            click.echo(
+                f"smoke passed: first answer {timings['first_answer_s']:.1f}s, "
+                f"recovered {timings['recovered_s']:.1f}s"
+            )
+            return
+        system.demo()
+        try:
+            _live_view(system)
+        except KeyboardInterrupt:
+            click.echo("stopping every process modelfleet dev started ...")
+
+
+def _live_view(system: dev_system.DevSystem) -> None:
+    engine = create_database_engine(system.env["MODELFLEET_DATABASE_URL"], pool_size=1)
+    reports, runs = Reports(engine=engine), PostgresPhaseStore(engine=engine)
+    try:
+        with Live(refresh_per_second=2) as live:
+            while True:
+                live.update(_view(system, reports, runs))
+                time.sleep(VIEW_REFRESH_S)
+    finally:
+        engine.dispose()
+
+
+def _view(system: dev_system.DevSystem, reports: Reports, runs: PostgresPhaseStore) -> Group:
+    header = Table.grid()
+    header.add_row(
+        f"Flower {system.flower_url} (admin:admin)   logs {system.folder}   Ctrl-C stops all"
+    )
+    deployments = Table(
+        "deployment", "lifecycle", "replicas", "active", "curl", title="deployments"
+    )
+    for d in reports.deployments():
+        curl = f'curl -d \'{{"prompt": "hi"}}\' {d["url"]}/v1/completions' if d["url"] else ""
+        deployments.add_row(
+            d["name"], d["lifecycle"], str(d["replica_count"]), str(d["active_routes"]), curl
+        )
+    routes = Table("route", "deployment", "status", "session", "port", title="routes")
+    for r in reports.routes():
+        routes.add_row(
+            str(r["id"])[:8],
+            r["deployment"],
+            r["status"],
+            r["session_status"] or "",
+            str(r["port"] or ""),
+        )
+    phases = Table("phase", "state", "items", "ok", "errors", "seconds", title="last runs")
+    for run in runs.latest_run_per_phase():
+        counts = run.summary.counts
+        phases.add_row(
+            run.phase,
+            run.state.value,
+            str(run.item_count),
+            str(counts.success),
+            str(counts.error),
+            f"{run.duration_s or 0:.2f}",
+        )
+    return Group(header, deployments, routes, phases)

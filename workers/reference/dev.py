@@ -1,0 +1,273 @@
+"""`modelfleet dev`: the whole system on this machine, and `--smoke`, its headless check.
+
+Without MODELFLEET_DATABASE_URL / MODELFLEET_REDIS_URL in the environment,
+throwaway PostgreSQL and Redis start from the PyPI wheels. Every piece then
+runs as its own child process: worker, beat, Flower, runner, prober, proxy and
+the service-discovery endpoint. A demo deployment of the sample model is
+created. Leaving stops every child, every session process and both servers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from workers.adapters.postgres.catalog import Catalog
+from workers.adapters.postgres.engine import create_database_engine, transaction
+from workers.adapters.postgres.migrate import upgrade_to_head
+from workers.adapters.postgres.schema import deployments, routes, sessions
+from workers.config import interval_variable
+from workers.domain import DeploymentInfo, HealthCheckConfig, ModelRevision, RouteStatus
+from workers.reference.processes import Process, celery, modelfleet, wait_for
+from workers.throwaway_servers import free_port, start_postgres, start_redis
+
+log = logging.getLogger(__name__)
+
+DEMO_GROUP = "demo"
+DEMO_DEPLOYMENT = "demo-echo"
+DEV_TOKEN = "dev-token"
+FAST_INTERVAL_S = "1"
+DEMO_HEALTH = HealthCheckConfig(
+    path="/health", interval_s=1.0, max_retries=2, initial_delay_s=5.0, timeout_s=2.0
+)
+
+
+@dataclass
+class DevSystem:
+    folder: Path
+    env: dict[str, str]
+    engine: sa.Engine
+    proxy_url: str
+    flower_url: str
+    processes: list[Process] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], **extra: str) -> None:
+        self.processes.append(Process(name, argv, {**self.env, **extra}, self.folder))
+
+    def demo(self) -> DeploymentInfo:
+        catalog = Catalog(engine=self.engine)
+        with contextlib.suppress(sa.exc.IntegrityError):  # kept from an earlier run
+            catalog.create_scaling_group(
+                DEMO_GROUP, app_proxy_addr=self.proxy_url, app_proxy_api_token=DEV_TOKEN
+            )
+        revision = ModelRevision(
+            image="sample-model",
+            startup_command="python -m workers.reference.model_server",
+            environ={"MODEL_NAME": DEMO_DEPLOYMENT},
+            health_check=DEMO_HEALTH,
+        )
+        demo = DeploymentInfo(uuid.uuid4(), DEMO_DEPLOYMENT, DEMO_GROUP, 2, revision)
+        try:
+            return catalog.create_deployment(demo)
+        except sa.exc.IntegrityError:  # a live demo exists: use that one
+            return _live_demo(self.engine)
+
+
+@contextlib.contextmanager
+def running_system(environ: Mapping[str, str] = os.environ) -> Iterator[DevSystem]:
+    """Servers (configured or throwaway), migration, and every process; all stopped on exit.
+
+    The folder with every process's log is removed afterwards, unless leaving
+    raised (a failed smoke run): then it is kept and named for the operator.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="modelfleet-dev-"))
+    try:
+        with _system_in(folder, environ) as system:
+            yield system
+    except BaseException:
+        log.error("logs of every process are kept in %s", folder)
+        raise
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _system_in(folder: Path, environ: Mapping[str, str]) -> Iterator[DevSystem]:
+    with _servers(environ) as (database_url, redis_url):
+        engine = create_database_engine(database_url)
+        upgrade_to_head(engine)
+        proxy_port, sd_port, flower_port = free_port(), free_port(), free_port()
+        env = {
+            **environ,
+            "MODELFLEET_DATABASE_URL": database_url,
+            "MODELFLEET_REDIS_URL": redis_url,
+            "MODELFLEET_BROKER_URL": environ.get("MODELFLEET_BROKER_URL", redis_url),
+            "MODELFLEET_RESULT_BACKEND": environ.get("MODELFLEET_RESULT_BACKEND", redis_url),
+            **{interval_variable(p): FAST_INTERVAL_S for p in _fast_phases()},
+        }
+        system = DevSystem(
+            folder, env, engine, f"http://127.0.0.1:{proxy_port}", f"http://127.0.0.1:{flower_port}"
+        )
+        try:
+            _start_all(system, proxy_port, sd_port, flower_port)
+            yield system
+        finally:
+            for process in reversed(system.processes):
+                process.stop()
+            _stop_sessions(engine)
+            engine.dispose()
+
+
+def smoke(system: DevSystem, timeout_s: float, say: Callable[[str], None]) -> dict[str, float]:
+    """Serve, break one replica, serve from a replacement; returns seconds to each step."""
+    started = time.monotonic()
+    demo = system.demo()
+    url: str = wait_for(
+        lambda: _deployment_url(system.engine, demo.id) or "",
+        timeout_s=timeout_s,
+        what="the demo deployment's endpoint URL",
+    )
+    say(f"endpoint {url}")
+    wait_for(lambda: _answer(url), timeout_s=timeout_s, what="an answer through the proxy")
+    first_answer_s = time.monotonic() - started
+    say(f"first answer after {first_answer_s:.1f}s")
+    originals = _healthy_routes(system.engine, demo.id)
+    victim_id, host, port = originals[0]
+    _post(f"http://{host}:{port}/admin/fail-health")
+    say(f"route {victim_id} made unhealthy")
+    wait_for(
+        lambda: [r for r in _healthy_routes(system.engine, demo.id) if r not in originals],
+        timeout_s=timeout_s,
+        what="a healthy replacement route",
+    )
+    wait_for(lambda: _answer(url), timeout_s=timeout_s, what="an answer after the replacement")
+    recovered_s = time.monotonic() - started
+    say(f"replacement serving after {recovered_s:.1f}s")
+    return {"first_answer_s": first_answer_s, "recovered_s": recovered_s}
+
+
+def _start_all(system: DevSystem, proxy_port: int, sd_port: int, flower_port: int) -> None:
+    system.start("worker", celery("worker", "--loglevel=INFO", "--concurrency=2"))
+    system.start("beat", celery("beat", "--loglevel=INFO", f"--schedule={system.folder / 'beat'}"))
+    system.start(
+        "flower",
+        celery("flower", f"--port={flower_port}", "--address=127.0.0.1"),
+        FLOWER_BASIC_AUTH=system.env.get("FLOWER_BASIC_AUTH", "admin:admin"),
+    )
+    system.start("runner", modelfleet("runner", f"--log-dir={system.folder / 'sessions'}"))
+    system.start("prober", modelfleet("prober"))
+    system.start(
+        "proxy",
+        modelfleet("proxy", f"--port={proxy_port}", f"--token={DEV_TOKEN}"),
+    )
+    system.start("service-discovery", modelfleet("service-discovery", "serve", f"--port={sd_port}"))
+
+
+@contextlib.contextmanager
+def _servers(environ: Mapping[str, str]) -> Iterator[tuple[str, str]]:
+    database_url = environ.get("MODELFLEET_DATABASE_URL")
+    redis_url = environ.get("MODELFLEET_REDIS_URL")
+    postgres = None if database_url else start_postgres()
+    redis = None if redis_url else start_redis()
+    try:
+        if postgres is not None:
+            database_url = _create_database(postgres.url)
+        yield str(database_url), str(redis_url or redis.url)  # type: ignore[union-attr]
+    finally:
+        for server in (redis, postgres):
+            if server is not None:
+                server.stop()
+
+
+def _create_database(server_url: str) -> str:
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text('CREATE DATABASE "modelfleet"'))
+    finally:
+        admin.dispose()
+    return make_url(server_url).set(database="modelfleet").render_as_string(False)
+
+
+def _fast_phases() -> list[str]:
+    from beat_schedule import SCHEDULED_INTERVALS_S  # noqa: PLC0415  # only the dev setup needs it
+
+    return list(SCHEDULED_INTERVALS_S)
+
+
+def _stop_sessions(engine: sa.Engine) -> None:
+    """Every session process the runner started is stopped (they outlive the runner)."""
+    with contextlib.suppress(Exception), transaction(engine) as conn:
+        pids = conn.execute(
+            sa.select(sessions.c.pid).where(
+                sessions.c.pid.is_not(None), sessions.c.status.in_(["RUNNING", "TERMINATING"])
+            )
+        ).scalars()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, 9)
+        conn.execute(
+            sessions.update()
+            .where(sessions.c.status.in_(["RUNNING", "TERMINATING", "PREPARING"]))
+            .values(status="TERMINATED", terminated_at=sa.func.now())
+        )
+
+
+def _live_demo(engine: sa.Engine) -> DeploymentInfo:
+    from workers.adapters.postgres.rows import deployment_from_row  # noqa: PLC0415
+
+    with transaction(engine) as conn:
+        row = (
+            conn.execute(
+                sa.select(deployments).where(
+                    deployments.c.name == DEMO_DEPLOYMENT, deployments.c.lifecycle != "destroyed"
+                )
+            )
+            .mappings()
+            .one()
+        )
+    return deployment_from_row(row)
+
+
+def _deployment_url(engine: sa.Engine, deployment_id: uuid.UUID) -> str | None:
+    with transaction(engine) as conn:
+        row = conn.execute(
+            sa.select(deployments.c.url, deployments.c.lifecycle).where(
+                deployments.c.id == deployment_id
+            )
+        ).one()
+    return row.url if row.lifecycle == "ready" else None
+
+
+def _healthy_routes(engine: sa.Engine, deployment_id: uuid.UUID) -> list[tuple[Any, str, int]]:
+    query = (
+        sa.select(routes.c.id, sessions.c.host, sessions.c.port)
+        .join(sessions, sessions.c.id == routes.c.session_id)
+        .where(routes.c.deployment_id == deployment_id, routes.c.status == RouteStatus.HEALTHY)
+        .order_by(routes.c.created_at)
+    )
+    with transaction(engine) as conn:
+        return [(row.id, row.host, row.port) for row in conn.execute(query)]
+
+
+def _answer(url: str) -> str | None:
+    try:
+        reply = _post(f"{url}/v1/completions", {"prompt": "hello fleet"})
+    except (OSError, ValueError):
+        return None
+    choices = reply.get("choices") or [{}]
+    text = choices[0].get("text")
+    return text if isinstance(text, str) and text.startswith("echo:") else None
+
+
+def _post(url: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body or {}).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        answer: dict[str, Any] = json.load(response)
+    return answer

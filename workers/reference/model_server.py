@@ -1,0 +1,111 @@
+"""A sample model server: `python -m workers.reference.model_server [--port N]`.
+
+GET /health answers 200 (or 503 once told to fail); POST /v1/completions gives a
+deterministic toy completion; GET /metrics is Prometheus text (requests in
+flight, requests served). POST /admin/fail-health and /admin/recover switch the
+health answer, so a demo or a test can make one replica sick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+PORT_VARIABLE = "PORT"  # the session runner says which port to listen on
+
+
+class ModelState:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.healthy = True
+        self.in_flight = 0
+        self.served = 0
+        self.lock = threading.Lock()
+
+    def complete(self, prompt: str) -> dict[str, Any]:
+        with self.lock:
+            self.in_flight += 1
+        try:
+            text = " ".join(reversed(prompt.split())) or "..."
+            return {"model": self.name, "choices": [{"index": 0, "text": f"echo: {text}"}]}
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+                self.served += 1
+
+    def metrics(self) -> str:
+        return (
+            "# TYPE model_requests_in_flight gauge\n"
+            f"model_requests_in_flight {self.in_flight}\n"
+            "# TYPE model_requests_total counter\n"
+            f"model_requests_total {self.served}\n"
+        )
+
+
+def make_server(host: str, port: int, state: ModelState) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), _handler_for(state))
+    server.daemon_threads = True
+    return server
+
+
+def _handler_for(state: ModelState) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: a model server's access log is noise in the demo."""
+
+        def do_GET(self) -> None:  # http.server's naming
+            if self.path == "/health":
+                self._send(200 if state.healthy else 503, {"healthy": state.healthy})
+            elif self.path == "/metrics":
+                self._send(200, state.metrics(), content_type="text/plain; version=0.0.4")
+            else:
+                self._send(404, {"error": f"no GET {self.path}"})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b"{}"
+            if self.path == "/v1/completions":
+                try:
+                    prompt = str(json.loads(raw or b"{}").get("prompt", ""))
+                except (ValueError, AttributeError):
+                    self._send(400, {"error": "body must be a JSON object with 'prompt'"})
+                    return
+                self._send(200, state.complete(prompt))
+            elif self.path in {"/admin/fail-health", "/admin/recover"}:
+                state.healthy = self.path == "/admin/recover"
+                self._send(200, {"healthy": state.healthy})
+            else:
+                self._send(404, {"error": f"no POST {self.path}"})
+
+        def _send(self, status: int, body: Any, content_type: str = "application/json") -> None:
+            payload = (body if isinstance(body, str) else json.dumps(body)).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A sample model server.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get(PORT_VARIABLE, "8000")))
+    parser.add_argument("--name", default=os.environ.get("MODEL_NAME", "echo"))
+    args = parser.parse_args()
+    server = make_server(args.host, args.port, ModelState(args.name))
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""A health prober: `modelfleet prober`.
+
+It probes each route's running session on its deployment's health path and
+uses that deployment's health-check settings: the interval, the timeout, the
+expected status, an initial delay counted from the session's start, and a
+budget of consecutive failures (`max_retries`). It writes readiness through the
+health store's writer in one batch per pass.
+
+A failure never reports a route unhealthy until the budget is spent, so a
+route that has never been healthy is not evicted for one slow answer. Failures
+during the initial delay are not counted. A deployment with no health path is
+ready as soon as its session runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import UUID
+
+import requests
+import sqlalchemy as sa
+
+from workers.adapters.postgres.engine import transaction
+from workers.adapters.postgres.schema import deployments, routes, sessions
+from workers.adapters.redis_health import RedisHealthStore
+from workers.domain import RouteStatus
+
+log = logging.getLogger(__name__)
+
+_PROBED = [s.value for s in (RouteStatus.DEGRADED, RouteStatus.HEALTHY, RouteStatus.UNHEALTHY)]
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    route_id: UUID
+    url: str | None  # None: no health check configured
+    started_at: datetime
+    interval_s: float
+    timeout_s: float
+    initial_delay_s: float
+    max_retries: int
+    expected_status: int
+
+
+@dataclass
+class _Track:
+    next_due_s: float = 0.0
+    failures: int = 0
+
+
+@dataclass
+class HealthProber:
+    engine: sa.Engine
+    health_store: RedisHealthStore
+    workers: int = 16
+    _tracks: dict[UUID, _Track] = field(default_factory=dict)
+    _http: requests.Session = field(default_factory=requests.Session)
+
+    def run_forever(self, interval_s: float = 0.5) -> None:
+        log.info("health prober: started")
+        with ThreadPoolExecutor(self.workers) as pool:
+            while True:
+                try:
+                    self.tick(pool)
+                except Exception:
+                    log.exception("health prober: pass failed; trying again")
+                time.sleep(interval_s)
+
+    def tick(self, pool: ThreadPoolExecutor) -> dict[str, bool]:
+        """Probe the routes that are due; returns the readiness written."""
+        now_s = time.time()
+        targets = self.targets()
+        self._forget_all_but({t.route_id for t in targets})
+        due = [t for t in targets if self._track(t).next_due_s <= now_s]
+        answers = list(pool.map(self._probe, due))
+        readiness: dict[str, bool] = {}
+        for target, ok in zip(due, answers, strict=True):
+            self._track(target).next_due_s = now_s + target.interval_s
+            verdict = self._verdict(target, ok, now_s)
+            if verdict is not None:
+                readiness[str(target.route_id)] = verdict
+        self.health_store.update_readiness(readiness)
+        return readiness
+
+    def targets(self) -> list[ProbeTarget]:
+        query = (
+            sa.select(
+                routes.c.id,
+                sessions.c.host,
+                sessions.c.port,
+                sessions.c.started_at,
+                deployments.c.health_check_path,
+                deployments.c.health_check_interval_s,
+                deployments.c.health_check_timeout_s,
+                deployments.c.health_check_initial_delay_s,
+                deployments.c.health_check_max_retries,
+                deployments.c.health_check_expected_status,
+            )
+            .join(sessions, sessions.c.id == routes.c.session_id)
+            .join(deployments, deployments.c.id == routes.c.deployment_id)
+            .where(
+                routes.c.status.in_(_PROBED),
+                sessions.c.status == "RUNNING",
+                sessions.c.host.is_not(None),
+                sessions.c.port.is_not(None),
+            )
+        )
+        with transaction(self.engine) as conn:
+            return [_target(row) for row in conn.execute(query).mappings()]
+
+    def _probe(self, target: ProbeTarget) -> bool:
+        if target.url is None:
+            return True
+        try:
+            answer = self._http.get(target.url, timeout=target.timeout_s)
+        except requests.RequestException:
+            return False
+        return answer.status_code == target.expected_status
+
+    def _verdict(self, target: ProbeTarget, ok: bool, now_s: float) -> bool | None:
+        """True/False to write, or None to write nothing yet."""
+        track = self._track(target)
+        if ok:
+            track.failures = 0
+            return True
+        if now_s - target.started_at.timestamp() < target.initial_delay_s:
+            return None  # still starting up: failures do not count yet
+        track.failures += 1
+        if track.failures < target.max_retries:
+            return None
+        log.info("route %s: %d failed probes in a row", target.route_id, track.failures)
+        return False
+
+    def _track(self, target: ProbeTarget) -> _Track:
+        return self._tracks.setdefault(target.route_id, _Track())
+
+    def _forget_all_but(self, route_ids: set[UUID]) -> None:
+        for gone in set(self._tracks) - route_ids:
+            del self._tracks[gone]
+
+
+def _target(row: sa.RowMapping) -> ProbeTarget:
+    path = row["health_check_path"]
+    return ProbeTarget(
+        route_id=row["id"],
+        url=None if path is None else f"http://{row['host']}:{row['port']}{path}",
+        started_at=row["started_at"],
+        interval_s=row["health_check_interval_s"],
+        timeout_s=row["health_check_timeout_s"],
+        initial_delay_s=row["health_check_initial_delay_s"],
+        max_retries=max(row["health_check_max_retries"], 1),
+        expected_status=row["health_check_expected_status"],
+    )

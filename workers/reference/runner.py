@@ -1,0 +1,194 @@
+"""A session runner on this machine: `modelfleet runner`.
+
+It honours the `sessions` table contract. It claims PENDING sessions with
+`FOR UPDATE SKIP LOCKED` (several runners never start one session twice) and
+starts each as a local process in its own process group, telling it its port in
+`PORT`. It records host, port, pid and RUNNING, records ERROR when a process
+exits on its own, and stops TERMINATING sessions (SIGTERM, a grace period,
+SIGKILL) before recording TERMINATED.
+
+The processes outlive the runner, so a restarted runner finds them by pid
+instead of starting them again. A session claimed by a runner that died before
+starting it goes back to PENDING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+
+from workers.adapters.postgres.engine import transaction
+from workers.adapters.postgres.schema import sessions
+from workers.reference.model_server import PORT_VARIABLE
+from workers.throwaway_servers import free_port
+
+log = logging.getLogger(__name__)
+
+DEFAULT_COMMAND = "python -m workers.reference.model_server"
+CLAIM_BATCH = 16
+
+
+@dataclass
+class SessionRunner:
+    engine: sa.Engine
+    host: str = "127.0.0.1"
+    grace_s: float = 5.0
+    log_dir: Path | None = None  # each session's output goes to {log_dir}/{session id}.log
+    _children: dict[UUID, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _signalled: dict[UUID, float] = field(default_factory=dict)
+
+    def recover(self) -> None:
+        """After a restart: unstarted claims go back to PENDING; started ones are kept by pid."""
+        with transaction(self.engine) as conn:
+            conn.execute(
+                sessions.update()
+                .where(sessions.c.status == "PREPARING", sessions.c.pid.is_(None))
+                .values(status="PENDING", updated_at=sa.func.now())
+            )
+
+    def tick(self) -> None:
+        self.start_pending()
+        self.reap_exited()
+        self.stop_terminating()
+
+    def run_forever(self, interval_s: float = 0.5) -> None:
+        self.recover()
+        log.info("session runner: started")
+        while True:
+            try:
+                self.tick()
+            except Exception:
+                log.exception("session runner: tick failed; trying again")
+            time.sleep(interval_s)
+
+    def start_pending(self) -> int:
+        claimed = self._claim()
+        for session_id, spec in claimed:
+            self._start(session_id, spec)
+        return len(claimed)
+
+    def reap_exited(self) -> None:
+        """A RUNNING session whose process is gone ended on its own: ERROR."""
+        for session_id, pid in self._sessions_with_pid(("PREPARING", "RUNNING")):
+            if pid is not None and not self._alive(session_id, pid):
+                log.warning("session %s: process %d exited on its own", session_id, pid)
+                self._finish(session_id, "ERROR", expected=("PREPARING", "RUNNING"))
+
+    def stop_terminating(self) -> None:
+        for session_id, pid in self._sessions_with_pid(("TERMINATING",), with_unstarted=True):
+            if pid is None or not self._alive(session_id, pid):
+                self._finish(session_id, "TERMINATED", expected=("TERMINATING",))
+                continue
+            first = self._signalled.setdefault(session_id, time.monotonic())
+            late = time.monotonic() - first > self.grace_s
+            _signal_group(pid, signal.SIGKILL if late else signal.SIGTERM)
+
+    def _claim(self) -> list[tuple[UUID, dict[str, Any]]]:
+        waiting = (
+            sa.select(sessions.c.id)
+            .where(sessions.c.status.in_(["PENDING", "SCHEDULED"]))
+            .order_by(sessions.c.created_at)
+            .limit(CLAIM_BATCH)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        claim = (
+            sessions.update()
+            .where(sessions.c.id.in_(waiting))
+            .values(status="PREPARING", updated_at=sa.func.now())
+            .returning(sessions.c.id, sessions.c.spec)
+        )
+        with transaction(self.engine) as conn:
+            return [(row.id, row.spec) for row in conn.execute(claim)]
+
+    def _start(self, session_id: UUID, spec: dict[str, Any]) -> None:
+        port = free_port()
+        argv = shlex.split(spec.get("startup_command") or DEFAULT_COMMAND)
+        if argv and argv[0] == "python":
+            argv[0] = sys.executable  # the demo's command runs on this interpreter
+        environ = {**os.environ, **spec.get("environ", {}), PORT_VARIABLE: str(port)}
+        output = self._output(session_id)
+        try:
+            child = subprocess.Popen(
+                argv, env=environ, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        except OSError as error:
+            log.warning("session %s: cannot start %s: %s", session_id, argv, error)
+            self._finish(session_id, "ERROR", expected=("PREPARING",))
+            return
+        finally:
+            if output is not subprocess.DEVNULL:
+                output.close()
+        self._children[session_id] = child
+        with transaction(self.engine) as conn:
+            conn.execute(
+                sessions.update()
+                .where(sessions.c.id == session_id)
+                .values(
+                    host=self.host,
+                    port=port,
+                    pid=child.pid,
+                    started_at=sa.func.now(),
+                    updated_at=sa.func.now(),
+                    # Marked for termination while starting: keep that, stop it next pass.
+                    status=sa.case(
+                        (sessions.c.status == "PREPARING", "RUNNING"), else_=sessions.c.status
+                    ),
+                )
+            )
+        log.info("session %s: started pid %d on port %d", session_id, child.pid, port)
+
+    def _output(self, session_id: UUID) -> Any:
+        if self.log_dir is None:
+            return subprocess.DEVNULL
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        return (self.log_dir / f"{session_id}.log").open("ab")
+
+    def _alive(self, session_id: UUID, pid: int) -> bool:
+        child = self._children.get(session_id)
+        if child is not None:
+            return child.poll() is None
+        try:
+            os.kill(pid, 0)  # a process a previous runner started
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def _sessions_with_pid(
+        self, statuses: tuple[str, ...], *, with_unstarted: bool = False
+    ) -> list[tuple[UUID, int | None]]:
+        query = sa.select(sessions.c.id, sessions.c.pid).where(sessions.c.status.in_(statuses))
+        if not with_unstarted:
+            query = query.where(sessions.c.pid.is_not(None))
+        with transaction(self.engine) as conn:
+            return [(row.id, row.pid) for row in conn.execute(query)]
+
+    def _finish(self, session_id: UUID, status: str, *, expected: tuple[str, ...]) -> None:
+        with transaction(self.engine) as conn:
+            conn.execute(
+                sessions.update()
+                .where(sessions.c.id == session_id, sessions.c.status.in_(expected))
+                .values(status=status, terminated_at=sa.func.now(), updated_at=sa.func.now())
+            )
+        self._children.pop(session_id, None)
+        self._signalled.pop(session_id, None)
+        log.info("session %s: %s", session_id, status)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
