@@ -16,7 +16,6 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from workers.reference.processes import Process, celery
 from tests.integration.fake_app_proxy_server import Reply, ScriptedServer, Seen
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.engine import create_database_engine
@@ -25,6 +24,7 @@ from workers.adapters.postgres.phase_store import PostgresPhaseStore
 from workers.adapters.redis_health import RedisHealthStore
 from workers.adapters.redis_keys import RedisKeys
 from workers.config import interval_variable
+from workers.reference.processes import Process, celery
 
 FAST_INTERVAL_S = "0.5"
 APP_PROXY_TOKEN = "e2e-token"

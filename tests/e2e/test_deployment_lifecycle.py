@@ -15,7 +15,6 @@ from uuid import UUID
 import sqlalchemy as sa
 
 from tests.e2e.conftest import APP_PROXY_TOKEN, Stack
-from workers.reference.processes import modelfleet, wait_for
 from tests.factories import make_deployment, make_revision
 from workers.adapters.postgres.schema import (
     deployment_history,
@@ -25,6 +24,7 @@ from workers.adapters.postgres.schema import (
     sessions,
 )
 from workers.domain import HealthCheckConfig, RouteStatus
+from workers.reference.processes import modelfleet, wait_for
 from workers.throwaway_servers import free_port
 
 TIMEOUT_S = 60

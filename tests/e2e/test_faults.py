@@ -9,12 +9,12 @@ from uuid import UUID
 import sqlalchemy as sa
 
 from tests.e2e.conftest import APP_PROXY_TOKEN, Stack
-from workers.reference.processes import celery, wait_for
 from tests.factories import make_deployment, make_route
 from tests.integration.fake_app_proxy_server import Reply
 from workers.adapters.postgres.schema import phase_runs, routes, sessions
 from workers.domain import DeploymentLifecycle, RouteStatus
 from workers.phase_runs import PhaseRun, PhaseRunState
+from workers.reference.processes import celery, wait_for
 
 ITEMS = 200
 

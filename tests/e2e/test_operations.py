@@ -9,9 +9,9 @@ import urllib.error
 import urllib.request
 
 from tests.e2e.conftest import Stack
-from workers.reference.processes import celery, modelfleet, wait_for
 from tests.factories import make_deployment, make_route
 from workers.domain import DeploymentLifecycle
+from workers.reference.processes import celery, modelfleet, wait_for
 from workers.throwaway_servers import free_port
 
 

@@ -160,8 +160,13 @@ class SessionRunner:
         child = self._children.get(session_id)
         if child is not None:
             return child.poll() is None
+        # A process a previous runner started: reap it if it is our child after all
+        # (a runner restarted inside one process), else ask whether the pid lives.
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return False
         try:
-            os.kill(pid, 0)  # a process a previous runner started
+            os.kill(pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:

@@ -1,0 +1,78 @@
+"""The dev app proxy as its own process: registration, token, round robin, and 503."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+import requests
+
+from tests.integration.reference.conftest import SampleServer
+from workers.adapters.redis_discovery import RedisServiceDiscovery
+from workers.adapters.redis_keys import RedisKeys
+from workers.domain import ModelServiceMetadata
+from workers.reference.processes import Process, wait_for
+from workers.throwaway_servers import free_port
+
+TOKEN = "proxy-test-token"
+
+
+@pytest.fixture
+def proxy_url(redis_url: str, redis_keys: RedisKeys, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "MODELFLEET_REDIS_URL": redis_url,
+           "MODELFLEET_REDIS_KEY_PREFIX": redis_keys.prefix}  # fmt: skip
+    argv = [sys.executable, "-m", "workers.cli", "proxy", f"--port={port}", f"--token={TOKEN}"]
+    process = Process("proxy", argv, env, tmp_path)
+    url = f"http://127.0.0.1:{port}"
+
+    def status() -> int:
+        try:
+            return requests.delete(f"{url}/v2/endpoints/{uuid4()}", timeout=1).status_code
+        except requests.RequestException:
+            return 0
+
+    try:
+        wait_for(status, lambda s: s != 0, timeout_s=30, what="the proxy to listen")
+        yield url
+    finally:
+        process.stop()
+
+
+def test_it_registers_with_the_token_and_forwards_round_robin_to_healthy_routes(
+    proxy_url: str, service_discovery: RedisServiceDiscovery,
+    sample_server: Callable[[str], SampleServer],
+) -> None:  # fmt: skip
+    endpoint_id = uuid4()
+    register = f"{proxy_url}/v2/endpoints/{endpoint_id}"
+    assert requests.post(register, json={}, timeout=5).status_code == 403
+    answer = requests.post(register, json={}, headers={"X-BackendAI-Token": TOKEN}, timeout=5)
+    assert answer.status_code == 200
+    url = answer.json()["endpoint"]
+    assert url == f"{proxy_url}/e/{endpoint_id}"
+
+    empty = requests.post(f"{url}/v1/completions", json={"prompt": "x"}, timeout=5)
+    assert empty.status_code == 503
+    assert empty.json() == {"error": f"no healthy replica for endpoint {endpoint_id}"}
+
+    servers = [sample_server("one"), sample_server("two")]
+    service_discovery.sync_model_service_routes(
+        [
+            ModelServiceMetadata(
+                uuid4(), "svc", "127.0.0.1", s.port, labels={"endpoint_id": str(endpoint_id)}
+            )
+            for s in servers
+        ]
+        + [ModelServiceMetadata(uuid4(), "other", "127.0.0.1", 1, labels={"endpoint_id": "x"})]
+    )
+    models = {
+        requests.post(f"{url}/v1/completions", json={"prompt": "a b"}, timeout=5).json()["model"]
+        for _ in range(4)
+    }
+    assert models == {"one", "two"}
+    gone = requests.delete(register, headers={"X-BackendAI-Token": TOKEN}, timeout=5)
+    assert gone.status_code == 204

@@ -1,0 +1,117 @@
+"""The health prober against real sample servers, writing into real Redis."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from tests.factories import make_deployment, make_revision, make_route
+from tests.integration.reference.conftest import SampleServer
+from workers.adapters.postgres.catalog import Catalog
+from workers.adapters.postgres.schema import sessions
+from workers.adapters.redis_health import RedisHealthStore
+from workers.domain import HealthCheckConfig, HealthCheckStatus, RouteStatus, SessionId
+from workers.reference.prober import HealthProber
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(4) as executor:
+        yield executor
+
+
+@pytest.fixture
+def prober(engine: sa.Engine, health_store: RedisHealthStore) -> HealthProber:
+    return HealthProber(engine=engine, health_store=health_store)
+
+
+def _route_on(
+    engine: sa.Engine, catalog: Catalog, port: int, *, initial_delay_s: float = 0.0
+) -> UUID:
+    """A healthy-looking route whose running session listens on `port`."""
+    health = HealthCheckConfig(
+        path="/health", interval_s=0.0, timeout_s=0.5, initial_delay_s=initial_delay_s,
+        max_retries=2,
+    )  # fmt: skip
+    catalog.create_scaling_group(f"sg-{port}")
+    deployment = catalog.create_deployment(
+        make_deployment(
+            resource_group=f"sg-{port}", target_revision=make_revision(health_check=health)
+        )
+    )
+    session_id = SessionId(uuid4())
+    route = make_route(deployment, status=RouteStatus.DEGRADED)
+    catalog.add_routes([route])
+    with engine.begin() as conn:
+        conn.execute(
+            sessions.insert().values(
+                id=session_id,
+                route_id=route.id,
+                name="s",
+                spec={},
+                status="RUNNING",
+                host="127.0.0.1",
+                port=port,
+                started_at=datetime.now(UTC) - timedelta(seconds=1),
+            )
+        )
+        conn.execute(sa.text("UPDATE routes SET session_id = :s WHERE id = :r"),
+                     {"s": session_id, "r": route.id})  # fmt: skip
+    return route.id
+
+
+def _status(store: RedisHealthStore, route_id: UUID) -> HealthCheckStatus | None:
+    found = store.check_route_health_status([str(route_id)]).get(str(route_id))
+    return None if found is None else found.status
+
+
+def test_a_healthy_model_is_reported_ready(
+    prober: HealthProber, pool: ThreadPoolExecutor, engine: sa.Engine, catalog: Catalog,
+    health_store: RedisHealthStore, sample_server: Callable[[str], SampleServer],
+) -> None:  # fmt: skip
+    route_id = _route_on(engine, catalog, sample_server("m").port)
+    assert prober.tick(pool) == {str(route_id): True}
+    assert _status(health_store, route_id) is HealthCheckStatus.HEALTHY
+
+
+def test_a_failing_model_is_unhealthy_only_once_its_budget_is_spent(
+    prober: HealthProber, pool: ThreadPoolExecutor, engine: sa.Engine, catalog: Catalog,
+    health_store: RedisHealthStore, sample_server: Callable[[str], SampleServer],
+) -> None:  # fmt: skip
+    server = sample_server("m")
+    route_id = _route_on(engine, catalog, server.port)
+    requests.post(f"{server.url}/admin/fail-health", timeout=2)
+    assert prober.tick(pool) == {}  # one failure of a budget of two: nothing said yet
+    assert _status(health_store, route_id) is None
+    assert prober.tick(pool) == {str(route_id): False}
+    assert _status(health_store, route_id) is HealthCheckStatus.UNHEALTHY
+    requests.post(f"{server.url}/admin/recover", timeout=2)
+    assert prober.tick(pool) == {str(route_id): True}
+
+
+def test_a_model_slower_than_the_timeout_fails_its_probe(
+    prober: HealthProber, pool: ThreadPoolExecutor, engine: sa.Engine, catalog: Catalog
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        route_id = _route_on(engine, catalog, silent.getsockname()[1])
+        assert prober.tick(pool) == {}
+        assert prober.tick(pool) == {str(route_id): False}
+
+
+def test_failures_during_the_initial_delay_do_not_count(
+    prober: HealthProber, pool: ThreadPoolExecutor, engine: sa.Engine, catalog: Catalog,
+    health_store: RedisHealthStore, sample_server: Callable[[str], SampleServer],
+) -> None:  # fmt: skip
+    server = sample_server("m")
+    route_id = _route_on(engine, catalog, server.port, initial_delay_s=60)
+    requests.post(f"{server.url}/admin/fail-health", timeout=2)
+    for _ in range(5):
+        assert prober.tick(pool) == {}
+    assert _status(health_store, route_id) is None
