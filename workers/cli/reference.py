@@ -17,8 +17,10 @@ from workers.adapters.redis_client import create_redis_client
 from workers.adapters.redis_discovery import RedisServiceDiscovery
 from workers.adapters.redis_health import RedisHealthStore
 from workers.adapters.redis_keys import RedisKeys
+from workers.adapters.redis_metrics import RedisMetricsStore
 from workers.cli.root import CliContext, main
 from workers.reference import dev as dev_system
+from workers.reference.collector import MetricsCollector
 from workers.reference.prober import HealthProber
 from workers.reference.proxy import DevProxy, serve
 from workers.reference.runner import SessionRunner
@@ -54,6 +56,16 @@ def prober(cli: CliContext, interval_s: float) -> None:
     client = create_redis_client(cli.settings.redis_url)
     store = RedisHealthStore(client=client, keys=RedisKeys(cli.settings.redis_key_prefix))
     HealthProber(engine=cli.engine, health_store=store).run_forever(interval_s)
+
+
+@main.command()
+@click.option("--interval-s", type=click.FloatRange(min=0.1), default=2.0, show_default=True)
+@click.pass_obj
+def collector(cli: CliContext, interval_s: float) -> None:
+    """Scrape healthy routes' /metrics into the autoscaling metric keys in Redis."""
+    client = create_redis_client(cli.settings.redis_url)
+    store = RedisMetricsStore(client=client, keys=RedisKeys(cli.settings.redis_key_prefix))
+    MetricsCollector(engine=cli.engine, metrics=store).run_forever(interval_s)
 
 
 @main.command()

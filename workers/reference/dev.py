@@ -2,8 +2,8 @@
 
 Without MODELFLEET_DATABASE_URL / MODELFLEET_REDIS_URL in the environment,
 throwaway PostgreSQL and Redis start from the PyPI wheels. Every piece then
-runs as its own child process: worker, beat, Flower, runner, prober, proxy and
-the service-discovery endpoint. A demo deployment of the sample model is
+runs as its own child process: worker, beat, Flower, runner, prober, metrics
+collector, proxy and the service-discovery endpoint. A demo deployment of the sample model is
 created. Leaving stops every child, every session process and both servers.
 """
 
@@ -160,6 +160,7 @@ def _start_all(system: DevSystem, proxy_port: int, sd_port: int, flower_port: in
     )
     system.start("runner", modelfleet("runner", f"--log-dir={system.folder / 'sessions'}"))
     system.start("prober", modelfleet("prober"))
+    system.start("collector", modelfleet("collector", "--interval-s=1"))
     system.start(
         "proxy",
         modelfleet("proxy", f"--port={proxy_port}", f"--token={DEV_TOKEN}"),

@@ -2,7 +2,8 @@
 
 GET /health answers 200 (or 503 once told to fail); POST /v1/completions gives a
 deterministic toy completion; GET /metrics is Prometheus text (requests in
-flight, requests served). POST /admin/fail-health and /admin/recover switch the
+flight, requests served). MODEL_LATENCY_S makes each completion take that long.
+POST /admin/fail-health and /admin/recover switch the
 health answer, so a demo or a test can make one replica sick.
 """
 
@@ -12,6 +13,7 @@ import argparse
 import json
 import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -19,8 +21,9 @@ PORT_VARIABLE = "PORT"  # the session runner says which port to listen on
 
 
 class ModelState:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, latency_s: float = 0.0) -> None:
         self.name = name
+        self.latency_s = latency_s  # how long a completion takes: lets a demo build up load
         self.healthy = True
         self.in_flight = 0
         self.served = 0
@@ -30,6 +33,7 @@ class ModelState:
         with self.lock:
             self.in_flight += 1
         try:
+            time.sleep(self.latency_s)
             text = " ".join(reversed(prompt.split())) or "..."
             return {"model": self.name, "choices": [{"index": 0, "text": f"echo: {text}"}]}
         finally:
@@ -97,8 +101,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get(PORT_VARIABLE, "8000")))
     parser.add_argument("--name", default=os.environ.get("MODEL_NAME", "echo"))
+    parser.add_argument(
+        "--latency-s", type=float, default=float(os.environ.get("MODEL_LATENCY_S", "0"))
+    )
     args = parser.parse_args()
-    server = make_server(args.host, args.port, ModelState(args.name))
+    server = make_server(args.host, args.port, ModelState(args.name, args.latency_s))
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

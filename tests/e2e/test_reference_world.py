@@ -1,0 +1,188 @@
+"""The whole system with nothing played by the test: runner, prober, collector and proxy
+are the reference processes `modelfleet dev` starts, on the test's own database and Redis."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from workers.adapters.postgres.catalog import Catalog
+from workers.adapters.postgres.schema import deployment_history, deployments, routes, sessions
+from workers.adapters.redis_keys import RedisKeys
+from workers.domain import (
+    AutoScalingRule,
+    Comparator,
+    DeploymentInfo,
+    MetricSource,
+    ModelRevision,
+)
+from workers.reference import dev
+from workers.reference.processes import modelfleet, wait_for
+
+TIMEOUT_S = 90
+
+
+@pytest.fixture
+def system(
+    create_database: Callable[[], str], redis_url: str, redis_keys: RedisKeys
+) -> Iterator[dev.DevSystem]:
+    environ = {
+        **os.environ,
+        "MODELFLEET_DATABASE_URL": create_database(),
+        "MODELFLEET_REDIS_URL": redis_url,
+        "MODELFLEET_REDIS_KEY_PREFIX": redis_keys.prefix,
+    }
+    with dev.running_system(environ) as running:
+        yield running
+
+
+def _query(system: dev.DevSystem, statement: sa.Select[Any]) -> list[sa.Row[Any]]:
+    with system.engine.connect() as conn:
+        return list(conn.execute(statement))
+
+
+def _lifecycle(system: dev.DevSystem, deployment_id: uuid.UUID) -> str:
+    [row] = _query(
+        system, sa.select(deployments.c.lifecycle).where(deployments.c.id == deployment_id)
+    )
+    return str(row[0])
+
+
+def _ask(url: str) -> str | None:
+    try:
+        answer = requests.post(f"{url}/v1/completions", json={"prompt": "to be"}, timeout=5)
+    except requests.RequestException:
+        return None
+    return str(answer.json()["choices"][0]["text"]) if answer.ok else None
+
+
+def _active_count(system: dev.DevSystem, deployment_id: uuid.UUID) -> int:
+    rows = _query(
+        system,
+        sa.select(routes.c.status).where(
+            routes.c.deployment_id == deployment_id,
+            routes.c.status.in_(["provisioning", "degraded", "healthy", "unhealthy"]),
+        ),
+    )
+    return len(rows)
+
+
+def test_SC_DE_INT_001_full_lifecycle_with_only_the_reference_pieces(
+    system: dev.DevSystem,
+) -> None:
+    demo = system.demo()
+    url = wait_for(
+        lambda: dev._deployment_url(system.engine, demo.id) or "",
+        timeout_s=TIMEOUT_S,
+        what="ready with a URL",
+    )
+    assert wait_for(lambda: _ask(url), timeout_s=TIMEOUT_S, what="an answer") == "echo: be to"
+    moves = _query(
+        system,
+        sa.select(deployment_history.c.to_status)
+        .where(deployment_history.c.deployment_id == demo.id)
+        .order_by(deployment_history.c.id),
+    )
+    assert [m[0] for m in moves][:2] == ["scaling", "ready"]
+    pids = [
+        r[0] for r in _query(system, sa.select(sessions.c.pid).where(sessions.c.pid.is_not(None)))
+    ]
+    assert len(pids) == 2
+
+    done = subprocess.run(
+        modelfleet("deployment", "destroy", dev.DEMO_DEPLOYMENT),
+        env=system.env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: _lifecycle(system, demo.id), lambda s: s == "destroyed", timeout_s=TIMEOUT_S,
+             what="destroyed")  # fmt: skip
+    wait_for(
+        lambda: {r[0] for r in _query(system, sa.select(sessions.c.status))},
+        lambda statuses: statuses == {"TERMINATED"},
+        timeout_s=TIMEOUT_S,
+        what="every session stopped by the runner",
+    )
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert _ask(url) is None  # nothing serves the endpoint any more
+
+
+def test_SC_RE_INT_002_an_unhealthy_replica_is_replaced_with_only_the_reference_pieces(
+    system: dev.DevSystem,
+) -> None:
+    timings = dev.smoke(system, TIMEOUT_S, lambda line: None)
+    assert timings["first_answer_s"] < timings["recovered_s"]
+    sick = _query(
+        system,
+        sa.select(routes.c.id, sessions.c.status)
+        .join(sessions, sessions.c.id == routes.c.session_id)
+        .where(routes.c.status == "terminated"),
+    )
+    assert len(sick) == 1
+    wait_for(
+        lambda: _query(
+            system, sa.select(sessions.c.status).where(sessions.c.route_id == sick[0][0])
+        ),
+        lambda rows: rows[0][0] == "TERMINATED",
+        timeout_s=TIMEOUT_S,
+        what="the sick replica's session stopped",
+    )
+
+
+def test_an_autoscaling_rule_scales_1_to_3_under_load_and_back_after_cooldown(
+    system: dev.DevSystem,
+) -> None:
+    system.demo()  # creates the demo group and its app proxy registration
+    catalog = Catalog(engine=system.engine)
+    revision = ModelRevision(
+        image="sample-model",
+        startup_command="python -m workers.reference.model_server",
+        environ={"MODEL_NAME": "busy", "MODEL_LATENCY_S": "0.5"},
+        health_check=dev.DEMO_HEALTH,
+    )
+    busy = catalog.create_deployment(
+        DeploymentInfo(uuid.uuid4(), "busy", dev.DEMO_GROUP, 1, revision)
+    )
+    in_flight = "model_requests_in_flight"
+    catalog.add_autoscaling_rule(busy.id, AutoScalingRule(
+        MetricSource.INFERENCE_FRAMEWORK, in_flight, 2, Comparator.GREATER_THAN_OR_EQUAL, 2,
+        cooldown_s=5, max_replicas=3,
+    ))  # fmt: skip
+    catalog.add_autoscaling_rule(busy.id, AutoScalingRule(
+        MetricSource.INFERENCE_FRAMEWORK, in_flight, 0.5, Comparator.LESS_THAN, -2,
+        cooldown_s=5, min_replicas=1,
+    ))  # fmt: skip
+    url = wait_for(lambda: dev._deployment_url(system.engine, busy.id) or "", timeout_s=TIMEOUT_S,
+                   what="ready")  # fmt: skip
+    wait_for(lambda: _ask(url), timeout_s=TIMEOUT_S, what="an answer")
+
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            _ask(url)
+
+    clients = [threading.Thread(target=load, daemon=True) for _ in range(6)]
+    for client in clients:
+        client.start()
+    try:
+        wait_for(lambda: _active_count(system, busy.id), lambda n: n == 3, timeout_s=TIMEOUT_S,
+                 what="3 replicas under load")  # fmt: skip
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(timeout=10)
+    started = time.monotonic()
+    wait_for(lambda: _active_count(system, busy.id), lambda n: n == 1, timeout_s=TIMEOUT_S,
+             what="back to 1 replica without load")  # fmt: skip
+    assert time.monotonic() - started >= 1  # it did not drop at once: the metric and cooldown

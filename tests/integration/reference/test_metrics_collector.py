@@ -1,0 +1,65 @@
+"""The metrics collector: real sample servers scraped into real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from uuid import uuid4
+
+import requests
+import sqlalchemy as sa
+
+from tests.factories import make_deployment, make_route
+from tests.integration.reference.conftest import SampleServer
+from workers.adapters.postgres.catalog import Catalog
+from workers.adapters.postgres.schema import sessions
+from workers.adapters.redis_metrics import RedisMetricsStore
+from workers.domain import RouteStatus, SessionId
+from workers.reference.collector import MetricsCollector, parse_prometheus_text
+
+
+def test_prometheus_text_keeps_unlabelled_finite_samples() -> None:
+    text = '# HELP x\nup 1\nlat{q="0.5"} 3\nbad NaN\nweird abc\nrequests_total 7 1700000000\n'
+    assert parse_prometheus_text(text) == {"up": 1.0, "requests_total": 7.0}
+
+
+def test_healthy_routes_are_scraped_per_session_and_averaged_per_deployment(
+    engine: sa.Engine,
+    catalog: Catalog,
+    metrics_store: RedisMetricsStore,
+    sample_server: Callable[[str], SampleServer],
+) -> None:
+    catalog.create_scaling_group("sg1")
+    deployment = catalog.create_deployment(make_deployment(replica_count=2))
+    servers = [sample_server("a"), sample_server("b")]
+    for _ in range(4):  # server a has served 4 requests, server b none
+        requests.post(f"{servers[0].url}/v1/completions", json={"prompt": "x"}, timeout=2)
+    session_ids = []
+    for server, status in zip(servers, (RouteStatus.HEALTHY, RouteStatus.HEALTHY), strict=True):
+        route = make_route(deployment, status=status)
+        catalog.add_routes([route])
+        session_ids.append(session_id := SessionId(uuid4()))
+        with engine.begin() as conn:
+            conn.execute(
+                sessions.insert().values(
+                    id=session_id,
+                    route_id=route.id,
+                    name="s",
+                    spec={},
+                    status="RUNNING",
+                    host="127.0.0.1",
+                    port=server.port,
+                )
+            )
+            conn.execute(
+                sa.text("UPDATE routes SET session_id = :s WHERE id = :r"),
+                {"s": session_id, "r": route.id},
+            )
+    collector = MetricsCollector(engine=engine, metrics=metrics_store)
+    with ThreadPoolExecutor(2) as pool:
+        written = collector.tick(pool)
+    assert written[deployment.id]["model_requests_total"] == 2.0  # (4 + 0) / 2 replicas
+    per_deployment, per_session = metrics_store.read([deployment.id], session_ids)
+    assert per_deployment[deployment.id]["model_requests_in_flight"] == 0.0
+    assert per_session[session_ids[0]]["model_requests_total"] == 4.0
+    assert per_session[session_ids[1]]["model_requests_total"] == 0.0
