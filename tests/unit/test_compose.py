@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = ("runner", "prober", "collector", "proxy")
 
 
 def _services() -> dict[str, Any]:
@@ -30,9 +31,10 @@ def test_every_process_is_a_service_built_from_the_repository_dockerfile() -> No
         "beat",
         "flower",
         "service-discovery",
+        *REFERENCE,
     }
     assert (ROOT / "Dockerfile").is_file()
-    for name in ("migrate", "worker", "beat", "flower", "service-discovery"):
+    for name in ("migrate", "worker", "beat", "flower", "service-discovery", *REFERENCE):
         assert services[name]["build"] == "."
 
 
@@ -64,3 +66,10 @@ def test_the_broker_never_evicts_and_flower_asks_for_a_password() -> None:
     services = _services()
     assert "noeviction" in services["redis"]["command"]
     assert "FLOWER_BASIC_AUTH" in services["flower"]["environment"]
+
+
+def test_the_reference_world_is_a_profile_of_modelfleet_commands() -> None:
+    services = _services()
+    for name in REFERENCE:
+        assert services[name]["profiles"] == ["reference"]
+        assert services[name]["command"][:2] == ["modelfleet", name]

@@ -40,11 +40,22 @@ VIEW_REFRESH_S = 1.0
 @click.option(
     "--log-dir", type=click.Path(file_okay=False), help="Keep each session's output here."
 )
+@click.option(
+    "--advertise-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The host recorded for sessions, which others reach them by.",
+)
 @click.pass_obj
-def runner(cli: CliContext, interval_s: float, grace_s: float, log_dir: str | None) -> None:
+def runner(
+    cli: CliContext, interval_s: float, grace_s: float, log_dir: str | None, advertise_host: str
+) -> None:
     """Run sessions as local processes (the `sessions` table contract)."""
     SessionRunner(
-        engine=cli.engine, grace_s=grace_s, log_dir=Path(log_dir) if log_dir else None
+        engine=cli.engine,
+        host=advertise_host,
+        grace_s=grace_s,
+        log_dir=Path(log_dir) if log_dir else None,
     ).run_forever(interval_s)
 
 

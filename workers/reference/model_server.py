@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 PORT_VARIABLE = "PORT"  # the session runner says which port to listen on
+BIND_HOST_VARIABLE = "BIND_HOST"  # ... and, when others reach it by name, on which interface
 
 
 class ModelState:
@@ -98,7 +99,7 @@ def _handler_for(state: ModelState) -> type[BaseHTTPRequestHandler]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="A sample model server.")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default=os.environ.get(BIND_HOST_VARIABLE, "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get(PORT_VARIABLE, "8000")))
     parser.add_argument("--name", default=os.environ.get("MODEL_NAME", "echo"))
     parser.add_argument(

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 
 from workers.adapters.postgres.engine import transaction
 from workers.adapters.postgres.schema import sessions
-from workers.reference.model_server import PORT_VARIABLE
+from workers.reference.model_server import BIND_HOST_VARIABLE, PORT_VARIABLE
 from workers.throwaway_servers import free_port
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ CLAIM_BATCH = 16
 @dataclass
 class SessionRunner:
     engine: sa.Engine
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # the address recorded for others to reach the sessions by
     grace_s: float = 5.0
     log_dir: Path | None = None  # each session's output goes to {log_dir}/{session id}.log
     _children: dict[UUID, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -119,6 +119,8 @@ class SessionRunner:
         if argv and argv[0] == "python":
             argv[0] = sys.executable  # the demo's command runs on this interpreter
         environ = {**os.environ, **spec.get("environ", {}), PORT_VARIABLE: str(port)}
+        if self.host not in {"127.0.0.1", "localhost"}:
+            environ[BIND_HOST_VARIABLE] = "0.0.0.0"  # reached from other hosts
         output = self._output(session_id)
         try:
             child = subprocess.Popen(
