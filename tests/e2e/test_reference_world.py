@@ -195,4 +195,7 @@ def test_an_autoscaling_rule_scales_1_to_3_under_load_and_back_after_cooldown(
         .where(autoscaling_rules.c.deployment_id == busy.id)
         .order_by(autoscaling_rules.c.step_size),
     )
-    assert [(row[0], row[1] is not None) for row in fired] == [(-2, True), (2, True)]
+    assert [(r.step_size, r.last_triggered_at is not None) for r in fired] == [
+        (-2, True),
+        (2, True),
+    ]
