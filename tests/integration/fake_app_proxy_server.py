@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections import deque
@@ -41,11 +42,19 @@ class Script:
         self.replies.extend(replies)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that gave up on a delayed reply is part of the script, not an error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 class ScriptedServer:
     def __init__(self, default: Callable[[Seen], Reply] | None = None) -> None:
         self.script = Script(default=default)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self.script))
-        self._server.daemon_threads = True
+        self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self.script))
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )

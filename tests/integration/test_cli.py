@@ -28,7 +28,7 @@ def run(engine: sa.Engine, redis_url: str) -> Any:
 
 def _json(result: Result) -> Any:
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    return json.loads(result.stdout)  # stdout only: a stray server thread may write to stderr
 
 
 def _fails_with(result: Result, message: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,10 +52,18 @@ class ModelState:
         )
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (a probe that timed out) is routine, not a traceback."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, ConnectionError):
+            super().handle_error(request, client_address)
+
+
 def make_server(host: str, port: int, state: ModelState) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), _handler_for(state))
-    server.daemon_threads = True
-    return server
+    return _Server((host, port), _handler_for(state))
 
 
 def _handler_for(state: ModelState) -> type[BaseHTTPRequestHandler]:
