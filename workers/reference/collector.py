@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections import defaultdict
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from workers.adapters.postgres.engine import transaction
 from workers.adapters.postgres.schema import routes, sessions
 from workers.adapters.redis_metrics import RedisMetricsStore
 from workers.domain import RouteStatus, SessionId
+from workers.reference.loop import repeat
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +46,8 @@ class MetricsCollector:
     _http: requests.Session = field(default_factory=requests.Session)
 
     def run_forever(self, interval_s: float = 2.0) -> None:
-        log.info("metrics collector: started")
         with ThreadPoolExecutor(self.workers) as pool:
-            while True:
-                try:
-                    self.tick(pool)
-                except Exception:
-                    log.exception("metrics collector: pass failed; trying again")
-                time.sleep(interval_s)
+            repeat("metrics collector", lambda: self.tick(pool), interval_s)
 
     def tick(self, pool: ThreadPoolExecutor) -> dict[UUID, dict[str, float]]:
         """Scrape every healthy route once; returns what was written per deployment."""

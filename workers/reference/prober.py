@@ -28,6 +28,7 @@ from workers.adapters.postgres.engine import transaction
 from workers.adapters.postgres.schema import deployments, routes, sessions
 from workers.adapters.redis_health import RedisHealthStore
 from workers.domain import RouteStatus
+from workers.reference.loop import repeat
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +62,8 @@ class HealthProber:
     _http: requests.Session = field(default_factory=requests.Session)
 
     def run_forever(self, interval_s: float = 0.5) -> None:
-        log.info("health prober: started")
         with ThreadPoolExecutor(self.workers) as pool:
-            while True:
-                try:
-                    self.tick(pool)
-                except Exception:
-                    log.exception("health prober: pass failed; trying again")
-                time.sleep(interval_s)
+            repeat("health prober", lambda: self.tick(pool), interval_s)
 
     def tick(self, pool: ThreadPoolExecutor) -> dict[str, bool]:
         """Probe the routes that are due; returns the readiness written."""

@@ -31,6 +31,7 @@ import sqlalchemy as sa
 
 from workers.adapters.postgres.engine import transaction
 from workers.adapters.postgres.schema import sessions
+from workers.reference.loop import repeat
 from workers.reference.model_server import BIND_HOST_VARIABLE, PORT_VARIABLE
 from workers.throwaway_servers import free_port
 
@@ -65,13 +66,7 @@ class SessionRunner:
 
     def run_forever(self, interval_s: float = 0.5) -> None:
         self.recover()
-        log.info("session runner: started")
-        while True:
-            try:
-                self.tick()
-            except Exception:
-                log.exception("session runner: tick failed; trying again")
-            time.sleep(interval_s)
+        repeat("session runner", self.tick, interval_s)
 
     def start_pending(self) -> int:
         claimed = self._claim()

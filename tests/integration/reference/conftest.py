@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
 
 import pytest
+import sqlalchemy as sa
 
+from workers.adapters.postgres.catalog import Catalog
+from workers.adapters.postgres.schema import routes, sessions
+from workers.domain import DeploymentInfo, RouteData, SessionId
 from workers.reference.model_server import ModelState, make_server
 
 
@@ -43,3 +49,26 @@ def sample_server() -> Iterator[Callable[[str], SampleServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+def run_route_on(
+    engine: sa.Engine, catalog: Catalog, deployment: DeploymentInfo, route: RouteData, port: int
+) -> SessionId:
+    """Store `route` with a RUNNING session on 127.0.0.1:`port`, started a second ago."""
+    catalog.add_routes([route])
+    session_id = SessionId(uuid4())
+    with engine.begin() as conn:
+        conn.execute(
+            sessions.insert().values(
+                id=session_id,
+                route_id=route.id,
+                name=f"session-of-{deployment.name}",
+                spec={},
+                status="RUNNING",
+                host="127.0.0.1",
+                port=port,
+                started_at=datetime.now(UTC) - timedelta(seconds=1),
+            )
+        )
+        conn.execute(routes.update().where(routes.c.id == route.id).values(session_id=session_id))
+    return session_id

@@ -5,19 +5,17 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
 import requests
 import sqlalchemy as sa
 
 from tests.factories import make_deployment, make_revision, make_route
-from tests.integration.reference.conftest import SampleServer
+from tests.integration.reference.conftest import SampleServer, run_route_on
 from workers.adapters.postgres.catalog import Catalog
-from workers.adapters.postgres.schema import sessions
 from workers.adapters.redis_health import RedisHealthStore
-from workers.domain import HealthCheckConfig, HealthCheckStatus, RouteStatus, SessionId
+from workers.domain import HealthCheckConfig, HealthCheckStatus, RouteStatus
 from workers.reference.prober import HealthProber
 
 
@@ -46,24 +44,8 @@ def _route_on(
             resource_group=f"sg-{port}", target_revision=make_revision(health_check=health)
         )
     )
-    session_id = SessionId(uuid4())
     route = make_route(deployment, status=RouteStatus.DEGRADED)
-    catalog.add_routes([route])
-    with engine.begin() as conn:
-        conn.execute(
-            sessions.insert().values(
-                id=session_id,
-                route_id=route.id,
-                name="s",
-                spec={},
-                status="RUNNING",
-                host="127.0.0.1",
-                port=port,
-                started_at=datetime.now(UTC) - timedelta(seconds=1),
-            )
-        )
-        conn.execute(sa.text("UPDATE routes SET session_id = :s WHERE id = :r"),
-                     {"s": session_id, "r": route.id})  # fmt: skip
+    run_route_on(engine, catalog, deployment, route, port)
     return route.id
 
 

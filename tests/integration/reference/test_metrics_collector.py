@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from uuid import uuid4
 
 import requests
 import sqlalchemy as sa
 
 from tests.factories import make_deployment, make_route
-from tests.integration.reference.conftest import SampleServer
+from tests.integration.reference.conftest import SampleServer, run_route_on
 from workers.adapters.postgres.catalog import Catalog
-from workers.adapters.postgres.schema import sessions
 from workers.adapters.redis_metrics import RedisMetricsStore
-from workers.domain import RouteStatus, SessionId
+from workers.domain import RouteStatus
 from workers.reference.collector import MetricsCollector, parse_prometheus_text
+
+HEALTHY = RouteStatus.HEALTHY
 
 
 def test_prometheus_text_keeps_unlabelled_finite_samples() -> None:
@@ -34,27 +34,10 @@ def test_healthy_routes_are_scraped_per_session_and_averaged_per_deployment(
     servers = [sample_server("a"), sample_server("b")]
     for _ in range(4):  # server a has served 4 requests, server b none
         requests.post(f"{servers[0].url}/v1/completions", json={"prompt": "x"}, timeout=2)
-    session_ids = []
-    for server, status in zip(servers, (RouteStatus.HEALTHY, RouteStatus.HEALTHY), strict=True):
-        route = make_route(deployment, status=status)
-        catalog.add_routes([route])
-        session_ids.append(session_id := SessionId(uuid4()))
-        with engine.begin() as conn:
-            conn.execute(
-                sessions.insert().values(
-                    id=session_id,
-                    route_id=route.id,
-                    name="s",
-                    spec={},
-                    status="RUNNING",
-                    host="127.0.0.1",
-                    port=server.port,
-                )
-            )
-            conn.execute(
-                sa.text("UPDATE routes SET session_id = :s WHERE id = :r"),
-                {"s": session_id, "r": route.id},
-            )
+    session_ids = [
+        run_route_on(engine, catalog, deployment, make_route(deployment, status=HEALTHY), s.port)
+        for s in servers
+    ]
     collector = MetricsCollector(engine=engine, metrics=metrics_store)
     with ThreadPoolExecutor(2) as pool:
         written = collector.tick(pool)
