@@ -7,7 +7,7 @@ of DESIGN.md's phase table it implements. `tasks.runs` does everything else
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from uuid import UUID
@@ -27,10 +27,12 @@ from workers.domain import (
     StatusTransition,
 )
 from workers.phase_runs import (
+    Entry,
     Outcome,
-    deployment_outcomes,
+    deployment_entries,
     deployment_result,
-    route_outcomes,
+    outcomes_of,
+    route_entries,
     route_result,
 )
 
@@ -67,33 +69,22 @@ class EntityKind:
     name: str
     all_statuses: frozenset[Any]
     load: Callable[..., Sequence[Any]]  # (store, statuses, ids, conn=) -> entities
-    outcomes: Callable[[Any], list[Outcome]]  # executor result -> outcome records
+    entries: Callable[[Any], list[Entry]]  # seed result -> (bucket, entity, error) per entity
     result: Callable[[list[Outcome], Mapping[UUID, Any]], Any]  # records -> seed result
     status_of: Callable[[Any], Any]
     retries_of: Callable[[Any], int]
     apply: Callable[..., list[UUID]]  # (store, transitions, conn=) -> applied ids
 
-    def buckets(self, result: Any) -> Iterator[tuple[OutcomeBucket, Any, Any]]:
-        """(bucket, entity, error record or None) for every entity in a seed result."""
-        for entity in result.successes:
-            yield OutcomeBucket.SUCCESS, entity, None
-        for error in result.errors:
-            yield OutcomeBucket.ERROR, _entity_of(error), error
-        for entity in getattr(result, "stale", ()):
-            yield OutcomeBucket.STALE, entity, None
-        for entity in getattr(result, "skipped", ()):
-            yield OutcomeBucket.SKIPPED, entity, None
-
-
-def _entity_of(error: Any) -> Any:
-    return error.route_info if hasattr(error, "route_info") else error.deployment_info
+    def outcomes(self, result: Any) -> list[Outcome]:
+        """The compact records a header task returns for an executor's result."""
+        return outcomes_of(self.entries(result))
 
 
 ROUTES = EntityKind(
     name="route",
     all_statuses=frozenset(RouteStatus),
     load=PostgresPhaseStore.load_routes,
-    outcomes=route_outcomes,
+    entries=route_entries,
     result=route_result,
     status_of=lambda route: route.status,
     retries_of=lambda route: 0,
@@ -104,7 +95,7 @@ DEPLOYMENTS = EntityKind(
     name="deployment",
     all_statuses=frozenset(DeploymentLifecycle),
     load=PostgresPhaseStore.load_deployments,
-    outcomes=deployment_outcomes,
+    entries=deployment_entries,
     result=deployment_result,
     status_of=lambda deployment: deployment.lifecycle,
     retries_of=lambda deployment: deployment.retry_count,
@@ -151,7 +142,7 @@ class Phase:
     def transitions(self, result: Result) -> list[StatusTransition[Any]]:
         """The phase table's transitions for a rebuilt result, guarded by the target statuses."""
         changes = []
-        for bucket, entity, error in self.kind.buckets(result):
+        for bucket, entity, error in self.kind.entries(result):
             change = self._transition(bucket, entity, error)
             if change is not None:
                 changes.append(change)

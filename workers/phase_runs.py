@@ -115,19 +115,33 @@ def error_samples(outcomes: Iterable[Outcome]) -> list[dict[str, Any]]:
     return [record for record, _ in zip(errors, range(ERROR_SAMPLE_SIZE), strict=False)]
 
 
-def route_outcomes(result: RouteExecutionResult) -> list[Outcome]:
+# (bucket, entity, its error record or None): a seed result flattened, one entry per entity.
+Entry = tuple[OutcomeBucket, Any, Any]
+
+
+def route_entries(result: RouteExecutionResult) -> list[Entry]:
     return [
-        *(Outcome(route.id, OutcomeBucket.SUCCESS) for route in result.successes),
-        *(_route_error_outcome(error) for error in result.errors),
-        *(Outcome(route.id, OutcomeBucket.STALE) for route in result.stale),
+        *((OutcomeBucket.SUCCESS, route, None) for route in result.successes),
+        *((OutcomeBucket.ERROR, error.route_info, error) for error in result.errors),
+        *((OutcomeBucket.STALE, route, None) for route in result.stale),
     ]
 
 
-def deployment_outcomes(result: DeploymentExecutionResult) -> list[Outcome]:
+def deployment_entries(result: DeploymentExecutionResult) -> list[Entry]:
     return [
-        *(Outcome(d.id, OutcomeBucket.SUCCESS) for d in result.successes),
-        *(_deployment_error_outcome(error) for error in result.errors),
-        *(Outcome(d.id, OutcomeBucket.SKIPPED) for d in result.skipped),
+        *((OutcomeBucket.SUCCESS, d, None) for d in result.successes),
+        *((OutcomeBucket.ERROR, error.deployment_info, error) for error in result.errors),
+        *((OutcomeBucket.SKIPPED, d, None) for d in result.skipped),
+    ]
+
+
+def outcomes_of(entries: Iterable[Entry]) -> list[Outcome]:
+    """Outcome records for a flattened seed result."""
+    return [
+        Outcome(entity.id, bucket)
+        if error is None
+        else Outcome(entity.id, bucket, error.reason, error.error_detail, error.error_code)
+        for bucket, entity, error in entries
     ]
 
 
@@ -171,23 +185,3 @@ def deployment_result(
         elif outcome.bucket is OutcomeBucket.SKIPPED:
             result.skipped.append(deployment)
     return result
-
-
-def _route_error_outcome(error: RouteExecutionError) -> Outcome:
-    return Outcome(
-        error.route_info.id,
-        OutcomeBucket.ERROR,
-        error.reason,
-        error.error_detail,
-        error.error_code,
-    )
-
-
-def _deployment_error_outcome(error: DeploymentExecutionError) -> Outcome:
-    return Outcome(
-        error.deployment_info.id,
-        OutcomeBucket.ERROR,
-        error.reason,
-        error.error_detail,
-        error.error_code,
-    )

@@ -1,0 +1,74 @@
+"""Outcome records: what header tasks return and store, and the seed results rebuilt from them."""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+from tests.factories import make_deployment, make_route
+from workers.domain import (
+    DeploymentExecutionError,
+    DeploymentExecutionResult,
+    OutcomeBucket,
+    RouteExecutionError,
+    RouteExecutionResult,
+)
+from workers.phase_runs import (
+    ERROR_SAMPLE_SIZE,
+    Outcome,
+    OutcomeCounts,
+    deployment_entries,
+    deployment_result,
+    error_samples,
+    outcomes_of,
+    route_entries,
+    route_result,
+)
+
+
+def test_an_outcome_survives_json_and_only_errors_carry_their_reason() -> None:
+    failed = Outcome(uuid4(), OutcomeBucket.ERROR, "Boom", "it broke", "code")
+    assert Outcome.from_json(failed.to_json()) == failed
+    fine = Outcome(uuid4(), OutcomeBucket.SUCCESS)
+    assert fine.to_json() == {"id": str(fine.id), "bucket": "success"}
+    assert Outcome.from_json(fine.to_json()) == fine
+
+
+def test_counts_per_bucket_and_the_items_without_an_outcome() -> None:
+    outcomes = [
+        Outcome(uuid4(), OutcomeBucket.SUCCESS),
+        Outcome(uuid4(), OutcomeBucket.SUCCESS),
+        Outcome(uuid4(), OutcomeBucket.STALE),
+    ]
+    assert OutcomeCounts.of(outcomes, item_count=5) == OutcomeCounts(success=2, stale=1, missing=2)
+    assert OutcomeCounts.of(outcomes, item_count=3).missing == 0
+
+
+def test_error_samples_keep_the_first_errors_only() -> None:
+    errors = [Outcome(uuid4(), OutcomeBucket.ERROR, "r", "d") for _ in range(30)]
+    samples = error_samples([Outcome(uuid4(), OutcomeBucket.SUCCESS), *errors])
+    assert len(samples) == ERROR_SAMPLE_SIZE
+    assert samples[0]["id"] == str(errors[0].id)
+
+
+def test_a_route_result_round_trips_through_outcome_records() -> None:
+    ok, sick, stale = (make_route() for _ in range(3))
+    result = RouteExecutionResult(
+        successes=[ok],
+        errors=[RouteExecutionError(sick, "RouteUnhealthy", "failed its probe", "route_unhealthy")],
+        stale=[stale],
+    )
+    records = outcomes_of(route_entries(result))
+    rebuilt = route_result(records, {r.id: r for r in (ok, sick, stale)})
+    assert rebuilt == result
+
+
+def test_a_deployment_result_round_trips_and_unknown_ids_are_left_out() -> None:
+    ok, failed, skipped = (make_deployment() for _ in range(3))
+    result = DeploymentExecutionResult(
+        successes=[ok],
+        errors=[DeploymentExecutionError(failed, "Failed", "HTTP 500", "app_proxy_failed")],
+        skipped=[skipped],
+    )
+    records = outcomes_of(deployment_entries(result))
+    rebuilt = deployment_result(records, {d.id: d for d in (ok, failed)})
+    assert rebuilt == DeploymentExecutionResult(successes=[ok], errors=result.errors)
