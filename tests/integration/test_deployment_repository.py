@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 import sqlalchemy as sa
@@ -14,7 +14,7 @@ from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.deployment_repository import PostgresDeploymentRepository
 from workers.adapters.postgres.engine import create_database_engine
 from workers.adapters.postgres.scheduler import SessionTableScheduler
-from workers.adapters.postgres.schema import routes
+from workers.adapters.postgres.schema import route_history, routes
 from workers.adapters.redis_metrics import RedisMetricsStore
 from workers.domain import (
     DeploymentInfo,
@@ -195,6 +195,10 @@ def test_scale_routes_inserts_and_retires_in_one_go(
     assert {r.status for r in active} == {RouteStatus.PROVISIONING}
     assert _route_status(engine, retired.id) == ("terminating", 0.0)
     assert _route_status(engine, finished.id) == ("terminated", 1.0)
+    assert _history(engine, retired.id) == [
+        ("deployments.scale", "provisioning", "terminating", "scaled in")
+    ]
+    assert _history(engine, finished.id) == []
 
 
 def test_scale_routes_is_all_or_nothing(
@@ -223,6 +227,20 @@ def test_mark_terminating_leaves_finished_routes_alone(
     repository.mark_terminating_route_status_bulk({healthy.id, failed.id})
     assert _route_status(engine, healthy.id)[0] == "terminating"
     assert _route_status(engine, failed.id)[0] == "failed_to_start"
+    assert _history(engine, healthy.id) == [
+        ("deployments.destroy", "healthy", "terminating", "its deployment is being destroyed")
+    ]
+
+
+def _history(engine: sa.Engine, route_id: UUID) -> list[tuple[str, str, str, str]]:
+    columns = (route_history.c.phase, route_history.c.from_status, route_history.c.to_status)
+    query = (
+        sa.select(*columns, route_history.c.message)
+        .where(route_history.c.route_id == route_id)
+        .order_by(route_history.c.id)
+    )
+    with engine.connect() as conn:
+        return [(r.phase, r.from_status, r.to_status, r.message) for r in conn.execute(query)]
 
 
 def test_desired_replicas_are_saved(

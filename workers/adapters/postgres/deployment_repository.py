@@ -34,6 +34,7 @@ from workers.adapters.postgres.schema import (
     scaling_groups,
     sessions,
 )
+from workers.adapters.postgres.transitions import apply_route_transitions
 from workers.adapters.redis_metrics import RedisMetricsStore
 from workers.autoscaling import decide_replicas
 from workers.domain import (
@@ -43,11 +44,13 @@ from workers.domain import (
     CleanupConfig,
     DeploymentContext,
     DeploymentInfo,
+    OutcomeBucket,
     RouteBatchUpdater,
     RouteCreator,
     RouteData,
     RouteDiscoveryData,
     RouteStatus,
+    RouteTransition,
     ScalingGroupProxyTarget,
     SessionId,
     SessionStatus,
@@ -240,15 +243,12 @@ class PostgresDeploymentRepository:
                     ],
                 )
             if updater is not None and updater.route_ids:
-                conn.execute(
-                    routes.update()
-                    .where(any_of(routes.c.id, updater.route_ids), routes.c.status.in_(_ACTIVE))
-                    .values(
-                        status=updater.status.value,
-                        traffic_ratio=updater.traffic_ratio,
-                        traffic_status="inactive",
-                        status_changed_at=sa.func.now(),
-                    )
+                _take_out_of_service(
+                    conn,
+                    updater.route_ids,
+                    updater.status,
+                    updater.traffic_ratio,
+                    SCALE_IN,
                 )
 
     def fetch_auto_scaling_rules_by_endpoint_ids(
@@ -345,16 +345,41 @@ class PostgresDeploymentRepository:
         if not route_ids:
             return
         with transaction(self._engine) as conn:
-            conn.execute(
-                routes.update()
-                .where(any_of(routes.c.id, route_ids), routes.c.status.in_(_ACTIVE))
-                .values(
-                    status=RouteStatus.TERMINATING.value,
-                    traffic_ratio=0.0,
-                    traffic_status="inactive",
-                    status_changed_at=sa.func.now(),
-                )
-            )
+            _take_out_of_service(conn, route_ids, RouteStatus.TERMINATING, 0.0, DESTROY)
+
+
+# Why a route left service, as its history row says (the phases that call these methods).
+SCALE_IN = ("deployments.scale", "scaled in")
+DESTROY = ("deployments.destroy", "its deployment is being destroyed")
+
+
+def _take_out_of_service(
+    conn: sa.Connection,
+    route_ids: Collection[UUID],
+    status: RouteStatus,
+    traffic_ratio: float,
+    why: tuple[str, str],
+) -> None:
+    """Active routes move to `status` with a history row and stop taking traffic."""
+    phase, message = why
+    changes = [
+        RouteTransition(
+            entity_id=route_id,
+            expected=ACTIVE_ROUTE_STATUSES,
+            to_status=status,
+            phase=phase,
+            result=OutcomeBucket.SUCCESS,
+            message=message,
+        )
+        for route_id in route_ids
+    ]
+    applied = apply_route_transitions(conn, changes)
+    if applied:
+        conn.execute(
+            routes.update()
+            .where(any_of(routes.c.id, applied))
+            .values(traffic_ratio=traffic_ratio, traffic_status="inactive")
+        )
 
 
 def _active_routes(
