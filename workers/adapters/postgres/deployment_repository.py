@@ -34,7 +34,7 @@ from workers.adapters.postgres.schema import (
     scaling_groups,
     sessions,
 )
-from workers.adapters.postgres.transitions import apply_route_transitions
+from workers.adapters.postgres.transitions import take_out_of_service
 from workers.adapters.redis_metrics import RedisMetricsStore
 from workers.autoscaling import decide_replicas
 from workers.domain import (
@@ -44,13 +44,11 @@ from workers.domain import (
     CleanupConfig,
     DeploymentContext,
     DeploymentInfo,
-    OutcomeBucket,
     RouteBatchUpdater,
     RouteCreator,
     RouteData,
     RouteDiscoveryData,
     RouteStatus,
-    RouteTransition,
     ScalingGroupProxyTarget,
     SessionId,
     SessionStatus,
@@ -243,7 +241,7 @@ class PostgresDeploymentRepository:
                     ],
                 )
             if updater is not None and updater.route_ids:
-                _take_out_of_service(
+                take_out_of_service(
                     conn,
                     updater.route_ids,
                     updater.status,
@@ -345,41 +343,12 @@ class PostgresDeploymentRepository:
         if not route_ids:
             return
         with transaction(self._engine) as conn:
-            _take_out_of_service(conn, route_ids, RouteStatus.TERMINATING, 0.0, DESTROY)
+            take_out_of_service(conn, route_ids, RouteStatus.TERMINATING, 0.0, DESTROY)
 
 
 # Why a route left service, as its history row says (the phases that call these methods).
 SCALE_IN = ("deployments.scale", "scaled in")
 DESTROY = ("deployments.destroy", "its deployment is being destroyed")
-
-
-def _take_out_of_service(
-    conn: sa.Connection,
-    route_ids: Collection[UUID],
-    status: RouteStatus,
-    traffic_ratio: float,
-    why: tuple[str, str],
-) -> None:
-    """Active routes move to `status` with a history row and stop taking traffic."""
-    phase, message = why
-    changes = [
-        RouteTransition(
-            entity_id=route_id,
-            expected=ACTIVE_ROUTE_STATUSES,
-            to_status=status,
-            phase=phase,
-            result=OutcomeBucket.SUCCESS,
-            message=message,
-        )
-        for route_id in route_ids
-    ]
-    applied = apply_route_transitions(conn, changes)
-    if applied:
-        conn.execute(
-            routes.update()
-            .where(any_of(routes.c.id, applied))
-            .values(traffic_ratio=traffic_ratio, traffic_status="inactive")
-        )
 
 
 def _active_routes(

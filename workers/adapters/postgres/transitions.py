@@ -5,12 +5,13 @@ expects (the phase loaded it there; another run may have moved it since).
 Rows are locked first, so the guard, the change and the history row agree.
 A repeat of the latest history row (same phase, result, error code and
 to-status) bumps its `attempts` instead of adding a row. Five statements per
-batch, whatever its size.
+batch, whatever its size. `take_out_of_service` is the same path for routes that
+scale-in or destroy stop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -22,9 +23,11 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from workers.adapters.postgres.bulk import any_of, unnest_rows
 from workers.adapters.postgres.schema import deployment_history, deployments, route_history, routes
 from workers.domain import (
+    ACTIVE_ROUTE_STATUSES,
     DeploymentLifecycle,
     DeploymentTransition,
     OutcomeBucket,
+    RouteStatus,
     RouteTransition,
     StatusTransition,
 )
@@ -244,3 +247,32 @@ def _insert_history(
     )
     columns = [entity.name, "phase", "from_status", "to_status", "result", "error_code", "message"]
     conn.execute(history.insert().from_select(columns, sa.select(*v.c)))
+
+
+def take_out_of_service(
+    conn: sa.Connection,
+    route_ids: Collection[UUID],
+    status: RouteStatus,
+    traffic_ratio: float,
+    why: tuple[str, str],
+) -> None:
+    """Active routes move to `status` with a history row and stop taking traffic."""
+    phase, message = why
+    changes = [
+        RouteTransition(
+            entity_id=route_id,
+            expected=ACTIVE_ROUTE_STATUSES,
+            to_status=status,
+            phase=phase,
+            result=OutcomeBucket.SUCCESS,
+            message=message,
+        )
+        for route_id in route_ids
+    ]
+    applied = apply_route_transitions(conn, changes)
+    if applied:
+        conn.execute(
+            routes.update()
+            .where(any_of(routes.c.id, applied))
+            .values(traffic_ratio=traffic_ratio, traffic_status="inactive")
+        )
