@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -103,6 +105,8 @@ def proxy(cli: CliContext, host: str, port: int, token: str, public_url: str | N
 @click.option("--timeout-s", type=click.FloatRange(min=10), default=180.0, show_default=True)
 def dev(smoke: bool, timeout_s: float) -> None:
     """The whole system on this machine, with a demo deployment of the sample model."""
+    # SIGTERM unwinds like Ctrl-C, so every child and server is stopped either way.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     with dev_system.running_system() as system:
         if smoke:
             try:

@@ -83,16 +83,20 @@ def running_system(environ: Mapping[str, str] = os.environ) -> Iterator[DevSyste
     """Servers (configured or throwaway), migration, and every process; all stopped on exit.
 
     The folder with every process's log is removed afterwards, unless leaving
-    raised (a failed smoke run): then it is kept and named for the operator.
+    raised an error (a failed smoke run): then it is kept and named for the operator.
     """
     folder = Path(tempfile.mkdtemp(prefix="modelfleet-dev-"))
+    failed = False
     try:
         with _system_in(folder, environ) as system:
             yield system
-    except BaseException:
+    except Exception:
+        failed = True
         log.error("logs of every process are kept in %s", folder)
         raise
-    shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        if not failed:  # a normal end, Ctrl-C or SIGTERM: nothing is left behind
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager

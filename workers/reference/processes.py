@@ -84,3 +84,18 @@ def wait_for(
             return last
         time.sleep(POLL_INTERVAL_S)
     raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}; last seen: {last!r}")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc to ask: the signal check is all there is
+    return state != "Z"

@@ -33,6 +33,7 @@ from workers.adapters.postgres.engine import transaction
 from workers.adapters.postgres.schema import sessions
 from workers.reference.loop import repeat
 from workers.reference.model_server import BIND_HOST_VARIABLE, PORT_VARIABLE
+from workers.reference.processes import process_alive
 from workers.throwaway_servers import free_port
 
 log = logging.getLogger(__name__)
@@ -162,13 +163,7 @@ class SessionRunner:
         with contextlib.suppress(ChildProcessError):
             if os.waitpid(pid, os.WNOHANG)[0] == pid:
                 return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return process_alive(pid)
 
     def _sessions_with_pid(
         self, statuses: tuple[str, ...], *, with_unstarted: bool = False

@@ -19,7 +19,7 @@ from workers.adapters.postgres.scheduler import SessionTableScheduler
 from workers.adapters.postgres.schema import sessions
 from workers.domain import SessionId
 from workers.executors.payloads import session_spec
-from workers.reference.processes import wait_for
+from workers.reference.processes import process_alive, wait_for
 from workers.reference.runner import SessionRunner
 
 T = TypeVar("T")
@@ -55,14 +55,6 @@ def _after_ticks(runners: list[SessionRunner], read: Callable[[], T]) -> T:
     return read()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _health(row: sa.RowMapping) -> int:
     try:
         return requests.get(f"http://{row['host']}:{row['port']}/health", timeout=1).status_code
@@ -86,7 +78,7 @@ def test_a_pending_session_runs_and_is_terminated_with_its_process(
         timeout_s=20,
         what="TERMINATED",
     )
-    assert not _alive(row["pid"])
+    assert not process_alive(row["pid"])
 
 
 def test_a_process_that_exits_on_its_own_is_an_error(
@@ -130,7 +122,7 @@ def test_a_restarted_runner_neither_orphans_nor_starts_again(
         timeout_s=20,
         what="both terminated by the new runner",
     )
-    assert not _alive(pid)
+    assert not process_alive(pid)
 
 
 # Two runners in one test process share its children: one may reap a process the
