@@ -24,7 +24,7 @@ from workers.adapters.postgres.phase_store import PostgresPhaseStore
 from workers.adapters.redis_health import RedisHealthStore
 from workers.adapters.redis_keys import RedisKeys
 from workers.config import interval_variable
-from workers.reference.processes import Process, celery
+from workers.reference.processes import Process, celery, wait_for
 
 FAST_INTERVAL_S = "0.5"
 APP_PROXY_TOKEN = "e2e-token"
@@ -66,6 +66,7 @@ class Stack:
         return process
 
     def worker(self, name: str = "worker", concurrency: int = 2, **env: str) -> Process:
+        """A worker, started; see `ready_worker` to wait until it consumes."""
         return self.start(
             name,
             celery(
@@ -79,6 +80,17 @@ class Stack:
             ),
             **env,
         )
+
+    def ready_worker(self, name: str = "worker", **env: str) -> Process:
+        """A worker that has connected and consumes (its log says `ready.`)."""
+        process = self.worker(name, concurrency=2, **env)
+        wait_for(
+            lambda: process.log_path.read_text(errors="replace"),
+            lambda log: " ready." in log,
+            timeout_s=60,
+            what=f"{name} to be ready",
+        )
+        return process
 
     def beat(self, name: str = "beat") -> Process:
         schedule = self.log_dir / f"{name}-schedule"

@@ -21,7 +21,7 @@ def test_phase_run_waits_for_the_run_and_prints_its_outcomes(stack: Stack) -> No
         make_deployment(resource_group="rg", lifecycle=DeploymentLifecycle.READY, replica_count=2)
     )
     stack.catalog.add_routes([make_route(deployment) for _ in range(2)])
-    stack.worker()
+    stack.ready_worker()
     done = subprocess.run(
         modelfleet("phase", "run", "routes.provision", "--wait", "--json"),
         env=stack.env,

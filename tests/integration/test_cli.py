@@ -190,3 +190,17 @@ def test_a_store_that_cannot_be_reached_is_one_line_and_exit_1() -> None:
     [line] = result.output.strip().splitlines()
     assert line.startswith("Error: deployment list failed: database unavailable:")
     assert "pw" not in line
+
+
+def test_phase_run_wait_says_at_once_when_no_worker_is_running(
+    run: Any, redis_url: str, redis_keys: Any
+) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["phase", "run", "routes.provision", "--wait"],
+        env={"MODELFLEET_BROKER_URL": redis_url, "MODELFLEET_REDIS_KEY_PREFIX": redis_keys.prefix},
+    )
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "Error: no Celery worker answered; start one with `celery -A workers worker`"
+    )

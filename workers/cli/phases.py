@@ -19,6 +19,7 @@ from workers.cli.root import CliContext, main, reported_failures
 from workers.phase_runs import PhaseRun, PhaseRunState
 
 POLL_INTERVAL_S = 0.2
+WORKER_PING_S = 2.0  # how long `phase run --wait` waits for some worker to answer a ping
 RUN_COLUMNS = [
     "id",
     "phase",
@@ -51,6 +52,10 @@ def run(cli: CliContext, name: str, wait: bool, timeout_s: float, as_json: bool)
     """Start a run of NAME on the workers (as beat would), now."""
     sender = ModelfleetCelery(settings=cli.settings)
     with reported_failures(f"phase run {name}"):
+        if wait and not sender.control.ping(timeout=WORKER_PING_S):
+            raise click.ClickException(
+                "no Celery worker answered; start one with `celery -A workers worker`"
+            )
         sent = sender.send_task(name)
         if not wait:
             click.echo(f"{name}: queued as task {sent.id}")
