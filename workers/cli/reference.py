@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -43,6 +44,12 @@ VIEW_REFRESH_S = 1.0
     "--log-dir", type=click.Path(file_okay=False), help="Keep each session's output here."
 )
 @click.option(
+    "--name",
+    default=socket.gethostname(),
+    show_default="this host's name",
+    help="This runner's name; it looks after the sessions it claimed under it.",
+)
+@click.option(
     "--advertise-host",
     default="127.0.0.1",
     show_default=True,
@@ -50,11 +57,17 @@ VIEW_REFRESH_S = 1.0
 )
 @click.pass_obj
 def runner(
-    cli: CliContext, interval_s: float, grace_s: float, log_dir: str | None, advertise_host: str
+    cli: CliContext,
+    interval_s: float,
+    grace_s: float,
+    log_dir: str | None,
+    name: str,
+    advertise_host: str,
 ) -> None:
     """Run sessions as local processes (the `sessions` table contract)."""
     SessionRunner(
         engine=cli.engine,
+        name=name,
         host=advertise_host,
         grace_s=grace_s,
         log_dir=Path(log_dir) if log_dir else None,

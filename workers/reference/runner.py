@@ -7,9 +7,11 @@ starts each as a local process in its own process group, telling it its port in
 exits on its own, and stops TERMINATING sessions (SIGTERM, a grace period,
 SIGKILL) before recording TERMINATED.
 
-The processes outlive the runner, so a restarted runner finds them by pid
-instead of starting them again. A session claimed by a runner that died before
-starting it goes back to PENDING.
+Each runner has a name (the host's, by default) written on the sessions it
+claims, and it looks after those only: pids mean something on one host alone.
+The processes outlive the runner, so a restarted runner of the same name finds
+them by pid instead of starting them again; a session it claimed but had not
+started yet goes back to PENDING.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -45,6 +48,7 @@ CLAIM_BATCH = 16
 @dataclass
 class SessionRunner:
     engine: sa.Engine
+    name: str = field(default_factory=socket.gethostname)
     host: str = "127.0.0.1"  # the address recorded for others to reach the sessions by
     grace_s: float = 5.0
     log_dir: Path | None = None  # each session's output goes to {log_dir}/{session id}.log
@@ -56,8 +60,12 @@ class SessionRunner:
         with transaction(self.engine) as conn:
             conn.execute(
                 sessions.update()
-                .where(sessions.c.status == "PREPARING", sessions.c.pid.is_(None))
-                .values(status="PENDING", updated_at=sa.func.now())
+                .where(
+                    sessions.c.status == "PREPARING",
+                    sessions.c.pid.is_(None),
+                    sessions.c.runner == self.name,
+                )
+                .values(status="PENDING", runner=None, updated_at=sa.func.now())
             )
 
     def tick(self) -> None:
@@ -103,7 +111,7 @@ class SessionRunner:
         claim = (
             sessions.update()
             .where(sessions.c.id.in_(waiting))
-            .values(status="PREPARING", updated_at=sa.func.now())
+            .values(status="PREPARING", runner=self.name, updated_at=sa.func.now())
             .returning(sessions.c.id, sessions.c.spec)
         )
         with transaction(self.engine) as conn:
@@ -168,9 +176,14 @@ class SessionRunner:
     def _sessions_with_pid(
         self, statuses: tuple[str, ...], *, with_unstarted: bool = False
     ) -> list[tuple[UUID, int | None]]:
-        query = sa.select(sessions.c.id, sessions.c.pid).where(sessions.c.status.in_(statuses))
-        if not with_unstarted:
-            query = query.where(sessions.c.pid.is_not(None))
+        mine = sessions.c.runner == self.name
+        if with_unstarted:  # a session nobody started can be ended by any runner
+            mine = sa.or_(mine, sa.and_(sessions.c.runner.is_(None), sessions.c.pid.is_(None)))
+        else:
+            mine = sa.and_(mine, sessions.c.pid.is_not(None))
+        query = sa.select(sessions.c.id, sessions.c.pid).where(
+            sessions.c.status.in_(statuses), mine
+        )
         with transaction(self.engine) as conn:
             return [(row.id, row.pid) for row in conn.execute(query)]
 

@@ -44,11 +44,6 @@ def _row(engine: sa.Engine, session_id: UUID) -> sa.RowMapping:
         return conn.execute(sa.select(sessions).where(sessions.c.id == session_id)).mappings().one()
 
 
-def _set_status(engine: sa.Engine, session_id: UUID, status: str) -> None:
-    with engine.begin() as conn:
-        conn.execute(sessions.update().where(sessions.c.id == session_id).values(status=status))
-
-
 def _after_ticks(runners: list[SessionRunner], read: Callable[[], T]) -> T:
     for runner in runners:
         runner.tick()
@@ -104,10 +99,17 @@ def test_a_restarted_runner_neither_orphans_nor_starts_again(
     engine: sa.Engine, catalog: Catalog, scheduler: SessionTableScheduler
 ) -> None:
     [started, claimed] = _enqueue(catalog, scheduler, count=2)
-    _set_status(engine, claimed, "PREPARING")  # claimed by a runner that died before starting it
-    assert SessionRunner(engine=engine).start_pending() == 1
+    with (
+        engine.begin() as conn
+    ):  # claimed by this runner's last life, which died before starting it
+        conn.execute(
+            sessions.update()
+            .where(sessions.c.id == claimed)
+            .values(status="PREPARING", runner="host-r")
+        )
+    assert SessionRunner(engine=engine, name="host-r").start_pending() == 1
     pid = _row(engine, started)["pid"]
-    reborn = SessionRunner(engine=engine, grace_s=1.0)
+    reborn = SessionRunner(engine=engine, name="host-r", grace_s=1.0)
     reborn.recover()
     assert _row(engine, claimed)["status"] == "PENDING"
     reborn.tick()
@@ -151,3 +153,26 @@ def test_two_runners_never_start_one_session_twice(
         timeout_s=20,
         what="every session terminated",
     )
+
+
+def test_a_runner_looks_after_only_the_sessions_it_claimed(
+    engine: sa.Engine, catalog: Catalog, scheduler: SessionTableScheduler
+) -> None:
+    [session_id] = _enqueue(catalog, scheduler)
+    host_a = SessionRunner(engine=engine, name="host-a", grace_s=1.0)
+    host_b = SessionRunner(engine=engine, name="host-b", grace_s=1.0)
+    host_a.start_pending()
+    assert _row(engine, session_id)["runner"] == "host-a"
+    pid = _row(engine, session_id)["pid"]
+    scheduler.mark_sessions_for_termination([session_id])
+    host_b.recover()
+    host_b.tick()  # not its session: its pid means nothing on host b
+    assert _row(engine, session_id)["status"] == "TERMINATING"
+    assert process_alive(pid)
+    wait_for(
+        lambda: _after_ticks([host_a], lambda: _row(engine, session_id)["status"]),
+        lambda status: status == "TERMINATED",
+        timeout_s=20,
+        what="host a to stop its own session",
+    )
+    assert not process_alive(pid)

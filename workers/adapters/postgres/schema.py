@@ -131,6 +131,7 @@ sessions = sa.Table(
     sa.Column("host", sa.Text),
     sa.Column("port", sa.Integer),
     sa.Column("pid", sa.Integer),  # the process a local runner started for it
+    sa.Column("runner", sa.Text),  # the name of the runner that claimed it
     _created_at(),
     _updated_at(),
     sa.Column("started_at", sa.DateTime(timezone=True)),
