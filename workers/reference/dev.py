@@ -27,9 +27,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from beat_schedule import SCHEDULED_INTERVALS_S
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.engine import create_database_engine, transaction
 from workers.adapters.postgres.migrate import upgrade_to_head
+from workers.adapters.postgres.rows import deployment_from_row
 from workers.adapters.postgres.schema import deployments, routes, sessions
 from workers.config import interval_variable
 from workers.domain import DeploymentInfo, HealthCheckConfig, ModelRevision, RouteStatus
@@ -111,7 +113,7 @@ def _system_in(folder: Path, environ: Mapping[str, str]) -> Iterator[DevSystem]:
             "MODELFLEET_REDIS_URL": redis_url,
             "MODELFLEET_BROKER_URL": environ.get("MODELFLEET_BROKER_URL", redis_url),
             "MODELFLEET_RESULT_BACKEND": environ.get("MODELFLEET_RESULT_BACKEND", redis_url),
-            **{interval_variable(p): FAST_INTERVAL_S for p in _fast_phases()},
+            **{interval_variable(p): FAST_INTERVAL_S for p in SCHEDULED_INTERVALS_S},
         }
         system = DevSystem(
             folder, env, engine, f"http://127.0.0.1:{proxy_port}", f"http://127.0.0.1:{flower_port}"
@@ -198,12 +200,6 @@ def _create_database(server_url: str) -> str:
     return make_url(server_url).set(database="modelfleet").render_as_string(False)
 
 
-def _fast_phases() -> list[str]:
-    from beat_schedule import SCHEDULED_INTERVALS_S  # noqa: PLC0415  # only the dev setup needs it
-
-    return list(SCHEDULED_INTERVALS_S)
-
-
 def _stop_sessions(engine: sa.Engine) -> None:
     """Every session process the runner started is stopped (they outlive the runner)."""
     with contextlib.suppress(Exception), transaction(engine) as conn:
@@ -223,8 +219,6 @@ def _stop_sessions(engine: sa.Engine) -> None:
 
 
 def _live_demo(engine: sa.Engine) -> DeploymentInfo:
-    from workers.adapters.postgres.rows import deployment_from_row  # noqa: PLC0415
-
     with transaction(engine) as conn:
         row = (
             conn.execute(
