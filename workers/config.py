@@ -46,6 +46,7 @@ class PhaseSettings:
     task_time_limit_s: float = 90.0  # the child running a task is killed after this
     visibility_timeout_s: float = 300.0  # an unacked message comes back after this
     item_retries: int = 3  # retries of a header task whose database or Redis is down
+    run_retention_h: float = 48.0  # closed phase_runs rows older than this are deleted
     intervals_s: Mapping[str, float] = field(
         default_factory=lambda: MappingProxyType(dict(SCHEDULED_INTERVALS_S))
     )
@@ -123,6 +124,7 @@ def _phase_settings(reader: _Reader, environ: Mapping[str, str]) -> PhaseSetting
             "MODELFLEET_BROKER_VISIBILITY_TIMEOUT_S", defaults.visibility_timeout_s
         ),
         item_retries=int(reader.number("MODELFLEET_ITEM_RETRIES", defaults.item_retries)),
+        run_retention_h=reader.number("MODELFLEET_PHASE_RUN_RETENTION_H", defaults.run_retention_h),
         intervals_s=MappingProxyType(_intervals_s(reader, environ)),
     )
     if settings.fanout_max_tasks < 1:

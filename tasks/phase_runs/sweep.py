@@ -1,9 +1,11 @@
-"""phase_runs.sweep: finish the runs still open past their deadline.
+"""phase_runs.sweep: finish the runs still open past their deadline, and forget old ones.
 
 Their chord never fired (a worker died, Redis lost the chord's counter): the
 outcomes the header tasks stored in Redis are applied like the callback would,
 items without one are counted as missing (they stay where they are, and the
 next run picks them up), the run ends `recovered` and its lock is released.
+Closed runs older than MODELFLEET_PHASE_RUN_RETENTION_H are deleted (beat
+ticks every phase every few seconds, so the table would grow without end).
 """
 
 from __future__ import annotations
@@ -21,8 +23,13 @@ log = logging.getLogger(__name__)
 
 @app.task(name="phase_runs.sweep")
 def sweep() -> int:
-    """Close every overdue run; returns how many were closed."""
+    """Close every overdue run and forget old closed ones; returns how many were closed."""
     adapters = app.adapters
+    forgotten = adapters.phase_store.forget_runs_finished_before(
+        adapters.settings.phases.run_retention_h * 3600
+    )
+    if forgotten:
+        log.info("forgot %d closed runs older than the retention", forgotten)
     closed = 0
     for run_id in adapters.phase_store.overdue_run_ids():
         run = adapters.phase_store.get_run(run_id)

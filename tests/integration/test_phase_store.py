@@ -8,10 +8,12 @@ from uuid import uuid4
 
 import pytest
 import redis
+import sqlalchemy as sa
 
 from tests.factories import make_deployment, make_revision, make_route
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.phase_store import PostgresPhaseStore
+from workers.adapters.postgres.schema import phase_runs
 from workers.adapters.redis_keys import RedisKeys
 from workers.adapters.redis_phase_runs import RedisOutcomeStore, RedisPhaseLock
 from workers.domain import DeploymentLifecycle, HealthCheckConfig, OutcomeBucket, RouteStatus
@@ -136,3 +138,26 @@ def test_outcomes_are_stored_per_item_and_expire(
     assert store.load(run_id) == [failed]
     store.expire_soon(run_id)
     assert 0 < redis_client.ttl(redis_keys.phase_outcomes(run_id)) <= 120
+
+
+def test_closed_runs_past_the_retention_are_forgotten_and_open_ones_kept(
+    phase_store: PostgresPhaseStore, engine: sa.Engine
+) -> None:
+    old, recent, still_open = (
+        phase_store.open_run("p", item_count=0, task_count=0, lock_token="t", deadline_s=60)
+        for _ in range(3)
+    )
+    with phase_store.transaction() as conn:
+        for run in (old, recent):
+            phase_store.claim_running(conn, run.id)
+            phase_store.close_run(conn, run.id, PhaseRunState.SUCCEEDED, RunSummary())
+    with engine.begin() as conn:
+        conn.execute(
+            phase_runs.update()
+            .where(phase_runs.c.id.in_([old.id, still_open.id]))
+            .values(finished_at=sa.func.now() - sa.text("interval '3 days'"))
+        )
+    assert phase_store.forget_runs_finished_before(48 * 3600) == 1
+    assert phase_store.get_run(old.id) is None
+    assert phase_store.get_run(recent.id) is not None
+    assert phase_store.get_run(still_open.id) is not None  # running: never forgotten

@@ -154,6 +154,21 @@ class PostgresPhaseStore:
         with transaction(self._engine) as conn:
             return list(conn.execute(query).scalars())
 
+    def forget_runs_finished_before(self, age_s: float, *, limit: int = 10_000) -> int:
+        """Delete up to `limit` closed runs that finished over `age_s` ago; returns how many."""
+        old = (
+            sa.select(phase_runs.c.id)
+            .where(
+                phase_runs.c.state != _RUNNING,
+                phase_runs.c.finished_at
+                < sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, age_s),
+            )
+            .limit(limit)
+            .scalar_subquery()
+        )
+        with transaction(self._engine) as conn:
+            return int(conn.execute(phase_runs.delete().where(phase_runs.c.id.in_(old))).rowcount)
+
     def running_run_ids(self) -> list[UUID]:
         query = sa.select(phase_runs.c.id).where(phase_runs.c.state == _RUNNING)
         with transaction(self._engine) as conn:
