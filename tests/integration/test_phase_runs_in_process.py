@@ -30,6 +30,18 @@ from workers.errors import InfrastructureUnavailable
 from workers.phase_runs import Outcome, PhaseRunState
 
 
+@pytest.fixture(autouse=True)
+def follow_ups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Phases a closing run starts, recorded instead of published.
+
+    Here the app is configured from this process's environment, not the test's
+    broker; the e2e tests check real follow-ups through real workers.
+    """
+    started: list[str] = []
+    monkeypatch.setattr(app, "send_task", lambda name, **_: started.append(name))
+    return started
+
+
 @pytest.fixture
 def adapters(engine: sa.Engine, redis_url: str, redis_keys: RedisKeys) -> Iterator[Adapters]:
     settings = Settings(
@@ -75,7 +87,7 @@ def test_an_executor_that_raises_turns_every_item_into_an_error_outcome(
 
 
 def test_close_run_applies_outcomes_once_and_releases_the_lock(
-    adapters: Adapters, degraded_routes: list[RouteData]
+    adapters: Adapters, degraded_routes: list[RouteData], follow_ups: list[str]
 ) -> None:
     phase = PHASES["routes.health_check"]
     token = adapters.phase_lock.acquire(phase.name, ttl_s=60)
@@ -100,6 +112,7 @@ def test_close_run_applies_outcomes_once_and_releases_the_lock(
     assert statuses == {RouteStatus.HEALTHY}
     again = close_run(phase, adapters, run.id, [], PhaseRunState.RECOVERED)
     assert again is None  # a redelivered callback, or the sweeper, finds it closed
+    assert follow_ups == ["routes.sync_service_discovery"]  # newly healthy: publish them now
 
 
 def test_a_callback_missing_outcomes_leaves_the_run_to_the_sweeper(
