@@ -8,6 +8,7 @@ from tasks.deployments import check_pending, check_replicas, destroy, reconcile,
 from tasks.phase_runs import sweep
 from tasks.routes import (
     check_running,
+    drain,
     evict,
     health_check,
     provision,
@@ -20,6 +21,7 @@ __all__ = [
     "check_replicas",
     "check_running",
     "destroy",
+    "drain",
     "evict",
     "health_check",
     "provision",

@@ -48,19 +48,26 @@ def phase_task(phase: Phase) -> Task:
     """Register `phase` and the Celery task beat and `celery call` start it by."""
     PHASES[phase.name] = phase
 
-    def start() -> str | None:
-        return start_run(phase)
+    def start(rerun_if_busy: bool = False) -> str | None:
+        return start_run(phase, rerun_if_busy=rerun_if_busy)
 
-    start.__doc__ = f"Start a run of {phase.name}; returns its run id (None if one is running)."
+    start.__doc__ = (
+        f"Start a run of {phase.name}; returns its run id (None if one is running; "
+        "with rerun_if_busy, that run starts another when it closes)."
+    )
     return app.task(name=phase.name, ignore_result=False)(start)
 
 
-def start_run(phase: Phase) -> str | None:
+def start_run(phase: Phase, *, rerun_if_busy: bool = False) -> str | None:
     adapters = app.adapters
     settings = adapters.settings.phases
     token = adapters.phase_lock.acquire(phase.name, settings.deadline_s)
     if token is None:
-        log.info("phase=%s: a run holds the lock; this tick has nothing to do", phase.name)
+        if rerun_if_busy:  # the running run may have loaded its targets before this news
+            adapters.phase_lock.request_rerun(phase.name, settings.deadline_s)
+            log.info("phase=%s: a run holds the lock; it starts another when it closes", phase.name)
+        else:
+            log.info("phase=%s: a run holds the lock; this tick has nothing to do", phase.name)
         return None
     try:
         ids = [item.id for item in phase.targets_now(adapters)]
@@ -223,8 +230,14 @@ def _after_close(phase: Phase, adapters: Adapters, run: PhaseRun, applied_bucket
         run.duration_s or 0.0,
     )
     follow_ups = {name for bucket in applied_buckets for name in phase.follow_ups.get(bucket, ())}
+    if adapters.phase_lock.take_rerun(phase.name):
+        follow_ups.add(phase.name)
     for name in sorted(follow_ups):
-        app.send_task(name, expires=adapters.settings.phases.intervals_s.get(name))
+        app.send_task(
+            name,
+            kwargs={"rerun_if_busy": True},
+            expires=adapters.settings.phases.intervals_s.get(name),
+        )
 
 
 def _with_stored(adapters: Adapters, run: PhaseRun, outcomes: Sequence[Outcome]) -> list[Outcome]:

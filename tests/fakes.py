@@ -239,6 +239,9 @@ class FakeServiceDiscovery:
     def sync_model_service_routes(self, routes: Sequence[ModelServiceMetadata]) -> None:
         self._w.scrape_targets = list(routes)
 
+    def published_route_ids(self) -> set[UUID]:
+        return {target.route_id for target in self._w.scrape_targets}
+
 
 class FakeAppProxyClient:
     def __init__(self, world: World, target: ScalingGroupProxyTarget) -> None:

@@ -23,6 +23,8 @@ class RouteStatus(StrEnum):
     HEALTHY = "healthy"
     UNHEALTHY = "unhealthy"
     DEGRADED = "degraded"
+    # Out of traffic, its session still running: requests in flight finish (drain_s).
+    DRAINING = "draining"
     TERMINATING = "terminating"
     TERMINATED = "terminated"
     FAILED_TO_START = "failed_to_start"
@@ -121,6 +123,8 @@ class DeploymentInfo:
     project: str | None = None
     domain: str = "default"
     retry_count: int = 0  # failed attempts of the current lifecycle step
+    # How long a route that left traffic keeps its session before it is told to stop.
+    drain_s: float = 10.0
 
     @property
     def target_replica_count(self) -> int:

@@ -132,6 +132,10 @@ class ServiceDiscovery(Protocol):
         """Replace the whole registered set with `routes`."""
         ...
 
+    def published_route_ids(self) -> AbstractSet[UUID]:
+        """The routes the registered set holds now (what the app proxy routes to)."""
+        ...
+
 
 class AppProxyClient(Protocol):
     """One app proxy's endpoint API."""

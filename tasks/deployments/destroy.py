@@ -1,8 +1,9 @@
-"""deployments.destroy: stop every route, unregister the endpoint; give up after 5 failures.
+"""deployments.destroy: drain every route, unregister the endpoint; give up after 5 failures.
 
-The routes are marked terminating even when unregistering fails, so routes.terminate
-follows either way. After the fifth failed try the deployment is destroyed with
-the error kept in its history (Backend.AI ignored the proxy's errors instead).
+The routes leave traffic (draining) even when unregistering fails, so they
+leave service discovery and drain either way. After the fifth failed try the
+deployment is destroyed with the error kept in its history (Backend.AI ignored
+the proxy's errors instead).
 """
 
 from tasks.phase import DEPLOYMENTS, Move, Phase, StayUntil
@@ -21,8 +22,8 @@ PHASE = Phase(
         OutcomeBucket.ERROR: StayUntil(tries=DESTROY_TRIES, then=DeploymentLifecycle.DESTROYED),
     },
     follow_ups={
-        OutcomeBucket.SUCCESS: ("routes.terminate",),
-        OutcomeBucket.ERROR: ("routes.terminate",),
+        OutcomeBucket.SUCCESS: ("routes.sync_service_discovery", "routes.drain"),
+        OutcomeBucket.ERROR: ("routes.sync_service_discovery", "routes.drain"),
     },
 )
 

@@ -17,7 +17,14 @@ PHASE = Phase(
         OutcomeBucket.ERROR: Stay(),
         OutcomeBucket.SKIPPED: Move(DeploymentLifecycle.READY),
     },
-    follow_ups={OutcomeBucket.SUCCESS: ("routes.provision", "routes.terminate")},
+    # Scaled-in routes are draining: they leave service discovery at once.
+    follow_ups={
+        OutcomeBucket.SUCCESS: (
+            "routes.provision",
+            "routes.sync_service_discovery",
+            "routes.drain",
+        )
+    },
 )
 
 task = phase_task(PHASE)

@@ -1,1 +1,1 @@
-"""Route phases: provision, check, evict, terminate, publish for scraping."""
+"""Route phases: provision, check, evict, drain, terminate, publish for scraping."""

@@ -1,4 +1,8 @@
-"""routes.check_running: a route whose session is gone or ended is terminated."""
+"""routes.check_running: a route whose session is gone or ended leaves traffic and drains.
+
+Its session is dead, but it may still be published: it leaves service
+discovery at once, and the drain phase stops what is left of it.
+"""
 
 from tasks.phase import ROUTES, Move, Phase
 from tasks.runs import phase_task
@@ -16,8 +20,14 @@ PHASE = Phase(
         }
     ),
     execute=lambda adapters, items: adapters.route_executor().check_running_routes(items),
-    on={OutcomeBucket.ERROR: Move(RouteStatus.TERMINATING)},
-    follow_ups={OutcomeBucket.ERROR: ("routes.terminate", "deployments.reconcile")},
+    on={OutcomeBucket.ERROR: Move(RouteStatus.DRAINING)},
+    follow_ups={
+        OutcomeBucket.ERROR: (
+            "routes.sync_service_discovery",
+            "routes.drain",
+            "deployments.reconcile",
+        )
+    },
 )
 
 task = phase_task(PHASE)

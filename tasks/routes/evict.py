@@ -1,4 +1,4 @@
-"""routes.evict: terminate the routes their resource group's cleanup config names.
+"""routes.evict: drain the routes their resource group's cleanup config names.
 
 Targets are unhealthy routes, plus healthy or degraded ones where the group's
 config names those statuses; a degraded route only after its health check's
@@ -15,8 +15,14 @@ PHASE = Phase(
     targets=frozenset({RouteStatus.UNHEALTHY, RouteStatus.DEGRADED, RouteStatus.HEALTHY}),
     execute=lambda adapters, items: adapters.route_executor().cleanup_routes_by_config(items),
     load_targets=lambda adapters: adapters.phase_store.load_eviction_candidates(),
-    on={OutcomeBucket.SUCCESS: Move(RouteStatus.TERMINATING)},
-    follow_ups={OutcomeBucket.SUCCESS: ("routes.terminate", "deployments.reconcile")},
+    on={OutcomeBucket.SUCCESS: Move(RouteStatus.DRAINING)},
+    follow_ups={
+        OutcomeBucket.SUCCESS: (
+            "routes.sync_service_discovery",
+            "routes.drain",
+            "deployments.reconcile",
+        )
+    },
 )
 
 task = phase_task(PHASE)

@@ -193,10 +193,11 @@ def test_scale_routes_inserts_and_retires_in_one_go(
     active = repository.fetch_active_routes_by_endpoint_ids({deployment.id})[deployment.id]
     assert len(active) == 2
     assert {r.status for r in active} == {RouteStatus.PROVISIONING}
-    assert _route_status(engine, retired.id) == ("terminating", 0.0)
+    # Scaled-in routes leave traffic first: draining, then routes.drain stops them.
+    assert _route_status(engine, retired.id) == ("draining", 0.0)
     assert _route_status(engine, finished.id) == ("terminated", 1.0)
     assert _history(engine, retired.id) == [
-        ("deployments.scale", "provisioning", "terminating", "scaled in")
+        ("deployments.scale", "provisioning", "draining", "scaled in")
     ]
     assert _history(engine, finished.id) == []
 
@@ -215,7 +216,7 @@ def test_scale_routes_is_all_or_nothing(
     assert [(r.id, r.status) for r in active] == [(retired.id, RouteStatus.PROVISIONING)]
 
 
-def test_mark_terminating_leaves_finished_routes_alone(
+def test_mark_terminating_drains_active_routes_and_leaves_finished_ones_alone(
     repository: PostgresDeploymentRepository,
     catalog: Catalog,
     engine: sa.Engine,
@@ -225,10 +226,10 @@ def test_mark_terminating_leaves_finished_routes_alone(
     failed = make_route(deployment, status=RouteStatus.FAILED_TO_START)
     catalog.add_routes([healthy, failed])
     repository.mark_terminating_route_status_bulk({healthy.id, failed.id})
-    assert _route_status(engine, healthy.id)[0] == "terminating"
+    assert _route_status(engine, healthy.id)[0] == "draining"
     assert _route_status(engine, failed.id)[0] == "failed_to_start"
     assert _history(engine, healthy.id) == [
-        ("deployments.destroy", "healthy", "terminating", "its deployment is being destroyed")
+        ("deployments.destroy", "healthy", "draining", "its deployment is being destroyed")
     ]
 
 

@@ -14,6 +14,7 @@ DESIGN_PHASES = {
     "routes.check_running",
     "routes.health_check",
     "routes.evict",
+    "routes.drain",
     "routes.terminate",
     "routes.sync_service_discovery",
 }

@@ -31,6 +31,7 @@ def test_enum_values_are_the_contract_spelling() -> None:
         "healthy",
         "unhealthy",
         "degraded",
+        "draining",
         "terminating",
         "terminated",
         "failed_to_start",

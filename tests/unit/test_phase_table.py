@@ -37,6 +37,7 @@ DESIGN_TARGETS = {
     "routes.check_running": {R.DEGRADED, R.HEALTHY, R.UNHEALTHY, R.FAILED_TO_START},
     "routes.health_check": {R.HEALTHY, R.UNHEALTHY, R.DEGRADED},
     "routes.evict": {R.UNHEALTHY, R.DEGRADED, R.HEALTHY},
+    "routes.drain": {R.DRAINING},
     "routes.terminate": {R.TERMINATING},
     "routes.sync_service_discovery": {R.HEALTHY},
 }
@@ -64,13 +65,15 @@ def _route_moves(phase: str, result: RouteExecutionResult) -> dict[str, tuple[st
         ("routes.provision", "success", R.PROVISIONING, ("degraded", "success")),
         ("routes.provision", "error", R.PROVISIONING, ("failed_to_start", "error")),
         ("routes.check_running", "success", R.HEALTHY, None),
-        ("routes.check_running", "error", R.HEALTHY, ("terminating", "error")),
+        ("routes.check_running", "error", R.HEALTHY, ("draining", "error")),
         ("routes.health_check", "success", R.DEGRADED, ("healthy", "success")),
         ("routes.health_check", "success", R.HEALTHY, None),  # no change, no history row
         ("routes.health_check", "error", R.HEALTHY, ("unhealthy", "error")),
         ("routes.health_check", "error", R.UNHEALTHY, ("unhealthy", "error")),  # counted again
         ("routes.health_check", "stale", R.HEALTHY, ("degraded", "stale")),
-        ("routes.evict", "success", R.UNHEALTHY, ("terminating", "success")),
+        ("routes.evict", "success", R.UNHEALTHY, ("draining", "success")),
+        ("routes.drain", "success", R.DRAINING, ("terminating", "success")),
+        ("routes.drain", "stale", R.DRAINING, None),  # still published: keeps draining
         ("routes.terminate", "success", R.TERMINATING, ("terminated", "success")),
         ("routes.sync_service_discovery", "success", R.HEALTHY, None),
     ],
@@ -151,3 +154,23 @@ def test_a_whole_set_phase_gets_one_task_even_when_nothing_is_healthy() -> None:
     phase = PHASES["routes.sync_service_discovery"]
     assert _groups(phase, [uuid4() for _ in range(300)], max_tasks=4)[0].__len__() == 300
     assert _groups(phase, [], max_tasks=4) == [[]]
+
+
+@pytest.mark.parametrize(
+    ("phase", "bucket"),
+    [
+        ("deployments.scale", OutcomeBucket.SUCCESS),
+        ("deployments.destroy", OutcomeBucket.SUCCESS),
+        ("deployments.destroy", OutcomeBucket.ERROR),
+        ("routes.evict", OutcomeBucket.SUCCESS),
+        ("routes.check_running", OutcomeBucket.ERROR),
+    ],
+)
+def test_every_phase_that_takes_routes_out_of_service_republishes_at_once(
+    phase: str, bucket: OutcomeBucket
+) -> None:
+    """Traffic first: the route leaves service discovery in the run's immediate follow-up."""
+    follow_ups = PHASES[phase].follow_ups[bucket]
+    assert "routes.sync_service_discovery" in follow_ups
+    assert "routes.drain" in follow_ups
+    assert "routes.terminate" not in follow_ups  # a session is stopped only after draining

@@ -56,6 +56,12 @@ class RedisServiceDiscovery:
         with redis_errors():
             self._client.transaction(replace, index)
 
+    def published_route_ids(self) -> set[UUID]:
+        """The route ids of the last sync."""
+        with redis_errors():
+            members = cast("set[str]", self._client.smembers(self._keys.scrape_target_index))
+        return {UUID(member) for member in members}
+
     def registered_targets(self) -> list[ModelServiceMetadata]:
         """What is published now; expired or malformed entries are left out (logged)."""
         with redis_errors():

@@ -46,6 +46,10 @@ class RedisKeys:
         """String: the token of the run holding a phase (TTL = the run's deadline)."""
         return f"{self.prefix}modelfleet:phase-lock:{phase}"
 
+    def phase_rerun(self, phase: str) -> str:
+        """String: set when a run was asked for while one held the lock (TTL = a deadline)."""
+        return f"{self.prefix}modelfleet:phase-rerun:{phase}"
+
     def phase_outcomes(self, run_id: UUID | str) -> str:
         """Hash: item id -> outcome record (JSON), written by the run's header tasks."""
         return f"{self.prefix}modelfleet:phase-run:{run_id}:outcomes"

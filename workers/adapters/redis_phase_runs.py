@@ -2,7 +2,9 @@
 
 The lock is redis-py's: a random token under the phase's key with a TTL, released
 only by the holder of that token, so a run that outlives its deadline can never
-release the lock of the run after it.
+release the lock of the run after it. A follow-up that finds the phase busy
+leaves a rerun request, so the run that holds the lock starts another when it
+closes: work that a follow-up announces is never lost to a busy lock.
 """
 
 from __future__ import annotations
@@ -45,6 +47,16 @@ class RedisPhaseLock:
         except LockNotOwnedError:
             return False
         return True
+
+    def request_rerun(self, phase: str, ttl_s: float) -> None:
+        """Remember that a run was asked for while the phase was busy."""
+        with redis_errors():
+            self._client.set(self._keys.phase_rerun(phase), "1", px=max(1, int(ttl_s * 1000)))
+
+    def take_rerun(self, phase: str) -> bool:
+        """Whether a run was asked for meanwhile; the request is consumed."""
+        with redis_errors():
+            return self._client.delete(self._keys.phase_rerun(phase)) > 0
 
     def holder(self, phase: str) -> str | None:
         with redis_errors():

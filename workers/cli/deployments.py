@@ -42,6 +42,13 @@ def _environ(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--health-path", help="HTTP path the prober checks (none: no health check).")
 @click.option("--health-initial-delay-s", type=click.FloatRange(min=0), default=60.0)
 @click.option("--public", is_flag=True, help="Open the endpoint without a token.")
+@click.option(
+    "--drain-s",
+    type=click.FloatRange(min=0, max=3600),
+    default=10.0,
+    show_default=True,
+    help="Seconds a replica leaving service stays out of traffic before it is stopped.",
+)
 @click.pass_obj
 def create(cli: CliContext, /, name: str, resource_group: str, **options: Any) -> None:
     """Create a deployment; the controller registers it and starts its replicas."""
@@ -67,6 +74,7 @@ def create(cli: CliContext, /, name: str, resource_group: str, **options: Any) -
         replica_count=options["replicas"],
         target_revision=revision,
         open_to_public=options["public"],
+        drain_s=options["drain_s"],
     )
     with reported_failures("deployment create"):
         if resource_group not in {g["name"] for g in cli.reports.scaling_groups()}:

@@ -150,6 +150,26 @@ class RouteExecutor:
                 result.successes.append(route)
         return result
 
+    def finish_draining(self, routes: Sequence[RouteData]) -> RouteExecutionResult:
+        """Drained routes whose session may now be told to stop.
+
+        The routes given have been out of traffic for their deployment's drain
+        time. One that service discovery still publishes (a sync that has not
+        run yet) is stale: it keeps draining, because traffic leaves first.
+        """
+        routes = unique_by_id(routes)
+        if not routes:
+            return RouteExecutionResult()
+        published = self._service_discovery.published_route_ids()
+        result = RouteExecutionResult()
+        for route in routes:
+            if route.id in published:
+                log.warning("route %s: drained but still published; waits for a sync", route.id)
+                result.stale.append(route)
+            else:
+                result.successes.append(route)
+        return result
+
     def _deployments_by_id(self, endpoint_ids: set[UUID]) -> Mapping[UUID, DeploymentInfo]:
         if not endpoint_ids:
             return {}

@@ -5,6 +5,9 @@ deterministic toy completion; GET /metrics is Prometheus text (requests in
 flight, requests served). MODEL_LATENCY_S makes each completion take that long.
 POST /admin/fail-health and /admin/recover switch the
 health answer, so a demo or a test can make one replica sick.
+
+On SIGTERM it stops accepting connections, finishes the requests in flight,
+then exits 0: what a scheduler's stop must not cut short.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -53,7 +57,9 @@ class ModelState:
 
 
 class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+    # Requests in flight are joined at close (a graceful stop waits for them).
+    daemon_threads = False
+    block_on_close = True
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hung up (a probe that timed out) is routine, not a traceback."""
@@ -116,12 +122,22 @@ def main() -> None:
     )
     args = parser.parse_args()
     server = make_server(args.host, args.port, ModelState(args.name, args.latency_s))
+    stop_on_sigterm(server)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        server.server_close()  # closes the listening socket, then joins requests in flight
+
+
+def stop_on_sigterm(server: ThreadingHTTPServer) -> None:
+    """SIGTERM ends `serve_forever` (from another thread: shutdown() waits for the loop)."""
+
+    def stop(signum: int, frame: Any) -> None:
+        threading.Thread(target=server.shutdown, name="graceful-stop", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 if __name__ == "__main__":

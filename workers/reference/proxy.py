@@ -5,6 +5,11 @@ It speaks the app-proxy API the controller uses: `POST /v2/endpoints/{id}` and
 `{public_url}/e/{id}`, and forwards every request under that URL to the
 deployment's healthy routes (the service-discovery set), round robin. When no
 route is healthy it answers 503 with a body that says so.
+
+A replica that refuses the connection, or drops it before any byte of an
+answer, processed nothing: the request is retried once on another healthy
+replica (defence in depth for a replica that dies unannounced). A replica
+that began to answer is never retried.
 """
 
 from __future__ import annotations
@@ -16,7 +21,15 @@ from collections import defaultdict
 from collections.abc import Iterator
 from uuid import UUID
 
-from aiohttp import ClientError, ClientSession, ClientTimeout, web
+from aiohttp import (
+    ClientConnectorError,
+    ClientError,
+    ClientOSError,
+    ClientSession,
+    ClientTimeout,
+    ServerDisconnectedError,
+    web,
+)
 
 from workers.adapters.app_proxy_http import TOKEN_HEADER
 from workers.adapters.redis_discovery import RedisServiceDiscovery
@@ -66,18 +79,36 @@ class DevProxy:
             return _error(503, f"service discovery unavailable: {error}")
         if not replicas:
             return _error(503, f"no healthy replica for endpoint {endpoint_id}")
-        target = replicas[next(self._turns[endpoint_id]) % len(replicas)]
+        turn = next(self._turns[endpoint_id])
+        first = replicas[turn % len(replicas)]
+        body = await request.read()
+        try:
+            try:
+                return await self._relay(request, first, body)
+            except _NotStarted:
+                second = _another(replicas, first, turn)
+                if second is None:
+                    raise
+                # Nothing reached a model server, so one more try elsewhere is safe.
+                log.info("replica %s refused; retrying on %s", first.route_id, second.route_id)
+                return await self._relay(request, second, body)
+        except (_NotStarted, ClientError, TimeoutError) as error:
+            return _error(502, f"no replica answered: {error}")
+
+    async def _relay(
+        self, request: web.Request, target: ModelServiceMetadata, body: bytes
+    ) -> web.Response:
+        """One forward; `_NotStarted` when the replica refused or reset before any answer."""
         url = f"http://{target.host}:{target.port}/{request.match_info['tail']}"
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         try:
-            async with self._session().request(
-                request.method, url, headers=headers, data=await request.read()
-            ) as answer:
-                body = await answer.read()
-                kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
-                return web.Response(status=answer.status, body=body, headers=kept)
-        except (ClientError, TimeoutError) as error:
-            return _error(502, f"replica {target.route_id} did not answer: {error}")
+            answer = await self._session().request(request.method, url, headers=headers, data=body)
+        except (ClientConnectorError, ServerDisconnectedError, ClientOSError) as error:
+            raise _NotStarted(f"replica {target.route_id}: {error}") from error
+        async with answer:  # from here on the replica has begun to answer: no retry
+            payload = await answer.read()
+            kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
+            return web.Response(status=answer.status, body=payload, headers=kept)
 
     async def _healthy(self, endpoint_id: str) -> list[ModelServiceMetadata]:
         published = await asyncio.get_running_loop().run_in_executor(
@@ -102,6 +133,17 @@ class DevProxy:
     async def _close(self, _: web.Application) -> None:
         if self._client is not None:
             await self._client.close()
+
+
+def _another(
+    replicas: list[ModelServiceMetadata], tried: ModelServiceMetadata, turn: int
+) -> ModelServiceMetadata | None:
+    others = [r for r in replicas if r.route_id != tried.route_id]
+    return others[turn % len(others)] if others else None
+
+
+class _NotStarted(Exception):
+    """The replica refused or dropped the connection before any byte of an answer."""
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -225,7 +225,10 @@ class PostgresDeploymentRepository:
     ) -> None:
         """Insert new routes and take the scaled-in ones out of service, in one transaction.
 
-        Only routes still active are changed, so a route that finished meanwhile stays finished.
+        The updater names where scaled-in routes end (terminating); they get
+        there through `draining`, out of traffic first (`take_out_of_service`).
+        Only routes still active are changed, so a route that finished meanwhile
+        stays finished.
         """
         with transaction(self._engine) as conn:
             if creators:
@@ -241,13 +244,7 @@ class PostgresDeploymentRepository:
                     ],
                 )
             if updater is not None and updater.route_ids:
-                take_out_of_service(
-                    conn,
-                    updater.route_ids,
-                    updater.status,
-                    updater.traffic_ratio,
-                    SCALE_IN,
-                )
+                take_out_of_service(conn, updater.route_ids, SCALE_IN)
 
     def fetch_auto_scaling_rules_by_endpoint_ids(
         self, endpoint_ids: AbstractSet[UUID]
@@ -339,11 +336,12 @@ class PostgresDeploymentRepository:
             self._fired_rules.pop(deployment_id, None)
 
     def mark_terminating_route_status_bulk(self, route_ids: AbstractSet[UUID]) -> None:
-        """Active routes become terminating; routes already on their way out are left alone."""
+        """Active routes leave traffic and drain, then terminate (`take_out_of_service`);
+        routes already on their way out are left alone."""
         if not route_ids:
             return
         with transaction(self._engine) as conn:
-            take_out_of_service(conn, route_ids, RouteStatus.TERMINATING, 0.0, DESTROY)
+            take_out_of_service(conn, route_ids, DESTROY)
 
 
 # Why a route left service, as its history row says (the phases that call these methods).

@@ -66,6 +66,10 @@ class PostgresPhaseStore:
         with transaction(self._engine) as conn:
             return phase_targets.load_eviction_candidates(conn)
 
+    def load_drained_routes(self) -> list[RouteData]:
+        with transaction(self._engine) as conn:
+            return phase_targets.load_drained_routes(conn)
+
     # -- transitions --
     def apply_route_transitions(
         self, changes: Sequence[RouteTransition], *, conn: sa.Connection | None = None

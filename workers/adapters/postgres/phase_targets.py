@@ -75,3 +75,17 @@ def load_eviction_candidates(conn: sa.Connection) -> list[RouteData]:
         .order_by(routes.c.created_at, routes.c.id)
     )
     return [route_from_row(row) for row in conn.execute(query).mappings()]
+
+
+def load_drained_routes(conn: sa.Connection) -> list[RouteData]:
+    """Draining routes that have been out of traffic for their deployment's `drain_s`."""
+    drained = routes.c.status_changed_at <= sa.func.now() - sa.func.make_interval(
+        0, 0, 0, 0, 0, 0, deployments.c.drain_s
+    )
+    query = (
+        sa.select(*ROUTE_COLUMNS)
+        .join(deployments, deployments.c.id == routes.c.deployment_id)
+        .where(routes.c.status == RouteStatus.DRAINING.value, drained)
+        .order_by(routes.c.created_at, routes.c.id)
+    )
+    return [route_from_row(row) for row in conn.execute(query).mappings()]

@@ -47,6 +47,7 @@ def deployment_from_row(m: sa.RowMapping) -> DeploymentInfo:
         project=m["project"],
         domain=m["domain"],
         retry_count=m["retry_count"],
+        drain_s=m["drain_s"],
     )
 
 
@@ -118,6 +119,7 @@ def deployment_values(deployment: DeploymentInfo) -> dict[str, Any]:
         "project": deployment.project,
         "domain": deployment.domain,
         "retry_count": deployment.retry_count,
+        "drain_s": deployment.drain_s,
         **revision_values(deployment.target_revision),
     }
 

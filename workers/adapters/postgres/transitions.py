@@ -6,7 +6,7 @@ Rows are locked first, so the guard, the change and the history row agree.
 A repeat of the latest history row (same phase, result, error code and
 to-status) bumps its `attempts` instead of adding a row. Five statements per
 batch, whatever its size. `take_out_of_service` is the same path for routes that
-scale-in or destroy stop.
+scale-in or destroy take out of traffic.
 """
 
 from __future__ import annotations
@@ -250,19 +250,20 @@ def _insert_history(
 
 
 def take_out_of_service(
-    conn: sa.Connection,
-    route_ids: Collection[UUID],
-    status: RouteStatus,
-    traffic_ratio: float,
-    why: tuple[str, str],
-) -> None:
-    """Active routes move to `status` with a history row and stop taking traffic."""
+    conn: sa.Connection, route_ids: Collection[UUID], why: tuple[str, str]
+) -> list[UUID]:
+    """Active routes leave traffic: they move to `draining` with a history row.
+
+    Traffic first, then the process: `routes.drain` tells a route's session to
+    stop (terminating) only once the route has been out of traffic for its
+    deployment's `drain_s`. Returns the routes that left service now.
+    """
     phase, message = why
     changes = [
         RouteTransition(
             entity_id=route_id,
             expected=ACTIVE_ROUTE_STATUSES,
-            to_status=status,
+            to_status=RouteStatus.DRAINING,
             phase=phase,
             result=OutcomeBucket.SUCCESS,
             message=message,
@@ -274,5 +275,6 @@ def take_out_of_service(
         conn.execute(
             routes.update()
             .where(any_of(routes.c.id, applied))
-            .values(traffic_ratio=traffic_ratio, traffic_status="inactive")
+            .values(traffic_ratio=0.0, traffic_status="inactive")
         )
+    return applied

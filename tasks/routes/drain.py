@@ -1,0 +1,24 @@
+"""routes.drain: a route out of traffic for its deployment's `drain_s` is told to stop.
+
+Scale-in, destroy, eviction and a dead session move a route to `draining` and
+take it out of service discovery at once (their follow-up sync). Requests in
+flight finish; only then does this phase move the route to `terminating`,
+whose session routes.terminate stops. A route still published (no sync yet)
+keeps draining.
+"""
+
+from tasks.phase import ROUTES, Move, Phase
+from tasks.runs import phase_task
+from workers.domain import OutcomeBucket, RouteStatus
+
+PHASE = Phase(
+    name="routes.drain",
+    kind=ROUTES,
+    targets=frozenset({RouteStatus.DRAINING}),
+    execute=lambda adapters, items: adapters.route_executor().finish_draining(items),
+    load_targets=lambda adapters: adapters.phase_store.load_drained_routes(),
+    on={OutcomeBucket.SUCCESS: Move(RouteStatus.TERMINATING)},
+    follow_ups={OutcomeBucket.SUCCESS: ("routes.terminate",)},
+)
+
+task = phase_task(PHASE)
