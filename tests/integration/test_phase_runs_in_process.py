@@ -18,7 +18,7 @@ import sqlalchemy as sa
 import tasks  # noqa: F401  # registers every phase
 from tasks.phase import ROUTES, Move, Phase
 from tasks.phase_runs.sweep import sweep
-from tasks.runs import PHASES, close_run, execute_items, run_items
+from tasks.runs import PHASES, close_run, execute_items, run_items, start_run
 from tests.factories import make_deployment, make_route
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.redis_keys import RedisKeys
@@ -175,3 +175,47 @@ def test_the_sweeper_recovers_overdue_runs_and_fails_runs_of_unknown_phases(
     assert recovered.summary.counts.missing == 1
     assert failed.state is PhaseRunState.FAILED
     assert "unknown phase 'routes.retired'" in (failed.summary.error or "")
+
+
+def test_a_follow_up_that_finds_the_phase_busy_is_run_when_the_busy_run_closes(
+    adapters: Adapters, follow_ups: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scale-in's sync must not be lost to a sync run that loaded its set just before."""
+    phase = PHASES["routes.sync_service_discovery"]
+    monkeypatch.setattr(app, "_adapters", adapters)
+    monkeypatch.setattr(app, "_adapters_pid", os.getpid())
+    token = adapters.phase_lock.acquire(phase.name, ttl_s=60)
+    assert token is not None
+    busy = adapters.phase_store.open_run(
+        phase.name, item_count=0, task_count=0, lock_token=token, deadline_s=60
+    )
+    assert start_run(phase) is None  # a beat tick: nothing to remember
+    assert close_run(phase, adapters, busy.id, [], PhaseRunState.SUCCEEDED) is not None
+    assert follow_ups == []
+
+    token = adapters.phase_lock.acquire(phase.name, ttl_s=60)
+    assert token is not None
+    busy = adapters.phase_store.open_run(
+        phase.name, item_count=0, task_count=0, lock_token=token, deadline_s=60
+    )
+    assert start_run(phase, rerun_if_busy=True) is None  # a follow-up: remembered
+    assert close_run(phase, adapters, busy.id, [], PhaseRunState.SUCCEEDED) is not None
+    assert follow_ups == [phase.name]
+
+
+def test_drained_routes_are_those_out_of_traffic_for_their_deployments_drain_s(
+    adapters: Adapters, catalog: Catalog, engine: sa.Engine
+) -> None:
+    catalog.create_scaling_group("sg1")
+    slow = catalog.create_deployment(make_deployment(drain_s=30))
+    instant = catalog.create_deployment(make_deployment(drain_s=0))
+    waiting, long_ago = (make_route(slow, status=RouteStatus.DRAINING) for _ in range(2))
+    done = make_route(instant, status=RouteStatus.DRAINING)
+    catalog.add_routes([waiting, long_ago, done, make_route(instant, status=RouteStatus.HEALTHY)])
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE routes SET status_changed_at = now() - interval '31 s' WHERE id = :id"),
+            {"id": long_ago.id},
+        )
+    drained = {route.id for route in adapters.phase_store.load_drained_routes()}
+    assert drained == {long_ago.id, done.id}

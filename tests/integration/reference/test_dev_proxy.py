@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 import requests
@@ -76,3 +79,76 @@ def test_it_registers_with_the_token_and_forwards_round_robin_to_healthy_routes(
     assert models == {"one", "two"}
     gone = requests.delete(register, headers={"X-BackendAI-Token": TOKEN}, timeout=5)
     assert gone.status_code == 204
+
+
+def test_a_refused_connection_is_retried_once_on_another_replica(
+    proxy_url: str, service_discovery: RedisServiceDiscovery,
+    sample_server: Callable[[str], SampleServer],
+) -> None:  # fmt: skip
+    endpoint_id, alive = uuid4(), sample_server("alive")
+    dead_port = free_port()  # nothing listens there: a replica that died unannounced
+    _publish(service_discovery, endpoint_id, [alive.port, dead_port])
+    url = _register(proxy_url, endpoint_id)
+    answers = [_complete(url) for _ in range(6)]
+    assert [a.status_code for a in answers] == [200] * 6
+    assert {a.json()["model"] for a in answers} == {"alive"}
+    assert alive.state.served == 6
+
+
+def test_a_replica_that_began_to_answer_is_not_retried(
+    proxy_url: str, service_discovery: RedisServiceDiscovery,
+    sample_server: Callable[[str], SampleServer],
+) -> None:  # fmt: skip
+    endpoint_id, alive = uuid4(), sample_server("alive")
+    with _half_answering_server() as broken_port:
+        _publish(service_discovery, endpoint_id, [alive.port, broken_port])
+        url = _register(proxy_url, endpoint_id)
+        statuses = sorted(_complete(url).status_code for _ in range(6))
+    assert statuses == [200, 200, 200, 502, 502, 502]  # round robin; the cut answers fail
+    assert alive.state.served == 3  # nothing was sent on to the other replica
+
+
+def _publish(discovery: RedisServiceDiscovery, endpoint_id: UUID, ports: list[int]) -> None:
+    labels = {"endpoint_id": str(endpoint_id)}
+    discovery.sync_model_service_routes(
+        [ModelServiceMetadata(uuid4(), "svc", "127.0.0.1", port, labels=labels) for port in ports]
+    )
+
+
+def _register(proxy_url: str, endpoint_id: UUID) -> str:
+    answer = requests.post(
+        f"{proxy_url}/v2/endpoints/{endpoint_id}", json={}, headers={"X-BackendAI-Token": TOKEN},
+        timeout=5,
+    )  # fmt: skip
+    return str(answer.json()["endpoint"])
+
+
+def _complete(url: str) -> requests.Response:
+    return requests.post(f"{url}/v1/completions", json={"prompt": "a b"}, timeout=10)
+
+
+@contextmanager
+def _half_answering_server() -> Iterator[int]:
+    """Answers every request with a status line and half a body, then hangs up."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial')
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()

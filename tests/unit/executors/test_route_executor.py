@@ -624,3 +624,24 @@ def test_cleanup_honours_every_status_a_config_names(
 
     assert result.successes == [degraded, healthy_sg2, unhealthy_sg2]
     repo.get_scaling_group_cleanup_configs.assert_called_once_with(["sg1", "sg2"])
+
+
+# -- finish_draining (drain before terminate; not a seed scenario) --
+
+
+def test_drained_routes_no_longer_published_may_stop(
+    route_executor: RouteExecutor, service_discovery: MagicMock
+) -> None:
+    gone, still_published = make_route(), make_route()
+    service_discovery.published_route_ids.return_value = {still_published.id}
+    result = route_executor.finish_draining([gone, still_published, gone])
+    assert result.successes == [gone]
+    assert result.stale == [still_published]  # keeps draining until a sync drops it
+    assert result.errors == []
+
+
+def test_finish_draining_with_no_routes_reads_nothing(
+    route_executor: RouteExecutor, service_discovery: MagicMock
+) -> None:
+    assert route_executor.finish_draining([]) == RouteExecutionResult()
+    service_discovery.published_route_ids.assert_not_called()
