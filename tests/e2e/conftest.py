@@ -24,6 +24,7 @@ from workers.adapters.postgres.phase_store import PostgresPhaseStore
 from workers.adapters.redis_health import RedisHealthStore
 from workers.adapters.redis_keys import RedisKeys
 from workers.config import interval_variable
+from workers.reference import dev
 from workers.reference.processes import Process, celery, wait_for
 
 FAST_INTERVAL_S = "0.5"
@@ -162,3 +163,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def json_body(seen: Seen) -> Any:
     return json.loads(seen.body) if seen.body else None
+
+
+@pytest.fixture
+def system(
+    create_database: Callable[[], str], redis_url: str, redis_keys: RedisKeys
+) -> Iterator[dev.DevSystem]:
+    """The reference world `modelfleet dev` runs, on the test's own database and Redis."""
+    environ = {
+        **os.environ,
+        "MODELFLEET_DATABASE_URL": create_database(),
+        "MODELFLEET_REDIS_URL": redis_url,
+        "MODELFLEET_REDIS_KEY_PREFIX": redis_keys.prefix,
+    }
+    with dev.running_system(environ) as running:
+        yield running

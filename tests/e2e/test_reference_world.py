@@ -3,14 +3,11 @@ are the reference processes `modelfleet dev` starts, on the test's own database 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
 import requests
 import sqlalchemy as sa
 
@@ -22,7 +19,6 @@ from workers.adapters.postgres.schema import (
     routes,
     sessions,
 )
-from workers.adapters.redis_keys import RedisKeys
 from workers.domain import (
     AutoScalingRule,
     Comparator,
@@ -34,20 +30,6 @@ from workers.reference import dev
 from workers.reference.processes import modelfleet, process_alive, wait_for
 
 TIMEOUT_S = 90
-
-
-@pytest.fixture
-def system(
-    create_database: Callable[[], str], redis_url: str, redis_keys: RedisKeys
-) -> Iterator[dev.DevSystem]:
-    environ = {
-        **os.environ,
-        "MODELFLEET_DATABASE_URL": create_database(),
-        "MODELFLEET_REDIS_URL": redis_url,
-        "MODELFLEET_REDIS_KEY_PREFIX": redis_keys.prefix,
-    }
-    with dev.running_system(environ) as running:
-        yield running
 
 
 def _query(system: dev.DevSystem, statement: sa.Select[Any]) -> list[sa.Row[Any]]:

@@ -56,6 +56,7 @@ class DevSystem:
     engine: sa.Engine
     proxy_url: str
     flower_url: str
+    sd_url: str = ""  # Prometheus HTTP service discovery
     processes: list[Process] = field(default_factory=list)
 
     def start(self, name: str, argv: list[str], **extra: str) -> None:
@@ -116,7 +117,12 @@ def _system_in(folder: Path, environ: Mapping[str, str]) -> Iterator[DevSystem]:
             **{interval_variable(p): FAST_INTERVAL_S for p in SCHEDULED_INTERVALS_S},
         }
         system = DevSystem(
-            folder, env, engine, f"http://127.0.0.1:{proxy_port}", f"http://127.0.0.1:{flower_port}"
+            folder,
+            env,
+            engine,
+            proxy_url=f"http://127.0.0.1:{proxy_port}",
+            flower_url=f"http://127.0.0.1:{flower_port}",
+            sd_url=f"http://127.0.0.1:{sd_port}/metrics/service_discovery",
         )
         try:
             _start_all(system, proxy_port, sd_port, flower_port)

@@ -1,0 +1,170 @@
+"""Traffic through the dev app proxy, counted: how a test or a benchmark proves "no request failed".
+
+`LoadLoop` sends completions at a steady rate for as long as it runs and keeps
+every answer (status, latency, the revision that answered). `LivenessWatch`
+polls the Prometheus service-discovery endpoint and every published replica's
+port, and records each moment a replica was published while nothing listened
+on its port: the window in which a request can fail.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+CONNECTION_ERROR = 0  # the status recorded when no HTTP answer came back
+
+
+@dataclass(frozen=True)
+class Answer:
+    sent_at: float  # time.monotonic() when the request left
+    status: int  # HTTP status, or CONNECTION_ERROR
+    latency_s: float
+    body: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+    @property
+    def revision(self) -> int | None:
+        value = (self.body or {}).get("revision")
+        return value if isinstance(value, int) else None
+
+
+def failures(answers: Sequence[Answer]) -> list[Answer]:
+    """Every answer other than 200, connection errors included."""
+    return [answer for answer in answers if not answer.ok]
+
+
+def between(answers: Sequence[Answer], start: float, end: float) -> list[Answer]:
+    return [answer for answer in answers if start <= answer.sent_at < end]
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+@dataclass
+class LoadLoop:
+    """Completions at `rate_per_s` through `url` (an endpoint URL of the dev proxy)."""
+
+    url: str
+    rate_per_s: float = 20.0
+    clients: int = 4
+    timeout_s: float = 10.0
+    answers: list[Answer] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @contextmanager
+    def running(self) -> Iterator[LoadLoop]:
+        threads = [
+            threading.Thread(target=self._client, args=(i,), daemon=True)
+            for i in range(self.clients)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            for thread in threads:
+                thread.join(timeout=self.timeout_s + 5)
+
+    def snapshot(self) -> list[Answer]:
+        with self._lock:
+            return list(self.answers)
+
+    def _client(self, index: int) -> None:
+        period_s = self.clients / self.rate_per_s
+        next_at = time.monotonic() + index * period_s / self.clients
+        with requests.Session() as session:
+            while not self._stop.is_set():
+                self._stop.wait(max(0.0, next_at - time.monotonic()))
+                if self._stop.is_set():
+                    return
+                next_at += period_s
+                answer = self._send(session)
+                with self._lock:
+                    self.answers.append(answer)
+
+    def _send(self, session: requests.Session) -> Answer:
+        sent_at = time.monotonic()
+        try:
+            reply = session.post(
+                f"{self.url}/v1/completions", json={"prompt": "to be"}, timeout=self.timeout_s
+            )
+        except requests.RequestException:
+            return Answer(sent_at, CONNECTION_ERROR, time.monotonic() - sent_at)
+        latency_s = time.monotonic() - sent_at
+        try:
+            body = reply.json()
+        except ValueError:
+            body = None
+        kept = body if isinstance(body, dict) else None
+        return Answer(sent_at, reply.status_code, latency_s, kept)
+
+
+@dataclass(frozen=True)
+class DeadWhilePublished:
+    seen_at: float
+    route_id: str
+    address: str
+
+
+@dataclass
+class LivenessWatch:
+    """Polls service discovery (`sd_url`) and each published port every `interval_s`."""
+
+    sd_url: str
+    interval_s: float = 0.2
+    violations: list[DeadWhilePublished] = field(default_factory=list)
+    polls: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    @contextmanager
+    def running(self) -> Iterator[LivenessWatch]:
+        thread = threading.Thread(target=self._watch, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join(timeout=10)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                groups = requests.get(self.sd_url, timeout=2).json()
+            except (requests.RequestException, ValueError):
+                continue
+            self.polls += 1
+            for group in groups:
+                for address in group["targets"]:
+                    if not _listening(address):
+                        self.violations.append(
+                            DeadWhilePublished(
+                                time.monotonic(), group["labels"].get("route_id", "?"), address
+                            )
+                        )
+
+
+def _listening(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
