@@ -118,8 +118,9 @@ def test_scale_in_scale_out_and_eviction_under_load_fail_no_request(
         end = time.monotonic()
 
     answers = load.snapshot()
-    scale_in, scale_out = between(answers, scale_in_at, scale_out_at), between(
-        answers, scale_out_at, sick_at
+    scale_in, scale_out = (
+        between(answers, scale_in_at, scale_out_at),
+        between(answers, scale_out_at, sick_at),
     )
     eviction = between(answers, sick_at, end)
     assert len(scale_in) > 50, "the load loop must run through the scale-in"

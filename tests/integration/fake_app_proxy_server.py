@@ -17,6 +17,7 @@ class Reply:
     status: int = 200
     body: str = ""
     delay_s: float = 0.0
+    headers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def json(cls, document: object, status: int = 200) -> Reply:
@@ -89,6 +90,8 @@ def _handler_for(script: Script) -> type[BaseHTTPRequestHandler]:
             self.send_response(reply.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
+            for name, value in reply.headers:
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)
 

@@ -141,3 +141,44 @@ def test_one_pooled_client_per_proxy_address(proxy: HttpAppProxy, server: Script
     assert proxy.client_for(target) is proxy.client_for(same)
     assert proxy.client_for(target) is not proxy.client_for(other)
     assert TOKEN not in repr(target)
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_an_error_naming_its_status_and_the_token_never_follows_it(
+    server: ScriptedServer, client: HttpAppProxyClient, status: int
+) -> None:
+    with ScriptedServer() as elsewhere:
+        elsewhere.script.then(Reply.json({"endpoint": "http://attacker.example/svc"}))
+        location = f"{elsewhere.addr}/v2/endpoints/x"
+        server.script.then(Reply(status=status, headers=(("Location", location),)))
+        with pytest.raises(AppProxyRequestFailed, match=f"HTTP {status}: redirects are not"):
+            client.create_endpoint(uuid4(), {})
+        assert elsewhere.script.seen == []
+
+
+def test_a_token_straddling_the_excerpt_cut_is_redacted_whole(
+    server: ScriptedServer, client: HttpAppProxyClient
+) -> None:
+    server.script.then(Reply(status=500, body="x" * 190 + TOKEN + "y" * 100))
+    with pytest.raises(AppProxyRequestFailed) as failure:
+        client.delete_endpoint(uuid4())
+    assert _no_piece_of(TOKEN, str(failure.value))
+
+
+def test_a_token_with_a_trailing_newline_never_reaches_a_message_in_any_form(
+    server: ScriptedServer, proxy: HttpAppProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """requests raises InvalidHeader quoting repr(token); that reached history rows once."""
+    client = proxy.client_for(ScalingGroupProxyTarget(addr=server.addr, api_token=TOKEN + "\n"))
+    with caplog.at_level(logging.DEBUG), pytest.raises(AppProxyRequestFailed) as failure:
+        client.create_endpoint(uuid4(), {})
+    assert "InvalidHeader" in str(failure.value)
+    assert failure.value.__cause__ is None
+    assert failure.value.__suppress_context__
+    assert _no_piece_of(TOKEN, str(failure.value))
+    assert _no_piece_of(TOKEN, caplog.text)
+
+
+def _no_piece_of(secret: str, text: str, piece: int = 6) -> bool:
+    """No run of `piece` characters of `secret` is in `text`."""
+    return not any(secret[i : i + piece] in text for i in range(len(secret) - piece + 1))

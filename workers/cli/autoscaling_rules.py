@@ -9,6 +9,7 @@ import click
 import sqlalchemy as sa
 
 from workers.cli.output import emit, json_option
+from workers.cli.params import FiniteFloat
 from workers.cli.root import (
     CliContext,
     bad_input,
@@ -29,7 +30,7 @@ def autoscaling_rule() -> None:
 @click.argument("ref", metavar="DEPLOYMENT")
 @click.option("--metric-source", type=click.Choice([s.value for s in MetricSource]), required=True)
 @click.option("--metric", "metric_name", required=True, help="Metric name, e.g. cpu_util.")
-@click.option("--threshold", type=float, required=True)
+@click.option("--threshold", type=FiniteFloat(), required=True)
 @click.option("--comparator", type=click.Choice([c.value for c in Comparator]), required=True)
 @click.option("--step", "step_size", type=int, required=True, help="Replicas to add (<0: remove).")
 @click.option("--cooldown-s", type=click.IntRange(min=0), default=300, show_default=True)

@@ -9,8 +9,10 @@ import click
 import sqlalchemy as sa
 
 from workers.cli.output import emit, emit_json, emit_table, json_option
+from workers.cli.params import FiniteFloat
 from workers.cli.root import CliContext, bad_input, find_deployment, main, reported_failures
 from workers.domain import DeploymentInfo, DeploymentLifecycle, HealthCheckConfig, ModelRevision
+from workers.inputs import name_problem
 
 LIFECYCLES = [lifecycle.value for lifecycle in DeploymentLifecycle]
 
@@ -40,11 +42,11 @@ def _environ(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--command", "startup_command", help="Startup command of the model server.")
 @click.option("--env", "env_pairs", multiple=True, help="NAME=VALUE for the server (repeatable).")
 @click.option("--health-path", help="HTTP path the prober checks (none: no health check).")
-@click.option("--health-initial-delay-s", type=click.FloatRange(min=0), default=60.0)
+@click.option("--health-initial-delay-s", type=FiniteFloat(min=0), default=60.0)
 @click.option("--public", is_flag=True, help="Open the endpoint without a token.")
 @click.option(
     "--drain-s",
-    type=click.FloatRange(min=0, max=3600),
+    type=FiniteFloat(min=0, max=3600),
     default=10.0,
     show_default=True,
     help="Seconds a replica leaving service stays out of traffic before it is stopped.",
@@ -52,6 +54,8 @@ def _environ(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.pass_obj
 def create(cli: CliContext, /, name: str, resource_group: str, **options: Any) -> None:
     """Create a deployment; the controller registers it and starts its replicas."""
+    if (problem := name_problem(name)) is not None:
+        bad_input("NAME", problem)
     health = (
         HealthCheckConfig(
             path=options["health_path"], initial_delay_s=options["health_initial_delay_s"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead.")
 
@@ -29,12 +31,26 @@ def emit_json(document: Any) -> None:
 
 
 def emit_table(title: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=as_text(title), title_justify="left")
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(_plain(row.get(c))) for c in columns))
+        table.add_row(*(as_text(row.get(c)) for c in columns))
     Console(width=200).print(table)
+
+
+def as_text(value: Any) -> Text:
+    """A value as plain text for rich: never read as markup, control characters shown escaped."""
+    if value is None:
+        return Text("")
+    return Text(_CONTROL.sub(_escaped, str(_plain(value))))
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]
 
 
 def emit(

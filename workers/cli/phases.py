@@ -15,6 +15,7 @@ from workers.adapters.redis_keys import RedisKeys
 from workers.adapters.redis_phase_runs import RedisOutcomeStore
 from workers.app import ModelfleetCelery
 from workers.cli.output import emit, emit_json, emit_table, json_option
+from workers.cli.params import FiniteFloat
 from workers.cli.root import CliContext, main, reported_failures
 from workers.phase_runs import PhaseRun, PhaseRunState
 
@@ -45,7 +46,7 @@ def phase() -> None:
 @phase.command("run")
 @click.argument("name", type=click.Choice(sorted(SCHEDULED_INTERVALS_S)))
 @click.option("--wait", is_flag=True, help="Wait for the run to close and print its outcomes.")
-@click.option("--timeout-s", type=click.FloatRange(min=1), default=180.0, show_default=True)
+@click.option("--timeout-s", type=FiniteFloat(min=1), default=180.0, show_default=True)
 @json_option
 @click.pass_obj
 def run(cli: CliContext, name: str, wait: bool, timeout_s: float, as_json: bool) -> None:

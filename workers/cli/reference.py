@@ -21,6 +21,7 @@ from workers.adapters.redis_discovery import RedisServiceDiscovery
 from workers.adapters.redis_health import RedisHealthStore
 from workers.adapters.redis_keys import RedisKeys
 from workers.adapters.redis_metrics import RedisMetricsStore
+from workers.cli.params import FiniteFloat
 from workers.cli.root import CliContext, main
 from workers.reference import dev as dev_system
 from workers.reference.collector import MetricsCollector
@@ -32,10 +33,10 @@ VIEW_REFRESH_S = 1.0
 
 
 @main.command()
-@click.option("--interval-s", type=click.FloatRange(min=0.05), default=0.5, show_default=True)
+@click.option("--interval-s", type=FiniteFloat(min=0.05), default=0.5, show_default=True)
 @click.option(
     "--grace-s",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=5.0,
     show_default=True,
     help="Seconds between SIGTERM and SIGKILL when a session is stopped.",
@@ -75,7 +76,7 @@ def runner(
 
 
 @main.command()
-@click.option("--interval-s", type=click.FloatRange(min=0.05), default=0.5, show_default=True)
+@click.option("--interval-s", type=FiniteFloat(min=0.05), default=0.5, show_default=True)
 @click.pass_obj
 def prober(cli: CliContext, interval_s: float) -> None:
     """Probe every running route's health path and write readiness into Redis."""
@@ -85,7 +86,7 @@ def prober(cli: CliContext, interval_s: float) -> None:
 
 
 @main.command()
-@click.option("--interval-s", type=click.FloatRange(min=0.1), default=2.0, show_default=True)
+@click.option("--interval-s", type=FiniteFloat(min=0.1), default=2.0, show_default=True)
 @click.pass_obj
 def collector(cli: CliContext, interval_s: float) -> None:
     """Scrape healthy routes' /metrics into the autoscaling metric keys in Redis."""
@@ -115,7 +116,7 @@ def proxy(cli: CliContext, host: str, port: int, token: str, public_url: str | N
 
 @main.command()
 @click.option("--smoke", is_flag=True, help="Headless: serve, heal one replica, exit.")
-@click.option("--timeout-s", type=click.FloatRange(min=10), default=180.0, show_default=True)
+@click.option("--timeout-s", type=FiniteFloat(min=10), default=180.0, show_default=True)
 def dev(smoke: bool, timeout_s: float) -> None:
     """The whole system on this machine, with a demo deployment of the sample model."""
     # SIGTERM unwinds like Ctrl-C, so every child and server is stopped either way.

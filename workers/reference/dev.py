@@ -82,7 +82,9 @@ class DevSystem:
 
 
 @contextlib.contextmanager
-def running_system(environ: Mapping[str, str] = os.environ) -> Iterator[DevSystem]:
+def running_system(
+    environ: Mapping[str, str] = os.environ, *, fast: bool = True
+) -> Iterator[DevSystem]:
     """Servers (configured or throwaway), migration, and every process; all stopped on exit.
 
     The folder with every process's log is removed afterwards, unless leaving
@@ -91,7 +93,7 @@ def running_system(environ: Mapping[str, str] = os.environ) -> Iterator[DevSyste
     folder = Path(tempfile.mkdtemp(prefix="modelfleet-dev-"))
     failed = False
     try:
-        with _system_in(folder, environ) as system:
+        with _system_in(folder, environ, fast) as system:
             yield system
     except Exception:
         failed = True
@@ -103,7 +105,7 @@ def running_system(environ: Mapping[str, str] = os.environ) -> Iterator[DevSyste
 
 
 @contextlib.contextmanager
-def _system_in(folder: Path, environ: Mapping[str, str]) -> Iterator[DevSystem]:
+def _system_in(folder: Path, environ: Mapping[str, str], fast: bool) -> Iterator[DevSystem]:
     with _servers(environ) as (database_url, redis_url):
         engine = create_database_engine(database_url)
         upgrade_to_head(engine)
@@ -114,7 +116,11 @@ def _system_in(folder: Path, environ: Mapping[str, str]) -> Iterator[DevSystem]:
             "MODELFLEET_REDIS_URL": redis_url,
             "MODELFLEET_BROKER_URL": environ.get("MODELFLEET_BROKER_URL", redis_url),
             "MODELFLEET_RESULT_BACKEND": environ.get("MODELFLEET_RESULT_BACKEND", redis_url),
-            **{interval_variable(p): FAST_INTERVAL_S for p in SCHEDULED_INTERVALS_S},
+            **(
+                {interval_variable(p): FAST_INTERVAL_S for p in SCHEDULED_INTERVALS_S}
+                if fast
+                else {}
+            ),
         }
         system = DevSystem(
             folder,

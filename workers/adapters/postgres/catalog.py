@@ -28,6 +28,12 @@ from workers.domain import (
     RouteStatus,
 )
 
+PENDING, SCALING, READY = (
+    DeploymentLifecycle.PENDING,
+    DeploymentLifecycle.SCALING,
+    DeploymentLifecycle.READY,
+)
+
 OPERATOR_PHASE = "operator"  # the `phase` of history rows written for a CLI command
 
 
@@ -70,25 +76,23 @@ class Catalog:
                 conn.execute(routes.insert().values(row))
 
     def scale_deployment(self, deployment_id: UUID, replica_count: int) -> None:
-        """Ask for `replica_count` replicas (dropping any autoscaler count); a ready deployment
-        moves to scaling at once, with a history row saying the operator asked."""
+        """Ask for `replica_count` replicas (dropping any autoscaler count), with a history
+        row saying the operator asked; a ready deployment moves to scaling at once."""
         with transaction(self._engine) as conn:
             conn.execute(
                 deployments.update()
                 .where(deployments.c.id == deployment_id)
                 .values(replica_count=replica_count, desired_replica_count=None)
             )
-            apply_deployment_transitions(
+            what = f"scale to {replica_count}"
+            moved = apply_deployment_transitions(
                 conn,
-                [
-                    _operator_move(
-                        deployment_id,
-                        {DeploymentLifecycle.READY},
-                        DeploymentLifecycle.SCALING,
-                        f"scale to {replica_count}",
-                    )
-                ],
+                [_operator_move(deployment_id, {READY}, DeploymentLifecycle.SCALING, what)],
             )
+            if not moved:  # pending or scaling: the count is read when it gets there
+                apply_deployment_transitions(
+                    conn, [_operator_move(deployment_id, {PENDING, SCALING}, None, what)]
+                )
 
     def request_destroy(self, deployment_id: UUID) -> bool:
         """Move a live deployment to destroying; False if it is already on its way out."""
@@ -114,9 +118,10 @@ class Catalog:
 def _operator_move(
     deployment_id: UUID,
     expected: set[DeploymentLifecycle],
-    to: DeploymentLifecycle,
+    to: DeploymentLifecycle | None,
     what: str,
 ) -> DeploymentTransition:
+    """An operator's change with its history row (`to` None: the lifecycle stays)."""
     return DeploymentTransition(
         entity_id=deployment_id,
         expected=frozenset(expected),

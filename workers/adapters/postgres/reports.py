@@ -48,12 +48,17 @@ class Reports:
         return self._rows(query)
 
     def find_deployment(self, ref: str) -> Row | None:
-        """By id, or by name: the live one, else the newest destroyed one."""
+        """By id, or by name: the live one, else the newest destroyed one.
+
+        An id always wins: a deployment whose name looks like another's id (made
+        before such names were refused) never answers for it.
+        """
         ref_id = _uuid_or_none(ref)
-        matches = deployments.c.name == ref
         if ref_id is not None:
-            matches = sa.or_(matches, deployments.c.id == ref_id)
-        found = self._rows(_deployments_query().where(matches))
+            by_id = self._rows(_deployments_query().where(deployments.c.id == ref_id))
+            if by_id:
+                return by_id[0]
+        found = self._rows(_deployments_query().where(deployments.c.name == ref))
         live = [row for row in found if row["lifecycle"] != "destroyed"]
         return (live or found)[-1] if found else None
 

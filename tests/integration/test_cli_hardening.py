@@ -1,0 +1,135 @@
+"""CLI defects found by hostile input (issue: hardening), each against real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner, Result
+
+from tests.factories import make_deployment
+from workers.adapters.postgres.catalog import Catalog
+from workers.adapters.postgres.schema import autoscaling_rules, deployment_history, deployments
+from workers.cli import main
+from workers.domain import DeploymentLifecycle
+
+
+@pytest.fixture
+def run(engine: sa.Engine, redis_url: str) -> Any:
+    env = {
+        "MODELFLEET_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "MODELFLEET_REDIS_URL": redis_url,
+    }
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(main, list(args), env=env)
+
+    return invoke
+
+
+def _refused(result: Result, field: str) -> str:
+    assert result.exit_code == 2, result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"Error: {field}: "), line
+    return line
+
+
+def _count(engine: sa.Engine, table: sa.Table) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+@pytest.mark.parametrize("token", ["s3cr3t en", "s3cr3t-tok\n", "tab\there", "bell\x07", ""])
+def test_a_token_with_whitespace_or_control_characters_is_refused_and_not_stored(
+    run: Any, token: str
+) -> None:
+    line = _refused(
+        run("scaling-group", "create", "rg", "--app-proxy-addr", "http://p:1",
+            "--app-proxy-token", token),
+        "--app-proxy-token",
+    )  # fmt: skip
+    if token.strip():
+        assert token.strip() not in line
+    assert json.loads(run("scaling-group", "list", "--json").stdout) == []
+
+
+@pytest.mark.parametrize(
+    "name", [str(uuid.uuid4()), "Upper", "has space", "[/oops]", "9starts-with-digit", "x" * 64, ""]
+)
+def test_names_must_be_dns_labels_and_never_uuid_shaped(
+    run: Any, engine: sa.Engine, name: str
+) -> None:
+    assert run("scaling-group", "create", "rg").exit_code == 0
+    _refused(run("deployment", "create", name, "--group", "rg", "--image", "i"), "NAME")
+    _refused(run("scaling-group", "create", name), "NAME")
+    assert _count(engine, deployments) == 0
+
+
+def test_an_id_always_wins_over_a_name_that_looks_like_it(
+    run: Any, catalog: Catalog, engine: sa.Engine
+) -> None:
+    catalog.create_scaling_group("sg1")
+    victim = catalog.create_deployment(make_deployment(lifecycle=DeploymentLifecycle.READY))
+    # Stored before such names were refused: named with the victim's id.
+    impostor = catalog.create_deployment(
+        make_deployment(name=str(victim.id), lifecycle=DeploymentLifecycle.READY)
+    )
+    assert run("deployment", "destroy", str(victim.id)).exit_code == 0
+    with engine.connect() as conn:
+        lifecycles = dict(conn.execute(sa.select(deployments.c.id, deployments.c.lifecycle)).all())
+    assert lifecycles == {victim.id: "destroying", impostor.id: "ready"}
+
+
+def test_names_with_markup_or_control_characters_are_shown_as_text(
+    run: Any, catalog: Catalog
+) -> None:
+    catalog.create_scaling_group("sg1")
+    catalog.create_deployment(make_deployment(name="[/oops] [bold]x\x1b[31m"))
+    for command in (
+        ["deployment", "list"],
+        ["route", "list"],
+        ["deployment", "show", "[/oops] [bold]x\x1b[31m"],
+    ):
+        shown = run(*command)
+        assert shown.exit_code == 0, shown.output
+        assert "\x1b" not in shown.output
+    assert "[/oops] [bold]x\\x1b[31m" in run("deployment", "list").output
+
+
+@pytest.mark.parametrize("lifecycle", [DeploymentLifecycle.PENDING, DeploymentLifecycle.SCALING])
+def test_scaling_a_deployment_that_is_not_ready_leaves_a_history_row(
+    run: Any, catalog: Catalog, engine: sa.Engine, lifecycle: DeploymentLifecycle
+) -> None:
+    catalog.create_scaling_group("sg1")
+    found = catalog.create_deployment(make_deployment(name="svc", lifecycle=lifecycle))
+    assert run("deployment", "scale", "svc", "3").exit_code == 0
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(deployment_history.c.phase, deployment_history.c.to_status,
+                      deployment_history.c.message)
+            .where(deployment_history.c.deployment_id == found.id)
+        ).all()  # fmt: skip
+        replicas = conn.execute(sa.select(deployments.c.replica_count)).scalar_one()
+    assert replicas == 3
+    assert [tuple(r) for r in rows] == [("operator", lifecycle.value, "operator asked: scale to 3")]
+
+
+@pytest.mark.parametrize("number", ["nan", "inf", "-inf", "1e400"])
+def test_nan_and_infinity_are_refused_where_a_number_comes_in(
+    run: Any, catalog: Catalog, engine: sa.Engine, number: str
+) -> None:
+    catalog.create_scaling_group("sg1")
+    catalog.create_deployment(make_deployment(name="svc"))
+    _refused(
+        run("autoscaling-rule", "add", "svc", "--metric-source", "session", "--metric", "cpu",
+            "--threshold", number, "--comparator", "gt", "--step", "1"),
+        "Invalid value for '--threshold'",
+    )  # fmt: skip
+    _refused(
+        run("deployment", "create", "other", "--group", "sg1", "--image", "i", "--drain-s", number),
+        "Invalid value for '--drain-s'",
+    )
+    assert _count(engine, autoscaling_rules) == 0

@@ -1,0 +1,50 @@
+"""What an operator may type: the rules every entry point checks before writing.
+
+Pure functions: each returns None when the value is allowed, else a short
+sentence saying what is allowed (never quoting a secret).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+NAME_RULE = (
+    "a DNS-1123 label: 1-63 lower-case letters, digits or '-', starting with a letter "
+    "and ending with a letter or digit, not shaped like a UUID"
+)
+
+
+def name_problem(name: str) -> str | None:
+    """A deployment or scaling-group name: a DNS-1123 label that is not UUID-shaped
+    (an id always wins over a name, so such a name could never be looked up)."""
+    if _DNS_LABEL.fullmatch(name) is None or is_uuid_shaped(name):
+        return f"must be {NAME_RULE}"
+    return None
+
+
+def token_problem(token: str) -> str | None:
+    """An API token: non-empty, no whitespace, no control characters."""
+    if not token:
+        return "must not be empty"
+    if any(c.isspace() for c in token) or _CONTROL.search(token):
+        return "must not contain whitespace or control characters"
+    return None
+
+
+def number_problem(value: float) -> str | None:
+    """Any number an operator gives: finite (no NaN, no infinity)."""
+    if not math.isfinite(value):
+        return f"must be a finite number, not {value}"
+    return None
+
+
+def is_uuid_shaped(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
