@@ -124,6 +124,11 @@ class HealthStore(Protocol):
         """Readiness per route id; routes with no data are absent."""
         ...
 
+    def recently_restarted(self) -> bool:
+        """Whether the store lost its records moments ago (a restart): a record missing
+        now may have been lost rather than expired."""
+        ...
+
 
 class ServiceDiscovery(Protocol):
     """Where Prometheus learns which model servers to scrape."""

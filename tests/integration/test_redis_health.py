@@ -115,3 +115,68 @@ def test_an_unreachable_redis_is_infrastructure_unavailable(
     store = RedisHealthStore(client=unreachable_redis, keys=redis_keys)
     with pytest.raises(InfrastructureUnavailable, match="redis unavailable"):
         store.check_route_health_status([str(uuid4())])
+
+
+@pytest.mark.parametrize("wrong_type", ["string", "list", "set"])
+def test_a_key_of_the_wrong_type_affects_only_its_own_route(
+    health_store: RedisHealthStore,
+    redis_client: redis.Redis,
+    redis_keys: RedisKeys,
+    caplog: pytest.LogCaptureFixture,
+    wrong_type: str,
+) -> None:
+    """HGETALL on a string raised for the whole pipeline: 15 of 60 healthy routes were evicted."""
+    bad, good = str(uuid4()), [str(uuid4()) for _ in range(3)]
+    key = redis_keys.route_health(bad)
+    {"string": lambda: redis_client.set(key, "x"), "list": lambda: redis_client.rpush(key, "x"),
+     "set": lambda: redis_client.sadd(key, "x")}[wrong_type]()  # fmt: skip
+    health_store.update_readiness(dict.fromkeys(good, True))
+    with caplog.at_level(logging.WARNING):
+        statuses = health_store.check_route_health_status([good[0], bad, *good[1:]])
+    assert {k: v.status for k, v in statuses.items()} == dict.fromkeys(
+        good, HealthCheckStatus.HEALTHY
+    )
+    assert f"route {bad}: malformed health record (not a hash)" in caplog.text
+
+
+def test_a_readiness_time_in_the_future_is_malformed(
+    health_store: RedisHealthStore, redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    """Year 2100 was healthy forever; a small clock skew is still believed."""
+    now = _server_now(redis_client)
+    future, skewed = str(uuid4()), str(uuid4())
+    _write(redis_client, redis_keys, future, readiness="1", last_readiness="4102444800")
+    _write(redis_client, redis_keys, skewed, readiness="1", last_readiness=str(now + 5))
+    statuses = health_store.check_route_health_status([future, skewed])
+    assert {k: v.status for k, v in statuses.items()} == {skewed: HealthCheckStatus.HEALTHY}
+
+
+def test_a_malformed_record_is_logged_once_per_change_as_a_bounded_excerpt(
+    health_store: RedisHealthStore,
+    redis_client: redis.Redis,
+    redis_keys: RedisKeys,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    route_id = str(uuid4())
+    huge = "x" * 1_000_000
+    _write(redis_client, redis_keys, route_id, readiness=huge, last_readiness="1")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(5):
+            assert health_store.check_route_health_status([route_id]) == {}
+        _write(redis_client, redis_keys, route_id, readiness="maybe")
+        health_store.check_route_health_status([route_id])
+        health_store.check_route_health_status([route_id])
+    lines = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert len(lines) == 2  # once for the first record, once when it changed
+    assert all(len(line) < 400 for line in lines)
+    assert "chars)" in lines[0]
+
+
+def test_recently_restarted_follows_the_server_uptime(
+    redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    uptime_s = int(redis_client.info("server")["uptime_in_seconds"])
+    young = RedisHealthStore(client=redis_client, keys=redis_keys, restart_grace_s=uptime_s + 60)
+    old = RedisHealthStore(client=redis_client, keys=redis_keys, restart_grace_s=0)
+    assert young.recently_restarted()
+    assert not old.recently_restarted()

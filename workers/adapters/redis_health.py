@@ -22,17 +22,30 @@ from workers.domain import HealthCheckStatus, HealthStatus
 log = logging.getLogger(__name__)
 
 _READINESS = {"1": True, "0": False}
+_FIELDS = ("readiness", "last_readiness", "created_at")
+# A readiness stamped further ahead of the Redis clock than this is not believed.
+CLOCK_SKEW_ALLOWANCE_S = 30.0
+# Missing records this soon after a Redis restart were lost, not expired.
+RESTART_GRACE_S = 30
+_EXCERPT_CHARS = 120
+_REMEMBERED_KEYS = 10_000
 
 
 class RedisHealthStore:
-    def __init__(self, *, client: redis.Redis, keys: RedisKeys) -> None:
+    def __init__(
+        self, *, client: redis.Redis, keys: RedisKeys, restart_grace_s: float = RESTART_GRACE_S
+    ) -> None:
         self._client = client
         self._keys = keys
+        self._restart_grace_s = restart_grace_s
+        self._malformed = MalformedRecords()
 
     def check_route_health_status(self, route_ids: Sequence[str]) -> dict[str, HealthStatus]:
         """Readiness of each route, read with the server's clock in one round trip.
 
-        A route with no hash is absent; so is one whose hash is malformed (logged).
+        A route with no record is absent, and so is one whose record is malformed
+        in any way (wrong key type, fields missing, not numbers, NaN, a time in
+        the future): it affects only its own route, and is logged once per change.
         """
         if not route_ids:
             return {}
@@ -40,21 +53,30 @@ class RedisHealthStore:
             pipe = self._client.pipeline(transaction=False)
             pipe.time()
             for route_id in route_ids:
-                pipe.hgetall(self._keys.route_health(route_id))
-            time_reply, *hashes = pipe.execute()
+                pipe.hmget(self._keys.route_health(route_id), _FIELDS)
+            time_reply, *replies = pipe.execute(raise_on_error=False)
         now_s = server_time_s(time_reply)
+        records = {
+            route_id: _record(reply) for route_id, reply in zip(route_ids, replies, strict=True)
+        }
         statuses: dict[str, HealthStatus] = {}
-        for route_id, fields in zip(route_ids, hashes, strict=True):
-            if not fields:
-                continue
-            status = classify(fields, now_s)
-            if status is None:
-                log.warning(
-                    "route %s: malformed health record %r; treated as missing", route_id, fields
-                )
-                continue
-            statuses[route_id] = status
+        for route_id, record in records.items():
+            status = None if record is None else classify(record, now_s)
+            self._malformed.note(route_id, record, status)
+            if status is not None:
+                statuses[route_id] = status
         return statuses
+
+    def recently_restarted(self) -> bool:
+        """Whether the Redis server started less than `restart_grace_s` ago.
+
+        Redis here keeps nothing on disk: after a restart every record is gone
+        until the prober writes again, so a missing record may have been lost
+        rather than expired.
+        """
+        with redis_errors():
+            uptime_s = self._client.info("server").get("uptime_in_seconds")
+        return isinstance(uptime_s, int) and uptime_s < self._restart_grace_s
 
     def initialize_routes(self, route_ids: Sequence[str]) -> None:
         """Start each route's record as never probed (reads as STALE, not UNHEALTHY)."""
@@ -82,14 +104,56 @@ class RedisHealthStore:
 
 def classify(fields: Mapping[str, str], now_s: float) -> HealthStatus | None:
     """HEALTHY / UNHEALTHY by readiness, STALE when the last result is old; None if malformed."""
-    ready = _READINESS.get(fields.get("readiness", ""))
+    ready = _READINESS.get(fields.get("readiness") or "")
     try:
         last_s = float(fields["last_readiness"])
-    except (KeyError, ValueError):
+    except (KeyError, TypeError, ValueError):
         return None
-    if ready is None or not math.isfinite(last_s):
+    if ready is None or not math.isfinite(last_s) or last_s > now_s + CLOCK_SKEW_ALLOWANCE_S:
         return None
     if now_s - last_s > HEALTH_STALE_AFTER_S:
         return HealthStatus(HealthCheckStatus.STALE, last_readiness_at=last_s or None)
     status = HealthCheckStatus.HEALTHY if ready else HealthCheckStatus.UNHEALTHY
     return HealthStatus(status, last_readiness_at=last_s)
+
+
+def _record(reply: Any) -> dict[str, str] | None:
+    """The fields read, {} when the key does not exist, None when it cannot be read as a hash."""
+    if isinstance(reply, Exception):
+        return None  # e.g. WRONGTYPE: the key holds a string, a list ...
+    if not isinstance(reply, list) or all(value is None for value in reply):
+        return {}
+    return {name: value for name, value in zip(_FIELDS, reply, strict=True) if value is not None}
+
+
+class MalformedRecords:
+    """Logs a malformed record once per change, as a bounded excerpt (one 8 MiB value
+    logged on every run once made 126 MB of log in 30 s)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+
+    def note(
+        self, route_id: str, record: Mapping[str, str] | None, status: HealthStatus | None
+    ) -> None:
+        if status is not None or record == {}:
+            self._seen.pop(route_id, None)
+            return
+        fingerprint = hash(repr(sorted(record.items())) if record is not None else "unreadable")
+        if self._seen.get(route_id) == fingerprint:
+            return
+        if len(self._seen) >= _REMEMBERED_KEYS:
+            self._seen.clear()
+        self._seen[route_id] = fingerprint
+        log.warning(
+            "route %s: malformed health record %s; treated as missing (stale)",
+            route_id,
+            "(not a hash)" if record is None else _excerpt(record),
+        )
+
+
+def _excerpt(record: Mapping[str, str]) -> str:
+    text = repr(dict(record))
+    return (
+        text if len(text) <= _EXCERPT_CHARS else f"{text[:_EXCERPT_CHARS]}... ({len(text)} chars)"
+    )

@@ -17,9 +17,11 @@ from workers.domain import (
     DeploymentInfo,
     DeploymentLifecycle,
     HealthCheckStatus,
+    HealthStatus,
     RouteData,
     RouteExecutionError,
     RouteExecutionResult,
+    RouteStatus,
     SessionId,
     SessionStatus,
 )
@@ -39,6 +41,8 @@ from workers.ports import DeploymentRepository, HealthStore, SchedulingControlle
 log = logging.getLogger(__name__)
 
 _NO_NEW_SESSIONS = frozenset({DeploymentLifecycle.DESTROYING, DeploymentLifecycle.DESTROYED})
+# Routes the prober has answered for: they had a readiness record.
+_PROBED = frozenset({RouteStatus.HEALTHY, RouteStatus.UNHEALTHY})
 
 
 class RouteExecutor:
@@ -110,9 +114,12 @@ class RouteExecutor:
         if not routes:
             return RouteExecutionResult()
         health = self._health_store.check_route_health_status([str(route.id) for route in routes])
+        lost = self._lost_records(routes, health)
         result = RouteExecutionResult()
         for route in routes:
             seen = health.get(str(route.id))
+            if route.id in lost:
+                continue  # its record went with a restarted store: left as it is for now
             if seen is None or seen.status is HealthCheckStatus.STALE:
                 result.stale.append(route)
             elif seen.status is HealthCheckStatus.HEALTHY:
@@ -121,6 +128,20 @@ class RouteExecutor:
                 failure = RouteUnhealthy(route.id)
                 result.errors.append(_route_error(route, type(failure).__name__, failure))
         return result
+
+    def _lost_records(
+        self, routes: Sequence[RouteData], health: Mapping[str, HealthStatus]
+    ) -> set[UUID]:
+        """Probed routes whose record is missing, when the store has just restarted.
+
+        Such a record was lost, not expired: demoting every route of a fleet for
+        the seconds until the prober writes again would empty service discovery.
+        """
+        missing = {r.id for r in routes if r.status in _PROBED and str(r.id) not in health}
+        if missing and self._health_store.recently_restarted():
+            log.warning("health store restarted: %d routes keep their status", len(missing))
+            return missing
+        return set()
 
     def sync_service_discovery(self, routes: Sequence[RouteData]) -> RouteExecutionResult:
         """Publish the routes' model servers as the whole scrape set; changes no status.

@@ -34,7 +34,9 @@ def scheduler() -> MagicMock:
 
 @pytest.fixture
 def health_store() -> MagicMock:
-    return _autospec(HealthStore)
+    store = _autospec(HealthStore)
+    store.recently_restarted.return_value = False  # a store that has been up for long
+    return store
 
 
 @pytest.fixture
