@@ -27,16 +27,25 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 def make_app(discovery: RedisServiceDiscovery) -> WsgiApp:
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") != PATH:
-            return _json(start_response, "404 Not Found", {"error": f"only {PATH} is served"})
-        if environ.get("REQUEST_METHOD") not in {"GET", "HEAD"}:
-            return _json(start_response, "405 Method Not Allowed", {"error": "use GET"})
+        status, headers, document = answer(environ.get("PATH_INFO"), environ.get("REQUEST_METHOD"))
+        body = json.dumps(document).encode()
+        start_response(
+            status,
+            [*headers, ("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+        )
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+    def answer(path: object, method: object) -> tuple[str, list[tuple[str, str]], object]:
+        if path != PATH:
+            return "404 Not Found", [], {"error": f"only {PATH} is served"}
+        if method not in {"GET", "HEAD"}:
+            return "405 Method Not Allowed", [("Allow", "GET, HEAD")], {"error": "use GET"}
         try:
             targets = discovery.registered_targets()
         except InfrastructureUnavailable as error:
             log.warning("service discovery: %s", error)
-            return _json(start_response, "503 Service Unavailable", {"error": str(error)})
-        return _json(start_response, "200 OK", prometheus_http_sd(targets))
+            return "503 Service Unavailable", [], {"error": str(error)}
+        return "200 OK", [], prometheus_http_sd(targets)
 
     return app
 
@@ -45,11 +54,3 @@ def serve(discovery: RedisServiceDiscovery, *, host: str, port: int) -> None:
     """Serve until interrupted."""
     log.info("service discovery: serving http://%s:%d%s", host, port, PATH)
     waitress.serve(make_app(discovery), host=host, port=port, threads=2, ident="modelfleet")
-
-
-def _json(start_response: StartResponse, status: str, document: object) -> list[bytes]:
-    body = json.dumps(document).encode()
-    start_response(
-        status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-    )
-    return [body]

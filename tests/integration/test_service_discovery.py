@@ -111,6 +111,38 @@ def test_http_sd_serves_prometheus_target_groups(
     assert requests.post(sd_server + PATH, timeout=5).status_code == 405
 
 
+def test_http_sd_head_has_no_body_and_405_says_what_is_allowed(
+    service_discovery: RedisServiceDiscovery, sd_server: str
+) -> None:
+    service_discovery.sync_model_service_routes([_target(9000)])
+    head = _raw(sd_server, f"HEAD {PATH} HTTP/1.0\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") or head.startswith(b"HTTP/1.0 200")
+    assert head.endswith(b"\r\n\r\n")  # headers only: HEAD must not send the body
+    refused = requests.post(sd_server + PATH, timeout=5)
+    assert refused.status_code == 405
+    assert refused.headers["Allow"] == "GET, HEAD"
+
+
+def test_http_sd_brackets_ipv6_hosts_for_prometheus(
+    service_discovery: RedisServiceDiscovery, sd_server: str
+) -> None:
+    """Prometheus refuses "::1:9100" ("too many colons") and keeps such a target down."""
+    v6 = ModelServiceMetadata(uuid4(), "echo", "::1", 9100, labels={"route_id": "r"})
+    service_discovery.sync_model_service_routes([v6, _target(9000)])
+    targets = sorted(g["targets"][0] for g in requests.get(sd_server + PATH, timeout=5).json())
+    assert targets == ["10.0.0.5:9000", "[::1]:9100"]
+
+
+def _raw(server: str, request: str) -> bytes:
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(request.encode())
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def test_http_sd_answers_503_when_redis_is_down(
     redis_keys: RedisKeys, unreachable_redis: redis.Redis
 ) -> None:

@@ -88,11 +88,16 @@ def prometheus_http_sd(targets: Sequence[ModelServiceMetadata]) -> list[dict[str
     """Prometheus' HTTP service-discovery document: one target group per route."""
     return [
         {
-            "targets": [f"{target.host}:{target.port}"],
+            "targets": [f"{_bracketed(target.host)}:{target.port}"],
             "labels": {**target.labels, "__metrics_path__": target.metrics_path},
         }
         for target in targets
     ]
+
+
+def _bracketed(host: str) -> str:
+    """An IPv6 address in brackets, as Prometheus needs it ("::1:9100" is refused)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _target_fields(route: ModelServiceMetadata) -> dict[Any, str]:
