@@ -70,7 +70,7 @@ def _healthy_addresses(system: dev.DevSystem, deployment_id: uuid.UUID) -> list[
 def _serving(system: dev.DevSystem, replicas: int) -> DeploymentInfo:
     catalog = Catalog(engine=system.engine)
     catalog.create_scaling_group(
-        dev.DEMO_GROUP, app_proxy_addr=system.proxy_url, app_proxy_api_token=dev.DEV_TOKEN
+        dev.DEMO_GROUP, app_proxy_addr=system.proxy_url, app_proxy_api_token=system.proxy_token
     )
     revision = ModelRevision(
         image="sample-model",

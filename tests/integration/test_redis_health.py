@@ -128,8 +128,12 @@ def test_a_key_of_the_wrong_type_affects_only_its_own_route(
     """HGETALL on a string raised for the whole pipeline: 15 of 60 healthy routes were evicted."""
     bad, good = str(uuid4()), [str(uuid4()) for _ in range(3)]
     key = redis_keys.route_health(bad)
-    {"string": lambda: redis_client.set(key, "x"), "list": lambda: redis_client.rpush(key, "x"),
-     "set": lambda: redis_client.sadd(key, "x")}[wrong_type]()  # fmt: skip
+    if wrong_type == "string":
+        redis_client.set(key, "x")
+    elif wrong_type == "list":
+        redis_client.rpush(key, "x")
+    else:
+        redis_client.sadd(key, "x")
     health_store.update_readiness(dict.fromkeys(good, True))
     with caplog.at_level(logging.WARNING):
         statuses = health_store.check_route_health_status([good[0], bad, *good[1:]])

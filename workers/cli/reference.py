@@ -7,6 +7,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 import click
 from rich.console import Group
@@ -22,7 +23,8 @@ from workers.adapters.redis_health import RedisHealthStore
 from workers.adapters.redis_keys import RedisKeys
 from workers.adapters.redis_metrics import RedisMetricsStore
 from workers.cli.params import FiniteFloat
-from workers.cli.root import CliContext, main
+from workers.cli.root import CliContext, bad_input, main
+from workers.inputs import token_problem
 from workers.reference import dev as dev_system
 from workers.reference.collector import MetricsCollector
 from workers.reference.prober import HealthProber
@@ -98,11 +100,33 @@ def collector(cli: CliContext, interval_s: float) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=10200, show_default=True)
-@click.option("--token", required=True, help="The API token the controller must send.")
+@click.option(
+    "--token-file",
+    type=click.File("r"),
+    help="File holding the API token the controller must send (else MODELFLEET_PROXY_TOKEN).",
+)
+# Kept for old scripts; a token on the command line is readable in /proc by any user.
+@click.option("--token", envvar="MODELFLEET_PROXY_TOKEN", hidden=True)
 @click.option("--public-url", help="Base of the URLs handed out [http://HOST:PORT].")
 @click.pass_obj
-def proxy(cli: CliContext, host: str, port: int, token: str, public_url: str | None) -> None:
-    """A dev app proxy: registers endpoints and forwards to their healthy routes."""
+def proxy(
+    cli: CliContext,
+    host: str,
+    port: int,
+    token_file: TextIO | None,
+    token: str | None,
+    public_url: str | None,
+) -> None:
+    """A dev app proxy: registers endpoints and forwards to their healthy routes.
+
+    Its API token comes from MODELFLEET_PROXY_TOKEN or --token-file, never argv.
+    """
+    if token_file is not None:
+        token = token_file.read().strip()
+    if token is None:
+        bad_input("MODELFLEET_PROXY_TOKEN", "set it, or give --token-file")
+    if (problem := token_problem(token)) is not None:
+        bad_input("MODELFLEET_PROXY_TOKEN", problem)
     client = create_redis_client(cli.settings.redis_url)
     discovery = RedisServiceDiscovery(client=client, keys=RedisKeys(cli.settings.redis_key_prefix))
     serve(

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 
 DEMO_GROUP = "demo"
 DEMO_DEPLOYMENT = "demo-echo"
-DEV_TOKEN = "dev-token"
 FAST_INTERVAL_S = "1"
 DEMO_HEALTH = HealthCheckConfig(
     path="/health", interval_s=1.0, max_retries=2, initial_delay_s=5.0, timeout_s=2.0
@@ -57,6 +57,8 @@ class DevSystem:
     proxy_url: str
     flower_url: str
     sd_url: str = ""  # Prometheus HTTP service discovery
+    # The dev proxy's API token, new for every run; children get it from the environment.
+    proxy_token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     processes: list[Process] = field(default_factory=list)
 
     def start(self, name: str, argv: list[str], **extra: str) -> None:
@@ -66,7 +68,7 @@ class DevSystem:
         catalog = Catalog(engine=self.engine)
         with contextlib.suppress(sa.exc.IntegrityError):  # kept from an earlier run
             catalog.create_scaling_group(
-                DEMO_GROUP, app_proxy_addr=self.proxy_url, app_proxy_api_token=DEV_TOKEN
+                DEMO_GROUP, app_proxy_addr=self.proxy_url, app_proxy_api_token=self.proxy_token
             )
         revision = ModelRevision(
             image="sample-model",
@@ -181,7 +183,8 @@ def _start_all(system: DevSystem, proxy_port: int, sd_port: int, flower_port: in
     system.start("collector", modelfleet("collector", "--interval-s=1"))
     system.start(
         "proxy",
-        modelfleet("proxy", f"--port={proxy_port}", f"--token={DEV_TOKEN}"),
+        modelfleet("proxy", f"--port={proxy_port}"),
+        MODELFLEET_PROXY_TOKEN=system.proxy_token,
     )
     system.start("service-discovery", modelfleet("service-discovery", "serve", f"--port={sd_port}"))
 

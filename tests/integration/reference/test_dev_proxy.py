@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -28,8 +29,9 @@ TOKEN = "proxy-test-token"
 def proxy_url(redis_url: str, redis_keys: RedisKeys, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "MODELFLEET_REDIS_URL": redis_url,
-           "MODELFLEET_REDIS_KEY_PREFIX": redis_keys.prefix}  # fmt: skip
-    argv = [sys.executable, "-m", "workers.cli", "proxy", f"--port={port}", f"--token={TOKEN}"]
+           "MODELFLEET_REDIS_KEY_PREFIX": redis_keys.prefix,
+           "MODELFLEET_PROXY_TOKEN": TOKEN}  # fmt: skip
+    argv = [sys.executable, "-m", "workers.cli", "proxy", f"--port={port}"]
     process = Process("proxy", argv, env, tmp_path)
     url = f"http://127.0.0.1:{port}"
 
@@ -152,3 +154,39 @@ def _half_answering_server() -> Iterator[int]:
         stop.set()
         thread.join()
         listener.close()
+
+
+def test_the_token_is_never_on_the_command_line_and_a_missing_one_is_one_line(
+    proxy_url: str, tmp_path: Path
+) -> None:
+    port = int(proxy_url.rsplit(":", 1)[1])
+    [pid] = [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and f"--port={port}".encode() in _cmdline(entry)
+    ]
+    assert TOKEN.encode() not in _cmdline(Path(f"/proc/{pid}"))
+    env = {k: v for k, v in os.environ.items() if k != "MODELFLEET_PROXY_TOKEN"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "proxy", f"--port={free_port()}"],
+        env=env, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "Error: MODELFLEET_PROXY_TOKEN: set it, or give --token-file"
+    ]
+    token_file = tmp_path / "token"
+    token_file.write_text("with space\n")
+    bad = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "proxy", f"--token-file={token_file}"],
+        env=env, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert "with space" not in bad.stderr
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
