@@ -72,16 +72,14 @@ def start_run(phase: Phase, *, rerun_if_busy: bool = False) -> str | None:
     try:
         ids = [item.id for item in phase.targets_now(adapters)]
         groups = _groups(phase, ids, settings.fanout_max_tasks)
-        run = adapters.phase_store.open_run(
-            phase.name,
-            item_count=len(ids),
-            task_count=len(groups),
-            lock_token=token,
-            deadline_s=settings.deadline_s,
-        )
+        run = _open_run(phase, adapters, token, len(ids), len(groups))
     except BaseException:
         adapters.phase_lock.release(phase.name, token)
         raise
+    if run is None:
+        adapters.phase_lock.release(phase.name, token)
+        log.info("phase=%s: a run is still open in phase_runs; this tick does nothing", phase.name)
+        return None
     with phase_context(phase.name, run.id):
         if not groups:
             close_run(phase, adapters, run.id, [], PhaseRunState.SUCCEEDED)
@@ -95,6 +93,50 @@ def start_run(phase: Phase, *, rerun_if_busy: bool = False) -> str | None:
     return str(run.id)
 
 
+def _open_run(
+    phase: Phase, adapters: Adapters, token: str, item_count: int, task_count: int
+) -> PhaseRun | None:
+    """A new run, or None while another run of the phase is open and may still progress.
+
+    The Redis lock can vanish (a Redis restart); the open row in `phase_runs`
+    cannot. A run whose owner is gone (stalled) is recovered first.
+    """
+
+    def attempt() -> PhaseRun | None:
+        return adapters.phase_store.open_run(
+            phase.name,
+            item_count=item_count,
+            task_count=task_count,
+            lock_token=token,
+            deadline_s=adapters.settings.phases.deadline_s,
+        )
+
+    run = attempt()
+    if run is None and recover_if_stalled(
+        phase, adapters, adapters.phase_store.open_run_of(phase.name)
+    ):
+        run = attempt()
+    return run
+
+
+def recover_if_stalled(phase: Phase, adapters: Adapters, run: PhaseRun | None) -> bool:
+    """Finish `run` from what arrived if waiting cannot bring more; True when it was closed."""
+    if run is None:
+        return False
+    progress = adapters.run_progress.snapshot(run.id)
+    if not progress.stalled(run.started_at.timestamp(), adapters.settings.phases.stall_s):
+        return False
+    with phase_context(phase.name, run.id):
+        log.warning(
+            "no progress for %.0fs and no live worker holds its tasks; finishing it now",
+            progress.now_s - (progress.last_progress_s or run.started_at.timestamp()),
+        )
+        closed = close_run(
+            phase, adapters, run.id, adapters.outcomes.load(run.id), PhaseRunState.RECOVERED
+        )
+    return closed is not None
+
+
 @app.task(bind=True, name="modelfleet.run_items")
 def run_items(
     self: Task, phase_name: str, run_id: str, item_ids: list[str]
@@ -106,10 +148,7 @@ def run_items(
             if not adapters.phase_store.is_running(UUID(run_id)):
                 log.warning("run is closed already; %d items left to the next run", len(item_ids))
                 return []
-            outcomes = execute_items(phase, adapters, [UUID(i) for i in item_ids])
-            adapters.outcomes.save(
-                UUID(run_id), outcomes, ttl_s=adapters.settings.phases.deadline_s * 2
-            )
+            outcomes = _claimed(self, phase, adapters, UUID(run_id), item_ids)
         except InfrastructureUnavailable as error:
             retries = adapters.settings.phases.item_retries
             if self.request.retries >= retries:
@@ -119,6 +158,21 @@ def run_items(
             log.warning("retrying in %ss: %s", countdown, error)
             raise self.retry(exc=error, countdown=countdown, max_retries=retries) from error
         return [outcome.to_json() for outcome in outcomes]
+
+
+def _claimed(
+    task: Task, phase: Phase, adapters: Adapters, run_id: UUID, item_ids: list[str]
+) -> list[Outcome]:
+    """Run the items with the run claimed by this process, so the sweeper can tell
+    a task in progress from one lost with its worker."""
+    ttl_s = adapters.settings.phases.deadline_s * 2
+    adapters.run_progress.claim(run_id, task.request.id, ttl_s)
+    try:
+        outcomes = execute_items(phase, adapters, [UUID(i) for i in item_ids])
+        adapters.outcomes.save(run_id, outcomes, ttl_s=ttl_s)
+    finally:
+        adapters.run_progress.release(run_id, task.request.id, ttl_s)
+    return outcomes
 
 
 @app.task(name="modelfleet.finish_run")

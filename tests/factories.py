@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
+from workers.adapters.postgres.phase_store import PostgresPhaseStore
 from workers.domain import (
     DeploymentContext,
     DeploymentInfo,
@@ -14,6 +15,7 @@ from workers.domain import (
     RouteData,
     SessionId,
 )
+from workers.phase_runs import PhaseRun
 
 
 def make_revision(**overrides: Any) -> ModelRevision:
@@ -63,3 +65,24 @@ def context_of(deployment: DeploymentInfo, **environ: str) -> DeploymentContext:
     return DeploymentContext(
         deployment=deployment, revision=revision_of(deployment), environ=environ
     )
+
+
+def open_run(
+    store: PostgresPhaseStore,
+    phase: str,
+    *,
+    item_count: int = 0,
+    task_count: int = 0,
+    lock_token: str = "t",
+    deadline_s: float = 60.0,
+) -> PhaseRun:
+    """A new open run of `phase` (fails the test if one is open already)."""
+    run = store.open_run(
+        phase,
+        item_count=item_count,
+        task_count=task_count,
+        lock_token=lock_token,
+        deadline_s=deadline_s,
+    )
+    assert run is not None, f"a run of {phase} is open already"
+    return run

@@ -21,7 +21,7 @@ from workers.adapters.redis_discovery import RedisServiceDiscovery
 from workers.adapters.redis_health import RedisHealthStore
 from workers.adapters.redis_keys import RedisKeys
 from workers.adapters.redis_metrics import RedisMetricsStore
-from workers.adapters.redis_phase_runs import RedisOutcomeStore, RedisPhaseLock
+from workers.adapters.redis_phase_runs import RedisOutcomeStore, RedisPhaseLock, RedisRunProgress
 from workers.config import Settings
 from workers.executors import DeploymentExecutor, RouteExecutor
 
@@ -40,6 +40,7 @@ class Adapters:
     phase_store: PostgresPhaseStore
     phase_lock: RedisPhaseLock
     outcomes: RedisOutcomeStore
+    run_progress: RedisRunProgress
 
     def route_executor(self) -> RouteExecutor:
         return RouteExecutor(
@@ -53,6 +54,7 @@ class Adapters:
         return DeploymentExecutor(deployment_repo=self.repository, app_proxy=self.app_proxy)
 
     def close(self) -> None:
+        self.run_progress.close()
         self.app_proxy.close()
         self.redis.close()
         self.engine.dispose()
@@ -76,4 +78,5 @@ def build_adapters(settings: Settings) -> Adapters:
         phase_store=PostgresPhaseStore(engine=engine),
         phase_lock=RedisPhaseLock(client=client, keys=keys),
         outcomes=RedisOutcomeStore(client=client, keys=keys),
+        run_progress=RedisRunProgress(client=client, keys=keys),
     )

@@ -7,6 +7,7 @@ import. Each field has a default and a line in the README's configuration table;
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -47,6 +48,9 @@ class PhaseSettings:
     visibility_timeout_s: float = 300.0  # an unacked message comes back after this
     item_retries: int = 3  # retries of a header task whose database or Redis is down
     run_retention_h: float = 48.0  # closed phase_runs rows older than this are deleted
+    # A run with no progress for this long, whose unfinished tasks all sat on workers that
+    # are gone, is finished from what arrived (the next run redoes the rest).
+    stall_s: float = 10.0
     intervals_s: Mapping[str, float] = field(
         default_factory=lambda: MappingProxyType(dict(SCHEDULED_INTERVALS_S))
     )
@@ -125,6 +129,7 @@ def _phase_settings(reader: _Reader, environ: Mapping[str, str]) -> PhaseSetting
         ),
         item_retries=int(reader.number("MODELFLEET_ITEM_RETRIES", defaults.item_retries)),
         run_retention_h=reader.number("MODELFLEET_PHASE_RUN_RETENTION_H", defaults.run_retention_h),
+        stall_s=reader.number("MODELFLEET_PHASE_STALL_S", defaults.stall_s),
         intervals_s=MappingProxyType(_intervals_s(reader, environ)),
     )
     if settings.fanout_max_tasks < 1:
@@ -186,6 +191,8 @@ class _Reader:
             value = float(raw)
         except ValueError:
             raise SettingsError(f"{name}: {raw!r} is not a number") from None
+        if not math.isfinite(value):
+            raise SettingsError(f"{name}: must be a finite number, got {raw!r}")
         if value < 0:
             raise SettingsError(f"{name}: must be >= 0, got {raw!r}")
         return value

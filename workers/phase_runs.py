@@ -185,3 +185,26 @@ def deployment_result(
         elif outcome.bucket is OutcomeBucket.SKIPPED:
             result.skipped.append(deployment)
     return result
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """What Redis knows of an open run's header tasks (see `RedisRunProgress`)."""
+
+    now_s: float
+    last_progress_s: float | None  # a header task last started or ended then (None: none yet)
+    claims: Mapping[str, str]  # header task id -> worker process, for tasks not yet ended
+    live_workers: frozenset[str]
+
+    def stalled(self, started_s: float, stall_s: float) -> bool:
+        """Whether waiting can no longer bring outcomes.
+
+        No task started or ended for `stall_s`, and none of the unfinished ones
+        sits on a live worker process. Tasks still queued can make a run look
+        stalled under a long backlog; finishing it early costs only a redo, since
+        every item task is idempotent and a closed run's late tasks do nothing.
+        """
+        last_s = self.last_progress_s if self.last_progress_s is not None else started_s
+        if self.now_s - last_s < stall_s:
+            return False
+        return not any(worker in self.live_workers for worker in self.claims.values())

@@ -1,7 +1,9 @@
-"""phase_runs.sweep: finish the runs still open past their deadline, and forget old ones.
+"""phase_runs.sweep: finish the runs that cannot finish by themselves, and forget old ones.
 
-Their chord never fired (a worker died, Redis lost the chord's counter): the
-outcomes the header tasks stored in Redis are applied like the callback would,
+A run is finished here when it is past its deadline, or stalled: no progress
+for MODELFLEET_PHASE_STALL_S and every unfinished header task on a worker
+process that is gone (its chord never fires: a worker died, Redis lost the
+chord's counter). The outcomes the header tasks stored in Redis are applied like the callback would,
 items without one are counted as missing (they stay where they are, and the
 next run picks them up), the run ends `recovered` and its lock is released.
 Closed runs older than MODELFLEET_PHASE_RUN_RETENTION_H are deleted (beat
@@ -12,7 +14,8 @@ from __future__ import annotations
 
 import logging
 
-from tasks.runs import PHASES, close_run
+from tasks.phase import Phase
+from tasks.runs import PHASES, close_run, recover_if_stalled
 from workers.app import app
 from workers.composition import Adapters
 from workers.log_context import phase_context
@@ -30,21 +33,27 @@ def sweep() -> int:
     )
     if forgotten:
         log.info("forgot %d closed runs older than the retention", forgotten)
+    overdue = set(adapters.phase_store.overdue_run_ids())
     closed = 0
-    for run_id in adapters.phase_store.overdue_run_ids():
+    for run_id in adapters.phase_store.running_run_ids():
         run = adapters.phase_store.get_run(run_id)
         if run is None:
             continue
         phase = PHASES.get(run.phase)
         if phase is None:  # a phase this version no longer has: nothing can be applied
             _close_unknown(adapters, run)
-            continue
-        with phase_context(run.phase, run.id):
-            log.warning("past its deadline; finishing it from the stored outcomes")
-            outcomes = adapters.outcomes.load(run.id)
-            if close_run(phase, adapters, run.id, outcomes, PhaseRunState.RECOVERED):
-                closed += 1
+        elif run_id in overdue:
+            closed += _close_overdue(phase, adapters, run)
+        else:
+            closed += recover_if_stalled(phase, adapters, run)
     return closed
+
+
+def _close_overdue(phase: Phase, adapters: Adapters, run: PhaseRun) -> bool:
+    with phase_context(run.phase, run.id):
+        log.warning("past its deadline; finishing it from the stored outcomes")
+        outcomes = adapters.outcomes.load(run.id)
+        return close_run(phase, adapters, run.id, outcomes, PhaseRunState.RECOVERED) is not None
 
 
 def _close_unknown(adapters: Adapters, run: PhaseRun) -> None:

@@ -7,8 +7,10 @@ header task whose database is down, and a run closed by the sweeper path.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import time
 from collections.abc import Iterator
 from uuid import UUID, uuid4
 
@@ -19,7 +21,7 @@ import tasks  # noqa: F401  # registers every phase
 from tasks.phase import ROUTES, Move, Phase
 from tasks.phase_runs.sweep import sweep
 from tasks.runs import PHASES, close_run, execute_items, run_items, start_run
-from tests.factories import make_deployment, make_route
+from tests.factories import make_deployment, make_route, open_run
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.redis_keys import RedisKeys
 from workers.app import app
@@ -27,7 +29,7 @@ from workers.composition import Adapters, build_adapters
 from workers.config import PhaseSettings, Settings
 from workers.domain import OutcomeBucket, RouteData, RouteExecutionResult, RouteStatus
 from workers.errors import InfrastructureUnavailable
-from workers.phase_runs import Outcome, PhaseRunState
+from workers.phase_runs import Outcome, PhaseRunState, RunSummary
 
 
 @pytest.fixture(autouse=True)
@@ -92,8 +94,13 @@ def test_close_run_applies_outcomes_once_and_releases_the_lock(
     phase = PHASES["routes.health_check"]
     token = adapters.phase_lock.acquire(phase.name, ttl_s=60)
     assert token is not None
-    run = adapters.phase_store.open_run(
-        phase.name, item_count=2, task_count=1, lock_token=token, deadline_s=60
+    run = open_run(
+        adapters.phase_store,
+        phase.name,
+        item_count=2,
+        task_count=1,
+        lock_token=token,
+        deadline_s=60,
     )
     first, second = degraded_routes
     adapters.outcomes.save(run.id, [Outcome(second.id, OutcomeBucket.SUCCESS)], ttl_s=60)
@@ -119,8 +126,8 @@ def test_a_callback_missing_outcomes_leaves_the_run_to_the_sweeper(
     adapters: Adapters, degraded_routes: list[RouteData]
 ) -> None:
     phase = PHASES["routes.health_check"]
-    run = adapters.phase_store.open_run(
-        phase.name, item_count=2, task_count=2, lock_token="t", deadline_s=60
+    run = open_run(
+        adapters.phase_store, phase.name, item_count=2, task_count=2, lock_token="t", deadline_s=60
     )
     early = [Outcome(degraded_routes[0].id, OutcomeBucket.SUCCESS)]
     assert close_run(phase, adapters, run.id, early, PhaseRunState.SUCCEEDED) is None
@@ -157,12 +164,22 @@ def test_the_sweeper_recovers_overdue_runs_and_fails_runs_of_unknown_phases(
     degraded_routes: list[RouteData],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    overdue = adapters.phase_store.open_run(
-        "routes.health_check", item_count=2, task_count=1, lock_token="t", deadline_s=0
+    overdue = open_run(
+        adapters.phase_store,
+        "routes.health_check",
+        item_count=2,
+        task_count=1,
+        lock_token="t",
+        deadline_s=0,
     )
     adapters.outcomes.save(overdue.id, [Outcome(degraded_routes[0].id, OutcomeBucket.SUCCESS)], 60)
-    orphan = adapters.phase_store.open_run(
-        "routes.retired", item_count=0, task_count=0, lock_token="t", deadline_s=0
+    orphan = open_run(
+        adapters.phase_store,
+        "routes.retired",
+        item_count=0,
+        task_count=0,
+        lock_token="t",
+        deadline_s=0,
     )
     monkeypatch.setattr(app, "_adapters", adapters)
     monkeypatch.setattr(app, "_adapters_pid", os.getpid())
@@ -186,8 +203,13 @@ def test_a_follow_up_that_finds_the_phase_busy_is_run_when_the_busy_run_closes(
     monkeypatch.setattr(app, "_adapters_pid", os.getpid())
     token = adapters.phase_lock.acquire(phase.name, ttl_s=60)
     assert token is not None
-    busy = adapters.phase_store.open_run(
-        phase.name, item_count=0, task_count=0, lock_token=token, deadline_s=60
+    busy = open_run(
+        adapters.phase_store,
+        phase.name,
+        item_count=0,
+        task_count=0,
+        lock_token=token,
+        deadline_s=60,
     )
     assert start_run(phase) is None  # a beat tick: nothing to remember
     assert close_run(phase, adapters, busy.id, [], PhaseRunState.SUCCEEDED) is not None
@@ -195,8 +217,13 @@ def test_a_follow_up_that_finds_the_phase_busy_is_run_when_the_busy_run_closes(
 
     token = adapters.phase_lock.acquire(phase.name, ttl_s=60)
     assert token is not None
-    busy = adapters.phase_store.open_run(
-        phase.name, item_count=0, task_count=0, lock_token=token, deadline_s=60
+    busy = open_run(
+        adapters.phase_store,
+        phase.name,
+        item_count=0,
+        task_count=0,
+        lock_token=token,
+        deadline_s=60,
     )
     assert start_run(phase, rerun_if_busy=True) is None  # a follow-up: remembered
     assert close_run(phase, adapters, busy.id, [], PhaseRunState.SUCCEEDED) is not None
@@ -219,3 +246,64 @@ def test_drained_routes_are_those_out_of_traffic_for_their_deployments_drain_s(
         )
     drained = {route.id for route in adapters.phase_store.load_drained_routes()}
     assert drained == {long_ago.id, done.id}
+
+
+def test_the_database_allows_one_open_run_per_phase(adapters: Adapters) -> None:
+    """The Redis lock can vanish with a Redis restart; the open row cannot."""
+    store = adapters.phase_store
+    first = open_run(store, "routes.provision")
+    assert (
+        store.open_run(
+            "routes.provision", item_count=0, task_count=0, lock_token="x", deadline_s=60
+        )
+        is None
+    )
+    open_run(store, "routes.terminate")  # another phase is not held back
+    with store.transaction() as conn:
+        store.claim_running(conn, first.id)
+        store.close_run(conn, first.id, PhaseRunState.SUCCEEDED, RunSummary())
+    open_run(store, "routes.provision")
+
+
+@pytest.fixture
+def quick_stall(adapters: Adapters, monkeypatch: pytest.MonkeyPatch) -> Adapters:
+    """The app's adapters, with a run stalled after 0.3 s without progress."""
+    quick = dataclasses.replace(
+        adapters,
+        settings=dataclasses.replace(
+            adapters.settings, phases=dataclasses.replace(adapters.settings.phases, stall_s=0.3)
+        ),
+    )
+    monkeypatch.setattr(app, "_adapters", quick)
+    monkeypatch.setattr(app, "_adapters_pid", os.getpid())
+    return quick
+
+
+def test_a_new_run_recovers_a_run_whose_tasks_died_with_their_worker(
+    quick_stall: Adapters, degraded_routes: list[RouteData]
+) -> None:
+    phase = PHASES["routes.provision"]
+    orphan = open_run(quick_stall.phase_store, phase.name, item_count=2, lock_token="gone")
+    quick_stall.run_progress.claim(orphan.id, "task-1", ttl_s=60)
+    quick_stall.redis.delete(quick_stall.run_progress.worker_alive_key)  # the worker dies
+    time.sleep(0.5)
+    assert start_run(phase) is not None  # no provisioning routes: the new run closes at once
+    recovered = quick_stall.phase_store.get_run(orphan.id)
+    assert recovered is not None
+    assert (recovered.state, recovered.summary.counts.missing) == (PhaseRunState.RECOVERED, 2)
+
+
+def test_a_run_whose_task_runs_on_a_live_worker_is_waited_for(
+    quick_stall: Adapters, degraded_routes: list[RouteData]
+) -> None:
+    phase = PHASES["routes.provision"]
+    busy = open_run(quick_stall.phase_store, phase.name, item_count=2, lock_token="busy")
+    quick_stall.run_progress.claim(busy.id, "task-1", ttl_s=60)  # this process: alive
+    time.sleep(0.5)
+    assert start_run(phase) is None
+    assert quick_stall.phase_store.is_running(busy.id)
+    assert quick_stall.phase_lock.holder(phase.name) is None  # the tick let go of the lock
+    quick_stall.run_progress.release(busy.id, "task-1", ttl_s=60)
+    time.sleep(0.5)
+    assert sweep.apply().get() == 1  # nothing left in flight and nothing moving: finished
+    assert not quick_stall.phase_store.is_running(busy.id)

@@ -10,7 +10,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from tests.factories import make_deployment, make_revision, make_route
+from tests.factories import make_deployment, make_revision, make_route, open_run
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.phase_store import PostgresPhaseStore
 from workers.adapters.postgres.schema import phase_runs
@@ -76,8 +76,8 @@ def test_eviction_candidates_wait_out_the_initial_delay_of_degraded_routes(
 
 
 def test_a_run_opens_closes_once_and_reports_its_counts(phase_store: PostgresPhaseStore) -> None:
-    run = phase_store.open_run(
-        "routes.provision", item_count=3, task_count=2, lock_token="t", deadline_s=60
+    run = open_run(
+        phase_store, "routes.provision", item_count=3, task_count=2, lock_token="t", deadline_s=60
     )
     assert run.state is PhaseRunState.RUNNING
     assert timedelta(seconds=59) < run.deadline_at - run.started_at <= timedelta(seconds=61)
@@ -103,8 +103,8 @@ def test_a_run_opens_closes_once_and_reports_its_counts(phase_store: PostgresPha
 
 
 def test_only_runs_past_their_deadline_are_overdue(phase_store: PostgresPhaseStore) -> None:
-    overdue = phase_store.open_run("a", item_count=0, task_count=0, lock_token="t", deadline_s=0)
-    phase_store.open_run("b", item_count=0, task_count=0, lock_token="t", deadline_s=60)
+    overdue = open_run(phase_store, "a", item_count=0, task_count=0, lock_token="t", deadline_s=0)
+    open_run(phase_store, "b", item_count=0, task_count=0, lock_token="t", deadline_s=60)
     time.sleep(0.01)  # the database clock must move past a zero deadline
     assert phase_store.overdue_run_ids() == [overdue.id]
 
@@ -144,8 +144,8 @@ def test_closed_runs_past_the_retention_are_forgotten_and_open_ones_kept(
     phase_store: PostgresPhaseStore, engine: sa.Engine
 ) -> None:
     old, recent, still_open = (
-        phase_store.open_run("p", item_count=0, task_count=0, lock_token="t", deadline_s=60)
-        for _ in range(3)
+        open_run(phase_store, f"p{i}", item_count=0, task_count=0, lock_token="t", deadline_s=60)
+        for i in range(3)
     )
     with phase_store.transaction() as conn:
         for run in (old, recent):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from uuid import uuid4
 
+import pytest
+
 from tests.factories import make_deployment, make_route
 from workers.domain import (
     DeploymentExecutionError,
@@ -16,6 +18,7 @@ from workers.phase_runs import (
     ERROR_SAMPLE_SIZE,
     Outcome,
     OutcomeCounts,
+    RunProgress,
     deployment_entries,
     deployment_result,
     error_samples,
@@ -72,3 +75,29 @@ def test_a_deployment_result_round_trips_and_unknown_ids_are_left_out() -> None:
     records = outcomes_of(deployment_entries(result))
     rebuilt = deployment_result(records, {d.id: d for d in (ok, failed)})
     assert rebuilt == DeploymentExecutionResult(successes=[ok], errors=result.errors)
+
+
+@pytest.mark.parametrize(
+    ("quiet_s", "claims", "live", "stalled"),
+    [
+        (5, {}, set(), False),  # moved 5 s ago: wait
+        (11, {}, set(), True),  # nothing in flight, nothing moved: tasks lost (or never taken)
+        (11, {"t1": "w1"}, {"w1"}, False),  # a live worker still runs a task
+        (11, {"t1": "w1", "t2": "w2"}, {"w2"}, False),
+        (11, {"t1": "w1"}, {"w2"}, True),  # its task died with its worker
+        (300, {"t1": "w1"}, {"w1"}, False),  # a slow task on a live worker is waited for
+    ],
+)
+def test_a_run_is_stalled_when_quiet_for_stall_s_and_no_live_worker_holds_a_task(
+    quiet_s: float, claims: dict[str, str], live: set[str], stalled: bool
+) -> None:
+    progress = RunProgress(
+        now_s=1000.0, last_progress_s=1000.0 - quiet_s, claims=claims, live_workers=frozenset(live)
+    )
+    assert progress.stalled(started_s=0.0, stall_s=10) is stalled
+
+
+def test_a_run_with_no_progress_yet_counts_from_its_start() -> None:
+    fresh = RunProgress(now_s=1000.0, last_progress_s=None, claims={}, live_workers=frozenset())
+    assert not fresh.stalled(started_s=995.0, stall_s=10)
+    assert fresh.stalled(started_s=985.0, stall_s=10)

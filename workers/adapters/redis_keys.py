@@ -15,6 +15,8 @@ HEALTH_STALE_AFTER_S = 300  # readiness older than this (by the Redis clock) is 
 SERVICE_DISCOVERY_TTL_S = 300  # a scrape target expires unless a sync refreshes it
 METRICS_TTL_S = 60  # a collector that stops writing leaves no metric behind for long
 OUTCOMES_KEPT_AFTER_CLOSE_S = 120  # a closed run's outcomes stay this long, for `phase run`
+WORKER_ALIVE_TTL_S = 6  # a worker process that stops refreshing its key is taken for gone
+WORKER_ALIVE_EVERY_S = 2  # how often each worker process refreshes it
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,18 @@ class RedisKeys:
     def phase_rerun(self, phase: str) -> str:
         """String: set when a run was asked for while one held the lock (TTL = a deadline)."""
         return f"{self.prefix}modelfleet:phase-rerun:{phase}"
+
+    def phase_claims(self, run_id: UUID | str) -> str:
+        """Hash: header task id -> the worker process running it (deleted when it ends)."""
+        return f"{self.prefix}modelfleet:phase-run:{run_id}:claims"
+
+    def phase_progress(self, run_id: UUID | str) -> str:
+        """String: Redis time (unix s) a header task of the run last started or ended."""
+        return f"{self.prefix}modelfleet:phase-run:{run_id}:progress"
+
+    def worker_alive(self, worker_id: str) -> str:
+        """String: present while the worker process `host:pid` is alive (short TTL)."""
+        return f"{self.prefix}modelfleet:worker-alive:{worker_id}"
 
     def phase_outcomes(self, run_id: UUID | str) -> str:
         """Hash: item id -> outcome record (JSON), written by the run's header tasks."""

@@ -30,6 +30,7 @@ from workers.domain import (
 from workers.phase_runs import OutcomeCounts, PhaseRun, PhaseRunState, RunSummary
 
 _RUNNING = PhaseRunState.RUNNING.value
+_ONE_OPEN_RUN = "uq_phase_runs_phase_running"
 
 
 class PostgresPhaseStore:
@@ -88,8 +89,12 @@ class PostgresPhaseStore:
     # -- phase runs --
     def open_run(
         self, phase: str, *, item_count: int, task_count: int, lock_token: str, deadline_s: float
-    ) -> PhaseRun:
-        """Record a run as started now (database clock), due by `deadline_s` from now."""
+    ) -> PhaseRun | None:
+        """Record a run as started now (database clock), due by `deadline_s` from now.
+
+        None when a run of `phase` is open already: the database, not the Redis
+        lock alone, guarantees that a phase never runs twice at once.
+        """
         statement = (
             phase_runs.insert()
             .values(
@@ -102,8 +107,22 @@ class PostgresPhaseStore:
             )
             .returning(*phase_runs.c)
         )
+        try:
+            with transaction(self._engine) as conn:
+                return _run_from_row(conn.execute(statement).mappings().one())
+        except sa.exc.IntegrityError as error:
+            if _ONE_OPEN_RUN not in str(error.orig):
+                raise
+            return None
+
+    def open_run_of(self, phase: str) -> PhaseRun | None:
+        """The run of `phase` that is open now, if any."""
+        query = sa.select(*phase_runs.c).where(
+            phase_runs.c.phase == phase, phase_runs.c.state == _RUNNING
+        )
         with transaction(self._engine) as conn:
-            return _run_from_row(conn.execute(statement).mappings().one())
+            row = conn.execute(query).mappings().one_or_none()
+        return None if row is None else _run_from_row(row)
 
     def is_running(self, run_id: UUID) -> bool:
         query = sa.select(phase_runs.c.state).where(phase_runs.c.id == run_id)

@@ -258,4 +258,11 @@ phase_runs = sa.Table(
         "deadline_at",
         postgresql_where=sa.text("state = 'running'"),
     ),
+    # The guard that no phase ever runs twice at once, whatever happened to its Redis lock.
+    sa.Index(
+        "uq_phase_runs_phase_running",
+        "phase",
+        unique=True,
+        postgresql_where=sa.text("state = 'running'"),
+    ),
 )
