@@ -81,7 +81,7 @@ def test_a_deployment_serves_heals_scales_in_and_is_destroyed(stack: Stack) -> N
     )
     revision = make_revision(health_check=HealthCheckConfig(initial_delay_s=600))
     deployment = stack.catalog.create_deployment(
-        make_deployment(resource_group="rg", replica_count=3, target_revision=revision)
+        make_deployment(resource_group="rg", replica_count=3, target_revision=revision, drain_s=1)
     )
     sd_port = free_port()
     stack.start("service-discovery", modelfleet("service-discovery", "serve", f"--port={sd_port}"))
@@ -153,9 +153,10 @@ def test_a_deployment_serves_heals_scales_in_and_is_destroyed(stack: Stack) -> N
         .where(route_history.c.route_id == sick)
         .order_by(route_history.c.id)
     )
-    assert [(row["phase"], row["to_status"]) for row in path][-3:] == [
+    assert [(row["phase"], row["to_status"]) for row in path][-4:] == [
         ("routes.health_check", "unhealthy"),
-        ("routes.evict", "terminating"),
+        ("routes.evict", "draining"),  # out of traffic first
+        ("routes.drain", "terminating"),  # then its session is told to stop
         ("routes.terminate", "terminated"),
     ]
     replaced = wait_for(

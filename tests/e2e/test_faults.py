@@ -41,13 +41,7 @@ def _count(stack: Stack, statement: sa.Select[Any]) -> int:
 def test_a_worker_killed_mid_phase_loses_no_item_and_starts_no_second_session(
     stack: Stack,
 ) -> None:
-    stack.catalog.create_scaling_group("rg")
-    deployment = stack.catalog.create_deployment(
-        make_deployment(
-            resource_group="rg", lifecycle=DeploymentLifecycle.READY, replica_count=ITEMS
-        )
-    )
-    stack.catalog.add_routes([make_route(deployment) for _ in range(ITEMS)])
+    _routes_to_provision(stack)
     crash_env = {
         "MODELFLEET_FANOUT_MAX_TASKS": str(ITEMS),  # one header task per route
         "MODELFLEET_TASK_TIME_LIMIT_S": "6",
@@ -80,6 +74,63 @@ def test_a_worker_killed_mid_phase_loses_no_item_and_starts_no_second_session(
     assert counts.success + counts.error + counts.stale + counts.skipped + counts.missing == ITEMS
     degraded = sa.select(sa.func.count()).where(routes.c.status == RouteStatus.DEGRADED.value)
     wait_for(lambda: _count(stack, degraded) == ITEMS, timeout_s=60, what="every route provisioned")
+    _one_live_session_per_route(stack)
+
+
+DEFAULT_LIMITS = {
+    "MODELFLEET_PHASE_DEADLINE_S": "120",
+    "MODELFLEET_TASK_TIME_LIMIT_S": "90",
+    "MODELFLEET_TASK_SOFT_TIME_LIMIT_S": "60",
+    "MODELFLEET_BROKER_VISIBILITY_TIMEOUT_S": "300",
+}
+
+
+def test_a_worker_killed_at_default_limits_holds_nothing_back_until_the_deadline(
+    stack: Stack,
+) -> None:
+    """The killed tasks' messages come back only after 300 s; waiting for them held every
+    item back until the sweeper's 120 s deadline. The run now finishes from what arrived
+    once nothing can arrive any more, and the next run settles the rest."""
+    deployment = _routes_to_provision(stack)
+    stack.env.update({**DEFAULT_LIMITS, "MODELFLEET_FANOUT_MAX_TASKS": str(ITEMS)})
+    worker = stack.worker("doomed", concurrency=1)
+    _call(stack, "routes.provision")
+    started = sa.select(sa.func.count()).select_from(sessions)
+    wait_for(lambda: _count(stack, started), lambda n: n >= 20, timeout_s=60, what="work in flight")
+    worker.kill_hard()
+    [run] = _runs(stack, "routes.provision")
+    assert run.state is PhaseRunState.RUNNING
+
+    stack.worker("reborn")
+    stack.beat()
+    half_the_deadline_s = 60
+    closed = wait_for(
+        lambda: _run(stack, run.id),
+        lambda r: r.state is not PhaseRunState.RUNNING,
+        timeout_s=half_the_deadline_s,
+        what="the interrupted run to close",
+    )
+    assert closed.state is PhaseRunState.RECOVERED
+    degraded = sa.select(sa.func.count()).where(
+        routes.c.deployment_id == deployment, routes.c.status == RouteStatus.DEGRADED.value
+    )
+    wait_for(lambda: _count(stack, degraded) == ITEMS, timeout_s=half_the_deadline_s,
+             what="every route provisioned by later runs")  # fmt: skip
+    _one_live_session_per_route(stack)
+
+
+def _routes_to_provision(stack: Stack) -> UUID:
+    stack.catalog.create_scaling_group("rg")
+    deployment = stack.catalog.create_deployment(
+        make_deployment(
+            resource_group="rg", lifecycle=DeploymentLifecycle.READY, replica_count=ITEMS
+        )
+    )
+    stack.catalog.add_routes([make_route(deployment) for _ in range(ITEMS)])
+    return deployment.id
+
+
+def _one_live_session_per_route(stack: Stack) -> None:
     live_per_route = stack.query(
         sa.select(sessions.c.route_id, sa.func.count().label("live"))
         .where(sessions.c.status.not_in(["TERMINATED", "ERROR", "CANCELLED"]))
