@@ -16,6 +16,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from tests.e2e.brokers import broker_kind, rabbitmq_vhost
 from tests.integration.fake_app_proxy_server import Reply, ScriptedServer, Seen
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.engine import create_database_engine
@@ -106,8 +107,20 @@ class Stack:
 
 
 @pytest.fixture
+def broker_url(redis_url: str) -> Iterator[str]:
+    """Celery's broker for this test: the test Redis, or a RabbitMQ vhost of its own."""
+    if broker_kind() == "redis":
+        yield redis_url  # isolated by the test's key prefix (global_keyprefix)
+        return
+    with rabbitmq_vhost() as url:
+        yield url
+
+
+@pytest.fixture
 def stack(
     create_database: Callable[[], str],
+    *,
+    broker_url: str,
     redis_url: str,
     redis_client: redis.Redis,
     redis_keys: RedisKeys,
@@ -121,7 +134,7 @@ def stack(
         **os.environ,
         "MODELFLEET_DATABASE_URL": database_url,
         "MODELFLEET_REDIS_URL": redis_url,
-        "MODELFLEET_BROKER_URL": redis_url,
+        "MODELFLEET_BROKER_URL": broker_url,
         "MODELFLEET_RESULT_BACKEND": redis_url,
         "MODELFLEET_REDIS_KEY_PREFIX": redis_keys.prefix,
         "MODELFLEET_PHASE_DEADLINE_S": "20",
@@ -167,14 +180,17 @@ def json_body(seen: Seen) -> Any:
 
 @pytest.fixture
 def system(
-    create_database: Callable[[], str], redis_url: str, redis_keys: RedisKeys
+    create_database: Callable[[], str], broker_url: str, redis_url: str, redis_keys: RedisKeys
 ) -> Iterator[dev.DevSystem]:
-    """The reference world `modelfleet dev` runs, on the test's own database and Redis."""
+    """The reference world `modelfleet dev` runs, on the test's own database, Redis and broker
+    (never whatever broker the caller's shell names)."""
     environ = {
         **os.environ,
         "MODELFLEET_DATABASE_URL": create_database(),
         "MODELFLEET_REDIS_URL": redis_url,
         "MODELFLEET_REDIS_KEY_PREFIX": redis_keys.prefix,
+        "MODELFLEET_BROKER_URL": broker_url,
+        "MODELFLEET_RESULT_BACKEND": redis_url,
     }
     with dev.running_system(environ) as running:
         yield running

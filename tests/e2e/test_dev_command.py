@@ -49,6 +49,7 @@ def _live_session_pids(database_url: str) -> list[int]:
 def test_dev_serves_the_demo_and_leaves_nothing_running(
     stop: signal.Signals,
     create_database: Callable[[], str],
+    broker_url: str,
     redis_url: str,
     redis_keys: RedisKeys,
 ) -> None:
@@ -58,6 +59,8 @@ def test_dev_serves_the_demo_and_leaves_nothing_running(
         "MODELFLEET_DATABASE_URL": database_url,
         "MODELFLEET_REDIS_URL": redis_url,
         "MODELFLEET_REDIS_KEY_PREFIX": redis_keys.prefix,
+        "MODELFLEET_BROKER_URL": broker_url,
+        "MODELFLEET_RESULT_BACKEND": redis_url,
     }
     dev = subprocess.Popen(
         [sys.executable, "-m", "workers.cli", "dev"],

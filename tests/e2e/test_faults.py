@@ -110,7 +110,8 @@ def test_a_worker_killed_at_default_limits_holds_nothing_back_until_the_deadline
         timeout_s=half_the_deadline_s,
         what="the interrupted run to close",
     )
-    assert closed.state is PhaseRunState.RECOVERED
+    # Redis: recovered from what arrived; RabbitMQ: redelivered when the connection dropped.
+    assert closed.state in {PhaseRunState.RECOVERED, PhaseRunState.SUCCEEDED}
     degraded = sa.select(sa.func.count()).where(
         routes.c.deployment_id == deployment, routes.c.status == RouteStatus.DEGRADED.value
     )
