@@ -6,14 +6,20 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from workers.adapters.postgres.schema import sessions
+from tests.factories import make_deployment, make_route
+from workers.adapters.postgres.catalog import Catalog
+from workers.adapters.postgres.engine import create_database_engine
+from workers.adapters.postgres.migrate import upgrade_to_head
+from workers.adapters.postgres.schema import deployments, sessions
 from workers.adapters.redis_keys import RedisKeys
+from workers.reference import dev
 from workers.reference.processes import process_alive, wait_for
 
 TIMEOUT_S = 90
@@ -81,3 +87,50 @@ def test_dev_serves_the_demo_and_leaves_nothing_running(
         assert dev.wait(timeout=60) is not None
     assert _processes_with(redis_keys.prefix) == []
     assert [pid for pid in pids if process_alive(pid)] == []
+
+
+def test_dev_on_someone_elses_database_stops_only_what_it_started(
+    create_database: Callable[[], str], broker_url: str, redis_url: str, redis_keys: RedisKeys
+) -> None:
+    """It once SIGKILLed every RUNNING session's process group on the host."""
+    database_url = create_database()
+    engine = create_database_engine(database_url)
+    upgrade_to_head(engine)
+    foreign = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        catalog = Catalog(engine=engine)
+        catalog.create_scaling_group("prod")
+        theirs = catalog.create_deployment(make_deployment(resource_group="prod"))
+        route = make_route(theirs)
+        catalog.add_routes([route])
+        with engine.begin() as conn:
+            conn.execute(sessions.insert().values(
+                id=uuid.uuid4(), route_id=route.id, name="theirs", spec={}, status="RUNNING",
+                host="127.0.0.1", port=1, pid=foreign.pid, runner="prod-runner",
+            ))  # fmt: skip
+        environ = {
+            **os.environ,
+            "MODELFLEET_DATABASE_URL": database_url,
+            "MODELFLEET_REDIS_URL": redis_url,
+            "MODELFLEET_REDIS_KEY_PREFIX": redis_keys.prefix,
+            "MODELFLEET_BROKER_URL": broker_url,
+            "MODELFLEET_RESULT_BACKEND": redis_url,
+        }
+        with dev.running_system(environ) as system:
+            demo = system.demo()
+            wait_for(lambda: _live_session_pids(database_url), lambda pids: len(pids) == 3,
+                     timeout_s=TIMEOUT_S, what="the demo's two sessions beside theirs")  # fmt: skip
+        assert foreign.poll() is None, "a process dev did not start was killed"
+        with engine.connect() as conn:
+            their_session = conn.execute(
+                sa.select(sessions.c.status).where(sessions.c.runner == "prod-runner")
+            ).scalar_one()
+            lifecycles = dict(
+                conn.execute(sa.select(deployments.c.id, deployments.c.lifecycle)).all()
+            )
+        assert their_session == "RUNNING"
+        assert lifecycles == {theirs.id: "pending", demo.id: "destroyed"}
+    finally:
+        foreign.kill()
+        foreign.wait()
+        engine.dispose()

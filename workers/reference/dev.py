@@ -59,6 +59,10 @@ class DevSystem:
     sd_url: str = ""  # Prometheus HTTP service discovery
     # The dev proxy's API token, new for every run; children get it from the environment.
     proxy_token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+    # Its runner's name: at exit, only the sessions that runner started are stopped.
+    runner_name: str = field(default_factory=lambda: f"dev-{secrets.token_hex(4)}")
+    owns_database: bool = True  # False: MODELFLEET_DATABASE_URL named someone else's
+    created: list[uuid.UUID] = field(default_factory=list)  # deployments this run made
     processes: list[Process] = field(default_factory=list)
 
     def start(self, name: str, argv: list[str], **extra: str) -> None:
@@ -66,10 +70,12 @@ class DevSystem:
 
     def demo(self) -> DeploymentInfo:
         catalog = Catalog(engine=self.engine)
-        with contextlib.suppress(sa.exc.IntegrityError):  # kept from an earlier run
+        try:
             catalog.create_scaling_group(
                 DEMO_GROUP, app_proxy_addr=self.proxy_url, app_proxy_api_token=self.proxy_token
             )
+        except sa.exc.IntegrityError:  # kept from an earlier run: point it at this run's proxy
+            catalog.point_at_app_proxy(DEMO_GROUP, addr=self.proxy_url, api_token=self.proxy_token)
         revision = ModelRevision(
             image="sample-model",
             startup_command="python -m workers.reference.model_server",
@@ -78,9 +84,11 @@ class DevSystem:
         )
         demo = DeploymentInfo(uuid.uuid4(), DEMO_DEPLOYMENT, DEMO_GROUP, 2, revision)
         try:
-            return catalog.create_deployment(demo)
+            created = catalog.create_deployment(demo)
         except sa.exc.IntegrityError:  # a live demo exists: use that one
             return _live_demo(self.engine)
+        self.created.append(created.id)
+        return created
 
 
 @contextlib.contextmanager
@@ -131,6 +139,7 @@ def _system_in(folder: Path, environ: Mapping[str, str], fast: bool) -> Iterator
             proxy_url=f"http://127.0.0.1:{proxy_port}",
             flower_url=f"http://127.0.0.1:{flower_port}",
             sd_url=f"http://127.0.0.1:{sd_port}/metrics/service_discovery",
+            owns_database="MODELFLEET_DATABASE_URL" not in environ,
         )
         try:
             _start_all(system, proxy_port, sd_port, flower_port)
@@ -138,7 +147,9 @@ def _system_in(folder: Path, environ: Mapping[str, str], fast: bool) -> Iterator
         finally:
             for process in reversed(system.processes):
                 process.stop()
-            _stop_sessions(engine)
+            _stop_sessions(engine, system.runner_name)
+            if not system.owns_database:
+                _retire(engine, system.created)
             engine.dispose()
 
 
@@ -178,7 +189,12 @@ def _start_all(system: DevSystem, proxy_port: int, sd_port: int, flower_port: in
         celery("flower", f"--port={flower_port}", "--address=127.0.0.1"),
         FLOWER_BASIC_AUTH=system.env.get("FLOWER_BASIC_AUTH", "admin:admin"),
     )
-    system.start("runner", modelfleet("runner", f"--log-dir={system.folder / 'sessions'}"))
+    system.start(
+        "runner",
+        modelfleet(
+            "runner", f"--name={system.runner_name}", f"--log-dir={system.folder / 'sessions'}"
+        ),
+    )
     system.start("prober", modelfleet("prober"))
     system.start("collector", modelfleet("collector", "--interval-s=1"))
     system.start(
@@ -215,22 +231,39 @@ def _create_database(server_url: str) -> str:
     return make_url(server_url).set(database="modelfleet").render_as_string(False)
 
 
-def _stop_sessions(engine: sa.Engine) -> None:
-    """Every session process the runner started is stopped (they outlive the runner)."""
-    with contextlib.suppress(Exception), transaction(engine) as conn:
-        pids = conn.execute(
-            sa.select(sessions.c.pid).where(
-                sessions.c.pid.is_not(None), sessions.c.status.in_(["RUNNING", "TERMINATING"])
+def _stop_sessions(engine: sa.Engine, runner_name: str) -> None:
+    """The session processes this run's runner started are stopped (they outlive the
+    runner); sessions of any other runner on the same database are not touched."""
+    ours = sessions.c.runner == runner_name
+    try:
+        with transaction(engine) as conn:
+            pids = conn.execute(
+                sa.select(sessions.c.pid).where(
+                    ours,
+                    sessions.c.pid.is_not(None),
+                    sessions.c.status.in_(["RUNNING", "TERMINATING"]),
+                )
+            ).scalars()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, 9)
+            conn.execute(
+                sessions.update()
+                .where(ours, sessions.c.status.in_(["RUNNING", "TERMINATING", "PREPARING"]))
+                .values(status="TERMINATED", terminated_at=sa.func.now())
             )
-        ).scalars()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, 9)
-        conn.execute(
-            sessions.update()
-            .where(sessions.c.status.in_(["RUNNING", "TERMINATING", "PREPARING"]))
-            .values(status="TERMINATED", terminated_at=sa.func.now())
-        )
+    except Exception:  # stopping goes on: the other steps must still run
+        log.exception("could not stop the sessions of runner %s", runner_name)
+
+
+def _retire(engine: sa.Engine, deployment_ids: list[uuid.UUID]) -> None:
+    """Deployments this run made in a database it did not create go with it."""
+    catalog = Catalog(engine=engine)
+    for deployment_id in deployment_ids:
+        try:
+            catalog.retire_deployment(deployment_id, "modelfleet dev stopped")
+        except Exception:  # stopping goes on: the other steps must still run
+            log.exception("could not retire deployment %s", deployment_id)
 
 
 def _live_demo(engine: sa.Engine) -> DeploymentInfo:

@@ -60,6 +60,31 @@ class Catalog:
         with transaction(self._engine) as conn:
             conn.execute(scaling_groups.insert().values(values))
 
+    def point_at_app_proxy(self, group: str, *, addr: str, api_token: str) -> None:
+        """Give an existing group another app proxy (a new `modelfleet dev` run's)."""
+        with transaction(self._engine) as conn:
+            conn.execute(
+                scaling_groups.update()
+                .where(scaling_groups.c.name == group)
+                .values(app_proxy_addr=addr, app_proxy_api_token=api_token)
+            )
+
+    def retire_deployment(self, deployment_id: UUID, why: str) -> None:
+        """Destroyed at once, its routes terminated, without the phases (whose workers
+        are gone): what `modelfleet dev` does to its demo in a database it did not create."""
+        every = set(DeploymentLifecycle) - {DeploymentLifecycle.DESTROYED}
+        change = _operator_move(deployment_id, every, DeploymentLifecycle.DESTROYED, why)
+        with transaction(self._engine) as conn:
+            apply_deployment_transitions(conn, [change])
+            conn.execute(
+                routes.update()
+                .where(
+                    routes.c.deployment_id == deployment_id,
+                    routes.c.status != RouteStatus.TERMINATED.value,
+                )
+                .values(status=RouteStatus.TERMINATED.value, traffic_ratio=0.0)
+            )
+
     def create_deployment(self, deployment: DeploymentInfo) -> DeploymentInfo:
         """Store `deployment` as given (id, lifecycle and all)."""
         with transaction(self._engine) as conn:
