@@ -1,4 +1,9 @@
-"""routes.provision: ask the scheduler for a session per new route."""
+"""routes.provision: ask the scheduler for a session per new route.
+
+Routes of a deployment whose sessions keep exiting wait out a crash-loop
+back-off first (`workers.crash_loop`): a replacement every few seconds forever
+helps nobody.
+"""
 
 from tasks.phase import ROUTES, Move, Phase
 from tasks.runs import phase_task
@@ -9,6 +14,7 @@ PHASE = Phase(
     kind=ROUTES,
     targets=frozenset({RouteStatus.PROVISIONING}),
     execute=lambda adapters, items: adapters.route_executor().provision_routes(items),
+    load_targets=lambda adapters: adapters.phase_store.load_routes_to_provision(),
     on={
         OutcomeBucket.SUCCESS: Move(RouteStatus.DEGRADED),
         OutcomeBucket.ERROR: Move(RouteStatus.FAILED_TO_START),

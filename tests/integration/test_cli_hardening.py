@@ -10,11 +10,16 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from tests.factories import make_deployment
+from tests.factories import make_deployment, make_route
 from workers.adapters.postgres.catalog import Catalog
-from workers.adapters.postgres.schema import autoscaling_rules, deployment_history, deployments
+from workers.adapters.postgres.schema import (
+    autoscaling_rules,
+    deployment_history,
+    deployments,
+    sessions,
+)
 from workers.cli import main
-from workers.domain import DeploymentLifecycle
+from workers.domain import DeploymentLifecycle, RouteStatus
 
 
 @pytest.fixture
@@ -133,3 +138,25 @@ def test_nan_and_infinity_are_refused_where_a_number_comes_in(
         "Invalid value for '--drain-s'",
     )
     assert _count(engine, autoscaling_rules) == 0
+
+
+def test_deployment_show_gives_the_exit_code_and_last_output_of_sessions_that_exited(
+    run: Any, catalog: Catalog, engine: sa.Engine
+) -> None:
+    catalog.create_scaling_group("sg1")
+    found = catalog.create_deployment(make_deployment(name="svc"))
+    route = make_route(found, status=RouteStatus.TERMINATED)
+    catalog.add_routes([route])
+    with engine.begin() as conn:
+        conn.execute(
+            sessions.insert().values(
+                id=uuid.uuid4(), route_id=route.id, name="s", spec={}, status="ERROR",
+                exit_code=3, last_output="Traceback ...\nOSError: no GPU",
+                terminated_at=sa.func.now(),
+            )
+        )  # fmt: skip
+    shown = json.loads(run("deployment", "show", "svc", "--json").stdout)
+    [exited] = shown["exited_sessions"]
+    assert (exited["exit_code"], exited["last_output"]) == (3, "Traceback ...\nOSError: no GPU")
+    table = run("deployment", "show", "svc").output
+    assert "OSError: no GPU" in table

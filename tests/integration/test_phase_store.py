@@ -13,10 +13,16 @@ import sqlalchemy as sa
 from tests.factories import make_deployment, make_revision, make_route, open_run
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.phase_store import PostgresPhaseStore
-from workers.adapters.postgres.schema import phase_runs
+from workers.adapters.postgres.schema import phase_runs, sessions
 from workers.adapters.redis_keys import RedisKeys
 from workers.adapters.redis_phase_runs import RedisOutcomeStore, RedisPhaseLock
-from workers.domain import DeploymentLifecycle, HealthCheckConfig, OutcomeBucket, RouteStatus
+from workers.domain import (
+    DeploymentInfo,
+    DeploymentLifecycle,
+    HealthCheckConfig,
+    OutcomeBucket,
+    RouteStatus,
+)
 from workers.phase_runs import Outcome, OutcomeCounts, PhaseRunState, RunSummary
 
 
@@ -161,3 +167,32 @@ def test_closed_runs_past_the_retention_are_forgotten_and_open_ones_kept(
     assert phase_store.get_run(old.id) is None
     assert phase_store.get_run(recent.id) is not None
     assert phase_store.get_run(still_open.id) is not None  # running: never forgotten
+
+
+def test_routes_of_a_deployment_in_crash_loop_back_off_wait_to_be_provisioned(
+    phase_store: PostgresPhaseStore, catalog: Catalog, engine: sa.Engine
+) -> None:
+    catalog.create_scaling_group("sg1")
+    looping, once, long_ago = (catalog.create_deployment(make_deployment()) for _ in range(3))
+    exits = [(looping, [5, 30, 60]), (once, [5]), (long_ago, [700, 800, 900])]
+    catalog.add_routes([make_route(deployment) for deployment, _ in exits])
+    for deployment, ages_s in exits:
+        for age_s in ages_s:
+            _exited_session(catalog, engine, deployment, age_s)
+    found = {route.endpoint_id for route in phase_store.load_routes_to_provision()}
+    # 3 exits, the last 5 s ago: 20 s to wait. One exit: replaced at once. Old exits: forgotten.
+    assert found == {once.id, long_ago.id}
+
+
+def _exited_session(
+    catalog: Catalog, engine: sa.Engine, deployment: DeploymentInfo, age_s: float
+) -> None:
+    dead = make_route(deployment, status=RouteStatus.TERMINATED)
+    catalog.add_routes([dead])
+    ended = sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, age_s)
+    with engine.begin() as conn:
+        conn.execute(
+            sessions.insert().values(
+                id=uuid4(), route_id=dead.id, name="s", spec={}, status="ERROR", terminated_at=ended
+            )
+        )

@@ -123,8 +123,17 @@ def show(cli: CliContext, ref: str, limit: int, as_json: bool) -> None:
         history = cli.reports.deployment_history(found["id"], limit)
         routes = cli.reports.routes(found["id"])
         errors = cli.reports.route_errors(found["id"], limit)
+        exited = cli.reports.exited_sessions(found["id"], limit)
     if as_json:
-        emit_json({**found, "history": history, "routes": routes, "route_errors": errors})
+        emit_json(
+            {
+                **found,
+                "history": history,
+                "routes": routes,
+                "route_errors": errors,
+                "exited_sessions": exited,
+            }
+        )
         return
     emit_table(f"deployment {found['name']}", [found], list(found))
     emit_table(
@@ -139,6 +148,11 @@ def show(cli: CliContext, ref: str, limit: int, as_json: bool) -> None:
         "route errors (newest first)",
         errors,
         ["updated_at", "route_id", "phase", "to_status", "error_code", "attempts", "message"],
+    )
+    emit_table(
+        "sessions that exited on their own (newest first)",
+        exited,
+        ["terminated_at", "route_id", "exit_code", "last_output"],
     )
 
 

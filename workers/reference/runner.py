@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_COMMAND = "python -m workers.reference.model_server"
 CLAIM_BATCH = 16
+OUTPUT_LINES_KEPT = 20  # of a session that exited on its own, kept in its row
+OUTPUT_BYTES_READ = 8192
 
 
 @dataclass
@@ -84,11 +86,20 @@ class SessionRunner:
         return len(claimed)
 
     def reap_exited(self) -> None:
-        """A RUNNING session whose process is gone ended on its own: ERROR."""
+        """A RUNNING session whose process is gone ended on its own: ERROR, with its exit
+        code (when this runner started it) and the last lines of its output (with a log dir)."""
         for session_id, pid in self._sessions_with_pid(("PREPARING", "RUNNING")):
-            if pid is not None and not self._alive(session_id, pid):
-                log.warning("session %s: process %d exited on its own", session_id, pid)
-                self._finish(session_id, "ERROR", expected=("PREPARING", "RUNNING"))
+            if pid is None or self._alive(session_id, pid):
+                continue
+            exit_code = self._exit_code(session_id)
+            log.warning("session %s: process %d exited on its own (%s)", session_id, pid, exit_code)
+            self._finish(
+                session_id,
+                "ERROR",
+                expected=("PREPARING", "RUNNING"),
+                exit_code=exit_code,
+                last_output=self._last_output(session_id),
+            )
 
     def stop_terminating(self) -> None:
         for session_id, pid in self._sessions_with_pid(("TERMINATING",), with_unstarted=True):
@@ -187,16 +198,52 @@ class SessionRunner:
         with transaction(self.engine) as conn:
             return [(row.id, row.pid) for row in conn.execute(query)]
 
-    def _finish(self, session_id: UUID, status: str, *, expected: tuple[str, ...]) -> None:
+    def _exit_code(self, session_id: UUID) -> int | None:
+        child = self._children.get(session_id)
+        return None if child is None else child.returncode
+
+    def _last_output(self, session_id: UUID) -> str | None:
+        if self.log_dir is None:
+            return None
+        return last_lines(self.log_dir / f"{session_id}.log")
+
+    def _finish(
+        self,
+        session_id: UUID,
+        status: str,
+        *,
+        expected: tuple[str, ...],
+        exit_code: int | None = None,
+        last_output: str | None = None,
+    ) -> None:
         with transaction(self.engine) as conn:
             conn.execute(
                 sessions.update()
                 .where(sessions.c.id == session_id, sessions.c.status.in_(expected))
-                .values(status=status, terminated_at=sa.func.now(), updated_at=sa.func.now())
+                .values(
+                    status=status,
+                    exit_code=exit_code,
+                    last_output=last_output,
+                    terminated_at=sa.func.now(),
+                    updated_at=sa.func.now(),
+                )
             )
         self._children.pop(session_id, None)
         self._signalled.pop(session_id, None)
         log.info("session %s: %s", session_id, status)
+
+
+def last_lines(path: Path, lines: int = OUTPUT_LINES_KEPT) -> str | None:
+    """The last `lines` lines of a file (at most its last 8 KiB), None when there is none."""
+    try:
+        with path.open("rb") as output:
+            output.seek(0, os.SEEK_END)
+            output.seek(max(0, output.tell() - OUTPUT_BYTES_READ))
+            tail = output.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    kept = tail.splitlines()[-lines:]
+    return "\n".join(kept) if kept else None
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 from uuid import UUID
 
@@ -89,6 +90,34 @@ def test_a_process_that_exits_on_its_own_is_an_error(
         what="ERROR",
     )
     assert _row(engine, session_id)["terminated_at"] is not None
+    assert _row(engine, session_id)["exit_code"] == -signal.SIGKILL
+
+
+def test_a_crashing_session_records_its_exit_code_and_last_output(
+    engine: sa.Engine, catalog: Catalog, scheduler: SessionTableScheduler, tmp_path: Path
+) -> None:
+    runner = SessionRunner(engine=engine, log_dir=tmp_path)
+    crashing = make_revision(
+        startup_command="python -c \"import sys; [print('line', i) for i in range(30)]; "
+        "sys.exit('model weights not found')\""
+    )
+    catalog.create_scaling_group("sg1")
+    deployment = catalog.create_deployment(make_deployment(target_revision=crashing))
+    route = make_route(deployment)
+    catalog.add_routes([route])
+    session_id = scheduler.enqueue_session(session_spec(route, context_of(deployment)))
+    runner.start_pending()
+    row = wait_for(
+        lambda: _after_ticks([runner], lambda: _row(engine, session_id)),
+        lambda found: found["status"] == "ERROR",
+        timeout_s=20,
+        what="ERROR",
+    )
+    assert row["exit_code"] == 1
+    lines = row["last_output"].splitlines()
+    assert len(lines) == 20
+    assert lines[-1] == "model weights not found"
+    assert lines[0] == "line 11"
 
 
 # Two runners in one test process share its children: one may reap a process the

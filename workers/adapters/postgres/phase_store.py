@@ -67,6 +67,10 @@ class PostgresPhaseStore:
         with transaction(self._engine) as conn:
             return phase_targets.load_eviction_candidates(conn)
 
+    def load_routes_to_provision(self) -> list[RouteData]:
+        with transaction(self._engine) as conn:
+            return phase_targets.load_routes_to_provision(conn)
+
     def load_drained_routes(self) -> list[RouteData]:
         with transaction(self._engine) as conn:
             return phase_targets.load_drained_routes(conn)

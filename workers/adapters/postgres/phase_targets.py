@@ -7,6 +7,7 @@ of the phase's statuses.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from collections.abc import Set as AbstractSet
 from uuid import UUID
@@ -20,8 +21,11 @@ from workers.adapters.postgres.rows import (
     deployment_from_row,
     route_from_row,
 )
-from workers.adapters.postgres.schema import deployments, routes, scaling_groups
+from workers.adapters.postgres.schema import deployments, routes, scaling_groups, sessions
+from workers.crash_loop import WINDOW_S, start_allowed_at
 from workers.domain import DeploymentInfo, DeploymentLifecycle, RouteData, RouteStatus
+
+log = logging.getLogger(__name__)
 
 
 def load_deployments(
@@ -89,3 +93,46 @@ def load_drained_routes(conn: sa.Connection) -> list[RouteData]:
         .order_by(routes.c.created_at, routes.c.id)
     )
     return [route_from_row(row) for row in conn.execute(query).mappings()]
+
+
+def load_routes_to_provision(conn: sa.Connection) -> list[RouteData]:
+    """Provisioning routes, except those of deployments in crash-loop back-off.
+
+    A deployment's recent exits are its sessions that ended in ERROR within the
+    back-off window (`workers.crash_loop`); its routes wait until the back-off
+    after the latest one has passed.
+    """
+    window = sa.func.make_interval(0, 0, 0, 0, 0, 0, WINDOW_S)
+    exits = (
+        sa.select(
+            routes.c.deployment_id,
+            sa.func.count().label("recent_exits"),
+            sa.func.max(sessions.c.terminated_at).label("last_exit_at"),
+        )
+        .join(routes, routes.c.id == sessions.c.route_id)
+        .where(sessions.c.status == "ERROR", sessions.c.terminated_at > sa.func.now() - window)
+        .group_by(routes.c.deployment_id)
+        .subquery()
+    )
+    query = (
+        sa.select(
+            *ROUTE_COLUMNS,
+            exits.c.recent_exits,
+            exits.c.last_exit_at,
+            sa.func.now().label("db_now"),
+        )
+        .outerjoin(exits, exits.c.deployment_id == routes.c.deployment_id)
+        .where(routes.c.status == RouteStatus.PROVISIONING.value)
+        .order_by(routes.c.created_at, routes.c.id)
+    )
+    waiting: set[UUID] = set()
+    ready = []
+    for row in conn.execute(query).mappings():
+        allowed_at = start_allowed_at(row["recent_exits"] or 0, row["last_exit_at"])
+        if allowed_at is not None and allowed_at > row["db_now"]:
+            waiting.add(row["deployment_id"])
+        else:
+            ready.append(route_from_row(row))
+    if waiting:
+        log.info("%d deployments in crash-loop back-off: their new sessions wait", len(waiting))
+    return ready

@@ -105,6 +105,22 @@ class Reports:
         )
         return self._rows(query)
 
+    def exited_sessions(self, deployment_id: UUID, limit: int = 10) -> list[Row]:
+        """A deployment's sessions that ended on their own: exit code and last output."""
+        query = (
+            sa.select(
+                sessions.c.terminated_at,
+                sessions.c.route_id,
+                sessions.c.exit_code,
+                sessions.c.last_output,
+            )
+            .join(routes, routes.c.id == sessions.c.route_id)
+            .where(routes.c.deployment_id == deployment_id, sessions.c.status == "ERROR")
+            .order_by(sessions.c.terminated_at.desc().nulls_last())
+            .limit(limit)
+        )
+        return self._rows(query)
+
     def autoscaling_rules(self, deployment_id: UUID | None = None) -> list[Row]:
         query = (
             sa.select(autoscaling_rules, deployments.c.name.label("deployment"))

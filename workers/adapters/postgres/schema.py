@@ -134,6 +134,10 @@ sessions = sa.Table(
     sa.Column("port", sa.Integer),
     sa.Column("pid", sa.Integer),  # the process a local runner started for it
     sa.Column("runner", sa.Text),  # the name of the runner that claimed it
+    # How its process ended on its own (ERROR): exit code (negative: killed by that signal)
+    # and the last lines it wrote, for `deployment show`.
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("last_output", sa.Text),
     _created_at(),
     _updated_at(),
     sa.Column("started_at", sa.DateTime(timezone=True)),
