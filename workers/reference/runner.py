@@ -76,8 +76,16 @@ class SessionRunner:
         self.stop_terminating()
 
     def run_forever(self, interval_s: float = 0.5) -> None:
-        self.recover()
-        repeat("session runner", self.tick, interval_s)
+        recovered = False
+
+        def one_pass() -> None:
+            nonlocal recovered
+            if not recovered:  # the database may be down at start: recover once it is up
+                self.recover()
+                recovered = True
+            self.tick()
+
+        repeat("session runner", one_pass, interval_s)
 
     def start_pending(self) -> int:
         claimed = self._claim()
