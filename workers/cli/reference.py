@@ -22,6 +22,7 @@ from workers.adapters.redis_discovery import RedisServiceDiscovery
 from workers.adapters.redis_health import RedisHealthStore
 from workers.adapters.redis_keys import RedisKeys
 from workers.adapters.redis_metrics import RedisMetricsStore
+from workers.cli.output import as_text
 from workers.cli.params import FiniteFloat
 from workers.cli.root import CliContext, bad_input, main
 from workers.inputs import token_problem
@@ -180,19 +181,26 @@ def _view(system: dev_system.DevSystem, reports: Reports, runs: PostgresPhaseSto
     header.add_row(
         f"Flower {system.flower_url} (admin:admin)   logs {system.folder}   Ctrl-C stops all"
     )
+    for process in system.processes:
+        if process.restarts:
+            header.add_row(
+                f"{process.name} exited (last code {process.last_exit_code}) and was "
+                f"restarted {process.restarts} times; see {process.log_path}"
+            )
     deployments = Table(
         "deployment", "lifecycle", "replicas", "active", "curl", title="deployments"
     )
     for d in reports.deployments():
         curl = f'curl -d \'{{"prompt": "hi"}}\' {d["url"]}/v1/completions' if d["url"] else ""
         deployments.add_row(
-            d["name"], d["lifecycle"], str(d["replica_count"]), str(d["active_routes"]), curl
-        )
+            as_text(d["name"]), d["lifecycle"], str(d["replica_count"]), str(d["active_routes"]),
+            as_text(curl),
+        )  # fmt: skip
     routes = Table("route", "deployment", "status", "session", "port", title="routes")
     for r in reports.routes():
         routes.add_row(
             str(r["id"])[:8],
-            r["deployment"],
+            as_text(r["deployment"]),
             r["status"],
             r["session_status"] or "",
             str(r["port"] or ""),

@@ -16,6 +16,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from beat_schedule import SCHEDULED_INTERVALS_S
 from workers.adapters.postgres.catalog import Catalog
@@ -37,13 +37,14 @@ from workers.adapters.postgres.schema import deployments, routes, sessions
 from workers.config import interval_variable
 from workers.domain import DeploymentInfo, HealthCheckConfig, ModelRevision, RouteStatus
 from workers.reference.processes import Process, celery, modelfleet, wait_for
-from workers.throwaway_servers import free_port, start_postgres, start_redis
+from workers.throwaway_servers import create_database, free_port, start_postgres, start_redis
 
 log = logging.getLogger(__name__)
 
 DEMO_GROUP = "demo"
 DEMO_DEPLOYMENT = "demo-echo"
 FAST_INTERVAL_S = "1"
+SUPERVISE_EVERY_S = 1.0  # how often a dead child is noticed and started again
 DEMO_HEALTH = HealthCheckConfig(
     path="/health", interval_s=1.0, max_retries=2, initial_delay_s=5.0, timeout_s=2.0
 )
@@ -67,6 +68,18 @@ class DevSystem:
 
     def start(self, name: str, argv: list[str], **extra: str) -> None:
         self.processes.append(Process(name, argv, {**self.env, **extra}, self.folder))
+
+    def restart_dead(self) -> list[Process]:
+        """Every child that exited is started again (a worker killed by a Redis restart)."""
+        restarted = [process for process in self.processes if process.restart_if_dead()]
+        for process in restarted:
+            log.warning(
+                "%s exited with %s; restarted (%d times so far)",
+                process.name,
+                process.last_exit_code,
+                process.restarts,
+            )
+        return restarted
 
     def demo(self) -> DeploymentInfo:
         catalog = Catalog(engine=self.engine)
@@ -141,16 +154,29 @@ def _system_in(folder: Path, environ: Mapping[str, str], fast: bool) -> Iterator
             sd_url=f"http://127.0.0.1:{sd_port}/metrics/service_discovery",
             owns_database="MODELFLEET_DATABASE_URL" not in environ,
         )
+        stop_supervising = threading.Event()
+        supervisor = threading.Thread(
+            target=_supervise, args=(system, stop_supervising), name="supervisor", daemon=True
+        )
         try:
             _start_all(system, proxy_port, sd_port, flower_port)
+            supervisor.start()
             yield system
         finally:
+            stop_supervising.set()
+            if supervisor.is_alive():
+                supervisor.join(timeout=10)
             for process in reversed(system.processes):
                 process.stop()
             _stop_sessions(engine, system.runner_name)
             if not system.owns_database:
                 _retire(engine, system.created)
             engine.dispose()
+
+
+def _supervise(system: DevSystem, stop: threading.Event) -> None:
+    while not stop.wait(SUPERVISE_EVERY_S):
+        system.restart_dead()
 
 
 def smoke(system: DevSystem, timeout_s: float, say: Callable[[str], None]) -> dict[str, float]:
@@ -213,22 +239,12 @@ def _servers(environ: Mapping[str, str]) -> Iterator[tuple[str, str]]:
     redis = None if redis_url else start_redis()
     try:
         if postgres is not None:
-            database_url = _create_database(postgres.url)
+            database_url = create_database(postgres.url, "modelfleet")
         yield str(database_url), str(redis_url or redis.url)  # type: ignore[union-attr]
     finally:
         for server in (redis, postgres):
             if server is not None:
                 server.stop()
-
-
-def _create_database(server_url: str) -> str:
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text('CREATE DATABASE "modelfleet"'))
-    finally:
-        admin.dispose()
-    return make_url(server_url).set(database="modelfleet").render_as_string(False)
 
 
 def _stop_sessions(engine: sa.Engine, runner_name: str) -> None:

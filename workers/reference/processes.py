@@ -26,14 +26,32 @@ class Process:
     def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
+        self.restarts = 0
+        self.last_exit_code: int | None = None
+        self._argv, self._env = argv, dict(env)
         self._log = self.log_path.open("ab")
-        self.popen = subprocess.Popen(
-            argv,
-            env=dict(env),
+        self.popen = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            self._argv,
+            env=self._env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def restart_if_dead(self) -> bool:
+        """Start the command again if it exited (a supervisor's one move); True if it did."""
+        code = self.popen.poll()
+        if code is None:
+            return False
+        self._signal_group(signal.SIGKILL)  # what it left behind in its group
+        self.last_exit_code, self.restarts = code, self.restarts + 1
+        self._log.write(f"\n--- exited with {code}; restart {self.restarts} ---\n".encode())
+        self._log.flush()
+        self.popen = self._spawn()
+        return True
 
     def kill_hard(self) -> None:
         """SIGKILL the whole group at once: no shutdown code runs anywhere."""
