@@ -84,6 +84,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_accept_content": ["json"],
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # A late-acked task still running when the broker connection drops cannot be acked
+        # on the new connection: cancel it (it is delivered again) instead of acking on the
+        # closed channel, which once killed the worker after a Redis restart (kombu#582).
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_prefetch_multiplier": 1,
         "task_time_limit": phases.task_time_limit_s,
         "task_soft_time_limit": phases.task_soft_time_limit_s or None,
