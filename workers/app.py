@@ -22,6 +22,7 @@ from celery.signals import (
 )
 
 from beat_schedule import beat_schedule
+from workers.adapters.kombu_redis import TRANSPORT_PATH
 from workers.composition import Adapters, build_adapters
 from workers.config import Settings
 from workers.log_context import LOG_FORMAT, PhaseContextFilter
@@ -68,6 +69,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     prefix = {"global_keyprefix": settings.redis_key_prefix} if settings.redis_key_prefix else {}
     return {
         "broker_url": settings.broker_url,
+        **_redis_transport(settings.broker_url),
         "result_backend": settings.result_backend,
         "broker_transport_options": {
             "visibility_timeout": phases.visibility_timeout_s,
@@ -98,6 +100,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_log_format": LOG_FORMAT,
         "worker_task_log_format": LOG_FORMAT,
     }
+
+
+def _redis_transport(broker_url: str) -> dict[str, str]:
+    """On a Redis broker, kombu's transport with the closed-connection ack worked around."""
+    if broker_url.split("://", 1)[0] == "redis":
+        return {"broker_transport": TRANSPORT_PATH}
+    return {}
 
 
 app = ModelfleetCelery()

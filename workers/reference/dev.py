@@ -74,10 +74,11 @@ class DevSystem:
         restarted = [process for process in self.processes if process.restart_if_dead()]
         for process in restarted:
             log.warning(
-                "%s exited with %s; restarted (%d times so far)",
+                "%s exited with %s; restarted (%d times so far); its last words: %s",
                 process.name,
                 process.last_exit_code,
                 process.restarts,
+                " | ".join(process.tail(4).splitlines()[:-1]),
             )
         return restarted
 
