@@ -40,6 +40,7 @@ class DeploymentLifecycle(StrEnum):
     PENDING = "pending"
     SCALING = "scaling"
     READY = "ready"
+    DEPLOYING = "deploying"  # a rollout to another revision is in progress
     DESTROYING = "destroying"
     DESTROYED = "destroyed"
 
@@ -125,6 +126,8 @@ class DeploymentInfo:
     retry_count: int = 0  # failed attempts of the current lifecycle step
     # How long a route that left traffic keeps its session before it is told to stop.
     drain_s: float = 10.0
+    current_revision: int = 1  # the revision number it serves
+    deploying_revision: int | None = None  # the revision a rollout is moving to
 
     @property
     def target_replica_count(self) -> int:
@@ -145,6 +148,8 @@ class RouteData:
     traffic_ratio: float = 1.0
     created_at: datetime | None = None
     status_changed_at: datetime | None = None
+    revision: int | None = None  # the deployment revision its session runs
+    in_traffic: bool = True  # False: a blue-green route waiting for its promotion
 
 
 @dataclass(frozen=True)
@@ -173,6 +178,7 @@ class DeploymentContext:
     deployment: DeploymentInfo
     revision: ModelRevision
     environ: Mapping[str, str] = field(default_factory=dict)
+    revision_number: int | None = None  # given to the session as MODELFLEET_REVISION
 
 
 @dataclass(frozen=True)
@@ -196,10 +202,12 @@ class SessionSpec:
 
 @dataclass(frozen=True)
 class RouteCreator:
-    """A new route to insert when a deployment scales out."""
+    """A new route to insert when a deployment scales out (or a rollout adds one)."""
 
     endpoint_id: UUID
     traffic_ratio: float = 1.0
+    revision: int | None = None  # None: the deployment's current revision
+    in_traffic: bool = True
 
 
 @dataclass(frozen=True)

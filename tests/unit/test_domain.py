@@ -40,6 +40,7 @@ def test_enum_values_are_the_contract_spelling() -> None:
         "pending",
         "scaling",
         "ready",
+        "deploying",
         "destroying",
         "destroyed",
     ]

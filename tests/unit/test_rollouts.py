@@ -1,0 +1,186 @@
+"""The rollout step as a table: what one run of deployments.rollout does in each situation."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from tests.factories import make_route
+from workers.domain import RouteData, RouteStatus
+from workers.rollouts import (
+    Outcome,
+    RolloutSpec,
+    RolloutState,
+    SpecError,
+    Strategy,
+    check_spec,
+    plan_step,
+    surge_and_unavailable,
+)
+
+H, D, P, U = (
+    RouteStatus.HEALTHY,
+    RouteStatus.DEGRADED,
+    RouteStatus.PROVISIONING,
+    RouteStatus.UNHEALTHY,
+)
+OLD, NEW = 1, 2
+
+
+def _routes(revision: int, *statuses: RouteStatus) -> list[RouteData]:
+    return [make_route(status=status, revision=revision) for status in statuses]
+
+
+def _state(old: list[RouteData], new: list[RouteData], **overrides: object) -> RolloutState:
+    spec = overrides.pop("spec", RolloutSpec())
+    fields: dict[str, object] = {"desired": 3, "old_revision": OLD, "new_revision": NEW}
+    return RolloutState(spec=spec, routes=[*old, *new], **(fields | overrides))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("surge", "unavailable", "desired", "expected"),
+    [
+        ("25%", "0", 3, (1, 0)),  # surge rounds up
+        ("25%", "50%", 3, (1, 1)),  # unavailable rounds down
+        ("50%", "0", 10, (5, 0)),
+        ("1", "0", 3, (1, 0)),
+        ("0", "1", 3, (0, 1)),
+        ("100%", "100%", 4, (4, 4)),
+        ("25%", "0", 1, (1, 0)),
+    ],
+)
+def test_surge_and_unavailable_arithmetic(
+    surge: str, unavailable: str, desired: int, expected: tuple[int, int]
+) -> None:
+    spec = RolloutSpec(max_surge=surge, max_unavailable=unavailable)
+    assert surge_and_unavailable(spec, desired) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (RolloutSpec(max_surge="0", max_unavailable="0"), "both are 0"),
+        (RolloutSpec(max_surge="0%", max_unavailable="0%"), "both are 0"),
+        (RolloutSpec(max_surge="150%"), "--max-surge"),
+        (RolloutSpec(max_surge="lots"), "--max-surge"),
+        (RolloutSpec(max_unavailable="-1"), "--max-unavailable"),
+        (RolloutSpec(failure_threshold=0), "--failure-threshold"),
+        (RolloutSpec(progress_deadline_s=0), "--progress-deadline-s"),
+    ],
+)
+def test_specs_that_cannot_work_are_refused_naming_the_option(
+    spec: RolloutSpec, field: str
+) -> None:
+    with pytest.raises(SpecError, match=field):
+        check_spec(spec)
+
+
+def test_rolling_starts_one_new_route_within_the_surge_and_drains_nothing_yet() -> None:
+    step = plan_step(_state(_routes(OLD, H, H, H), []))
+    assert (step.outcome, step.create, step.drain, step.create_in_traffic) == (
+        Outcome.IN_PROGRESS, 1, (), True,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("status", [P, D, U])
+def test_rolling_waits_while_the_new_route_is_not_healthy(status: RouteStatus) -> None:
+    """Only healthy routes of the new revision count as available."""
+    step = plan_step(_state(_routes(OLD, H, H, H), _routes(NEW, status)))
+    assert (step.create, step.drain) == (0, ())
+
+
+def test_rolling_drains_an_old_route_once_a_new_one_is_healthy_and_fills_the_room() -> None:
+    old = _routes(OLD, H, H, H)
+    step = plan_step(_state(old, _routes(NEW, H)))
+    assert len(step.drain) == 1
+    assert step.drain[0] in {r.id for r in old}
+    assert step.create == 1  # the drained route's place is free at once
+
+
+def test_rolling_drains_old_routes_that_serve_nothing_first() -> None:
+    sick = _routes(OLD, U)
+    step = plan_step(_state([*_routes(OLD, H, H), *sick], _routes(NEW, H)))
+    assert step.drain == (sick[0].id,)
+
+
+def test_rolling_with_max_unavailable_drains_first_and_never_below_the_floor() -> None:
+    spec = RolloutSpec(max_surge="0", max_unavailable="1")
+    first = plan_step(_state(_routes(OLD, H, H, H), [], spec=spec))
+    assert (len(first.drain), first.create) == (1, 1)
+    waiting = plan_step(_state(_routes(OLD, H, H), _routes(NEW, D), spec=spec))
+    assert (waiting.drain, waiting.create) == ((), 0)  # 2 serve: the floor
+
+
+def test_rolling_finishes_when_every_new_route_is_healthy_and_no_old_one_is_left() -> None:
+    step = plan_step(_state([], _routes(NEW, H, H, H)))
+    assert step.outcome is Outcome.FINISHED
+    assert step.summary == "revision 2: 3/3 new healthy, 0 old remaining"
+
+
+def test_a_rollout_fails_at_its_failure_threshold_and_drains_its_new_routes() -> None:
+    new = _routes(NEW, U, P)
+    step = plan_step(_state(_routes(OLD, H, H, H), new, failures=3))
+    assert step.outcome is Outcome.FAILED
+    assert set(step.drain) == {r.id for r in new}
+    assert "3 failures of revision 2" in step.summary
+
+
+def test_a_rollout_fails_past_its_progress_deadline() -> None:
+    step = plan_step(_state(_routes(OLD, H, H, H), _routes(NEW, D), elapsed_s=601))
+    assert step.outcome is Outcome.FAILED
+    assert "deadline" in step.summary
+
+
+def test_a_superseded_rollouts_routes_drain() -> None:
+    superseded = _routes(7, H, D)
+    step = plan_step(_state(_routes(OLD, H, H, H), superseded, new_revision=8))
+    assert set(step.drain) >= {r.id for r in superseded}
+    assert step.create == 1
+
+
+BLUE_GREEN = RolloutSpec(strategy=Strategy.BLUE_GREEN)
+
+
+def test_blue_green_starts_every_new_route_outside_the_traffic_set() -> None:
+    step = plan_step(_state(_routes(OLD, H, H, H), [], spec=BLUE_GREEN))
+    assert (step.create, step.create_in_traffic, step.drain, step.promote) == (3, False, (), False)
+
+
+def test_blue_green_waits_until_every_new_route_is_healthy() -> None:
+    step = plan_step(_state(_routes(OLD, H, H, H), _routes(NEW, H, H, D), spec=BLUE_GREEN))
+    assert (step.create, step.promote, step.drain) == (0, False, ())
+
+
+def test_blue_green_switches_traffic_at_once_and_drains_the_old_routes() -> None:
+    old = _routes(OLD, H, H, H)
+    step = plan_step(_state(old, _routes(NEW, H, H, H), spec=BLUE_GREEN))
+    assert step.promote
+    assert set(step.drain) == {r.id for r in old}
+
+
+@pytest.mark.parametrize(
+    ("spec", "healthy_for_s", "requested", "promote"),
+    [
+        (replace(BLUE_GREEN, promote_delay_s=30), 10.0, False, False),
+        (replace(BLUE_GREEN, promote_delay_s=30), 31.0, False, True),
+        (replace(BLUE_GREEN, auto_promote=False), 999.0, False, False),
+        (replace(BLUE_GREEN, auto_promote=False), 0.0, True, True),  # deployment promote
+    ],
+)
+def test_blue_green_promotes_after_its_delay_or_when_an_operator_asks(
+    spec: RolloutSpec, healthy_for_s: float, requested: bool, promote: bool
+) -> None:
+    state = _state(_routes(OLD, H, H, H), _routes(NEW, H, H, H), spec=spec,
+                   all_new_healthy_for_s=healthy_for_s, promote_requested=requested)  # fmt: skip
+    assert plan_step(state).promote is promote
+
+
+def test_blue_green_finishes_once_promoted_and_the_old_routes_are_gone() -> None:
+    step = plan_step(_state([], _routes(NEW, H, H, H), spec=BLUE_GREEN, promoted=True))
+    assert step.outcome is Outcome.FINISHED
+
+
+def test_blue_green_replaces_a_lost_route_in_traffic_after_the_switch() -> None:
+    step = plan_step(_state([], _routes(NEW, H, H), spec=BLUE_GREEN, promoted=True))
+    assert (step.create, step.create_in_traffic) == (1, True)
