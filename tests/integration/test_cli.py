@@ -112,7 +112,7 @@ def test_a_deployment_is_created_scaled_shown_and_destroyed(run: Any, engine: sa
         (
             ["deployment", "list", "--lifecycle", "gone"],
             "Invalid value for '--lifecycle': 'gone' is not one of 'pending', 'scaling', "
-            "'ready', 'destroying', 'destroyed'.",
+            "'ready', 'deploying', 'destroying', 'destroyed'.",
         ),
         (["autoscaling-rule", "remove", "nope"], "RULE_ID: 'nope' is not a rule id (a UUID)"),
         (

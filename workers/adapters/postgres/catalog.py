@@ -15,8 +15,14 @@ from uuid import UUID
 import sqlalchemy as sa
 
 from workers.adapters.postgres.engine import transaction
-from workers.adapters.postgres.rows import deployment_values, rule_values
-from workers.adapters.postgres.schema import autoscaling_rules, deployments, routes, scaling_groups
+from workers.adapters.postgres.rows import deployment_values, revision_values, rule_values
+from workers.adapters.postgres.schema import (
+    autoscaling_rules,
+    deployment_revisions,
+    deployments,
+    routes,
+    scaling_groups,
+)
 from workers.adapters.postgres.transitions import apply_deployment_transitions
 from workers.domain import (
     AutoScalingRule,
@@ -86,9 +92,16 @@ class Catalog:
             )
 
     def create_deployment(self, deployment: DeploymentInfo) -> DeploymentInfo:
-        """Store `deployment` as given (id, lifecycle and all)."""
+        """Store `deployment` as given (id, lifecycle and all), and its current revision."""
         with transaction(self._engine) as conn:
             conn.execute(deployments.insert().values(deployment_values(deployment)))
+            conn.execute(
+                deployment_revisions.insert().values(
+                    deployment_id=deployment.id,
+                    number=deployment.current_revision,
+                    **revision_values(deployment.target_revision),
+                )
+            )
         return deployment
 
     def add_routes(self, new_routes: Sequence[RouteData]) -> None:
@@ -164,6 +177,8 @@ def _route_values(route: RouteData) -> dict[str, Any]:
         "session_id": route.session_id,
         "status": route.status.value,
         "traffic_ratio": route.traffic_ratio,
+        "revision": route.revision,
+        "traffic_status": "active" if route.in_traffic else "standby",
     }
     if route.created_at is not None:
         values["created_at"] = route.created_at

@@ -29,6 +29,8 @@ ROUTE_COLUMNS = (
     routes.c.traffic_ratio,
     routes.c.created_at,
     routes.c.status_changed_at,
+    routes.c.revision,
+    routes.c.traffic_status,
 )
 
 
@@ -48,6 +50,8 @@ def deployment_from_row(m: sa.RowMapping) -> DeploymentInfo:
         domain=m["domain"],
         retry_count=m["retry_count"],
         drain_s=m["drain_s"],
+        current_revision=m["current_revision"],
+        deploying_revision=m["deploying_revision"],
     )
 
 
@@ -120,6 +124,8 @@ def deployment_values(deployment: DeploymentInfo) -> dict[str, Any]:
         "domain": deployment.domain,
         "retry_count": deployment.retry_count,
         "drain_s": deployment.drain_s,
+        "current_revision": deployment.current_revision,
+        "deploying_revision": deployment.deploying_revision,
         **revision_values(deployment.target_revision),
     }
 
@@ -134,6 +140,8 @@ def route_from_row(m: sa.RowMapping) -> RouteData:
         traffic_ratio=m["traffic_ratio"],
         created_at=m["created_at"],
         status_changed_at=m["status_changed_at"],
+        revision=m["revision"],
+        in_traffic=m["traffic_status"] != "standby",
     )
 
 

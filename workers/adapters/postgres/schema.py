@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
@@ -46,6 +47,28 @@ def _one_of(column: str, values: Iterable[str], name: str) -> sa.CheckConstraint
 
 def _values(enum: type[StrEnum]) -> list[str]:
     return [member.value for member in enum]
+
+
+TRAFFIC_STATUSES = ("active", "standby", "inactive")
+
+
+def _revision_columns() -> list[sa.Column[Any]]:
+    """What a revision runs: image, command, environment, resources and health check."""
+    return [
+        sa.Column("image", sa.Text),
+        sa.Column("runtime_variant", sa.Text, nullable=False, server_default="custom"),
+        sa.Column("model_path", sa.Text, nullable=False, server_default="/models"),
+        sa.Column("resources", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+        sa.Column("environ", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+        sa.Column("startup_command", sa.Text),
+        # Health check of the revision's model server; no path means none is configured.
+        sa.Column("health_check_path", sa.Text),
+        sa.Column("health_check_interval_s", sa.Float, nullable=False, server_default="10"),
+        sa.Column("health_check_max_retries", sa.Integer, nullable=False, server_default="10"),
+        sa.Column("health_check_initial_delay_s", sa.Float, nullable=False, server_default="60"),
+        sa.Column("health_check_timeout_s", sa.Float, nullable=False, server_default="15"),
+        sa.Column("health_check_expected_status", sa.Integer, nullable=False, server_default="200"),
+    ]
 
 
 def _created_at() -> sa.Column[object]:
@@ -90,22 +113,25 @@ deployments = sa.Table(
     sa.Column("owner", sa.Text),
     sa.Column("project", sa.Text),
     sa.Column("domain", sa.Text, nullable=False, server_default="default"),
-    # The target revision; no image means there is nothing to run yet.
-    sa.Column("image", sa.Text),
-    sa.Column("runtime_variant", sa.Text, nullable=False, server_default="custom"),
-    sa.Column("model_path", sa.Text, nullable=False, server_default="/models"),
-    sa.Column("resources", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
-    sa.Column("environ", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
-    sa.Column("startup_command", sa.Text),
-    # Health check of the revision's model server; no path means none is configured.
-    sa.Column("health_check_path", sa.Text),
-    sa.Column("health_check_interval_s", sa.Float, nullable=False, server_default="10"),
-    sa.Column("health_check_max_retries", sa.Integer, nullable=False, server_default="10"),
-    sa.Column("health_check_initial_delay_s", sa.Float, nullable=False, server_default="60"),
-    sa.Column("health_check_timeout_s", sa.Float, nullable=False, server_default="15"),
-    sa.Column("health_check_expected_status", sa.Integer, nullable=False, server_default="200"),
+    # A copy of the current revision; no image means there is nothing to run yet.
+    *_revision_columns(),
     sa.Column("retry_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("drain_s", sa.Float, nullable=False, server_default="10"),
+    sa.Column("current_revision", sa.Integer, nullable=False, server_default="1"),
+    # The rollout in progress (lifecycle deploying): to which revision, and how.
+    sa.Column("deploying_revision", sa.Integer),
+    sa.Column("rollout_strategy", sa.Text),
+    sa.Column("rollout_max_surge", sa.Text),
+    sa.Column("rollout_max_unavailable", sa.Text),
+    sa.Column("rollout_promote_delay_s", sa.Float),
+    sa.Column("rollout_auto_promote", sa.Boolean),
+    sa.Column("rollout_failure_threshold", sa.Integer),
+    sa.Column("rollout_progress_deadline_s", sa.Float),
+    sa.Column("rollout_desired", sa.Integer),  # the replica count when it began
+    sa.Column("rollout_started_at", sa.DateTime(timezone=True)),
+    sa.Column("rollout_all_new_healthy_at", sa.DateTime(timezone=True)),  # blue-green
+    sa.Column("rollout_promoted_at", sa.DateTime(timezone=True)),
+    sa.Column("rollout_promote_requested", sa.Boolean, nullable=False, server_default=sa.false()),
     _created_at(),
     _updated_at(),
     sa.Column("destroyed_at", sa.DateTime(timezone=True)),
@@ -120,6 +146,20 @@ deployments = sa.Table(
         postgresql_where=sa.text("lifecycle <> 'destroyed'"),
     ),
     sa.Index("ix_deployments_lifecycle", "lifecycle"),
+)
+
+# Immutable, numbered per deployment; the deployment row copies its current one.
+deployment_revisions = sa.Table(
+    "deployment_revisions",
+    metadata,
+    sa.Column(
+        "deployment_id", UUID(as_uuid=True), sa.ForeignKey("deployments.id"), primary_key=True
+    ),
+    sa.Column("number", sa.Integer, primary_key=True),
+    _created_at(),
+    *_revision_columns(),
+    sa.Column("changed", JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    sa.Column("failed_reason", sa.Text),  # why a rollout to it was rolled back
 )
 
 sessions = sa.Table(
@@ -174,8 +214,10 @@ routes = sa.Table(
     ),
     _created_at(),
     sa.Column("error_data", JSONB),
+    sa.Column("revision", sa.Integer),  # the deployment revision its session runs
     _one_of("status", _values(RouteStatus), "status"),
-    _one_of("traffic_status", ["active", "inactive"], "traffic_status"),
+    # standby: a blue-green route kept out of traffic until its rollout is promoted.
+    _one_of("traffic_status", TRAFFIC_STATUSES, "traffic_status"),
     sa.Index("ix_routes_deployment_id_status", "deployment_id", "status"),
     sa.Index("ix_routes_status", "status"),
 )
