@@ -106,7 +106,9 @@ class FakeRepository:
     def get_endpoints_by_ids(self, endpoint_ids: AbstractSet[UUID]) -> list[DeploymentInfo]:
         return [self._w.deployments[i] for i in endpoint_ids if i in self._w.deployments]
 
-    def fetch_deployment_context(self, deployment: DeploymentInfo) -> DeploymentContext:
+    def fetch_deployment_context(
+        self, deployment: DeploymentInfo, revision: int | None = None
+    ) -> DeploymentContext:
         if deployment.target_revision is None:
             raise ValueError(f"deployment {deployment.id} has no revision")
         return DeploymentContext(deployment=deployment, revision=deployment.target_revision)

@@ -266,6 +266,7 @@ class RouteDiscoveryData:
     host: str
     port: int
     runtime_variant: str = "custom"
+    revision: int | None = None
 
 
 @dataclass(frozen=True)

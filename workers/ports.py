@@ -42,7 +42,12 @@ class DeploymentRepository(Protocol):
         """The deployments among `endpoint_ids` that exist, in any lifecycle."""
         ...
 
-    def fetch_deployment_context(self, deployment: DeploymentInfo) -> DeploymentContext: ...
+    def fetch_deployment_context(
+        self, deployment: DeploymentInfo, revision: int | None = None
+    ) -> DeploymentContext:
+        """What starting a session needs: the revision to run (the current one unless
+        `revision` names another) and the resource group's environment."""
+        ...
 
     def update_route_sessions(self, route_sessions: Mapping[UUID, SessionId]) -> None:
         """Link each route to the session started for it."""

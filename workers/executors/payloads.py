@@ -15,6 +15,7 @@ from workers.domain import (
     SessionSpec,
 )
 
+REVISION_VARIABLE = "MODELFLEET_REVISION"
 METRICS_PATH = "/metrics"
 
 
@@ -72,14 +73,22 @@ def session_spec(route: RouteData, context: DeploymentContext) -> SessionSpec:
         model_path=revision.model_path,
         startup_command=revision.startup_command,
         resources=dict(revision.resources),
-        environ={**context.environ, **revision.environ},
+        environ={**context.environ, **revision.environ, **_revision_variable(context)},
         owner=deployment.owner,
         project=deployment.project,
         domain=deployment.domain,
     )
 
 
+def _revision_variable(context: DeploymentContext) -> dict[str, str]:
+    """Every session learns which revision it runs (the sample model reports it)."""
+    if context.revision_number is None:
+        return {}
+    return {REVISION_VARIABLE: str(context.revision_number)}
+
+
 def scrape_target(data: RouteDiscoveryData) -> ModelServiceMetadata:
+    revision = {} if data.revision is None else {"revision": str(data.revision)}
     return ModelServiceMetadata(
         route_id=data.route_id,
         model_service_name=data.endpoint_name,
@@ -91,5 +100,6 @@ def scrape_target(data: RouteDiscoveryData) -> ModelServiceMetadata:
             "endpoint_id": str(data.endpoint_id),
             "model_service_name": data.endpoint_name,
             "runtime_variant": data.runtime_variant,
+            **revision,
         },
     )

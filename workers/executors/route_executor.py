@@ -67,7 +67,7 @@ class RouteExecutor:
         routes = unique_by_id(routes)
         needing = [route for route in routes if route.session_id is None]
         deployments = self._deployments_by_id({route.endpoint_id for route in needing})
-        contexts: dict[UUID, DeploymentContext | Exception] = {}
+        contexts: dict[tuple[UUID, int | None], DeploymentContext | Exception] = {}
         started: dict[UUID, SessionId] = {}
         result = RouteExecutionResult()
         for route in routes:
@@ -200,21 +200,25 @@ class RouteExecutor:
         self,
         route: RouteData,
         deployments: Mapping[UUID, DeploymentInfo],
-        contexts: dict[UUID, DeploymentContext | Exception],
+        contexts: dict[tuple[UUID, int | None], DeploymentContext | Exception],
     ) -> SessionId:
         deployment = deployments.get(route.endpoint_id)
         if deployment is None:
             raise EndpointNotFound(route.endpoint_id)
         if deployment.lifecycle in _NO_NEW_SESSIONS:
             raise DeploymentNotActive(deployment.id, deployment.lifecycle)
-        if deployment.id not in contexts:  # one context per deployment, not per route
-            contexts[deployment.id] = capture(
-                partial(self._repo.fetch_deployment_context, deployment)
-            )
-        context = contexts[deployment.id]
+        key = (deployment.id, route.revision)
+        if key not in contexts:  # one context per deployment revision, not per route
+            contexts[key] = capture(partial(self._context, deployment, route.revision))
+        context = contexts[key]
         if isinstance(context, Exception):
             raise context
         return self._scheduler.enqueue_session(session_spec(route, context))
+
+    def _context(self, deployment: DeploymentInfo, revision: int | None) -> DeploymentContext:
+        if revision is None:
+            return self._repo.fetch_deployment_context(deployment)
+        return self._repo.fetch_deployment_context(deployment, revision=revision)
 
 
 def _session_failure(route: RouteData, status: SessionStatus | None) -> ModelfleetError | None:

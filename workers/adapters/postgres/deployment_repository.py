@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -24,11 +25,13 @@ from workers.adapters.postgres.rows import (
     DEPLOYMENT_COLUMNS,
     ROUTE_COLUMNS,
     deployment_from_row,
+    revision_from_row,
     route_from_row,
     rule_from_row,
 )
 from workers.adapters.postgres.schema import (
     autoscaling_rules,
+    deployment_revisions,
     deployments,
     routes,
     scaling_groups,
@@ -85,11 +88,28 @@ class PostgresDeploymentRepository:
         with transaction(self._engine) as conn:
             return [deployment_from_row(row) for row in conn.execute(query).mappings()]
 
-    def fetch_deployment_context(self, deployment: DeploymentInfo) -> DeploymentContext:
-        """The deployment as stored now, its revision, and its resource group's environment."""
+    def fetch_deployment_context(
+        self, deployment: DeploymentInfo, revision: int | None = None
+    ) -> DeploymentContext:
+        """The deployment as stored now, the revision to run (its current one unless
+        `revision` names another), and its resource group's environment."""
+        number = sa.func.coalesce(
+            sa.literal(revision, sa.Integer()), deployments.c.current_revision
+        )
         query = (
-            sa.select(*DEPLOYMENT_COLUMNS, scaling_groups.c.environ.label("group_environ"))
+            sa.select(
+                *DEPLOYMENT_COLUMNS,
+                scaling_groups.c.environ.label("group_environ"),
+                *[c.label(f"rev_{c.name}") for c in deployment_revisions.c],
+            )
             .join(scaling_groups, scaling_groups.c.name == deployments.c.resource_group)
+            .outerjoin(
+                deployment_revisions,
+                sa.and_(
+                    deployment_revisions.c.deployment_id == deployments.c.id,
+                    deployment_revisions.c.number == number,
+                ),
+            )
             .where(deployments.c.id == deployment.id)
         )
         with transaction(self._engine) as conn:
@@ -97,12 +117,15 @@ class PostgresDeploymentRepository:
         if row is None:
             raise EndpointNotFound(deployment.id)
         current = deployment_from_row(row)
-        if current.target_revision is None:
+        stored = revision_from_row(_prefixed(row, "rev_"))
+        chosen = stored if row["rev_number"] is not None else current.target_revision
+        if chosen is None:
             raise RevisionMissing(deployment.id)
         return DeploymentContext(
             deployment=current,
-            revision=current.target_revision,
+            revision=chosen,
             environ=dict(row["group_environ"]),
+            revision_number=row["rev_number"] or revision or current.current_revision,
         )
 
     def update_route_sessions(self, route_sessions: Mapping[UUID, SessionId]) -> None:
@@ -142,11 +165,13 @@ class PostgresDeploymentRepository:
                 deployments.c.runtime_variant,
                 sessions.c.host,
                 sessions.c.port,
+                routes.c.revision,
             )
             .join(sessions, sessions.c.id == routes.c.session_id)
             .join(deployments, deployments.c.id == routes.c.deployment_id)
             .where(
                 any_of(routes.c.id, route_ids),
+                routes.c.traffic_status == "active",  # blue-green standby routes wait
                 sessions.c.status == SessionStatus.RUNNING.value,
                 sessions.c.host.is_not(None),
                 sessions.c.port.is_not(None),
@@ -162,6 +187,7 @@ class PostgresDeploymentRepository:
                     host=row.host,
                     port=row.port,
                     runtime_variant=row.runtime_variant,
+                    revision=row.revision,
                 )
                 for row in conn.execute(query)
             ]
@@ -232,17 +258,7 @@ class PostgresDeploymentRepository:
         """
         with transaction(self._engine) as conn:
             if creators:
-                conn.execute(
-                    routes.insert(),
-                    [
-                        {
-                            "id": uuid.uuid4(),
-                            "deployment_id": creator.endpoint_id,
-                            "traffic_ratio": creator.traffic_ratio,
-                        }
-                        for creator in creators
-                    ],
-                )
+                conn.execute(routes.insert(), _new_route_rows(conn, creators))
             if updater is not None and updater.route_ids:
                 take_out_of_service(conn, updater.route_ids, SCALE_IN)
 
@@ -347,6 +363,31 @@ class PostgresDeploymentRepository:
 # Why a route left service, as its history row says (the phases that call these methods).
 SCALE_IN = ("deployments.scale", "scaled in")
 DESTROY = ("deployments.destroy", "its deployment is being destroyed")
+
+
+def _new_route_rows(conn: sa.Connection, creators: Sequence[RouteCreator]) -> list[dict[str, Any]]:
+    """Rows for new routes; a route with no revision runs its deployment's current one."""
+    current = dict(
+        conn.execute(
+            sa.select(deployments.c.id, deployments.c.current_revision).where(
+                any_of(deployments.c.id, {c.endpoint_id for c in creators})
+            )
+        ).all()
+    )
+    return [
+        {
+            "id": uuid.uuid4(),
+            "deployment_id": creator.endpoint_id,
+            "traffic_ratio": creator.traffic_ratio,
+            "revision": creator.revision or current.get(creator.endpoint_id),
+            "traffic_status": "active" if creator.in_traffic else "standby",
+        }
+        for creator in creators
+    ]
+
+
+def _prefixed(row: sa.RowMapping, prefix: str) -> dict[str, Any]:
+    return {key.removeprefix(prefix): value for key, value in row.items() if key.startswith(prefix)}
 
 
 def _active_routes(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -55,7 +56,7 @@ def deployment_from_row(m: sa.RowMapping) -> DeploymentInfo:
     )
 
 
-def revision_from_row(m: sa.RowMapping) -> ModelRevision | None:
+def revision_from_row(m: Mapping[Any, Any]) -> ModelRevision | None:
     if m["image"] is None:
         return None
     return ModelRevision(
@@ -69,7 +70,7 @@ def revision_from_row(m: sa.RowMapping) -> ModelRevision | None:
     )
 
 
-def _health_check_from_row(m: sa.RowMapping) -> HealthCheckConfig | None:
+def _health_check_from_row(m: Mapping[Any, Any]) -> HealthCheckConfig | None:
     if m["health_check_path"] is None:
         return None
     return HealthCheckConfig(
