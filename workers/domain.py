@@ -343,3 +343,64 @@ class StatusTransition(Generic[StatusT]):
 
 RouteTransition = StatusTransition[RouteStatus]
 DeploymentTransition = StatusTransition[DeploymentLifecycle]
+
+
+# -- rollouts (the step itself is in workers.rollouts) --
+
+
+class RolloutStrategy(StrEnum):
+    ROLLING = "rolling"
+    BLUE_GREEN = "blue-green"
+
+
+class RolloutOutcome(StrEnum):
+    IN_PROGRESS = "in_progress"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """How a rollout proceeds; counts or percentages of the desired replicas."""
+
+    strategy: RolloutStrategy = RolloutStrategy.ROLLING
+    max_surge: str = "25%"
+    max_unavailable: str = "0"
+    promote_delay_s: float = 0.0
+    auto_promote: bool = True
+    failure_threshold: int = 3
+    progress_deadline_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """What is true of one rollout now."""
+
+    desired: int  # replicas asked for when the rollout began
+    old_revision: int
+    new_revision: int
+    spec: RolloutSpec
+    routes: Sequence[RouteData]  # the deployment's routes taking part (not draining or gone)
+    failures: int = 0  # failures of the new revision since the rollout began
+    elapsed_s: float = 0.0
+    promoted: bool = False  # blue-green: traffic switched to the new routes
+    promote_requested: bool = False  # blue-green: `deployment promote` was run
+    all_new_healthy_for_s: float | None = None  # blue-green: since when all new are healthy
+    evidence: str = ""  # what failed, for the reason of a rollback (exit codes, output)
+
+
+@dataclass(frozen=True)
+class RolloutStep:
+    outcome: RolloutOutcome = RolloutOutcome.IN_PROGRESS
+    create: int = 0  # new routes of the new revision to start
+    create_in_traffic: bool = True
+    drain: tuple[UUID, ...] = ()  # routes to take out of traffic
+    promote: bool = False  # switch traffic to the new routes now
+    summary: str = ""  # for history: where the rollout stands, or why it failed
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def acts(self) -> bool:
+        """Whether the step changes anything (worth a history row)."""
+        moving = bool(self.create or self.drain or self.promote)
+        return moving or self.outcome is not RolloutOutcome.IN_PROGRESS

@@ -195,15 +195,19 @@ class RunProgress:
     last_progress_s: float | None  # a header task last started or ended then (None: none yet)
     claims: Mapping[str, str]  # header task id -> worker process, for tasks not yet ended
     live_workers: frozenset[str]
+    store_started_s: float = 0.0  # when the Redis server started (a restart loses chords)
 
     def stalled(self, started_s: float, stall_s: float) -> bool:
         """Whether waiting can no longer bring outcomes.
 
         No task started or ended for `stall_s`, and none of the unfinished ones
-        sits on a live worker process. Tasks still queued can make a run look
+        sits on a live worker process; or the run began before the Redis server
+        that holds its chord started (Redis restarted: nothing of it is left). Tasks still queued can make a run look
         stalled under a long backlog; finishing it early costs only a redo, since
         every item task is idempotent and a closed run's late tasks do nothing.
         """
+        if started_s < self.store_started_s - 1:
+            return True  # its chord and queued tasks went with the Redis that restarted
         last_s = self.last_progress_s if self.last_progress_s is not None else started_s
         if self.now_s - last_s < stall_s:
             return False

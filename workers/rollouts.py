@@ -23,11 +23,17 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
-from uuid import UUID
+from dataclasses import replace
 
-from workers.domain import RouteData, RouteStatus
+from workers.domain import (
+    RolloutOutcome,
+    RolloutSpec,
+    RolloutState,
+    RolloutStep,
+    RolloutStrategy,
+    RouteData,
+    RouteStatus,
+)
 
 _PERCENT = re.compile(r"(\d{1,3})%")
 _COUNT = re.compile(r"\d{1,6}")
@@ -41,64 +47,6 @@ _LEAVE_ORDER = {
 }
 # Routes that take part in a rollout (draining and later ones have left).
 TAKING_PART = frozenset(_LEAVE_ORDER)
-
-
-class Strategy(StrEnum):
-    ROLLING = "rolling"
-    BLUE_GREEN = "blue-green"
-
-
-class Outcome(StrEnum):
-    IN_PROGRESS = "in_progress"
-    FINISHED = "finished"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class RolloutSpec:
-    """How a rollout proceeds; counts or percentages of the desired replicas."""
-
-    strategy: Strategy = Strategy.ROLLING
-    max_surge: str = "25%"
-    max_unavailable: str = "0"
-    promote_delay_s: float = 0.0
-    auto_promote: bool = True
-    failure_threshold: int = 3
-    progress_deadline_s: float = 600.0
-
-
-@dataclass(frozen=True)
-class RolloutState:
-    """What is true of one rollout now."""
-
-    desired: int  # replicas asked for when the rollout began
-    old_revision: int
-    new_revision: int
-    spec: RolloutSpec
-    routes: Sequence[RouteData]  # the deployment's routes that take part (see TAKING_PART)
-    failures: int = 0  # failures of the new revision since the rollout began
-    elapsed_s: float = 0.0
-    promoted: bool = False  # blue-green: traffic switched to the new routes
-    promote_requested: bool = False  # blue-green: `deployment promote` was run
-    all_new_healthy_for_s: float | None = None  # blue-green: since when all new are healthy
-
-
-@dataclass(frozen=True)
-class RolloutStep:
-    outcome: Outcome = Outcome.IN_PROGRESS
-    create: int = 0  # new routes of the new revision to start
-    create_in_traffic: bool = True
-    drain: tuple[UUID, ...] = ()  # routes to take out of traffic
-    promote: bool = False  # switch traffic to the new routes now
-    summary: str = ""  # for history: where the rollout stands, or why it failed
-    counts: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def acts(self) -> bool:
-        return (
-            bool(self.create or self.drain or self.promote)
-            or self.outcome is not Outcome.IN_PROGRESS
-        )
 
 
 class SpecError(ValueError):
@@ -131,24 +79,17 @@ def plan_step(state: RolloutState) -> RolloutStep:
     failed = _failure(state)
     if failed:
         new_routes = tuple(r.id for r in state.routes if r.revision == state.new_revision)
-        return RolloutStep(Outcome.FAILED, drain=new_routes, summary=failed, counts=counts)
+        summary = f"revision {state.new_revision} rolled back: {failed}"
+        return RolloutStep(RolloutOutcome.FAILED, drain=new_routes, summary=summary, counts=counts)
     strays = tuple(
         r.id for r in state.routes if r.revision not in {state.old_revision, state.new_revision}
     )
-    if state.spec.strategy is Strategy.BLUE_GREEN:
+    if state.spec.strategy is RolloutStrategy.BLUE_GREEN:
         step = _blue_green(state, counts)
     else:
         step = _rolling(state, counts)
-    if strays:  # routes of a rollout this one superseded
-        step = RolloutStep(
-            step.outcome if step.outcome is Outcome.IN_PROGRESS else Outcome.IN_PROGRESS,
-            create=step.create,
-            create_in_traffic=step.create_in_traffic,
-            drain=strays + step.drain,
-            promote=step.promote,
-            summary=step.summary,
-            counts=counts,
-        )
+    if strays:  # routes of a rollout this one superseded: it cannot finish with them
+        step = replace(step, outcome=RolloutOutcome.IN_PROGRESS, drain=strays + step.drain)
     return step
 
 
@@ -160,7 +101,7 @@ def _rolling(state: RolloutState, counts: dict[str, int]) -> RolloutStep:
     new_healthy = _healthy(new)
     summary = _progress(state, counts)
     if new_healthy >= state.desired and not old:
-        return RolloutStep(Outcome.FINISHED, summary=summary, counts=counts)
+        return RolloutStep(RolloutOutcome.FINISHED, summary=summary, counts=counts)
     # Draining k old routes leaves at least desired - unavailable serving, counting
     # only healthy routes, and whatever is not healthy yet as not serving.
     budget = len(old) + new_healthy - (state.desired - unavailable)
@@ -188,7 +129,7 @@ def _blue_green(state: RolloutState, counts: dict[str, int]) -> RolloutStep:
     if old:
         return RolloutStep(drain=tuple(r.id for r in old), summary=summary, counts=counts)
     if _healthy(new) >= state.desired:
-        return RolloutStep(Outcome.FINISHED, summary=summary, counts=counts)
+        return RolloutStep(RolloutOutcome.FINISHED, summary=summary, counts=counts)
     # Promoted but short of healthy routes (one was evicted): replace it, in traffic.
     return RolloutStep(create=max(0, state.desired - len(new)), summary=summary, counts=counts)
 
@@ -203,10 +144,8 @@ def _may_promote(state: RolloutState) -> bool:
 def _failure(state: RolloutState) -> str:
     spec = state.spec
     if state.failures >= spec.failure_threshold:
-        return (
-            f"{state.failures} failures of revision {state.new_revision} "
-            f"(threshold {spec.failure_threshold})"
-        )
+        why = f"{state.failures} failures (threshold {spec.failure_threshold})"
+        return f"{why}: {state.evidence}" if state.evidence else why
     if state.elapsed_s > spec.progress_deadline_s:
         return f"no progress within the deadline of {spec.progress_deadline_s:g}s"
     return ""

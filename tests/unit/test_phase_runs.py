@@ -101,3 +101,11 @@ def test_a_run_with_no_progress_yet_counts_from_its_start() -> None:
     fresh = RunProgress(now_s=1000.0, last_progress_s=None, claims={}, live_workers=frozenset())
     assert not fresh.stalled(started_s=995.0, stall_s=10)
     assert fresh.stalled(started_s=985.0, stall_s=10)
+
+
+def test_a_run_older_than_the_redis_server_is_stalled_at_once() -> None:
+    """Redis restarted: the run's chord and queued tasks are gone, whatever its claims say."""
+    progress = RunProgress(now_s=1000.0, last_progress_s=999.0, claims={"t": "w"},
+                           live_workers=frozenset({"w"}), store_started_s=995.0)  # fmt: skip
+    assert progress.stalled(started_s=990.0, stall_s=10)
+    assert not progress.stalled(started_s=996.0, stall_s=10)

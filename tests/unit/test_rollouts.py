@@ -7,17 +7,19 @@ from dataclasses import replace
 import pytest
 
 from tests.factories import make_route
-from workers.domain import RouteData, RouteStatus
-from workers.rollouts import (
-    Outcome,
+from workers.domain import (
+    RolloutOutcome as Outcome,
+)
+from workers.domain import (
     RolloutSpec,
     RolloutState,
-    SpecError,
-    Strategy,
-    check_spec,
-    plan_step,
-    surge_and_unavailable,
+    RouteData,
+    RouteStatus,
 )
+from workers.domain import (
+    RolloutStrategy as Strategy,
+)
+from workers.rollouts import SpecError, check_spec, plan_step, surge_and_unavailable
 
 H, D, P, U = (
     RouteStatus.HEALTHY,
@@ -123,7 +125,16 @@ def test_a_rollout_fails_at_its_failure_threshold_and_drains_its_new_routes() ->
     step = plan_step(_state(_routes(OLD, H, H, H), new, failures=3))
     assert step.outcome is Outcome.FAILED
     assert set(step.drain) == {r.id for r in new}
-    assert "3 failures of revision 2" in step.summary
+    assert step.summary.startswith("revision 2 rolled back: 3 failures (threshold 3)")
+
+
+def test_a_rollback_says_what_failed() -> None:
+    state = _state(_routes(OLD, H), _routes(NEW, U), failures=3,
+                   evidence="3 sessions exited with code 1: no weights")  # fmt: skip
+    assert plan_step(state).summary == (
+        "revision 2 rolled back: 3 failures (threshold 3): "
+        "3 sessions exited with code 1: no weights"
+    )
 
 
 def test_a_rollout_fails_past_its_progress_deadline() -> None:

@@ -153,16 +153,19 @@ class RedisRunProgress:
         with redis_errors():
             pipe = self._client.pipeline(transaction=False)
             pipe.time()
+            pipe.info("server")
             pipe.get(self._keys.phase_progress(run_id))
             pipe.hgetall(self._keys.phase_claims(run_id))
-            time_reply, progress, claims = pipe.execute()
+            time_reply, server, progress, claims = pipe.execute()
             workers = sorted(set(claims.values()))
             pipe = self._client.pipeline(transaction=False)
             for worker in workers:
                 pipe.exists(self._keys.worker_alive(worker))
             live = {worker for worker, found in zip(workers, pipe.execute(), strict=True) if found}
+        now_s = server_time_s(time_reply)
         return RunProgress(
-            now_s=server_time_s(time_reply),
+            now_s=now_s,
+            store_started_s=now_s - float(server.get("uptime_in_seconds", now_s)),
             last_progress_s=float(progress) if progress is not None else None,
             claims=dict(claims),
             live_workers=frozenset(live),

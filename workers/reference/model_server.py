@@ -24,11 +24,13 @@ from typing import Any
 
 PORT_VARIABLE = "PORT"  # the session runner says which port to listen on
 BIND_HOST_VARIABLE = "BIND_HOST"  # ... and, when others reach it by name, on which interface
+REVISION_VARIABLE = "MODELFLEET_REVISION"  # the deployment revision it runs
 
 
 class ModelState:
-    def __init__(self, name: str, latency_s: float = 0.0) -> None:
+    def __init__(self, name: str, latency_s: float = 0.0, revision: int | None = None) -> None:
         self.name = name
+        self.revision = revision  # MODELFLEET_REVISION: every answer says which one answered
         self.latency_s = latency_s  # how long a completion takes: lets a demo build up load
         self.healthy = True
         self.in_flight = 0
@@ -41,11 +43,23 @@ class ModelState:
         try:
             time.sleep(self.latency_s)
             text = " ".join(reversed(prompt.split())) or "..."
-            return {"model": self.name, "choices": [{"index": 0, "text": f"echo: {text}"}]}
+            answer: dict[str, Any] = {
+                "model": self.name,
+                "choices": [{"index": 0, "text": f"echo: {text}"}],
+            }
+            if self.revision is not None:
+                answer["revision"] = self.revision
+            return answer
         finally:
             with self.lock:
                 self.in_flight -= 1
                 self.served += 1
+
+    def health(self) -> dict[str, Any]:
+        answer: dict[str, Any] = {"healthy": self.healthy}
+        if self.revision is not None:
+            answer["revision"] = self.revision
+        return answer
 
     def metrics(self) -> str:
         return (
@@ -79,7 +93,7 @@ def _handler_for(state: ModelState) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # http.server's naming
             if self.path == "/health":
-                self._send(200 if state.healthy else 503, {"healthy": state.healthy})
+                self._send(200 if state.healthy else 503, state.health())
             elif self.path == "/metrics":
                 self._send(200, state.metrics(), content_type="text/plain; version=0.0.4")
             else:
@@ -121,7 +135,9 @@ def main() -> None:
         "--latency-s", type=float, default=float(os.environ.get("MODEL_LATENCY_S", "0"))
     )
     args = parser.parse_args()
-    server = make_server(args.host, args.port, ModelState(args.name, args.latency_s))
+    revision = os.environ.get(REVISION_VARIABLE)
+    state = ModelState(args.name, args.latency_s, int(revision) if revision else None)
+    server = make_server(args.host, args.port, state)
     stop_on_sigterm(server)
     try:
         server.serve_forever(poll_interval=0.2)

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests.integration.reference.conftest import SampleServer
+from workers.reference.model_server import ModelState
 from workers.reference.processes import wait_for
 from workers.throwaway_servers import free_port
 
@@ -65,3 +66,10 @@ def _answers(url: str) -> bool:
         return requests.get(url, timeout=1).status_code == 200
     except requests.RequestException:
         return False
+
+
+def test_every_answer_says_which_revision_answered() -> None:
+    state = ModelState("demo", revision=3)
+    assert state.complete("a")["revision"] == 3
+    assert state.health() == {"healthy": True, "revision": 3}
+    assert "revision" not in ModelState("demo").complete("a")
