@@ -202,9 +202,10 @@ class RunProgress:
 
         No task started or ended for `stall_s`, and none of the unfinished ones
         sits on a live worker process; or the run began before the Redis server
-        that holds its chord started (Redis restarted: nothing of it is left). Tasks still queued can make a run look
-        stalled under a long backlog; finishing it early costs only a redo, since
-        every item task is idempotent and a closed run's late tasks do nothing.
+        that holds its chord started (Redis restarted: nothing of it is left).
+        Tasks still queued can make a run look stalled under a long backlog;
+        finishing it early costs only a redo, since every item task is
+        idempotent and a closed run's late tasks do nothing.
         """
         if started_s < self.store_started_s - 1:
             return True  # its chord and queued tasks went with the Redis that restarted
