@@ -20,6 +20,7 @@ PHASE_INTERVALS_S: Final[Mapping[str, float]] = MappingProxyType(
         "deployments.scale": 2.0,
         "deployments.reconcile": 30.0,
         "deployments.destroy": 2.0,
+        "deployments.rollout": 1.0,
         "routes.provision": 2.0,
         "routes.check_running": 5.0,
         "routes.health_check": 5.0,

@@ -4,7 +4,7 @@
 this package registers every task; the worker does it before forking.
 """
 
-from tasks.deployments import check_pending, check_replicas, destroy, reconcile, scale
+from tasks.deployments import check_pending, check_replicas, destroy, reconcile, rollout, scale
 from tasks.phase_runs import sweep
 from tasks.routes import (
     check_running,
@@ -26,6 +26,7 @@ __all__ = [
     "health_check",
     "provision",
     "reconcile",
+    "rollout",
     "scale",
     "sweep",
     "sync_service_discovery",

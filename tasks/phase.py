@@ -7,7 +7,7 @@ of DESIGN.md's phase table it implements. `tasks.runs` does everything else
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from uuid import UUID
@@ -117,10 +117,21 @@ class Phase:
     on: Mapping[OutcomeBucket, Action] = field(default_factory=dict)
     # Phases to start at once when a transition of that bucket was applied.
     follow_ups: Mapping[OutcomeBucket, tuple[str, ...]] = field(default_factory=dict)
+    # Phases to start at once when any item landed in that bucket, moved or not (an
+    # executor that changes routes while its own entity stays, like a rollout step).
+    follow_ups_on_outcome: Mapping[OutcomeBucket, tuple[str, ...]] = field(default_factory=dict)
     # Where the targets come from when "every entity in `targets`" is not the answer.
     load_targets: Callable[[Adapters], Sequence[Item]] | None = None
     # One header task gets every item: the phase acts on the set as a whole.
     whole_set: bool = False
+
+    def follow_ups_after(
+        self, applied: Collection[OutcomeBucket], seen: Collection[OutcomeBucket]
+    ) -> set[str]:
+        """The phases to start now, given the buckets of applied transitions and of outcomes."""
+        return {name for bucket in applied for name in self.follow_ups.get(bucket, ())} | {
+            name for bucket in seen for name in self.follow_ups_on_outcome.get(bucket, ())
+        }
 
     def targets_now(self, adapters: Adapters) -> Sequence[Item]:
         if self.load_targets is not None:

@@ -223,7 +223,7 @@ def close_failed(phase: Phase, adapters: Adapters, run_id: UUID, error: BaseExce
             error_samples=error_samples(stored),
         )
         closed = adapters.phase_store.close_run(conn, run.id, PhaseRunState.FAILED, summary)
-    _after_close(phase, adapters, closed, frozenset())
+    _after_close(phase, adapters, closed, set())
 
 
 def close_run(
@@ -261,11 +261,16 @@ def close_run(
             error_samples=error_samples(merged),
         )
         closed = store.close_run(conn, run_id, state, summary)
-    _after_close(phase, adapters, closed, {c.result for c in changes if c.entity_id in applied})
+    applied_buckets = {c.result for c in changes if c.entity_id in applied}
+    _after_close(phase, adapters, closed, phase.follow_ups_after(applied_buckets, _buckets(merged)))
     return closed
 
 
-def _after_close(phase: Phase, adapters: Adapters, run: PhaseRun, applied_buckets: Any) -> None:
+def _buckets(outcomes: Sequence[Outcome]) -> set[OutcomeBucket]:
+    return {outcome.bucket for outcome in outcomes}
+
+
+def _after_close(phase: Phase, adapters: Adapters, run: PhaseRun, follow_ups: set[str]) -> None:
     adapters.phase_lock.release(phase.name, run.lock_token)
     adapters.outcomes.expire_soon(run.id)
     counts = run.summary.counts
@@ -283,7 +288,6 @@ def _after_close(phase: Phase, adapters: Adapters, run: PhaseRun, applied_bucket
         run.summary.transition_count,
         run.duration_s or 0.0,
     )
-    follow_ups = {name for bucket in applied_buckets for name in phase.follow_ups.get(bucket, ())}
     if adapters.phase_lock.take_rerun(phase.name):
         follow_ups.add(phase.name)
     for name in sorted(follow_ups):

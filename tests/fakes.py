@@ -25,6 +25,8 @@ from workers.domain import (
     HealthCheckStatus,
     HealthStatus,
     ModelServiceMetadata,
+    RolloutState,
+    RolloutStep,
     RouteBatchUpdater,
     RouteCreator,
     RouteData,
@@ -102,6 +104,16 @@ class World:
 class FakeRepository:
     def __init__(self, world: World) -> None:
         self._w = world
+
+    def fetch_rollout_states(
+        self, deployments: Sequence[DeploymentInfo]
+    ) -> Mapping[UUID, RolloutState]:
+        return {}  # the fake world runs no rollouts (tests/unit/test_rollouts.py does)
+
+    def apply_rollout_step(
+        self, deployment_id: UUID, state: RolloutState, step: RolloutStep
+    ) -> None:
+        raise AssertionError("the fake world runs no rollouts")
 
     def get_endpoints_by_ids(self, endpoint_ids: AbstractSet[UUID]) -> list[DeploymentInfo]:
         return [self._w.deployments[i] for i in endpoint_ids if i in self._w.deployments]

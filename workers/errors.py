@@ -85,6 +85,16 @@ class RevisionMissing(ModelfleetError):
         super().__init__(f"Deployment {endpoint_id} has no target revision")
 
 
+class RolloutFailed(ModelfleetError):
+    """A rollout failed and was rolled back; the message says why."""
+
+    error_code = "rollout_failed"
+
+    def __init__(self, revision: int, why: str) -> None:
+        super().__init__(why)
+        self.revision = revision
+
+
 class AppProxyResponseInvalid(ModelfleetError):
     error_code = "app_proxy_response_invalid"
 

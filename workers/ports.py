@@ -23,6 +23,8 @@ from workers.domain import (
     DeploymentInfo,
     HealthStatus,
     ModelServiceMetadata,
+    RolloutState,
+    RolloutStep,
     RouteBatchUpdater,
     RouteCreator,
     RouteData,
@@ -110,6 +112,18 @@ class DeploymentRepository(Protocol):
     def update_desired_replicas_bulk(self, desired_replicas: Mapping[UUID, int]) -> None: ...
 
     def mark_terminating_route_status_bulk(self, route_ids: AbstractSet[UUID]) -> None: ...
+
+    def fetch_rollout_states(
+        self, deployments: Sequence[DeploymentInfo]
+    ) -> Mapping[UUID, RolloutState]:
+        """The state of each rollout in progress (deployments not deploying are absent)."""
+        ...
+
+    def apply_rollout_step(
+        self, deployment_id: UUID, state: RolloutState, step: RolloutStep
+    ) -> None:
+        """Start, drain and switch routes as `step` says; close the rollout if it ended."""
+        ...
 
 
 class SchedulingController(Protocol):

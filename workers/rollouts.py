@@ -78,9 +78,7 @@ def plan_step(state: RolloutState) -> RolloutStep:
     counts = _counts(state)
     failed = _failure(state)
     if failed:
-        new_routes = tuple(r.id for r in state.routes if r.revision == state.new_revision)
-        summary = f"revision {state.new_revision} rolled back: {failed}"
-        return RolloutStep(RolloutOutcome.FAILED, drain=new_routes, summary=summary, counts=counts)
+        return replace(abort_step(state, failed), counts=counts)
     strays = tuple(
         r.id for r in state.routes if r.revision not in {state.old_revision, state.new_revision}
     )
@@ -91,6 +89,13 @@ def plan_step(state: RolloutState) -> RolloutStep:
     if strays:  # routes of a rollout this one superseded: it cannot finish with them
         step = replace(step, outcome=RolloutOutcome.IN_PROGRESS, drain=strays + step.drain)
     return step
+
+
+def abort_step(state: RolloutState, why: str) -> RolloutStep:
+    """Fail the rollout now: its new routes drain, the current revision stays."""
+    new_routes = tuple(r.id for r in state.routes if r.revision == state.new_revision)
+    summary = f"revision {state.new_revision} rolled back: {why}"
+    return RolloutStep(RolloutOutcome.FAILED, drain=new_routes, summary=summary)
 
 
 def _rolling(state: RolloutState, counts: dict[str, int]) -> RolloutStep:

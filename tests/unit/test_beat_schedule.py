@@ -10,6 +10,7 @@ DESIGN_PHASES = {
     "deployments.scale",
     "deployments.reconcile",
     "deployments.destroy",
+    "deployments.rollout",
     "routes.provision",
     "routes.check_running",
     "routes.health_check",

@@ -33,6 +33,7 @@ DESIGN_TARGETS = {
     "deployments.scale": {L.SCALING},
     "deployments.reconcile": {L.READY},
     "deployments.destroy": {L.DESTROYING},
+    "deployments.rollout": {L.DEPLOYING},
     "routes.provision": {R.PROVISIONING},
     "routes.check_running": {R.DEGRADED, R.HEALTHY, R.UNHEALTHY, R.FAILED_TO_START},
     "routes.health_check": {R.HEALTHY, R.UNHEALTHY, R.DEGRADED},
@@ -108,6 +109,9 @@ def test_route_phase_transitions(
         ("deployments.reconcile", "error", L.READY, ("scaling", "error")),
         ("deployments.destroy", "success", L.DESTROYING, ("destroyed", "success")),
         ("deployments.destroy", "error", L.DESTROYING, (None, "error")),
+        ("deployments.rollout", "success", L.DEPLOYING, ("ready", "success")),  # finished
+        ("deployments.rollout", "error", L.DEPLOYING, ("ready", "error")),  # rolled back
+        ("deployments.rollout", "skipped", L.DEPLOYING, None),  # in progress
     ],
 )
 def test_deployment_phase_transitions(
@@ -174,3 +178,12 @@ def test_every_phase_that_takes_routes_out_of_service_republishes_at_once(
     assert "routes.sync_service_discovery" in follow_ups
     assert "routes.drain" in follow_ups
     assert "routes.terminate" not in follow_ups  # a session is stopped only after draining
+
+
+@pytest.mark.parametrize(
+    "bucket", [OutcomeBucket.SUCCESS, OutcomeBucket.ERROR, OutcomeBucket.SKIPPED]
+)
+def test_every_rollout_step_announces_its_route_changes_at_once(bucket: OutcomeBucket) -> None:
+    """A step starts and drains routes while the deployment stays deploying."""
+    follow_ups = PHASES["deployments.rollout"].follow_ups_after(set(), {bucket})
+    assert {"routes.provision", "routes.sync_service_discovery", "routes.drain"} <= follow_ups

@@ -19,15 +19,24 @@ from workers.domain import (
     DeploymentExecutionResult,
     DeploymentInfo,
     ModelRevision,
+    RolloutOutcome,
+    RolloutState,
+    RolloutStep,
     RouteBatchUpdater,
     RouteCreator,
     ScalingGroupProxyTarget,
 )
-from workers.errors import AppProxyResponseInvalid, ReplicaCountMismatch, error_code_of
+from workers.errors import (
+    AppProxyResponseInvalid,
+    ReplicaCountMismatch,
+    RolloutFailed,
+    error_code_of,
+)
 from workers.executors.outcomes import capture, unique_by_id
 from workers.executors.payloads import endpoint_registration_body
 from workers.executors.scaling import manual_desired_replicas, plan_scaling
 from workers.ports import AppProxy, DeploymentRepository
+from workers.rollouts import abort_step, plan_step
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +207,34 @@ class DeploymentExecutor:
                 result.successes.append(deployment)
         return result
 
+    def rollout_deployment(
+        self, deployments: Sequence[DeploymentInfo]
+    ) -> DeploymentExecutionResult:
+        """Advance each rollout by one step (`workers.rollouts.plan_step`).
+
+        Success: the new revision serves and the rollout is over. Error: it
+        failed and was rolled back (new routes drain; the previous revision
+        stays current). Skipped: still in progress, or not a rollout any more.
+        A step that cannot be planned (a bug) aborts the rollout like a failure.
+        """
+        deployments = unique_by_id(deployments)
+        if not deployments:
+            return DeploymentExecutionResult()
+        states = self._repo.fetch_rollout_states(deployments)
+        result = DeploymentExecutionResult()
+        for deployment in deployments:
+            state = states.get(deployment.id)
+            if state is None:
+                result.skipped.append(deployment)
+                continue
+            step = capture(partial(plan_step, state))
+            if isinstance(step, Exception):
+                log.error("deployment %s: rollout step failed", deployment.id, exc_info=step)
+                step = abort_step(state, f"{type(step).__name__}: {step}")
+            self._repo.apply_rollout_step(deployment.id, state, step)
+            _sort_rollout(result, deployment, state, step)
+        return result
+
     def _register_endpoint(
         self, deployment: DeploymentInfo, revision: ModelRevision, target: ScalingGroupProxyTarget
     ) -> str:
@@ -226,6 +263,23 @@ class DeploymentExecutor:
                 deployment, metrics.routes_by_endpoint.get(deployment.id, ())
             )
         return self._repo.calculate_desired_replicas_for_deployment(deployment, rules, metrics)
+
+
+def _sort_rollout(
+    result: DeploymentExecutionResult,
+    deployment: DeploymentInfo,
+    state: RolloutState,
+    step: RolloutStep,
+) -> None:
+    if step.outcome is RolloutOutcome.FINISHED:
+        log.info("deployment %s: %s", deployment.id, step.summary)
+        result.successes.append(deployment)
+    elif step.outcome is RolloutOutcome.FAILED:
+        log.warning("deployment %s: %s", deployment.id, step.summary)
+        failure = RolloutFailed(state.new_revision, step.summary)
+        result.errors.append(_deployment_error(deployment, "Rollout failed", step.summary, failure))
+    else:
+        result.skipped.append(deployment)
 
 
 def _log_unregistrable(deployment: DeploymentInfo, revision: ModelRevision | None) -> None:

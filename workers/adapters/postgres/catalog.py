@@ -34,10 +34,11 @@ from workers.domain import (
     RouteStatus,
 )
 
-PENDING, SCALING, READY = (
+PENDING, SCALING, READY, DEPLOYING = (
     DeploymentLifecycle.PENDING,
     DeploymentLifecycle.SCALING,
     DeploymentLifecycle.READY,
+    DeploymentLifecycle.DEPLOYING,
 )
 
 OPERATOR_PHASE = "operator"  # the `phase` of history rows written for a CLI command
@@ -127,14 +128,14 @@ class Catalog:
                 conn,
                 [_operator_move(deployment_id, {READY}, DeploymentLifecycle.SCALING, what)],
             )
-            if not moved:  # pending or scaling: the count is read when it gets there
+            if not moved:  # not ready: the count is read when it gets there
                 apply_deployment_transitions(
-                    conn, [_operator_move(deployment_id, {PENDING, SCALING}, None, what)]
+                    conn, [_operator_move(deployment_id, {PENDING, SCALING, DEPLOYING}, None, what)]
                 )
 
     def request_destroy(self, deployment_id: UUID) -> bool:
         """Move a live deployment to destroying; False if it is already on its way out."""
-        live = {DeploymentLifecycle.PENDING, DeploymentLifecycle.SCALING, DeploymentLifecycle.READY}
+        live = {PENDING, SCALING, READY, DEPLOYING}
         change = _operator_move(deployment_id, live, DeploymentLifecycle.DESTROYING, "destroy")
         with transaction(self._engine) as conn:
             return bool(apply_deployment_transitions(conn, [change]))

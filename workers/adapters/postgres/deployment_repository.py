@@ -8,7 +8,6 @@ transitions with history, phase runs) lives in `phase_store.py`.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -19,6 +18,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
+from workers.adapters.postgres import rollouts
 from workers.adapters.postgres.bulk import any_of, unnest_rows
 from workers.adapters.postgres.engine import transaction
 from workers.adapters.postgres.rows import (
@@ -37,7 +37,7 @@ from workers.adapters.postgres.schema import (
     scaling_groups,
     sessions,
 )
-from workers.adapters.postgres.transitions import take_out_of_service
+from workers.adapters.postgres.transitions import insert_routes, take_out_of_service
 from workers.adapters.redis_metrics import RedisMetricsStore
 from workers.autoscaling import decide_replicas
 from workers.domain import (
@@ -47,6 +47,8 @@ from workers.domain import (
     CleanupConfig,
     DeploymentContext,
     DeploymentInfo,
+    RolloutState,
+    RolloutStep,
     RouteBatchUpdater,
     RouteCreator,
     RouteData,
@@ -258,7 +260,7 @@ class PostgresDeploymentRepository:
         """
         with transaction(self._engine) as conn:
             if creators:
-                conn.execute(routes.insert(), _new_route_rows(conn, creators))
+                insert_routes(conn, creators)
             if updater is not None and updater.route_ids:
                 take_out_of_service(conn, updater.route_ids, SCALE_IN)
 
@@ -351,6 +353,18 @@ class PostgresDeploymentRepository:
         for deployment_id in fired:
             self._fired_rules.pop(deployment_id, None)
 
+    def fetch_rollout_states(
+        self, deployments: Sequence[DeploymentInfo]
+    ) -> dict[UUID, RolloutState]:
+        with transaction(self._engine) as conn:
+            return rollouts.load_states(conn, {d.id for d in deployments})
+
+    def apply_rollout_step(
+        self, deployment_id: UUID, state: RolloutState, step: RolloutStep
+    ) -> None:
+        with transaction(self._engine) as conn:
+            rollouts.apply_step(conn, state, deployment_id, step)
+
     def mark_terminating_route_status_bulk(self, route_ids: AbstractSet[UUID]) -> None:
         """Active routes leave traffic and drain, then terminate (`take_out_of_service`);
         routes already on their way out are left alone."""
@@ -363,27 +377,6 @@ class PostgresDeploymentRepository:
 # Why a route left service, as its history row says (the phases that call these methods).
 SCALE_IN = ("deployments.scale", "scaled in")
 DESTROY = ("deployments.destroy", "its deployment is being destroyed")
-
-
-def _new_route_rows(conn: sa.Connection, creators: Sequence[RouteCreator]) -> list[dict[str, Any]]:
-    """Rows for new routes; a route with no revision runs its deployment's current one."""
-    current = dict(
-        conn.execute(
-            sa.select(deployments.c.id, deployments.c.current_revision).where(
-                any_of(deployments.c.id, {c.endpoint_id for c in creators})
-            )
-        ).all()
-    )
-    return [
-        {
-            "id": uuid.uuid4(),
-            "deployment_id": creator.endpoint_id,
-            "traffic_ratio": creator.traffic_ratio,
-            "revision": creator.revision or current.get(creator.endpoint_id),
-            "traffic_status": "active" if creator.in_traffic else "standby",
-        }
-        for creator in creators
-    ]
 
 
 def _prefixed(row: sa.RowMapping, prefix: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, distinct_on
@@ -27,6 +27,7 @@ from workers.domain import (
     DeploymentLifecycle,
     DeploymentTransition,
     OutcomeBucket,
+    RouteCreator,
     RouteStatus,
     RouteTransition,
     StatusTransition,
@@ -278,3 +279,27 @@ def take_out_of_service(
             .values(traffic_ratio=0.0, traffic_status="inactive")
         )
     return applied
+
+
+def insert_routes(conn: sa.Connection, creators: Sequence[RouteCreator]) -> list[UUID]:
+    """New routes (provisioning); one with no revision runs its deployment's current one."""
+    current = dict(
+        conn.execute(
+            sa.select(deployments.c.id, deployments.c.current_revision).where(
+                any_of(deployments.c.id, {c.endpoint_id for c in creators})
+            )
+        ).all()
+    )
+    ids = [uuid4() for _ in creators]
+    rows = [
+        {
+            "id": route_id,
+            "deployment_id": creator.endpoint_id,
+            "traffic_ratio": creator.traffic_ratio,
+            "revision": creator.revision or current.get(creator.endpoint_id),
+            "traffic_status": "active" if creator.in_traffic else "standby",
+        }
+        for route_id, creator in zip(ids, creators, strict=True)
+    ]
+    conn.execute(routes.insert(), rows)
+    return ids

@@ -1,0 +1,36 @@
+"""deployments.rollout: advance each rollout by one step (`workers.rollouts`).
+
+Success: the new revision serves, the rollout is over (ready). Error: it failed
+and was rolled back (ready on the previous revision; the history row says why).
+Skipped: in progress (stays deploying). A step starts and drains routes while
+the deployment stays where it is, so every run announces them at once: new
+routes to provision, drained ones out of service discovery.
+"""
+
+from tasks.phase import DEPLOYMENTS, Move, Phase
+from tasks.runs import phase_task
+from workers.domain import DeploymentLifecycle, OutcomeBucket
+
+_ROUTES_CHANGED = ("routes.provision", "routes.sync_service_discovery", "routes.drain")
+
+PHASE = Phase(
+    name="deployments.rollout",
+    kind=DEPLOYMENTS,
+    targets=frozenset({DeploymentLifecycle.DEPLOYING}),
+    execute=lambda adapters, items: adapters.deployment_executor().rollout_deployment(items),
+    on={
+        OutcomeBucket.SUCCESS: Move(DeploymentLifecycle.READY),
+        OutcomeBucket.ERROR: Move(DeploymentLifecycle.READY),
+    },
+    follow_ups={
+        OutcomeBucket.SUCCESS: ("deployments.reconcile",),
+        OutcomeBucket.ERROR: ("deployments.reconcile",),
+    },
+    follow_ups_on_outcome={
+        OutcomeBucket.SUCCESS: _ROUTES_CHANGED,
+        OutcomeBucket.ERROR: _ROUTES_CHANGED,
+        OutcomeBucket.SKIPPED: _ROUTES_CHANGED,
+    },
+)
+
+task = phase_task(PHASE)
