@@ -66,6 +66,7 @@ class Settings:
     broker_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     result_backend: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     phases: PhaseSettings = field(default_factory=PhaseSettings)
+    revision_history_limit: int = 10  # revisions kept per deployment, beyond current and deploying
     app_proxy: AppProxySettings = field(default_factory=AppProxySettings)
     service_discovery_http: ServiceDiscoveryHttpSettings = field(
         default_factory=ServiceDiscoveryHttpSettings
@@ -83,6 +84,10 @@ class Settings:
             broker_url=reader.text("MODELFLEET_BROKER_URL", cls.broker_url),
             result_backend=reader.text("MODELFLEET_RESULT_BACKEND", cls.result_backend),
             phases=_phase_settings(reader, environ),
+            revision_history_limit=max(
+                1,
+                int(reader.number("MODELFLEET_REVISION_HISTORY_LIMIT", cls.revision_history_limit)),
+            ),
             app_proxy=AppProxySettings(
                 connect_timeout_s=reader.number(
                     "MODELFLEET_APP_PROXY_CONNECT_TIMEOUT_S", proxy.connect_timeout_s

@@ -22,7 +22,8 @@ def deployment() -> None:
     """Model services and the replica count each asks for."""
 
 
-def _environ(pairs: tuple[str, ...]) -> dict[str, str]:
+def environ_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
+    """NAME=VALUE options as a mapping; bad input names --env."""
     environ = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -68,7 +69,7 @@ def create(cli: CliContext, /, name: str, resource_group: str, **options: Any) -
         runtime_variant=options["runtime_variant"],
         model_path=options["model_path"],
         startup_command=options["startup_command"],
-        environ=_environ(options["env_pairs"]),
+        environ=environ_pairs(options["env_pairs"]),
         health_check=health,
     )
     new = DeploymentInfo(
@@ -90,6 +91,17 @@ def create(cli: CliContext, /, name: str, resource_group: str, **options: Any) -
     click.echo(f"deployment {name} created: {new.id}")
 
 
+def with_rollout(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its rollout's progress: 'revision 3: 2/3 new healthy, 1 old remaining'."""
+    if row.get("deploying_revision") is None:
+        return {**row, "rollout": None}
+    progress = (
+        f"revision {row['deploying_revision']}: {row['new_healthy']}/{row['rollout_desired']} "
+        f"new healthy, {row['old_remaining']} old remaining"
+    )
+    return {**row, "rollout": progress}
+
+
 @deployment.command("list")
 @click.option("--lifecycle", type=click.Choice(LIFECYCLES), help="Only deployments in this state.")
 @json_option
@@ -106,9 +118,11 @@ def list_deployments(cli: CliContext, lifecycle: str | None, as_json: bool) -> N
         "replica_count",
         "desired_replica_count",
         "active_routes",
+        "current_revision",
+        "rollout",
         "url",
     ]
-    emit("deployments", rows, columns, as_json=as_json)
+    emit("deployments", [with_rollout(row) for row in rows], columns, as_json=as_json)
 
 
 @deployment.command("show")
@@ -127,7 +141,7 @@ def show(cli: CliContext, ref: str, limit: int, as_json: bool) -> None:
     if as_json:
         emit_json(
             {
-                **found,
+                **with_rollout(found),
                 "history": history,
                 "routes": routes,
                 "route_errors": errors,
@@ -135,6 +149,7 @@ def show(cli: CliContext, ref: str, limit: int, as_json: bool) -> None:
             }
         )
         return
+    found = with_rollout(found)
     emit_table(f"deployment {found['name']}", [found], list(found))
     emit_table(
         "history (newest first)",

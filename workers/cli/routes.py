@@ -21,5 +21,14 @@ def list_routes(cli: CliContext, ref: str | None, as_json: bool) -> None:
     """Routes with their session, oldest first."""
     with reported_failures("route list"):
         rows = cli.reports.routes(deployment_filter(cli, ref))
-    columns = ["id", "deployment", "status", "session_status", "host", "port", "status_changed_at"]
+    columns = [
+        "id",
+        "deployment",
+        "revision",
+        "status",
+        "session_status",
+        "host",
+        "port",
+        "status_changed_at",
+    ]
     emit("routes", rows, columns, as_json=as_json)

@@ -15,6 +15,7 @@ from uuid import UUID
 import sqlalchemy as sa
 
 from workers.adapters.postgres.engine import transaction
+from workers.adapters.postgres.rollouts import REVISION_COLUMNS
 from workers.adapters.postgres.rows import deployment_values, revision_values, rule_values
 from workers.adapters.postgres.schema import (
     autoscaling_rules,
@@ -30,6 +31,8 @@ from workers.domain import (
     DeploymentLifecycle,
     DeploymentTransition,
     OutcomeBucket,
+    RolloutSpec,
+    RolloutStrategy,
     RouteData,
     RouteStatus,
 )
@@ -140,6 +143,81 @@ class Catalog:
         with transaction(self._engine) as conn:
             return bool(apply_deployment_transitions(conn, [change]))
 
+    def create_revision(
+        self, deployment_id: UUID, changes: Mapping[str, Any], *, keep: int = 10
+    ) -> int | None:
+        """The next revision: the current one with `changes` (column -> value); None when
+        they change nothing. Revisions beyond the newest `keep` (and the current and
+        deploying ones) are forgotten."""
+        with transaction(self._engine) as conn:
+            deployment = conn.execute(
+                sa.select(deployments.c.current_revision, deployments.c.deploying_revision)
+                .where(deployments.c.id == deployment_id)
+                .with_for_update()
+            ).one()
+            base = _revision_row(conn, deployment_id, deployment.current_revision)
+            changed = sorted(name for name, value in changes.items() if base[name] != value)
+            if not changed:
+                return None
+            number = _next_revision_number(conn, deployment_id)
+            conn.execute(
+                deployment_revisions.insert().values(
+                    {**base, **changes, "number": number, "changed": changed}
+                )
+            )
+            kept = {deployment.current_revision, deployment.deploying_revision, number}
+            _forget_old_revisions(conn, deployment_id, keep, kept)
+        return number
+
+    def start_rollout(
+        self, deployment_id: UUID, revision: int, spec: RolloutSpec, what: str
+    ) -> bool:
+        """Move a ready (or scaling, or deploying: superseded) deployment to `revision`
+        with `spec`; False when its lifecycle allows no rollout now."""
+        change = _operator_move(deployment_id, {READY, SCALING, DEPLOYING}, DEPLOYING, what)
+        with transaction(self._engine) as conn:
+            if not apply_deployment_transitions(conn, [change]):
+                return False
+            conn.execute(
+                deployments.update()
+                .where(deployments.c.id == deployment_id)
+                .values(
+                    deploying_revision=revision,
+                    rollout_strategy=spec.strategy.value,
+                    rollout_max_surge=spec.max_surge,
+                    rollout_max_unavailable=spec.max_unavailable,
+                    rollout_promote_delay_s=spec.promote_delay_s,
+                    rollout_auto_promote=spec.auto_promote,
+                    rollout_failure_threshold=spec.failure_threshold,
+                    rollout_progress_deadline_s=spec.progress_deadline_s,
+                    rollout_desired=sa.func.coalesce(
+                        deployments.c.desired_replica_count, deployments.c.replica_count
+                    ),
+                    rollout_started_at=sa.func.now(),
+                    rollout_all_new_healthy_at=None,
+                    rollout_promoted_at=None,
+                    rollout_promote_requested=False,
+                )
+            )
+        return True
+
+    def request_promote(self, deployment_id: UUID) -> bool:
+        """Ask a blue-green rollout that waits for it to switch traffic; False if none does."""
+        waiting = sa.and_(
+            deployments.c.id == deployment_id,
+            deployments.c.lifecycle == DEPLOYING.value,
+            deployments.c.rollout_strategy == RolloutStrategy.BLUE_GREEN.value,
+            deployments.c.rollout_promoted_at.is_(None),
+        )
+        with transaction(self._engine) as conn:
+            asked = conn.execute(
+                deployments.update().where(waiting).values(rollout_promote_requested=True)
+            ).rowcount
+            if asked:
+                stay = _operator_move(deployment_id, {DEPLOYING}, None, "promote")
+                apply_deployment_transitions(conn, [stay])
+        return bool(asked)
+
     def remove_autoscaling_rule(self, rule_id: UUID) -> bool:
         with transaction(self._engine) as conn:
             removed = conn.execute(
@@ -168,6 +246,47 @@ def _operator_move(
         phase=OPERATOR_PHASE,
         result=OutcomeBucket.SUCCESS,
         message=f"operator asked: {what}",
+    )
+
+
+def _revision_row(conn: sa.Connection, deployment_id: UUID, number: int) -> dict[str, Any]:
+    row = (
+        conn.execute(
+            sa.select(*(deployment_revisions.c[name] for name in REVISION_COLUMNS)).where(
+                deployment_revisions.c.deployment_id == deployment_id,
+                deployment_revisions.c.number == number,
+            )
+        )
+        .mappings()
+        .one()
+    )
+    return {"deployment_id": deployment_id, **row}
+
+
+def _next_revision_number(conn: sa.Connection, deployment_id: UUID) -> int:
+    highest = conn.execute(
+        sa.select(sa.func.max(deployment_revisions.c.number)).where(
+            deployment_revisions.c.deployment_id == deployment_id
+        )
+    ).scalar()
+    return int(highest or 0) + 1
+
+
+def _forget_old_revisions(
+    conn: sa.Connection, deployment_id: UUID, keep: int, kept: set[int | None]
+) -> None:
+    newest = (
+        sa.select(deployment_revisions.c.number)
+        .where(deployment_revisions.c.deployment_id == deployment_id)
+        .order_by(deployment_revisions.c.number.desc())
+        .limit(keep)
+    )
+    conn.execute(
+        deployment_revisions.delete().where(
+            deployment_revisions.c.deployment_id == deployment_id,
+            deployment_revisions.c.number.not_in(newest),
+            deployment_revisions.c.number.not_in([n for n in kept if n is not None]),
+        )
     )
 
 

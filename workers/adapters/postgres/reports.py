@@ -15,6 +15,7 @@ from workers.adapters.postgres.engine import transaction
 from workers.adapters.postgres.schema import (
     autoscaling_rules,
     deployment_history,
+    deployment_revisions,
     deployments,
     route_history,
     routes,
@@ -78,6 +79,8 @@ class Reports:
                 routes.c.deployment_id,
                 deployments.c.name.label("deployment"),
                 routes.c.status,
+                routes.c.revision,
+                routes.c.traffic_status,
                 routes.c.traffic_ratio,
                 routes.c.session_id,
                 sessions.c.status.label("session_status"),
@@ -104,6 +107,43 @@ class Reports:
             .limit(limit)
         )
         return self._rows(query)
+
+    def revisions(self, deployment_id: UUID) -> list[Row]:
+        """Every revision kept, newest first, with its state: current, deploying, failed or old."""
+        state = sa.case(
+            (deployment_revisions.c.number == deployments.c.current_revision, "current"),
+            (deployment_revisions.c.number == deployments.c.deploying_revision, "deploying"),
+            (deployment_revisions.c.failed_reason.is_not(None), "failed"),
+            else_="old",
+        )
+        query = (
+            sa.select(
+                deployment_revisions.c.number,
+                deployment_revisions.c.created_at,
+                deployment_revisions.c.image,
+                deployment_revisions.c.startup_command.label("command"),
+                deployment_revisions.c.changed,
+                state.label("state"),
+                deployment_revisions.c.failed_reason.label("reason"),
+            )
+            .join(deployments, deployments.c.id == deployment_revisions.c.deployment_id)
+            .where(deployment_revisions.c.deployment_id == deployment_id)
+            .order_by(deployment_revisions.c.number.desc())
+        )
+        return self._rows(query)
+
+    def revision_specs(self, deployment_id: UUID, number: int) -> list[Row]:
+        """What revision `number` runs (environment included)."""
+        query = sa.select(deployment_revisions).where(
+            deployment_revisions.c.deployment_id == deployment_id,
+            deployment_revisions.c.number == number,
+        )
+        return self._rows(query)
+
+    def revision_failure(self, deployment_id: UUID, number: int) -> str | None:
+        """Why a rollout to revision `number` was rolled back, if it was."""
+        rows = self.revision_specs(deployment_id, number)
+        return rows[0]["failed_reason"] if rows else None
 
     def exited_sessions(self, deployment_id: UUID, limit: int = 10) -> list[Row]:
         """A deployment's sessions that ended on their own: exit code and last output."""
@@ -164,8 +204,30 @@ def _deployments_query() -> sa.Select[Any]:
         deployments.c.url,
         deployments.c.image,
         deployments.c.retry_count,
+        deployments.c.current_revision,
+        deployments.c.deploying_revision,
+        _rollout_count(healthy=True).label("new_healthy"),
+        _rollout_count(healthy=False).label("old_remaining"),
+        deployments.c.rollout_desired,
         deployments.c.created_at,
     ).order_by(deployments.c.created_at)
+
+
+def _rollout_count(*, healthy: bool) -> sa.ScalarSelect[Any]:
+    """During a rollout: healthy routes of the new revision, or active routes of the others."""
+    if healthy:
+        which = sa.and_(
+            routes.c.revision == deployments.c.deploying_revision, routes.c.status == "healthy"
+        )
+    else:
+        which = sa.and_(
+            routes.c.revision != deployments.c.deploying_revision, routes.c.status.in_(_ACTIVE)
+        )
+    return (
+        sa.select(sa.func.count())
+        .where(routes.c.deployment_id == deployments.c.id, which)
+        .scalar_subquery()
+    )
 
 
 def _history_columns(table: sa.Table) -> list[sa.Column[Any]]:

@@ -1,0 +1,223 @@
+"""`modelfleet deployment update | rollback | promote | revisions`: shipping a new revision.
+
+An update makes the next revision from the current one plus the changes and
+starts a rollout to it; a rollback rolls out an earlier revision. `--wait`
+returns when the rollout ends: exit 0 when the revision serves, 1 when it was
+rolled back (with the reason), as the README's exit codes say.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from workers.cli.deployments import deployment, environ_pairs
+from workers.cli.output import emit, emit_json, json_option
+from workers.cli.params import FiniteFloat
+from workers.cli.root import CliContext, bad_input, find_deployment, reported_failures
+from workers.domain import RolloutSpec, RolloutStrategy
+from workers.rollouts import SpecError, check_spec
+
+WAIT_POLL_S = 0.5
+STRATEGIES = [s.value for s in RolloutStrategy]
+
+
+def rollout_options(command: Any) -> Any:
+    """The options every command that starts a rollout takes."""
+    for option in reversed(
+        [
+            click.option(
+                "--strategy", type=click.Choice(STRATEGIES), default="rolling", show_default=True
+            ),
+            click.option(
+                "--max-surge",
+                default="25%",
+                show_default=True,
+                help="Routes above the desired count: N or P%.",
+            ),
+            click.option(
+                "--max-unavailable",
+                default="0",
+                show_default=True,
+                help="Serving routes below the desired count: N or P%.",
+            ),
+            click.option(
+                "--promote-delay-s", type=FiniteFloat(min=0), default=0.0, show_default=True
+            ),
+            click.option(
+                "--no-auto-promote",
+                "manual_promote",
+                is_flag=True,
+                help="Blue-green: wait for `deployment promote`.",
+            ),
+            click.option(
+                "--failure-threshold", type=click.IntRange(min=1), default=3, show_default=True
+            ),
+            click.option(
+                "--progress-deadline-s", type=FiniteFloat(min=1), default=600.0, show_default=True
+            ),
+            click.option("--wait", is_flag=True, help="Return when the rollout ends."),
+            click.option(
+                "--timeout-s",
+                type=FiniteFloat(min=1),
+                default=900.0,
+                show_default=True,
+                help="With --wait.",
+            ),
+            json_option,
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+@deployment.command("update")
+@click.argument("ref", metavar="DEPLOYMENT")
+@click.option("--image", help="Container image of the model server.")
+@click.option("--command", "startup_command", help="Startup command of the model server.")
+@click.option("--env", "env_pairs", multiple=True, help="NAME=VALUE, added or replaced.")
+@click.option("--model-path")
+@click.option("--health-path", help="HTTP path the prober checks.")
+@rollout_options
+@click.pass_obj
+def update(cli: CliContext, /, ref: str, **options: Any) -> None:
+    """Ship a new revision: the current one with these changes, rolled out."""
+    spec = _spec(options)
+    with reported_failures("deployment update"):
+        found = _live(cli, ref)
+        changes = _changes(cli, found, options)
+        number = cli.catalog.create_revision(
+            found["id"], changes, keep=cli.settings.revision_history_limit
+        )
+        if number is None:
+            bad_input(
+                "DEPLOYMENT", f"nothing changes: revision {found['current_revision']} runs that"
+            )
+        _start(cli, found, number, spec, f"update to revision {number}")
+    _report(cli, found, number, options)
+
+
+@deployment.command("rollback")
+@click.argument("ref", metavar="DEPLOYMENT")
+@click.option("--to-revision", type=click.IntRange(min=1), help="Default: the one before current.")
+@rollout_options
+@click.pass_obj
+def rollback(cli: CliContext, /, ref: str, to_revision: int | None, **options: Any) -> None:
+    """Roll out an earlier revision."""
+    spec = _spec(options)
+    with reported_failures("deployment rollback"):
+        found = _live(cli, ref)
+        kept = {r["number"] for r in cli.reports.revisions(found["id"])}
+        target = to_revision or max((n for n in kept if n < found["current_revision"]), default=0)
+        if target not in kept:
+            bad_input("--to-revision", f"no revision {target} kept; kept: {sorted(kept)}")
+        if target == found["current_revision"]:
+            bad_input("--to-revision", f"revision {target} is the current one")
+        _start(cli, found, target, spec, f"roll back to revision {target}")
+    _report(cli, found, target, options)
+
+
+@deployment.command("promote")
+@click.argument("ref", metavar="DEPLOYMENT")
+@json_option
+@click.pass_obj
+def promote(cli: CliContext, ref: str, as_json: bool) -> None:
+    """Switch a blue-green rollout that waits for it."""
+    with reported_failures("deployment promote"):
+        found = find_deployment(cli, ref)
+        if not cli.catalog.request_promote(found["id"]):
+            bad_input("DEPLOYMENT", f"{found['name']} has no blue-green rollout waiting to switch")
+    if as_json:
+        emit_json({"deployment": found["name"], "revision": found["deploying_revision"]})
+    else:
+        click.echo(f"deployment {found['name']}: revision {found['deploying_revision']} promoted")
+
+
+@deployment.command("revisions")
+@click.argument("ref", metavar="DEPLOYMENT")
+@json_option
+@click.pass_obj
+def revisions(cli: CliContext, ref: str, as_json: bool) -> None:
+    """Every revision kept: what changed, and which is current, deploying or failed (why)."""
+    with reported_failures("deployment revisions"):
+        found = find_deployment(cli, ref)
+        rows = cli.reports.revisions(found["id"])
+    columns = ["number", "created_at", "image", "command", "changed", "state", "reason"]
+    emit(f"revisions of {found['name']}", rows, columns, as_json=as_json)
+
+
+def _spec(options: dict[str, Any]) -> RolloutSpec:
+    spec = RolloutSpec(
+        strategy=RolloutStrategy(options["strategy"]),
+        max_surge=options["max_surge"],
+        max_unavailable=options["max_unavailable"],
+        promote_delay_s=options["promote_delay_s"],
+        auto_promote=not options["manual_promote"],
+        failure_threshold=options["failure_threshold"],
+        progress_deadline_s=options["progress_deadline_s"],
+    )
+    try:
+        check_spec(spec)
+    except SpecError as error:
+        field, _, message = str(error).partition(": ")
+        bad_input(field, message)
+    return spec
+
+
+def _live(cli: CliContext, ref: str) -> dict[str, Any]:
+    found = find_deployment(cli, ref)
+    if found["lifecycle"] not in {"ready", "scaling", "deploying"}:
+        bad_input("DEPLOYMENT", f"{found['name']} is {found['lifecycle']}; it must be ready")
+    return found
+
+
+def _changes(cli: CliContext, found: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    [current] = [r for r in cli.reports.revision_specs(found["id"], found["current_revision"])]
+    changes: dict[str, Any] = {
+        column: options[option]
+        for option, column in (
+            ("image", "image"),
+            ("startup_command", "startup_command"),
+            ("model_path", "model_path"),
+            ("health_path", "health_check_path"),
+        )
+        if options[option] is not None
+    }
+    if options["env_pairs"]:
+        changes["environ"] = {**current["environ"], **environ_pairs(options["env_pairs"])}
+    return changes
+
+
+def _start(
+    cli: CliContext, found: dict[str, Any], number: int, spec: RolloutSpec, what: str
+) -> None:
+    if not cli.catalog.start_rollout(found["id"], number, spec, what):
+        bad_input("DEPLOYMENT", f"{found['name']} cannot start a rollout now")
+
+
+def _report(cli: CliContext, found: dict[str, Any], number: int, options: dict[str, Any]) -> None:
+    if options["wait"]:
+        _wait(cli, found, number, options["timeout_s"])
+    if options["as_json"]:
+        emit_json({"deployment": found["name"], "revision": number})
+    else:
+        click.echo(f"deployment {found['name']}: revision {number}")
+
+
+def _wait(cli: CliContext, found: dict[str, Any], number: int, timeout_s: float) -> None:
+    """Until the rollout to `number` ends; exit 1 with the reason if it was rolled back."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with reported_failures("deployment update --wait"):
+            now = find_deployment(cli, str(found["id"]))
+            if now["deploying_revision"] != number or now["lifecycle"] != "deploying":
+                if now["current_revision"] == number:
+                    return
+                reason = cli.reports.revision_failure(found["id"], number)
+                raise click.ClickException(
+                    f"revision {number} did not roll out: {reason or now['lifecycle']}"
+                )
+        time.sleep(WAIT_POLL_S)
+    raise click.ClickException(f"revision {number}: still rolling out after {timeout_s:g}s")
