@@ -238,20 +238,16 @@ def _track_all_new_healthy(conn: sa.Connection, deployment_id: UUID, all_healthy
 
 def _finish(conn: sa.Connection, deployment_id: UUID, new: int) -> None:
     """The new revision is current: the deployment row copies it; the rollout is over."""
-    spec = (
-        sa.select(*(deployment_revisions.c[name] for name in REVISION_COLUMNS))
-        .where(
-            deployment_revisions.c.deployment_id == deployment_id,
-            deployment_revisions.c.number == new,
-        )
-        .subquery()
-    )
     conn.execute(
         deployments.update()
-        .where(deployments.c.id == deployment_id)
+        .where(
+            deployments.c.id == deployment_id,
+            deployment_revisions.c.deployment_id == deployments.c.id,
+            deployment_revisions.c.number == new,
+        )
         .values(
             {
-                **{name: spec.c[name] for name in REVISION_COLUMNS},
+                **{name: deployment_revisions.c[name] for name in REVISION_COLUMNS},
                 "current_revision": new,
                 **_rollout_over(),
             }

@@ -1,0 +1,224 @@
+"""Rollouts through the real repository and executor on PostgreSQL (no Celery): each call
+of `rollout_deployment` is one run of deployments.rollout; the test plays the prober."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner, Result
+
+from tests.factories import make_deployment, make_revision, make_route
+from workers.adapters.postgres.catalog import Catalog
+from workers.adapters.postgres.deployment_repository import PostgresDeploymentRepository
+from workers.adapters.postgres.schema import deployment_history, deployments, routes
+from workers.adapters.postgres.transitions import apply_route_transitions
+from workers.cli import main
+from workers.domain import (
+    DeploymentInfo,
+    DeploymentLifecycle,
+    OutcomeBucket,
+    RolloutSpec,
+    RolloutStrategy,
+    RouteStatus,
+    RouteTransition,
+)
+from workers.executors import DeploymentExecutor
+
+ROLLING = RolloutSpec(max_surge="1")
+
+
+@pytest.fixture
+def executor(repository: PostgresDeploymentRepository) -> DeploymentExecutor:
+    return DeploymentExecutor(deployment_repo=repository, app_proxy=None)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def serving(catalog: Catalog) -> DeploymentInfo:
+    """Three healthy routes of revision 1."""
+    catalog.create_scaling_group("sg1")
+    deployment = catalog.create_deployment(
+        make_deployment(replica_count=3, lifecycle=DeploymentLifecycle.READY)
+    )
+    catalog.add_routes(
+        [make_route(deployment, status=RouteStatus.HEALTHY, revision=1) for _ in range(3)]
+    )
+    return deployment
+
+
+def _roll(catalog: Catalog, deployment: DeploymentInfo, spec: RolloutSpec, image: str) -> int:
+    number = catalog.create_revision(deployment.id, {"image": image})
+    assert number is not None
+    assert catalog.start_rollout(deployment.id, number, spec, f"update to revision {number}")
+    return number
+
+
+def _routes(engine: sa.Engine, deployment_id: UUID) -> list[sa.RowMapping]:
+    with engine.connect() as conn:
+        query = sa.select(routes).where(routes.c.deployment_id == deployment_id)
+        return list(conn.execute(query.order_by(routes.c.created_at)).mappings())
+
+
+def _make_new_routes_healthy(engine: sa.Engine, deployment_id: UUID, revision: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            routes.update()
+            .where(
+                routes.c.deployment_id == deployment_id,
+                routes.c.revision == revision,
+                routes.c.status == RouteStatus.PROVISIONING.value,
+            )
+            .values(status=RouteStatus.HEALTHY.value)
+        )
+
+
+def _deployment(engine: sa.Engine, deployment_id: UUID) -> sa.RowMapping:
+    with engine.connect() as conn:
+        query = sa.select(deployments).where(deployments.c.id == deployment_id)
+        return conn.execute(query).mappings().one()
+
+
+def test_a_rolling_update_replaces_every_route_within_its_surge_and_finishes(
+    executor: DeploymentExecutor, catalog: Catalog, engine: sa.Engine, serving: DeploymentInfo
+) -> None:
+    new = _roll(catalog, serving, ROLLING, "registry/echo:2")
+    for _ in range(20):
+        result = executor.rollout_deployment([serving])
+        if result.successes:
+            break
+        active = [r for r in _routes(engine, serving.id) if r["status"] != "draining"]
+        assert len(active) <= 4  # desired 3 + surge 1
+        assert sum(r["status"] == "healthy" for r in active) >= 3  # max unavailable 0
+        _make_new_routes_healthy(engine, serving.id, new)
+    assert result.successes == [serving]
+    after = _deployment(engine, serving.id)
+    assert (after["current_revision"], after["deploying_revision"]) == (2, None)
+    assert after["image"] == "registry/echo:2"
+    live = [r for r in _routes(engine, serving.id) if r["status"] == "healthy"]
+    assert sorted(r["revision"] for r in live) == [2, 2, 2]
+    with engine.connect() as conn:
+        steps = conn.execute(
+            sa.select(deployment_history.c.message).where(
+                deployment_history.c.phase == "deployments.rollout"
+            )
+        ).scalars()
+        assert any("revision 2: 1/3 new healthy" in message for message in steps)
+
+
+def test_a_revision_that_fails_three_times_is_rolled_back_and_the_old_one_keeps_serving(
+    executor: DeploymentExecutor, catalog: Catalog, engine: sa.Engine, serving: DeploymentInfo
+) -> None:
+    new = _roll(catalog, serving, ROLLING, "registry/echo:broken")
+    executor.rollout_deployment([serving])
+    [started] = [r for r in _routes(engine, serving.id) if r["revision"] == new]
+    with engine.begin() as conn:
+        for phase in ("routes.provision", "routes.check_running", "routes.health_check"):
+            apply_route_transitions(conn, [RouteTransition(
+                started["id"], frozenset(RouteStatus), None, phase, OutcomeBucket.ERROR,
+                error_code=phase, message="failed")])  # fmt: skip
+    result = executor.rollout_deployment([serving])
+    [error] = result.errors
+    assert error.error_detail.startswith("revision 2 rolled back: 3 failures (threshold 3)")
+    after = _deployment(engine, serving.id)
+    assert (after["current_revision"], after["deploying_revision"]) == (1, None)
+    statuses = {(r["revision"], r["status"]) for r in _routes(engine, serving.id)}
+    assert statuses == {(1, "healthy"), (2, "draining")}
+
+
+def test_blue_green_keeps_new_routes_out_of_traffic_until_the_switch(
+    executor: DeploymentExecutor,
+    catalog: Catalog,
+    engine: sa.Engine,
+    serving: DeploymentInfo,
+    repository: PostgresDeploymentRepository,
+) -> None:
+    new = _roll(catalog, serving, RolloutSpec(strategy=RolloutStrategy.BLUE_GREEN), "img:2")
+    executor.rollout_deployment([serving])
+    fresh = [r for r in _routes(engine, serving.id) if r["revision"] == new]
+    assert {r["traffic_status"] for r in fresh} == {"standby"}
+    assert len(fresh) == 3
+    _make_new_routes_healthy(engine, serving.id, new)
+    executor.rollout_deployment([serving])  # all healthy, no promote delay: switch
+    by_revision = {
+        (r["revision"], r["status"], r["traffic_status"]) for r in _routes(engine, serving.id)
+    }
+    assert by_revision == {(2, "healthy", "active"), (1, "draining", "inactive")}
+    assert executor.rollout_deployment([serving]).successes == [serving]
+
+
+@pytest.fixture
+def run(engine: sa.Engine, redis_url: str) -> Any:
+    env = {
+        "MODELFLEET_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "MODELFLEET_REDIS_URL": redis_url,
+    }
+    return lambda *args: CliRunner().invoke(main, list(args), env=env)
+
+
+def _json(result: Result) -> Any:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_the_cli_updates_rolls_back_and_lists_revisions(
+    run: Any, catalog: Catalog, engine: sa.Engine
+) -> None:
+    catalog.create_scaling_group("sg1")
+    catalog.create_deployment(make_deployment(
+        name="svc", lifecycle=DeploymentLifecycle.READY, target_revision=make_revision(image="i:1")
+    ))  # fmt: skip
+    assert _json(run("deployment", "update", "svc", "--image", "i:2", "--json")) == {
+        "deployment": "svc",
+        "revision": 2,
+    }
+    states = {
+        r["number"]: r["state"] for r in _json(run("deployment", "revisions", "svc", "--json"))
+    }
+    assert states == {2: "deploying", 1: "current"}
+    shown = _json(run("deployment", "show", "svc", "--json"))
+    assert (shown["lifecycle"], shown["deploying_revision"]) == ("deploying", 2)
+    assert shown["rollout"] == "revision 2: 0/1 new healthy, 0 old remaining"
+    superseding = _json(run("deployment", "update", "svc", "--image", "i:3", "--json"))
+    assert superseding["revision"] == 3
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(deployments.c.deploying_revision)).scalar() == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--image", "i:1"], "DEPLOYMENT: nothing changes"),
+        (["--image", "i:2", "--max-surge", "0", "--max-unavailable", "0"], "--max-surge and"),
+        (["--image", "i:2", "--max-surge", "lots"], "--max-surge: 'lots'"),
+        (["--image", "i:2", "--max-unavailable", "150%"], "--max-unavailable: '150%'"),
+        (["--image", "i:2", "--failure-threshold", "0"], "Invalid value for '--failure-threshold'"),
+        (["--image", "i:2", "--progress-deadline-s", "nan"], "Invalid value for '--progress-"),
+    ],
+)
+def test_a_bad_update_is_one_line_naming_the_field_and_starts_nothing(
+    run: Any, catalog: Catalog, engine: sa.Engine, args: list[str], field: str
+) -> None:
+    catalog.create_scaling_group("sg1")
+    catalog.create_deployment(make_deployment(
+        name="svc", lifecycle=DeploymentLifecycle.READY, target_revision=make_revision(image="i:1")
+    ))  # fmt: skip
+    result = run("deployment", "update", "svc", *args)
+    assert result.exit_code == 2, result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"Error: {field}"), line
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(deployments.c.lifecycle)).scalar() == "ready"
+
+
+def test_promote_and_rollback_refuse_what_cannot_be_done(run: Any, catalog: Catalog) -> None:
+    catalog.create_scaling_group("sg1")
+    catalog.create_deployment(make_deployment(name="svc", lifecycle=DeploymentLifecycle.READY))
+    promoted = run("deployment", "promote", "svc")
+    assert promoted.exit_code == 2
+    assert "no blue-green rollout waiting" in promoted.output
+    rolled = run("deployment", "rollback", "svc")
+    assert rolled.exit_code == 2
+    assert "--to-revision: no revision 0 kept" in rolled.output
