@@ -19,13 +19,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import requests
 import sqlalchemy as sa
 
 from workers.adapters.postgres.engine import transaction
-from workers.adapters.postgres.schema import deployments, routes, sessions
+from workers.adapters.postgres.schema import (
+    deployment_revisions,
+    deployments,
+    routes,
+    sessions,
+)
 from workers.adapters.redis_health import RedisHealthStore
 from workers.domain import RouteStatus
 from workers.reference.loop import repeat
@@ -82,21 +88,25 @@ class HealthProber:
         return readiness
 
     def targets(self) -> list[ProbeTarget]:
+        """Running routes, each with the health check of the revision it runs."""
+        revision = sa.func.coalesce(routes.c.revision, deployments.c.current_revision)
         query = (
             sa.select(
                 routes.c.id,
                 sessions.c.host,
                 sessions.c.port,
                 sessions.c.started_at,
-                deployments.c.health_check_path,
-                deployments.c.health_check_interval_s,
-                deployments.c.health_check_timeout_s,
-                deployments.c.health_check_initial_delay_s,
-                deployments.c.health_check_max_retries,
-                deployments.c.health_check_expected_status,
+                *(_of_its_revision(name) for name in _HEALTH_CHECK_COLUMNS),
             )
             .join(sessions, sessions.c.id == routes.c.session_id)
             .join(deployments, deployments.c.id == routes.c.deployment_id)
+            .outerjoin(
+                deployment_revisions,
+                sa.and_(
+                    deployment_revisions.c.deployment_id == routes.c.deployment_id,
+                    deployment_revisions.c.number == revision,
+                ),
+            )
             .where(
                 routes.c.status.in_(_PROBED),
                 sessions.c.status == "RUNNING",
@@ -136,6 +146,22 @@ class HealthProber:
     def _forget_all_but(self, route_ids: set[UUID]) -> None:
         for gone in set(self._tracks) - route_ids:
             del self._tracks[gone]
+
+
+_HEALTH_CHECK_COLUMNS = (
+    "health_check_path",
+    "health_check_interval_s",
+    "health_check_timeout_s",
+    "health_check_initial_delay_s",
+    "health_check_max_retries",
+    "health_check_expected_status",
+)
+
+
+def _of_its_revision(name: str) -> sa.ColumnElement[Any]:
+    """The revision's value, or the deployment's own copy when the revision is not kept."""
+    kept = deployment_revisions.c.number.is_not(None)
+    return sa.case((kept, deployment_revisions.c[name]), else_=deployments.c[name]).label(name)
 
 
 def _target(row: sa.RowMapping) -> ProbeTarget:
