@@ -17,7 +17,6 @@ throwaway servers from the PyPI wheels.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import threading
 import time
@@ -27,9 +26,7 @@ from dataclasses import dataclass
 import requests
 import sqlalchemy as sa
 
-from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.schema import routes, sessions
-from workers.domain import DeploymentInfo, ModelRevision
 from workers.reference import dev
 from workers.reference.processes import modelfleet, process_alive, wait_for
 from workers.reference.traffic import LoadLoop, failures, percentile
@@ -59,27 +56,14 @@ def main() -> None:
     print("| requests/s | sent | failed | p50 ms | p99 ms | last request s | process exit s |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for rate in (float(r) for r in args.rates.split(",")):
-        with dev.running_system(_environ(), fast=args.fast) as system:
+        with dev.running_system(dev.isolated_environ(), fast=args.fast) as system:
             print(_row(rate, *_scale_in_under_load(system, rate, args.replicas, args.drain_s)))
-
-
-def _environ() -> dict[str, str]:
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"MODELFLEET_DATABASE_URL", "MODELFLEET_REDIS_URL"}
-    }
-    for name in ("DATABASE_URL", "REDIS_URL"):
-        if configured := os.environ.get(f"MODELFLEET_BENCH_{name}"):
-            environ[f"MODELFLEET_{name}"] = configured
-    environ["MODELFLEET_REDIS_KEY_PREFIX"] = f"bench-{uuid.uuid4().hex[:8]}:"
-    return environ
 
 
 def _scale_in_under_load(
     system: dev.DevSystem, rate: float, replicas: int, drain_s: float
 ) -> tuple[LoadLoop, list[Replica], float]:
-    deployment = _deployment(system, replicas, drain_s)
+    deployment = system.sample_deployment("bench", replicas, drain_s=drain_s, latency_s=0.02)
     url = wait_for(lambda: dev._deployment_url(system.engine, deployment.id) or "",
                    timeout_s=TIMEOUT_S, what="the endpoint URL")  # fmt: skip
     wait_for(lambda: len(_running(system, deployment.id)), lambda n: n == replicas,
@@ -110,22 +94,6 @@ def _published(system: dev.DevSystem, deployment_id: uuid.UUID) -> int:
     except (requests.RequestException, ValueError):
         return -1
     return sum(1 for g in groups if g["labels"].get("endpoint_id") == str(deployment_id))
-
-
-def _deployment(system: dev.DevSystem, replicas: int, drain_s: float) -> DeploymentInfo:
-    catalog = Catalog(engine=system.engine)
-    catalog.create_scaling_group(
-        dev.DEMO_GROUP, app_proxy_addr=system.proxy_url, app_proxy_api_token=system.proxy_token
-    )
-    revision = ModelRevision(
-        image="sample-model",
-        startup_command="python -m workers.reference.model_server",
-        environ={"MODEL_NAME": "bench", "MODEL_LATENCY_S": "0.02"},
-        health_check=dev.DEMO_HEALTH,
-    )
-    return catalog.create_deployment(
-        DeploymentInfo(uuid.uuid4(), "bench", dev.DEMO_GROUP, replicas, revision, drain_s=drain_s)
-    )
 
 
 def _running(system: dev.DevSystem, deployment_id: uuid.UUID) -> list[Replica]:

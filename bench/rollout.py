@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import subprocess
 import time
 import uuid
 
 import sqlalchemy as sa
 
-from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.schema import deployment_history, route_history, routes
-from workers.domain import DeploymentInfo, ModelRevision
+from workers.domain import DeploymentInfo
 from workers.reference import dev
 from workers.reference.processes import modelfleet, wait_for
 from workers.reference.traffic import LoadLoop, failures
@@ -46,21 +44,8 @@ def main() -> None:
     )
     print("|---:|---:|---:|---:|---:|")
     for size in (int(n) for n in args.sizes.split(",")):
-        with dev.running_system(_environ()) as system:
+        with dev.running_system(dev.isolated_environ()) as system:
             print(_row(system, size, args.rate), flush=True)
-
-
-def _environ() -> dict[str, str]:
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"MODELFLEET_DATABASE_URL", "MODELFLEET_REDIS_URL"}
-    }
-    for name in ("DATABASE_URL", "REDIS_URL"):
-        if configured := os.environ.get(f"MODELFLEET_BENCH_{name}"):
-            environ[f"MODELFLEET_{name}"] = configured
-    environ["MODELFLEET_REDIS_KEY_PREFIX"] = f"bench-{uuid.uuid4().hex[:8]}:"
-    return environ
 
 
 def _row(system: dev.DevSystem, size: int, rate: float) -> str:
@@ -84,19 +69,7 @@ def _row(system: dev.DevSystem, size: int, rate: float) -> str:
 
 
 def _serving(system: dev.DevSystem, size: int) -> DeploymentInfo:
-    catalog = Catalog(engine=system.engine)
-    catalog.create_scaling_group(
-        dev.DEMO_GROUP, app_proxy_addr=system.proxy_url, app_proxy_api_token=system.proxy_token
-    )
-    revision = ModelRevision(
-        image="sample-model",
-        startup_command="python -m workers.reference.model_server",
-        environ={"MODEL_NAME": NAME, "MODEL_LATENCY_S": "0.02"},
-        health_check=dev.DEMO_HEALTH,
-    )
-    deployment = catalog.create_deployment(
-        DeploymentInfo(uuid.uuid4(), NAME, dev.DEMO_GROUP, size, revision, drain_s=2)
-    )
+    deployment = system.sample_deployment(NAME, size, drain_s=2, latency_s=0.02)
     healthy = sa.select(sa.func.count()).where(
         routes.c.deployment_id == deployment.id, routes.c.status == "healthy"
     )

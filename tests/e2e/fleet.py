@@ -9,9 +9,8 @@ from typing import Any
 import requests
 import sqlalchemy as sa
 
-from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.schema import deployments, routes, sessions
-from workers.domain import DeploymentInfo, DeploymentLifecycle, ModelRevision
+from workers.domain import DeploymentInfo, DeploymentLifecycle
 from workers.reference import dev
 from workers.reference.processes import modelfleet, wait_for
 
@@ -67,19 +66,7 @@ def lifecycle(system: dev.DevSystem, deployment_id: uuid.UUID) -> str:
 
 def serving(system: dev.DevSystem, replicas: int, drain_s: float = 3.0) -> DeploymentInfo:
     """A deployment of the sample model with `replicas` routes, every one published."""
-    catalog = Catalog(engine=system.engine)
-    catalog.create_scaling_group(
-        dev.DEMO_GROUP, app_proxy_addr=system.proxy_url, app_proxy_api_token=system.proxy_token
-    )
-    revision = ModelRevision(
-        image="sample-model",
-        startup_command="python -m workers.reference.model_server",
-        environ={"MODEL_NAME": NAME, "MODEL_LATENCY_S": "0.05"},
-        health_check=dev.DEMO_HEALTH,
-    )
-    deployment = catalog.create_deployment(
-        DeploymentInfo(uuid.uuid4(), NAME, dev.DEMO_GROUP, replicas, revision, drain_s=drain_s)
-    )
+    deployment = system.sample_deployment(NAME, replicas, drain_s=drain_s)
     wait_for(lambda: published(system, deployment.id), lambda n: n == replicas,
              timeout_s=TIMEOUT_S, what=f"{replicas} replicas published")  # fmt: skip
     wait_for(lambda: lifecycle(system, deployment.id), lambda s: s == DeploymentLifecycle.READY,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 import sqlalchemy as sa
+from click.testing import CliRunner, Result
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -18,6 +19,7 @@ from workers.adapters.redis_discovery import RedisServiceDiscovery
 from workers.adapters.redis_health import RedisHealthStore
 from workers.adapters.redis_keys import RedisKeys
 from workers.adapters.redis_metrics import RedisMetricsStore
+from workers.cli import main
 
 
 @pytest.fixture
@@ -62,3 +64,17 @@ def unreachable_redis() -> Iterator[redis.Redis]:
     client = redis.Redis(host="127.0.0.1", port=1, retry=Retry(NoBackoff(), 0))
     yield client
     client.close()
+
+
+@pytest.fixture
+def run(engine: sa.Engine, redis_url: str) -> Callable[..., Result]:
+    """`modelfleet ARGS...` in this process, on the test's database."""
+    env = {
+        "MODELFLEET_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "MODELFLEET_REDIS_URL": redis_url,
+    }
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(main, list(args), env=env)
+
+    return invoke

@@ -13,19 +13,6 @@ from workers.adapters.postgres.schema import deployment_history, deployments
 from workers.cli import main
 
 
-@pytest.fixture
-def run(engine: sa.Engine, redis_url: str) -> Any:
-    env = {
-        "MODELFLEET_DATABASE_URL": engine.url.render_as_string(hide_password=False),
-        "MODELFLEET_REDIS_URL": redis_url,
-    }
-
-    def invoke(*args: str) -> Result:
-        return CliRunner().invoke(main, list(args), env=env)
-
-    return invoke
-
-
 def _json(result: Result) -> Any:
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)  # stdout only: a stray server thread may write to stderr

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from tests.factories import make_deployment, make_route
 from workers.adapters.postgres.catalog import Catalog
@@ -18,21 +18,7 @@ from workers.adapters.postgres.schema import (
     deployments,
     sessions,
 )
-from workers.cli import main
 from workers.domain import DeploymentLifecycle, RouteStatus
-
-
-@pytest.fixture
-def run(engine: sa.Engine, redis_url: str) -> Any:
-    env = {
-        "MODELFLEET_DATABASE_URL": engine.url.render_as_string(hide_password=False),
-        "MODELFLEET_REDIS_URL": redis_url,
-    }
-
-    def invoke(*args: str) -> Result:
-        return CliRunner().invoke(main, list(args), env=env)
-
-    return invoke
 
 
 def _refused(result: Result, field: str) -> str:

@@ -9,14 +9,13 @@ from uuid import UUID
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from tests.factories import make_deployment, make_revision, make_route
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.deployment_repository import PostgresDeploymentRepository
 from workers.adapters.postgres.schema import deployment_history, deployments, routes
 from workers.adapters.postgres.transitions import apply_route_transitions
-from workers.cli import main
 from workers.domain import (
     DeploymentInfo,
     DeploymentLifecycle,
@@ -147,15 +146,6 @@ def test_blue_green_keeps_new_routes_out_of_traffic_until_the_switch(
     }
     assert by_revision == {(2, "healthy", "active"), (1, "draining", "inactive")}
     assert executor.rollout_deployment([serving]).successes == [serving]
-
-
-@pytest.fixture
-def run(engine: sa.Engine, redis_url: str) -> Any:
-    env = {
-        "MODELFLEET_DATABASE_URL": engine.url.render_as_string(hide_password=False),
-        "MODELFLEET_REDIS_URL": redis_url,
-    }
-    return lambda *args: CliRunner().invoke(main, list(args), env=env)
 
 
 def _json(result: Result) -> Any:

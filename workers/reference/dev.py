@@ -83,6 +83,16 @@ class DevSystem:
         return restarted
 
     def demo(self) -> DeploymentInfo:
+        """The demo deployment: made by this run, or the live one an earlier run left."""
+        try:
+            return self.sample_deployment(DEMO_DEPLOYMENT, 2, latency_s=0.0)
+        except sa.exc.IntegrityError:  # a live demo exists: use that one
+            return _live_demo(self.engine)
+
+    def sample_deployment(
+        self, name: str, replicas: int, *, drain_s: float = 10.0, latency_s: float = 0.05
+    ) -> DeploymentInfo:
+        """A deployment of the sample model in the demo group, pointed at this run's proxy."""
         catalog = Catalog(engine=self.engine)
         try:
             catalog.create_scaling_group(
@@ -93,16 +103,30 @@ class DevSystem:
         revision = ModelRevision(
             image="sample-model",
             startup_command="python -m workers.reference.model_server",
-            environ={"MODEL_NAME": DEMO_DEPLOYMENT},
+            environ={"MODEL_NAME": name, "MODEL_LATENCY_S": f"{latency_s:g}"},
             health_check=DEMO_HEALTH,
         )
-        demo = DeploymentInfo(uuid.uuid4(), DEMO_DEPLOYMENT, DEMO_GROUP, 2, revision)
-        try:
-            created = catalog.create_deployment(demo)
-        except sa.exc.IntegrityError:  # a live demo exists: use that one
-            return _live_demo(self.engine)
+        deployment = DeploymentInfo(
+            uuid.uuid4(), name, DEMO_GROUP, replicas, revision, drain_s=drain_s
+        )
+        created = catalog.create_deployment(deployment)
         self.created.append(created.id)
         return created
+
+
+def isolated_environ(servers_prefix: str = "MODELFLEET_BENCH_") -> dict[str, str]:
+    """This process's environment for a `running_system` of its own: the servers named by
+    {servers_prefix}DATABASE_URL / REDIS_URL (else throwaway ones) and a key prefix of its own."""
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"MODELFLEET_DATABASE_URL", "MODELFLEET_REDIS_URL"}
+    }
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        if configured := os.environ.get(f"{servers_prefix}{name}"):
+            environ[f"MODELFLEET_{name}"] = configured
+    environ["MODELFLEET_REDIS_KEY_PREFIX"] = f"run-{uuid.uuid4().hex[:8]}:"
+    return environ
 
 
 @contextlib.contextmanager
