@@ -50,6 +50,22 @@ def test_every_variable_overrides_its_field() -> None:
             "MODELFLEET_APP_PROXY_RETRIES: 'many' is not a number",
         ),
         ("MODELFLEET_SD_HTTP_PORT", "-1", "MODELFLEET_SD_HTTP_PORT: must be >= 0, got '-1'"),
+        # inf once gave an OverflowError traceback, nan was silently accepted
+        (
+            "MODELFLEET_APP_PROXY_RETRIES",
+            "inf",
+            "MODELFLEET_APP_PROXY_RETRIES: must be a finite number, got 'inf'",
+        ),
+        (
+            "MODELFLEET_PHASE_DEADLINE_S",
+            "nan",
+            "MODELFLEET_PHASE_DEADLINE_S: must be a finite number, got 'nan'",
+        ),
+        (
+            "MODELFLEET_FANOUT_MAX_TASKS",
+            "1e400",
+            "MODELFLEET_FANOUT_MAX_TASKS: must be a finite number, got '1e400'",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
