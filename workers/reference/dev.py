@@ -115,16 +115,19 @@ class DevSystem:
 
 
 def isolated_environ(servers_prefix: str = "MODELFLEET_BENCH_") -> dict[str, str]:
-    """This process's environment for a `running_system` of its own: the servers named by
-    {servers_prefix}DATABASE_URL / REDIS_URL (else throwaway ones) and a key prefix of its own."""
+    """This process's environment for a `running_system` of its own: a new database on the
+    server {servers_prefix}DATABASE_URL names, the Redis {servers_prefix}REDIS_URL names with a
+    key prefix of its own (else throwaway servers for either)."""
     environ = {
         k: v
         for k, v in os.environ.items()
         if k not in {"MODELFLEET_DATABASE_URL", "MODELFLEET_REDIS_URL"}
     }
-    for name in ("DATABASE_URL", "REDIS_URL"):
-        if configured := os.environ.get(f"{servers_prefix}{name}"):
-            environ[f"MODELFLEET_{name}"] = configured
+    if server := os.environ.get(f"{servers_prefix}DATABASE_URL"):
+        name = f"modelfleet_run_{uuid.uuid4().hex[:8]}"
+        environ["MODELFLEET_DATABASE_URL"] = create_database(server, name)
+    if redis_url := os.environ.get(f"{servers_prefix}REDIS_URL"):
+        environ["MODELFLEET_REDIS_URL"] = redis_url
     environ["MODELFLEET_REDIS_KEY_PREFIX"] = f"run-{uuid.uuid4().hex[:8]}:"
     return environ
 
