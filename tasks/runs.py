@@ -78,6 +78,8 @@ def start_run(phase: Phase, *, rerun_if_busy: bool = False) -> str | None:
         raise
     if run is None:
         adapters.phase_lock.release(phase.name, token)
+        if rerun_if_busy:
+            adapters.phase_lock.request_rerun(phase.name, settings.deadline_s)
         log.info("phase=%s: a run is still open in phase_runs; this tick does nothing", phase.name)
         return None
     with phase_context(phase.name, run.id):
