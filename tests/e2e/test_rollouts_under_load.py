@@ -10,7 +10,7 @@ import time
 import sqlalchemy as sa
 
 from tests.e2e.fleet import NAME, TIMEOUT_S, cli, endpoint_url, published, rows, serving
-from workers.adapters.postgres.schema import deployment_history, deployments
+from workers.adapters.postgres.schema import deployment_history, deployments, routes
 from workers.reference import dev
 from workers.reference.processes import wait_for
 from workers.reference.traffic import Answer, LoadLoop, failures
@@ -107,8 +107,6 @@ def test_blue_green_serves_nothing_new_before_the_switch_and_nothing_old_after(
 
 
 def _standby_healthy() -> sa.Select[tuple[object]]:
-    from workers.adapters.postgres.schema import routes  # noqa: PLC0415
-
     return sa.select(routes.c.id).where(
         routes.c.traffic_status == "standby", routes.c.status == "healthy"
     )
