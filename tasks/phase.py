@@ -38,6 +38,10 @@ from workers.phase_runs import (
 
 StatusT = TypeVar("StatusT", RouteStatus, DeploymentLifecycle)
 
+# What follows at once when routes leave service: traffic first (they leave service
+# discovery now), then the process (routes.drain stops them after drain_s).
+LEAVING_SERVICE = ("routes.sync_service_discovery", "routes.drain")
+
 
 @dataclass(frozen=True)
 class Move(Generic[StatusT]):

@@ -6,7 +6,7 @@ deployment is destroyed with the error kept in its history (Backend.AI ignored
 the proxy's errors instead).
 """
 
-from tasks.phase import DEPLOYMENTS, Move, Phase, StayUntil
+from tasks.phase import DEPLOYMENTS, LEAVING_SERVICE, Move, Phase, StayUntil
 from tasks.runs import phase_task
 from workers.domain import DeploymentLifecycle, OutcomeBucket
 
@@ -22,8 +22,8 @@ PHASE = Phase(
         OutcomeBucket.ERROR: StayUntil(tries=DESTROY_TRIES, then=DeploymentLifecycle.DESTROYED),
     },
     follow_ups={
-        OutcomeBucket.SUCCESS: ("routes.sync_service_discovery", "routes.drain"),
-        OutcomeBucket.ERROR: ("routes.sync_service_discovery", "routes.drain"),
+        OutcomeBucket.SUCCESS: LEAVING_SERVICE,
+        OutcomeBucket.ERROR: LEAVING_SERVICE,
     },
 )
 

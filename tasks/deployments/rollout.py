@@ -7,11 +7,11 @@ the deployment stays where it is, so every run announces them at once: new
 routes to provision, drained ones out of service discovery.
 """
 
-from tasks.phase import DEPLOYMENTS, Move, Phase
+from tasks.phase import DEPLOYMENTS, LEAVING_SERVICE, Move, Phase
 from tasks.runs import phase_task
 from workers.domain import DeploymentLifecycle, OutcomeBucket
 
-_ROUTES_CHANGED = ("routes.provision", "routes.sync_service_discovery", "routes.drain")
+_ROUTES_CHANGED = ("routes.provision", *LEAVING_SERVICE)
 
 PHASE = Phase(
     name="deployments.rollout",

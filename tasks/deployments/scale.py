@@ -3,7 +3,7 @@
 A deployment with nothing to do is ready too (Backend.AI left it scaling forever).
 """
 
-from tasks.phase import DEPLOYMENTS, Move, Phase, Stay
+from tasks.phase import DEPLOYMENTS, LEAVING_SERVICE, Move, Phase, Stay
 from tasks.runs import phase_task
 from workers.domain import DeploymentLifecycle, OutcomeBucket
 
@@ -18,13 +18,7 @@ PHASE = Phase(
         OutcomeBucket.SKIPPED: Move(DeploymentLifecycle.READY),
     },
     # Scaled-in routes are draining: they leave service discovery at once.
-    follow_ups={
-        OutcomeBucket.SUCCESS: (
-            "routes.provision",
-            "routes.sync_service_discovery",
-            "routes.drain",
-        )
-    },
+    follow_ups={OutcomeBucket.SUCCESS: ("routes.provision", *LEAVING_SERVICE)},
 )
 
 task = phase_task(PHASE)

@@ -4,7 +4,7 @@ Its session is dead, but it may still be published: it leaves service
 discovery at once, and the drain phase stops what is left of it.
 """
 
-from tasks.phase import ROUTES, Move, Phase
+from tasks.phase import LEAVING_SERVICE, ROUTES, Move, Phase
 from tasks.runs import phase_task
 from workers.domain import OutcomeBucket, RouteStatus
 
@@ -21,13 +21,7 @@ PHASE = Phase(
     ),
     execute=lambda adapters, items: adapters.route_executor().check_running_routes(items),
     on={OutcomeBucket.ERROR: Move(RouteStatus.DRAINING)},
-    follow_ups={
-        OutcomeBucket.ERROR: (
-            "routes.sync_service_discovery",
-            "routes.drain",
-            "deployments.reconcile",
-        )
-    },
+    follow_ups={OutcomeBucket.ERROR: (*LEAVING_SERVICE, "deployments.reconcile")},
 )
 
 task = phase_task(PHASE)

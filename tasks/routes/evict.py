@@ -5,7 +5,7 @@ config names those statuses; a degraded route only after its health check's
 initial delay (a route never healthy is not evicted on its first probe).
 """
 
-from tasks.phase import ROUTES, Move, Phase
+from tasks.phase import LEAVING_SERVICE, ROUTES, Move, Phase
 from tasks.runs import phase_task
 from workers.domain import OutcomeBucket, RouteStatus
 
@@ -16,13 +16,7 @@ PHASE = Phase(
     execute=lambda adapters, items: adapters.route_executor().cleanup_routes_by_config(items),
     load_targets=lambda adapters: adapters.phase_store.load_eviction_candidates(),
     on={OutcomeBucket.SUCCESS: Move(RouteStatus.DRAINING)},
-    follow_ups={
-        OutcomeBucket.SUCCESS: (
-            "routes.sync_service_discovery",
-            "routes.drain",
-            "deployments.reconcile",
-        )
-    },
+    follow_ups={OutcomeBucket.SUCCESS: (*LEAVING_SERVICE, "deployments.reconcile")},
 )
 
 task = phase_task(PHASE)
