@@ -146,3 +146,18 @@ def test_deployment_show_gives_the_exit_code_and_last_output_of_sessions_that_ex
     assert (exited["exit_code"], exited["last_output"]) == (3, "Traceback ...\nOSError: no GPU")
     table = run("deployment", "show", "svc").output
     assert "OSError: no GPU" in table
+
+
+def test_version_short_help_and_a_group_alone_print_what_a_person_expects(run: Any) -> None:
+    version = run("--version")
+    assert version.exit_code == 0
+    assert version.output.startswith("modelfleet, version ")
+    alone = run("deployment")
+    assert alone.exit_code == 0, alone.output
+    assert (
+        alone.output.splitlines()[0] == "Usage: modelfleet deployment [OPTIONS] COMMAND [ARGS]..."
+    )
+    assert "Error" not in alone.output
+    short = run("deployment", "update", "-h")
+    assert short.exit_code == 0
+    assert "--max-surge" in short.output

@@ -45,6 +45,11 @@ class OneLineErrors(click.Group):
         standalone = standalone_mode
         try:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as error:  # a group alone: its help, as is
+            if not standalone:
+                raise
+            click.echo(error.format_message())
+            sys.exit(0)
         except click.ClickException as error:
             if not standalone:
                 raise
@@ -116,7 +121,8 @@ def reported_failures(what: str) -> Iterator[None]:
         raise click.ClickException(one_line(f"{what} failed: {error}")) from None
 
 
-@click.group(cls=OneLineErrors)
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="modelfleet", prog_name="modelfleet")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """modelfleet: keep model-serving deployments at the right number of healthy replicas."""
