@@ -24,7 +24,7 @@ from workers.adapters.redis_keys import RedisKeys
 from workers.adapters.redis_metrics import RedisMetricsStore
 from workers.cli.output import as_text
 from workers.cli.params import FiniteFloat
-from workers.cli.root import CliContext, bad_input, main
+from workers.cli.root import CliContext, bad_input, main, reported_failures
 from workers.inputs import token_problem
 from workers.reference import dev as dev_system
 from workers.reference.collector import MetricsCollector
@@ -130,13 +130,11 @@ def proxy(
         bad_input("MODELFLEET_PROXY_TOKEN", problem)
     client = create_redis_client(cli.settings.redis_url)
     discovery = RedisServiceDiscovery(client=client, keys=RedisKeys(cli.settings.redis_key_prefix))
-    serve(
-        DevProxy(
-            discovery=discovery, token=token, public_url=public_url or f"http://{host}:{port}"
-        ),
-        host=host,
-        port=port,
+    proxied = DevProxy(
+        discovery=discovery, token=token, public_url=public_url or f"http://{host}:{port}"
     )
+    with reported_failures("proxy"):  # e.g. the port is taken
+        serve(proxied, host=host, port=port)
 
 
 @main.command()

@@ -7,7 +7,7 @@ import click
 from workers.adapters.redis_client import create_redis_client
 from workers.adapters.redis_discovery import RedisServiceDiscovery
 from workers.adapters.redis_keys import RedisKeys
-from workers.cli.root import CliContext, main
+from workers.cli.root import CliContext, main, reported_failures
 from workers.service_discovery_http import serve
 
 
@@ -28,10 +28,11 @@ def service_discovery_serve(cli: CliContext, host: str | None, port: int | None)
     client = create_redis_client(settings.redis_url)
     discovery = RedisServiceDiscovery(client=client, keys=RedisKeys(settings.redis_key_prefix))
     try:
-        serve(
-            discovery,
-            host=host or settings.service_discovery_http.host,
-            port=settings.service_discovery_http.port if port is None else port,
-        )
+        with reported_failures("service-discovery serve"):  # e.g. the port is taken
+            serve(
+                discovery,
+                host=host or settings.service_discovery_http.host,
+                port=settings.service_discovery_http.port if port is None else port,
+            )
     finally:
         client.close()

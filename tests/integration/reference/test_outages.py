@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,3 +38,20 @@ def test_a_daemon_keeps_running_through_an_outage_and_says_so_once(
     log = process.log_path.read_text()
     assert "Traceback" not in log
     assert sum("retrying with back-off" in line for line in log.splitlines()) == 1, log
+
+
+@pytest.mark.parametrize("command", [["service-discovery", "serve"], ["proxy"]])
+def test_a_port_in_use_is_one_line_and_exit_1(command: list[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "workers.cli", *command, f"--port={port}"],
+            env={**os.environ, "MODELFLEET_PROXY_TOKEN": "a-token"},
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert "already in use" in line
+    assert "Traceback" not in done.stderr
