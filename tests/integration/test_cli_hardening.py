@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from click.testing import Result
+from click.testing import CliRunner, Result
 
 from tests.factories import make_deployment, make_route
 from workers.adapters.postgres.catalog import Catalog
@@ -18,6 +19,7 @@ from workers.adapters.postgres.schema import (
     deployments,
     sessions,
 )
+from workers.cli import main
 from workers.domain import DeploymentLifecycle, RouteStatus
 
 
@@ -161,3 +163,15 @@ def test_version_short_help_and_a_group_alone_print_what_a_person_expects(run: A
     short = run("deployment", "update", "-h")
     assert short.exit_code == 0
     assert "--max-surge" in short.output
+
+
+def test_a_database_never_migrated_says_to_run_db_upgrade(
+    create_database: Callable[[], str], redis_url: str
+) -> None:
+    env = {"MODELFLEET_DATABASE_URL": create_database(), "MODELFLEET_REDIS_URL": redis_url}
+    listed = CliRunner().invoke(main, ["deployment", "list"], env=env)
+    assert listed.exit_code == 1
+    assert listed.output.strip().splitlines() == [
+        "Error: deployment list failed: the database has no modelfleet tables; "
+        "run `modelfleet db upgrade`"
+    ]

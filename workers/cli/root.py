@@ -25,6 +25,8 @@ from workers.errors import InfrastructureUnavailable
 
 log = logging.getLogger("workers.cli")
 
+UNDEFINED_TABLE = "42P01"  # PostgreSQL's SQLSTATE for a table that does not exist
+
 
 def one_line(message: str) -> str:
     """Errors reach the operator as a single line (drivers' messages span several)."""
@@ -116,6 +118,13 @@ def reported_failures(what: str) -> Iterator[None]:
         yield
     except click.ClickException:
         raise
+    except sa.exc.ProgrammingError as error:
+        if getattr(error.orig, "sqlstate", None) != UNDEFINED_TABLE:
+            raise click.ClickException(one_line(f"{what} failed: {error.orig}")) from None
+        log.debug("%s failed", what, exc_info=True)
+        raise click.ClickException(
+            f"{what} failed: the database has no modelfleet tables; run `modelfleet db upgrade`"
+        ) from None
     except (InfrastructureUnavailable, sa.exc.SQLAlchemyError, OSError) as error:
         log.debug("%s failed", what, exc_info=True)
         raise click.ClickException(one_line(f"{what} failed: {error}")) from None
