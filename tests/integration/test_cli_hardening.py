@@ -19,6 +19,7 @@ from workers.adapters.postgres.schema import (
     deployments,
     sessions,
 )
+from workers.adapters.redis_keys import RedisKeys
 from workers.cli import main
 from workers.domain import DeploymentLifecycle, RouteStatus
 
@@ -175,3 +176,20 @@ def test_a_database_never_migrated_says_to_run_db_upgrade(
         "Error: deployment list failed: the database has no modelfleet tables; "
         "run `modelfleet db upgrade`"
     ]
+
+
+def test_phase_run_json_without_wait_prints_json(
+    engine: sa.Engine, redis_url: str, redis_keys: RedisKeys
+) -> None:
+    env = {
+        "MODELFLEET_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "MODELFLEET_REDIS_URL": redis_url,
+        "MODELFLEET_BROKER_URL": redis_url,
+        "MODELFLEET_RESULT_BACKEND": redis_url,
+        "MODELFLEET_REDIS_KEY_PREFIX": redis_keys.prefix,  # the queued message goes with it
+    }
+    queued = CliRunner().invoke(main, ["phase", "run", "routes.drain", "--json"], env=env)
+    assert queued.exit_code == 0, queued.output
+    document = json.loads(queued.stdout)
+    assert (document["phase"], document["queued"]) == ("routes.drain", True)
+    assert uuid.UUID(document["task_id"])

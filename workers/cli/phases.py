@@ -59,7 +59,10 @@ def run(cli: CliContext, name: str, wait: bool, timeout_s: float, as_json: bool)
             )
         sent = sender.send_task(name)
         if not wait:
-            click.echo(f"{name}: queued as task {sent.id}")
+            if as_json:
+                emit_json({"phase": name, "task_id": sent.id, "queued": True})
+            else:
+                click.echo(f"{name}: queued as task {sent.id}")
             return
         run_id = sent.get(timeout=timeout_s)
         if run_id is None:
