@@ -193,3 +193,23 @@ def test_phase_run_json_without_wait_prints_json(
     document = json.loads(queued.stdout)
     assert (document["phase"], document["queued"]) == ("routes.drain", True)
     assert uuid.UUID(document["task_id"])
+
+
+def test_every_write_command_takes_json_and_carries_the_ids(run: Any) -> None:
+    def write(*args: str) -> Any:
+        result = run(*args, "--json")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    assert write("scaling-group", "create", "rg") == {"scaling_group": "rg"}
+    created = write("deployment", "create", "svc", "--group", "rg", "--image", "i")
+    assert (created["deployment"], created["lifecycle"]) == ("svc", "pending")
+    assert uuid.UUID(created["id"])
+    assert write("deployment", "scale", "svc", "2")["replicas"] == 2
+    rule = write("autoscaling-rule", "add", "svc", "--metric-source", "session", "--metric",
+                 "cpu", "--threshold", "80", "--comparator", "gt", "--step", "1")  # fmt: skip
+    assert write("autoscaling-rule", "remove", rule["rule"]) == {
+        "rule": rule["rule"],
+        "removed": True,
+    }
+    assert write("deployment", "destroy", "svc")["lifecycle"] == "destroying"

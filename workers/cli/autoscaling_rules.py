@@ -8,7 +8,7 @@ from uuid import UUID
 import click
 import sqlalchemy as sa
 
-from workers.cli.output import emit, json_option
+from workers.cli.output import done, emit, json_option
 from workers.cli.params import FiniteFloat
 from workers.cli.root import (
     CliContext,
@@ -36,6 +36,7 @@ def autoscaling_rule() -> None:
 @click.option("--cooldown-s", type=click.IntRange(min=0), default=300, show_default=True)
 @click.option("--min-replicas", type=click.IntRange(min=0))
 @click.option("--max-replicas", type=click.IntRange(min=0))
+@json_option
 @click.pass_obj
 def add(cli: CliContext, /, ref: str, **options: Any) -> None:
     """Add a rule: step the replica count while METRIC crosses THRESHOLD."""
@@ -57,7 +58,11 @@ def add(cli: CliContext, /, ref: str, **options: Any) -> None:
     with reported_failures("autoscaling-rule add"):
         found = find_deployment(cli, ref)
         stored = cli.catalog.add_autoscaling_rule(found["id"], rule)
-    click.echo(f"rule {stored.id} added to {found['name']}")
+    done(
+        f"rule {stored.id} added to {found['name']}",
+        {"rule": str(stored.id), "deployment": found["name"]},
+        as_json=options["as_json"],
+    )
 
 
 @autoscaling_rule.command("list")
@@ -86,8 +91,9 @@ def list_rules(cli: CliContext, ref: str | None, as_json: bool) -> None:
 
 @autoscaling_rule.command("remove")
 @click.argument("rule_id")
+@json_option
 @click.pass_obj
-def remove(cli: CliContext, rule_id: str) -> None:
+def remove(cli: CliContext, rule_id: str, as_json: bool) -> None:
     """Remove a rule by id."""
     try:
         parsed = UUID(rule_id)
@@ -100,4 +106,4 @@ def remove(cli: CliContext, rule_id: str) -> None:
             removed = False
     if not removed:
         bad_input("RULE_ID", f"no rule with id {rule_id}")
-    click.echo(f"rule {rule_id} removed")
+    done(f"rule {rule_id} removed", {"rule": rule_id, "removed": True}, as_json=as_json)

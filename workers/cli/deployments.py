@@ -8,7 +8,7 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
-from workers.cli.output import emit, emit_json, emit_table, json_option
+from workers.cli.output import done, emit, emit_json, emit_table, json_option
 from workers.cli.params import FiniteFloat
 from workers.cli.root import CliContext, bad_input, find_deployment, main, reported_failures
 from workers.domain import DeploymentInfo, DeploymentLifecycle, HealthCheckConfig, ModelRevision
@@ -52,6 +52,7 @@ def environ_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
     show_default=True,
     help="Seconds a replica leaving service stays out of traffic before it is stopped.",
 )
+@json_option
 @click.pass_obj
 def create(cli: CliContext, /, name: str, resource_group: str, **options: Any) -> None:
     """Create a deployment; the controller registers it and starts its replicas."""
@@ -88,7 +89,11 @@ def create(cli: CliContext, /, name: str, resource_group: str, **options: Any) -
             cli.catalog.create_deployment(new)
         except sa.exc.IntegrityError:
             bad_input("NAME", f"a live deployment named {name!r} exists already")
-    click.echo(f"deployment {name} created: {new.id}")
+    done(
+        f"deployment {name} created: {new.id}",
+        {"deployment": name, "id": str(new.id), "lifecycle": new.lifecycle.value},
+        as_json=options["as_json"],
+    )
 
 
 def with_rollout(row: dict[str, Any]) -> dict[str, Any]:
@@ -174,24 +179,34 @@ def show(cli: CliContext, ref: str, limit: int, as_json: bool) -> None:
 @deployment.command("scale")
 @click.argument("ref", metavar="DEPLOYMENT")
 @click.argument("replicas", type=click.IntRange(min=0))
+@json_option
 @click.pass_obj
-def scale(cli: CliContext, ref: str, replicas: int) -> None:
+def scale(cli: CliContext, ref: str, replicas: int, as_json: bool) -> None:
     """Ask for REPLICAS replicas (replaces any count the autoscaler set)."""
     with reported_failures("deployment scale"):
         found = find_deployment(cli, ref)
         if found["lifecycle"] in {"destroying", "destroyed"}:
             bad_input("DEPLOYMENT", f"{found['name']} is {found['lifecycle']}")
         cli.catalog.scale_deployment(found["id"], replicas)
-    click.echo(f"deployment {found['name']} scaled to {replicas}")
+    done(
+        f"deployment {found['name']} scaled to {replicas}",
+        {"deployment": found["name"], "id": str(found["id"]), "replicas": replicas},
+        as_json=as_json,
+    )
 
 
 @deployment.command("destroy")
 @click.argument("ref", metavar="DEPLOYMENT")
+@json_option
 @click.pass_obj
-def destroy(cli: CliContext, ref: str) -> None:
+def destroy(cli: CliContext, ref: str, as_json: bool) -> None:
     """Stop every replica and unregister the endpoint."""
     with reported_failures("deployment destroy"):
         found = find_deployment(cli, ref)
         if not cli.catalog.request_destroy(found["id"]):
             bad_input("DEPLOYMENT", f"{found['name']} is {found['lifecycle']} already")
-    click.echo(f"deployment {found['name']} is being destroyed")
+    done(
+        f"deployment {found['name']} is being destroyed",
+        {"deployment": found["name"], "id": str(found["id"]), "lifecycle": "destroying"},
+        as_json=as_json,
+    )

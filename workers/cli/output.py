@@ -30,6 +30,14 @@ def emit_json(document: Any) -> None:
     click.echo(json.dumps(document, default=_plain, indent=2, sort_keys=True))
 
 
+def done(message: str, document: Mapping[str, Any], *, as_json: bool) -> None:
+    """What a write command did: one line for a person, or JSON carrying the ids."""
+    if as_json:
+        emit_json(dict(document))
+    else:
+        click.echo(message)
+
+
 def emit_table(title: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
     table = Table(title=as_text(title), title_justify="left")
     for column in columns:

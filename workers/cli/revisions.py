@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from workers.cli.deployments import deployment, environ_pairs
-from workers.cli.output import emit, emit_json, json_option
+from workers.cli.output import done, emit, json_option
 from workers.cli.params import FiniteFloat
 from workers.cli.root import CliContext, bad_input, find_deployment, reported_failures
 from workers.domain import RolloutSpec, RolloutStrategy
@@ -129,10 +129,12 @@ def promote(cli: CliContext, ref: str, as_json: bool) -> None:
         found = find_deployment(cli, ref)
         if not cli.catalog.request_promote(found["id"]):
             bad_input("DEPLOYMENT", f"{found['name']} has no blue-green rollout waiting to switch")
-    if as_json:
-        emit_json({"deployment": found["name"], "revision": found["deploying_revision"]})
-    else:
-        click.echo(f"deployment {found['name']}: revision {found['deploying_revision']} promoted")
+    revision = found["deploying_revision"]
+    done(
+        f"deployment {found['name']}: revision {revision} promoted",
+        {"deployment": found["name"], "revision": revision},
+        as_json=as_json,
+    )
 
 
 @deployment.command("revisions")
@@ -200,10 +202,11 @@ def _start(
 def _report(cli: CliContext, found: dict[str, Any], number: int, options: dict[str, Any]) -> None:
     if options["wait"]:
         _wait(cli, found, number, options["timeout_s"])
-    if options["as_json"]:
-        emit_json({"deployment": found["name"], "revision": number})
-    else:
-        click.echo(f"deployment {found['name']}: revision {number}")
+    done(
+        f"deployment {found['name']}: revision {number}",
+        {"deployment": found["name"], "revision": number},
+        as_json=options["as_json"],
+    )
 
 
 def _wait(cli: CliContext, found: dict[str, Any], number: int, timeout_s: float) -> None:

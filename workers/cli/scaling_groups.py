@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import sqlalchemy as sa
 
-from workers.cli.output import emit, json_option
+from workers.cli.output import done, emit, json_option
 from workers.cli.root import CliContext, bad_input, main, reported_failures
 from workers.domain import RouteStatus
 from workers.inputs import name_problem, token_problem
@@ -37,6 +37,7 @@ def scaling_group() -> None:
     show_default=True,
     help="Route statuses this group evicts (repeat the option for several).",
 )
+@json_option
 @click.pass_obj
 def create(
     cli: CliContext,
@@ -44,6 +45,7 @@ def create(
     app_proxy_addr: str | None,
     app_proxy_token: str | None,
     cleanup_statuses: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Create a resource group."""
     if (problem := name_problem(name)) is not None:
@@ -62,7 +64,7 @@ def create(
             )
         except sa.exc.IntegrityError:
             bad_input("NAME", f"a scaling group named {name!r} exists already")
-    click.echo(f"scaling group {name} created")
+    done(f"scaling group {name} created", {"scaling_group": name}, as_json=as_json)
 
 
 @scaling_group.command("list")
