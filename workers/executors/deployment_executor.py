@@ -214,7 +214,8 @@ class DeploymentExecutor:
 
         Success: the new revision serves and the rollout is over. Error: it
         failed and was rolled back (new routes drain; the previous revision
-        stays current). Skipped: still in progress, or not a rollout any more.
+        stays current). Skipped: still in progress. A deployment left deploying
+        with no rollout (its last step committed, the move to ready lost) succeeds.
         A step that cannot be planned (a bug) aborts the rollout like a failure.
         """
         deployments = unique_by_id(deployments)
@@ -224,8 +225,8 @@ class DeploymentExecutor:
         result = DeploymentExecutionResult()
         for deployment in deployments:
             state = states.get(deployment.id)
-            if state is None:
-                result.skipped.append(deployment)
+            if state is None:  # the rollout ended but the move to ready was lost: ready now
+                result.successes.append(deployment)
                 continue
             step = capture(partial(plan_step, state))
             if isinstance(step, Exception):

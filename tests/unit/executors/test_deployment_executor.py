@@ -15,7 +15,10 @@ from workers.domain import (
     Comparator,
     DeploymentExecutionError,
     DeploymentExecutionResult,
+    DeploymentLifecycle,
     MetricSource,
+    RolloutSpec,
+    RolloutState,
     RouteBatchUpdater,
     RouteCreator,
     RouteData,
@@ -604,3 +607,30 @@ def test_proxy_target_repr_hides_the_token() -> None:
     target = ScalingGroupProxyTarget(addr="proxy:8080", api_token="s3cr3t-t0ken")
     assert "s3cr3t-t0ken" not in repr(target)
     assert "proxy:8080" in repr(target)
+
+
+# -- rollout_deployment (revisions and rollouts; not a seed scenario) --
+
+
+def test_a_deployment_left_deploying_without_a_rollout_is_ready(
+    deployment_executor: DeploymentExecutor, repo: MagicMock
+) -> None:
+    """Its last step committed but the lifecycle move was lost: it must not stay deploying."""
+    stranded = make_deployment(lifecycle=DeploymentLifecycle.DEPLOYING)
+    repo.fetch_rollout_states.return_value = {}
+    result = deployment_executor.rollout_deployment([stranded])
+    assert result.successes == [stranded]
+    repo.apply_rollout_step.assert_not_called()
+
+
+def test_a_rollout_step_is_planned_and_applied_once_per_deployment(
+    deployment_executor: DeploymentExecutor, repo: MagicMock
+) -> None:
+    rolling = make_deployment(lifecycle=DeploymentLifecycle.DEPLOYING)
+    state = RolloutState(desired=1, old_revision=1, new_revision=2, spec=RolloutSpec(), routes=[])
+    repo.fetch_rollout_states.return_value = {rolling.id: state}
+    result = deployment_executor.rollout_deployment([rolling, rolling])
+    assert result.skipped == [rolling]
+    [call] = repo.apply_rollout_step.call_args_list
+    deployment_id, applied_state, step = call.args
+    assert (deployment_id, applied_state, step.create) == (rolling.id, state, 1)
