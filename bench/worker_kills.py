@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -98,8 +99,9 @@ def _one_round(server_url: str, redis_url: str, count: int) -> tuple[float, int,
     except AssertionError:
         seconds = float("inf")
     finally:
-        for process in reborn:
+        for process in [doomed, *reborn]:
             process.stop()
+        shutil.rmtree(folder, ignore_errors=True)
     missing = count - _scalar(engine, degraded)
     doubled = _scalar(engine, _routes_with_two_live_sessions())
     engine.dispose()
