@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 from celery import Celery
@@ -24,7 +25,7 @@ from celery.signals import (
 from beat_schedule import beat_schedule
 from workers.adapters.kombu_redis import TRANSPORT_PATH
 from workers.composition import Adapters, build_adapters
-from workers.config import Settings
+from workers.config import Settings, SettingsError
 from workers.log_context import LOG_FORMAT, PhaseContextFilter
 
 RESULT_EXPIRES_S = 600  # chord parts are read within seconds; keep Redis small
@@ -46,7 +47,14 @@ class ModelfleetCelery(Celery):  # type: ignore[misc]  # Celery ships without ty
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = Settings.from_environ()
+            try:
+                self._settings = Settings.from_environ()
+            except SettingsError as error:
+                if _run_by_the_celery_command():  # worker, beat, flower, call: one line, exit 2
+                    sys.stderr.write(f"Error: {error}\n")
+                    sys.stderr.flush()
+                    os._exit(2)  # Celery would turn SystemExit into its own traceback
+                raise
         return self._settings
 
     @property
@@ -61,6 +69,14 @@ class ModelfleetCelery(Celery):  # type: ignore[misc]  # Celery ships without ty
         if self._adapters is not None and self._adapters_pid == os.getpid():
             self._adapters.close()
         self._adapters = None
+
+
+def _run_by_the_celery_command() -> bool:
+    """Whether this process is `celery ...` (the script, or `python -m celery`)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    started_as = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return started_as == "celery" or (spec is not None and spec.name.startswith("celery"))
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
