@@ -78,11 +78,11 @@ class Settings:
         reader = _Reader(environ)
         proxy, sd = AppProxySettings(), ServiceDiscoveryHttpSettings()
         return cls(
-            database_url=reader.text("MODELFLEET_DATABASE_URL", cls.database_url),
-            redis_url=reader.text("MODELFLEET_REDIS_URL", cls.redis_url),
+            database_url=reader.url("MODELFLEET_DATABASE_URL", cls.database_url, _POSTGRES),
+            redis_url=reader.url("MODELFLEET_REDIS_URL", cls.redis_url, _REDIS),
             redis_key_prefix=reader.text("MODELFLEET_REDIS_KEY_PREFIX", cls.redis_key_prefix),
-            broker_url=reader.text("MODELFLEET_BROKER_URL", cls.broker_url),
-            result_backend=reader.text("MODELFLEET_RESULT_BACKEND", cls.result_backend),
+            broker_url=reader.url("MODELFLEET_BROKER_URL", cls.broker_url, _BROKERS),
+            result_backend=reader.url("MODELFLEET_RESULT_BACKEND", cls.result_backend, _REDIS),
             phases=_phase_settings(reader, environ),
             revision_history_limit=max(
                 1,
@@ -180,6 +180,11 @@ def masked_url(url: str) -> str:
         return "<unparsable url>"
 
 
+_POSTGRES = ("postgresql+psycopg", "postgresql")
+_REDIS = ("redis", "rediss", "unix", "redis+socket")
+_BROKERS = (*_REDIS, "amqp", "amqps", "pyamqp")
+
+
 class _Reader:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
@@ -187,6 +192,17 @@ class _Reader:
     def text(self, name: str, default: str) -> str:
         value = self._environ.get(name, "").strip()
         return value or default
+
+    def url(self, name: str, default: str, schemes: tuple[str, ...]) -> str:
+        """A URL whose scheme is one of `schemes`; the message never shows the URL itself
+        (it may hold a password)."""
+        value = self.text(name, default)
+        scheme, separator, rest = value.partition("://")
+        if not separator or not rest:
+            raise SettingsError(f"{name}: not a URL; expected {schemes[0]}://...")
+        if scheme not in schemes:
+            raise SettingsError(f"{name}: scheme {scheme!r} is not one of {', '.join(schemes)}")
+        return value
 
     def number(self, name: str, default: float) -> float:
         raw = self._environ.get(name, "").strip()

@@ -66,6 +66,23 @@ def test_every_variable_overrides_its_field() -> None:
             "1e400",
             "MODELFLEET_FANOUT_MAX_TASKS: must be a finite number, got '1e400'",
         ),
+        # mysql:// once ended in ModuleNotFoundError, notaurl in exit 1 without the name
+        (
+            "MODELFLEET_DATABASE_URL",
+            "mysql://root:pw@db/x",
+            "MODELFLEET_DATABASE_URL: scheme 'mysql' is not one of postgresql+psycopg, postgresql",
+        ),
+        (
+            "MODELFLEET_DATABASE_URL",
+            "notaurl",
+            "MODELFLEET_DATABASE_URL: not a URL; expected postgresql+psycopg://...",
+        ),
+        (
+            "MODELFLEET_BROKER_URL",
+            "kafka://broker:9092",
+            "MODELFLEET_BROKER_URL: scheme 'kafka' is not one of redis, rediss, unix, "
+            "redis+socket, amqp, amqps, pyamqp",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
