@@ -67,6 +67,7 @@ class Settings:
     result_backend: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     phases: PhaseSettings = field(default_factory=PhaseSettings)
     revision_history_limit: int = 10  # revisions kept per deployment, beyond current and deploying
+    max_replicas: int = 100  # the most replicas an operator may ask of one deployment
     app_proxy: AppProxySettings = field(default_factory=AppProxySettings)
     service_discovery_http: ServiceDiscoveryHttpSettings = field(
         default_factory=ServiceDiscoveryHttpSettings
@@ -84,6 +85,7 @@ class Settings:
             broker_url=reader.url("MODELFLEET_BROKER_URL", cls.broker_url, _BROKERS),
             result_backend=reader.url("MODELFLEET_RESULT_BACKEND", cls.result_backend, _REDIS),
             phases=_phase_settings(reader, environ),
+            max_replicas=int(reader.number("MODELFLEET_MAX_REPLICAS", cls.max_replicas)),
             revision_history_limit=max(
                 1,
                 int(reader.number("MODELFLEET_REVISION_HISTORY_LIMIT", cls.revision_history_limit)),
@@ -100,7 +102,7 @@ class Settings:
             ),
             service_discovery_http=ServiceDiscoveryHttpSettings(
                 host=reader.text("MODELFLEET_SD_HTTP_HOST", sd.host),
-                port=int(reader.number("MODELFLEET_SD_HTTP_PORT", sd.port)),
+                port=_port(reader.number("MODELFLEET_SD_HTTP_PORT", sd.port)),
             ),
         )
 
@@ -165,6 +167,12 @@ def _intervals_s(reader: _Reader, environ: Mapping[str, str]) -> dict[str, float
             raise SettingsError(f"{variable}: must be > 0, got {interval_s:g}")
         intervals[phase] = interval_s
     return intervals
+
+
+def _port(number: float) -> int:
+    if not 0 < number <= 65535 or number != int(number):
+        raise SettingsError(f"MODELFLEET_SD_HTTP_PORT: must be a port, 1..65535, got {number:g}")
+    return int(number)
 
 
 def masked_url(url: str) -> str:

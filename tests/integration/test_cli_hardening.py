@@ -213,3 +213,17 @@ def test_every_write_command_takes_json_and_carries_the_ids(run: Any) -> None:
         "removed": True,
     }
     assert write("deployment", "destroy", "svc")["lifecycle"] == "destroying"
+
+
+def test_replica_counts_have_a_ceiling_and_a_floor(run: Any, engine: sa.Engine) -> None:
+    assert run("scaling-group", "create", "rg").exit_code == 0
+    _refused(
+        run("deployment", "create", "svc", "--group", "rg", "--image", "i", "--replicas", "101"),
+        "--replicas",
+    )
+    assert run("deployment", "create", "svc", "--group", "rg", "--image", "i").exit_code == 0
+    line = _refused(run("deployment", "scale", "svc", "1000000000"), "REPLICAS")
+    assert "MODELFLEET_MAX_REPLICAS (100)" in line
+    _refused(run("deployment", "scale", "svc", "-1"), "Invalid value for 'REPLICAS'")
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(deployments.c.replica_count)).scalar() == 1

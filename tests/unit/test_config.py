@@ -50,6 +50,12 @@ def test_every_variable_overrides_its_field() -> None:
             "MODELFLEET_APP_PROXY_RETRIES: 'many' is not a number",
         ),
         ("MODELFLEET_SD_HTTP_PORT", "-1", "MODELFLEET_SD_HTTP_PORT: must be >= 0, got '-1'"),
+        # 99999 once listened on a random port
+        (
+            "MODELFLEET_SD_HTTP_PORT",
+            "99999",
+            "MODELFLEET_SD_HTTP_PORT: must be a port, 1..65535, got 99999",
+        ),
         # inf once gave an OverflowError traceback, nan was silently accepted
         (
             "MODELFLEET_APP_PROXY_RETRIES",

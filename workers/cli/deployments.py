@@ -58,6 +58,7 @@ def create(cli: CliContext, /, name: str, resource_group: str, **options: Any) -
     """Create a deployment; the controller registers it and starts its replicas."""
     if (problem := name_problem(name)) is not None:
         bad_input("NAME", problem)
+    check_replicas(cli, "--replicas", options["replicas"])
     health = (
         HealthCheckConfig(
             path=options["health_path"], initial_delay_s=options["health_initial_delay_s"]
@@ -94,6 +95,13 @@ def create(cli: CliContext, /, name: str, resource_group: str, **options: Any) -
         {"deployment": name, "id": str(new.id), "lifecycle": new.lifecycle.value},
         as_json=options["as_json"],
     )
+
+
+def check_replicas(cli: CliContext, field: str, replicas: int) -> None:
+    """At most MODELFLEET_MAX_REPLICAS: a billion replicas once took a worker to 4.7 GB."""
+    ceiling = cli.settings.max_replicas
+    if replicas > ceiling:
+        bad_input(field, f"{replicas} is over MODELFLEET_MAX_REPLICAS ({ceiling})")
 
 
 def with_rollout(row: dict[str, Any]) -> dict[str, Any]:
@@ -176,13 +184,15 @@ def show(cli: CliContext, ref: str, limit: int, as_json: bool) -> None:
     )
 
 
-@deployment.command("scale")
+# -1 is a count out of range, not an unknown option
+@deployment.command("scale", context_settings={"ignore_unknown_options": True})
 @click.argument("ref", metavar="DEPLOYMENT")
 @click.argument("replicas", type=click.IntRange(min=0))
 @json_option
 @click.pass_obj
 def scale(cli: CliContext, ref: str, replicas: int, as_json: bool) -> None:
     """Ask for REPLICAS replicas (replaces any count the autoscaler set)."""
+    check_replicas(cli, "REPLICAS", replicas)
     with reported_failures("deployment scale"):
         found = find_deployment(cli, ref)
         if found["lifecycle"] in {"destroying", "destroyed"}:
