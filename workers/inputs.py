@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from urllib.parse import urlsplit
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -32,6 +33,20 @@ def token_problem(token: str) -> str | None:
         return "must not be empty"
     if any(c.isspace() for c in token) or _CONTROL.search(token):
         return "must not contain whitespace or control characters"
+    return None
+
+
+def http_url_problem(url: str) -> str | None:
+    """A base URL to call: http(s), a host, a port in range if any, no spaces."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return f"{url!r} is not an http(s) URL with a host"
+    if any(c.isspace() for c in url) or _CONTROL.search(url):
+        return f"{url!r} has spaces or control characters"
+    try:
+        parts.port  # noqa: B018  # raises for a port out of range or not a number
+    except ValueError:
+        return f"{url!r} has no valid port (1-65535)"
     return None
 
 

@@ -39,7 +39,7 @@ def test_scaling_groups_are_created_and_listed_without_tokens(run: Any) -> None:
     )
     _fails_with(
         run("scaling-group", "create", "x", "--app-proxy-addr", "proxy:1"),
-        "--app-proxy-addr: 'proxy:1' is not an http(s) URL",
+        "--app-proxy-addr: 'proxy:1' is not an http(s) URL with a host",
     )
 
 

@@ -227,3 +227,23 @@ def test_replica_counts_have_a_ceiling_and_a_floor(run: Any, engine: sa.Engine) 
     _refused(run("deployment", "scale", "svc", "-1"), "Invalid value for 'REPLICAS'")
     with engine.connect() as conn:
         assert conn.execute(sa.select(deployments.c.replica_count)).scalar() == 1
+
+
+@pytest.mark.parametrize(
+    ("addr", "problem"),
+    [
+        ("http://", "is not an http(s) URL with a host"),
+        ("http://exa mple:99999/x y", "has spaces or control characters"),
+        ("http://proxy:99999", "has no valid port (1-65535)"),
+        ("ftp://proxy", "is not an http(s) URL with a host"),
+    ],
+)
+def test_an_app_proxy_address_that_cannot_be_called_is_refused(
+    run: Any, addr: str, problem: str
+) -> None:
+    """They were stored, then retried forever as "no answer"."""
+    line = _refused(
+        run("scaling-group", "create", "rg", "--app-proxy-addr", addr), "--app-proxy-addr"
+    )
+    assert line.endswith(problem)
+    assert json.loads(run("scaling-group", "list", "--json").stdout) == []

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from workers.cli.output import done, emit, json_option
 from workers.cli.root import CliContext, bad_input, main, reported_failures
 from workers.domain import RouteStatus
-from workers.inputs import name_problem, token_problem
+from workers.inputs import http_url_problem, name_problem, token_problem
 
 CLEANUP_CHOICES = [
     RouteStatus.UNHEALTHY.value,
@@ -50,8 +50,8 @@ def create(
     """Create a resource group."""
     if (problem := name_problem(name)) is not None:
         bad_input("NAME", problem)
-    if app_proxy_addr and not app_proxy_addr.startswith(("http://", "https://")):
-        bad_input("--app-proxy-addr", f"{app_proxy_addr!r} is not an http(s) URL")
+    if app_proxy_addr is not None and (problem := http_url_problem(app_proxy_addr)):
+        bad_input("--app-proxy-addr", problem)
     if app_proxy_token is not None and (problem := token_problem(app_proxy_token)):
         bad_input("--app-proxy-token", problem)
     with reported_failures("scaling-group create"):
