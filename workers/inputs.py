@@ -50,6 +50,16 @@ def http_url_problem(url: str) -> str | None:
     return None
 
 
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]{0,199}")
+
+
+def metric_name_problem(name: str) -> str | None:
+    """A Prometheus metric name: letters, digits, '_' and ':', not starting with a digit."""
+    if _METRIC_NAME.fullmatch(name) is None:
+        return f"{name!r} is not a metric name (letters, digits, _ and :, up to 200)"
+    return None
+
+
 def number_problem(value: float) -> str | None:
     """Any number an operator gives: finite (no NaN, no infinity)."""
     if not math.isfinite(value):

@@ -247,3 +247,14 @@ def test_an_app_proxy_address_that_cannot_be_called_is_refused(
     )
     assert line.endswith(problem)
     assert json.loads(run("scaling-group", "list", "--json").stdout) == []
+
+
+def test_a_rule_needs_a_metric_name_and_a_live_deployment(run: Any, catalog: Catalog) -> None:
+    catalog.create_scaling_group("sg1")
+    catalog.create_deployment(make_deployment(name="svc"))
+    catalog.create_deployment(make_deployment(name="gone", lifecycle=DeploymentLifecycle.DESTROYED))
+    rule = ["--metric-source", "session", "--threshold", "1", "--comparator", "gt", "--step", "1"]
+    _refused(run("autoscaling-rule", "add", "svc", "--metric", "", *rule), "--metric")
+    _refused(run("autoscaling-rule", "add", "svc", "--metric", "a b", *rule), "--metric")
+    _refused(run("autoscaling-rule", "add", "gone", "--metric", "cpu", *rule), "DEPLOYMENT")
+    assert json.loads(run("autoscaling-rule", "list", "--json").stdout) == []

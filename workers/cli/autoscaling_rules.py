@@ -19,6 +19,7 @@ from workers.cli.root import (
     reported_failures,
 )
 from workers.domain import AutoScalingRule, Comparator, MetricSource
+from workers.inputs import metric_name_problem
 
 
 @main.group("autoscaling-rule")
@@ -42,6 +43,8 @@ def add(cli: CliContext, /, ref: str, **options: Any) -> None:
     """Add a rule: step the replica count while METRIC crosses THRESHOLD."""
     if options["step_size"] == 0:
         bad_input("--step", "must not be 0")
+    if (problem := metric_name_problem(options["metric_name"])) is not None:
+        bad_input("--metric", problem)
     low, high = options["min_replicas"], options["max_replicas"]
     if low is not None and high is not None and low > high:
         bad_input("--min-replicas", f"{low} is above --max-replicas {high}")
@@ -57,6 +60,8 @@ def add(cli: CliContext, /, ref: str, **options: Any) -> None:
     )
     with reported_failures("autoscaling-rule add"):
         found = find_deployment(cli, ref)
+        if found["lifecycle"] in {"destroying", "destroyed"}:
+            bad_input("DEPLOYMENT", f"{found['name']} is {found['lifecycle']}")
         stored = cli.catalog.add_autoscaling_rule(found["id"], rule)
     done(
         f"rule {stored.id} added to {found['name']}",
