@@ -258,3 +258,23 @@ def test_a_rule_needs_a_metric_name_and_a_live_deployment(run: Any, catalog: Cat
     _refused(run("autoscaling-rule", "add", "svc", "--metric", "a b", *rule), "--metric")
     _refused(run("autoscaling-rule", "add", "gone", "--metric", "cpu", *rule), "DEPLOYMENT")
     assert json.loads(run("autoscaling-rule", "list", "--json").stdout) == []
+
+
+def test_deployment_list_says_how_many_serve_and_why_not(run: Any, catalog: Catalog) -> None:
+    """A deployment in a group without an app proxy once sat pending with nothing said."""
+    catalog.create_scaling_group("no-proxy")
+    catalog.create_scaling_group("sg1", app_proxy_addr="http://proxy:1", app_proxy_api_token="t")
+    catalog.create_deployment(make_deployment(name="stuck", resource_group="no-proxy"))
+    serving = catalog.create_deployment(
+        make_deployment(name="half", replica_count=2, lifecycle=DeploymentLifecycle.READY)
+    )
+    catalog.add_routes([make_route(serving, status=RouteStatus.HEALTHY),
+                        make_route(serving, status=RouteStatus.UNHEALTHY)])  # fmt: skip
+    rows = {r["name"]: r for r in json.loads(run("deployment", "list", "--json").stdout)}
+    assert (rows["stuck"]["ready"], rows["stuck"]["reason"]) == (
+        "0/1", "resource group no-proxy has no app proxy address",
+    )  # fmt: skip
+    assert (rows["half"]["ready"], rows["half"]["reason"]) == ("1/2", "1 of 2 replicas not healthy")
+    shown = json.loads(run("deployment", "show", "stuck", "--json").stdout)
+    assert shown["reason"] == "resource group no-proxy has no app proxy address"
+    assert run("deployment", "list").exit_code == 0

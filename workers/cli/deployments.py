@@ -105,14 +105,34 @@ def check_replicas(cli: CliContext, field: str, replicas: int) -> None:
 
 
 def with_rollout(row: dict[str, Any]) -> dict[str, Any]:
-    """The row with its rollout's progress: 'revision 3: 2/3 new healthy, 1 old remaining'."""
-    if row.get("deploying_revision") is None:
-        return {**row, "rollout": None}
-    progress = (
-        f"revision {row['deploying_revision']}: {row['new_healthy']}/{row['rollout_desired']} "
-        f"new healthy, {row['old_remaining']} old remaining"
-    )
-    return {**row, "rollout": progress}
+    """The row with READY (healthy / desired), why it is not simply serving, and its
+    rollout's progress ('revision 3: 2/3 new healthy, 1 old remaining')."""
+    desired = row["desired_replica_count"]
+    desired = row["replica_count"] if desired is None else desired
+    progress = None
+    if row.get("deploying_revision") is not None:
+        progress = (
+            f"revision {row['deploying_revision']}: {row['new_healthy']}/"
+            f"{row['rollout_desired']} new healthy, {row['old_remaining']} old remaining"
+        )
+    ready = f"{row['healthy_routes']}/{desired}"
+    return {**row, "ready": ready, "reason": _reason(row, desired, progress), "rollout": progress}
+
+
+def _reason(row: dict[str, Any], desired: int, progress: str | None) -> str:
+    """Why the deployment is not simply serving everything it was asked for ('' when it is)."""
+    lifecycle, healthy = row["lifecycle"], row["healthy_routes"]
+    if lifecycle == "pending" and not row["group_has_app_proxy"]:
+        return f"resource group {row['resource_group']} has no app proxy address"
+    if lifecycle == "pending" and row["image"] is None:
+        return "no revision to run"
+    if lifecycle == "deploying":
+        return progress or "rolling out"
+    if lifecycle in {"destroying", "destroyed"}:
+        return str(lifecycle)
+    if healthy < desired:
+        return f"{desired - healthy} of {desired} replicas not healthy"
+    return ""
 
 
 @deployment.command("list")
@@ -130,9 +150,9 @@ def list_deployments(cli: CliContext, lifecycle: str | None, as_json: bool) -> N
         "lifecycle",
         "replica_count",
         "desired_replica_count",
-        "active_routes",
+        "ready",
         "current_revision",
-        "rollout",
+        "reason",
         "url",
     ]
     emit("deployments", [with_rollout(row) for row in rows], columns, as_json=as_json)

@@ -193,6 +193,16 @@ def _deployments_query() -> sa.Select[Any]:
         .where(routes.c.deployment_id == deployments.c.id, routes.c.status.in_(_ACTIVE))
         .scalar_subquery()
     )
+    healthy = (
+        sa.select(sa.func.count())
+        .where(routes.c.deployment_id == deployments.c.id, routes.c.status == "healthy")
+        .scalar_subquery()
+    )
+    has_proxy = (
+        sa.select(scaling_groups.c.app_proxy_addr.is_not(None))
+        .where(scaling_groups.c.name == deployments.c.resource_group)
+        .scalar_subquery()
+    )
     return sa.select(
         deployments.c.id,
         deployments.c.name,
@@ -201,6 +211,8 @@ def _deployments_query() -> sa.Select[Any]:
         deployments.c.replica_count,
         deployments.c.desired_replica_count,
         active.label("active_routes"),
+        healthy.label("healthy_routes"),
+        has_proxy.label("group_has_app_proxy"),
         deployments.c.url,
         deployments.c.image,
         deployments.c.retry_count,
