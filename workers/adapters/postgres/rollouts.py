@@ -103,7 +103,9 @@ def apply_step(
             "rolled back" if step.outcome is RolloutOutcome.FAILED else f"revision {new} rolls out"
         )
         take_out_of_service(conn, step.drain, (PHASE, why))
-    _track_all_new_healthy(conn, deployment_id, step.counts.get("new_healthy", 0) >= state.desired)
+    if state.spec.strategy is RolloutStrategy.BLUE_GREEN:  # only its promote delay reads it
+        all_healthy = step.counts.get("new_healthy", 0) >= state.desired
+        _track_all_new_healthy(conn, deployment_id, all_healthy)
     if step.outcome is RolloutOutcome.FINISHED:
         _finish(conn, deployment_id, new)
     elif step.outcome is RolloutOutcome.FAILED:
