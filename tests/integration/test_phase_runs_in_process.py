@@ -29,7 +29,7 @@ from workers.composition import Adapters, build_adapters
 from workers.config import PhaseSettings, Settings
 from workers.domain import OutcomeBucket, RouteData, RouteExecutionResult, RouteStatus
 from workers.errors import InfrastructureUnavailable
-from workers.phase_runs import Outcome, PhaseRunState, RunSummary
+from workers.phase_runs import Outcome, PhaseRun, PhaseRunState, RunSummary
 
 
 @pytest.fixture(autouse=True)
@@ -194,6 +194,13 @@ def test_the_sweeper_recovers_overdue_runs_and_fails_runs_of_unknown_phases(
     assert "unknown phase 'routes.retired'" in (failed.summary.error or "")
 
 
+def _held(adapters: Adapters, phase_name: str) -> PhaseRun:
+    """A run of `phase_name` that holds its lock and is open, as one in progress would."""
+    token = adapters.phase_lock.acquire(phase_name, ttl_s=60)
+    assert token is not None
+    return open_run(adapters.phase_store, phase_name, lock_token=token)
+
+
 def test_a_follow_up_that_finds_the_phase_busy_is_run_when_the_busy_run_closes(
     adapters: Adapters, follow_ups: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -201,30 +208,12 @@ def test_a_follow_up_that_finds_the_phase_busy_is_run_when_the_busy_run_closes(
     phase = PHASES["routes.sync_service_discovery"]
     monkeypatch.setattr(app, "_adapters", adapters)
     monkeypatch.setattr(app, "_adapters_pid", os.getpid())
-    token = adapters.phase_lock.acquire(phase.name, ttl_s=60)
-    assert token is not None
-    busy = open_run(
-        adapters.phase_store,
-        phase.name,
-        item_count=0,
-        task_count=0,
-        lock_token=token,
-        deadline_s=60,
-    )
+    busy = _held(adapters, phase.name)
     assert start_run(phase) is None  # a beat tick: nothing to remember
     assert close_run(phase, adapters, busy.id, [], PhaseRunState.SUCCEEDED) is not None
     assert follow_ups == []
 
-    token = adapters.phase_lock.acquire(phase.name, ttl_s=60)
-    assert token is not None
-    busy = open_run(
-        adapters.phase_store,
-        phase.name,
-        item_count=0,
-        task_count=0,
-        lock_token=token,
-        deadline_s=60,
-    )
+    busy = _held(adapters, phase.name)
     assert start_run(phase, rerun_if_busy=True) is None  # a follow-up: remembered
     assert close_run(phase, adapters, busy.id, [], PhaseRunState.SUCCEEDED) is not None
     assert follow_ups == [phase.name]
