@@ -31,7 +31,7 @@ from tasks.routes.health_check import PHASE
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.migrate import upgrade_to_head
 from workers.adapters.postgres.schema import route_history, routes
-from workers.app import ModelfleetCelery
+from workers.celery import ModelfleetCelery
 from workers.composition import Adapters, build_adapters
 from workers.config import Settings
 from workers.domain import DeploymentInfo, ModelRevision, RouteStatus

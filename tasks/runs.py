@@ -22,7 +22,7 @@ from uuid import UUID
 from celery import Task, chord
 
 from tasks.phase import Phase
-from workers.app import app
+from workers.celery import app
 from workers.composition import Adapters
 from workers.domain import OutcomeBucket
 from workers.errors import InfrastructureUnavailable

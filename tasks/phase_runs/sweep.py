@@ -16,7 +16,7 @@ import logging
 
 from tasks.phase import Phase
 from tasks.runs import PHASES, close_run, recover_if_stalled
-from workers.app import app
+from workers.celery import app
 from workers.composition import Adapters
 from workers.log_context import phase_context
 from workers.phase_runs import PhaseRun, PhaseRunState, RunSummary

@@ -12,7 +12,7 @@ from kombu.messaging import Producer
 
 from workers.adapters.kombu_redis import TRANSPORT_PATH
 from workers.adapters.redis_keys import RedisKeys
-from workers.app import celery_config
+from workers.celery import celery_config
 from workers.config import Settings
 
 

@@ -24,7 +24,7 @@ from tasks.runs import PHASES, close_run, execute_items, run_items, start_run
 from tests.factories import make_deployment, make_route, open_run
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.redis_keys import RedisKeys
-from workers.app import app
+from workers.celery import app
 from workers.composition import Adapters, build_adapters
 from workers.config import PhaseSettings, Settings
 from workers.domain import OutcomeBucket, RouteData, RouteExecutionResult, RouteStatus

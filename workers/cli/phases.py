@@ -13,7 +13,7 @@ from beat_schedule import SCHEDULED_INTERVALS_S
 from workers.adapters.redis_client import create_redis_client
 from workers.adapters.redis_keys import RedisKeys
 from workers.adapters.redis_phase_runs import RedisOutcomeStore
-from workers.app import ModelfleetCelery
+from workers.celery import ModelfleetCelery
 from workers.cli.output import emit, emit_json, emit_table, json_option
 from workers.cli.params import FiniteFloat
 from workers.cli.root import CliContext, main, reported_failures
