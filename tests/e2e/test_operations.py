@@ -8,8 +8,9 @@ import subprocess
 import urllib.error
 import urllib.request
 
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import APP_PROXY_TOKEN, Stack
 from tests.factories import make_deployment, make_route
+from tests.integration.fake_app_proxy_server import Reply
 from workers.domain import DeploymentLifecycle
 from workers.reference.processes import celery, modelfleet, wait_for
 from workers.throwaway_servers import free_port
@@ -31,6 +32,9 @@ def test_phase_run_waits_for_the_run_and_prints_its_outcomes(stack: Stack) -> No
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    assert done.stderr == "", (
+        done.stderr
+    )  # nothing at exit either (once: AsyncResult.__del__'s message)
     report = json.loads(done.stdout)
     assert (report["phase"], report["state"], report["item_count"]) == (
         "routes.provision",
@@ -39,6 +43,73 @@ def test_phase_run_waits_for_the_run_and_prints_its_outcomes(stack: Stack) -> No
     )
     assert report["success"] == 2
     assert sorted(o["bucket"] for o in report["outcomes"]) == ["success", "success"]
+
+
+def _phase_run(stack: Stack, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        modelfleet("phase", "run", *args),
+        env=stack.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _pending_deployment_behind_a_slow_proxy(stack: Stack, reply: Reply) -> None:
+    stack.catalog.create_scaling_group(
+        "rg", app_proxy_addr=stack.proxy.addr, app_proxy_api_token=APP_PROXY_TOKEN
+    )
+    stack.catalog.create_deployment(make_deployment(resource_group="rg"))
+    stack.proxy.script.default = lambda seen: reply
+
+
+def test_phase_run_wait_exits_3_when_the_run_succeeded_but_items_errored(stack: Stack) -> None:
+    _pending_deployment_behind_a_slow_proxy(stack, Reply(status=500))
+    stack.ready_worker()
+    stdout, stderr = _phase_run(stack, "deployments.check_pending", "--wait", "--json").communicate(
+        timeout=120
+    )
+    report = json.loads(stdout)
+    assert (report["state"], report["error"], report["success"]) == ("succeeded", 1, 0)
+    [line] = stderr.strip().splitlines()
+    assert line == (
+        f"Error: deployments.check_pending: run {report['id']} succeeded; 1 item(s) ended in error"
+    )
+
+
+def test_phase_run_wait_waits_out_a_run_in_progress_then_runs_its_own(stack: Stack) -> None:
+    _pending_deployment_behind_a_slow_proxy(
+        stack, Reply(body=json.dumps({"endpoint": "http://e"}), delay_s=3.0)
+    )
+    stack.ready_worker()
+    both = [_phase_run(stack, "deployments.check_pending", "--wait", "--json") for _ in "ab"]
+    ended = [p.communicate(timeout=120) for p in both]
+    assert [p.returncode for p in both] == [0, 0], ended
+    reports = [json.loads(stdout) for stdout, _ in ended]
+    assert reports[0]["id"] != reports[1]["id"]
+    assert sorted(r["item_count"] for r in reports) == [0, 1]  # the later run found it ready
+    waited = [stderr for _, stderr in ended if stderr]
+    assert waited == ["deployments.check_pending: a run is in progress; waiting for it to close\n"]
+
+
+def test_phase_run_wait_gives_up_after_timeout_with_one_line(stack: Stack) -> None:
+    elsewhere = stack.start(
+        "elsewhere", celery("worker", "--queues=elsewhere", "--concurrency=1", "--loglevel=INFO")
+    )
+    wait_for(
+        lambda: elsewhere.log_path.read_text(errors="replace"),
+        lambda log: " ready." in log,
+        timeout_s=60,
+        what="a worker that answers pings but consumes another queue",
+    )
+    process = _phase_run(stack, "routes.drain", "--wait", "--timeout-s", "2")
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert stdout == ""
+    assert stderr.strip().splitlines() == [
+        "Error: phase run routes.drain: no worker started the run after 2 s (--timeout-s); "
+        "see `modelfleet status`"
+    ]
 
 
 def test_celery_call_starts_a_phase_by_name(stack: Stack) -> None:

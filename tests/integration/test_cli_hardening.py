@@ -278,3 +278,19 @@ def test_deployment_list_says_how_many_serve_and_why_not(run: Any, catalog: Cata
     shown = json.loads(run("deployment", "show", "stuck", "--json").stdout)
     assert shown["reason"] == "resource group no-proxy has no app proxy address"
     assert run("deployment", "list").exit_code == 0
+
+
+@pytest.mark.parametrize("wait", [[], ["--wait"]])
+@pytest.mark.parametrize("broker", ["redis://127.0.0.1:1/0", "amqp://guest:guest@127.0.0.1:1//"])
+def test_phase_run_with_the_broker_down_is_one_line_and_exit_1(
+    engine: sa.Engine, broker: str, wait: list[str]
+) -> None:
+    env = {
+        "MODELFLEET_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "MODELFLEET_BROKER_URL": broker,
+    }
+    result = CliRunner().invoke(main, ["phase", "run", "routes.drain", *wait], env=env)
+    assert result.exit_code == 1
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("Error: phase run routes.drain failed: the broker cannot be reached (")
+    assert line.endswith("); check MODELFLEET_BROKER_URL")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import time
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 from uuid import UUID
 
 import click
+import kombu.exceptions
+from celery.result import AsyncResult
+from celery.states import READY_STATES, SUCCESS
 
 from beat_schedule import SCHEDULED_INTERVALS_S
 from workers.adapters.redis_client import create_redis_client
@@ -16,10 +21,14 @@ from workers.adapters.redis_phase_runs import RedisOutcomeStore
 from workers.celery import ModelfleetCelery
 from workers.cli.output import emit, emit_json, emit_table, json_option
 from workers.cli.params import FiniteFloat
-from workers.cli.root import CliContext, main, reported_failures
+from workers.cli.root import CliContext, main, one_line, reported_failures
+from workers.cli.waiting import Deadline
 from workers.phase_runs import PhaseRun, PhaseRunState
 
-POLL_INTERVAL_S = 0.2
+log = logging.getLogger(__name__)
+
+# A broker that is down fails the command in about a second, not after kombu's default retries.
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 WORKER_PING_S = 2.0  # how long `phase run --wait` waits for some worker to answer a ping
 RUN_COLUMNS = [
     "id",
@@ -45,29 +54,35 @@ def phase() -> None:
 
 @phase.command("run")
 @click.argument("name", type=click.Choice(sorted(SCHEDULED_INTERVALS_S)))
-@click.option("--wait", is_flag=True, help="Wait for the run to close and print its outcomes.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Wait for the run to close and print its outcomes (a run in progress is waited out).",
+)
 @click.option("--timeout-s", type=FiniteFloat(min=1), default=180.0, show_default=True)
 @json_option
 @click.pass_obj
 def run(cli: CliContext, name: str, wait: bool, timeout_s: float, as_json: bool) -> None:
-    """Start a run of NAME on the workers (as beat would), now."""
+    """Start a run of NAME on the workers (as beat would), now.
+
+    Exit 0 when the run succeeded, 3 when it succeeded but some items ended in error,
+    1 when it failed or did not close within --timeout-s.
+    """
     sender = ModelfleetCelery(settings=cli.settings)
-    with reported_failures(f"phase run {name}"):
-        if wait and not sender.control.ping(timeout=WORKER_PING_S):
-            raise click.ClickException(
-                "no Celery worker answered; start one with `celery -A workers worker`"
-            )
-        sent = sender.send_task(name)
+    with reported_failures(f"phase run {name}"), broker_failures(name):
         if not wait:
+            sent = _send(sender, name)
             if as_json:
                 emit_json({"phase": name, "task_id": sent.id, "queued": True})
             else:
                 click.echo(f"{name}: queued as task {sent.id}")
             return
-        run_id = sent.get(timeout=timeout_s)
-        if run_id is None:
-            raise click.ClickException(f"{name}: a run is in progress; nothing was started")
-        closed = _wait_closed(cli, UUID(run_id), time.monotonic() + timeout_s)
+        if not sender.control.ping(timeout=WORKER_PING_S):
+            raise click.ClickException(
+                "no Celery worker answered; start one with `celery -A workers worker`"
+            )
+        deadline = Deadline(timeout_s)
+        closed = _wait_closed(cli, _start_own_run(cli, sender, name, deadline), deadline)
         outcomes = _outcomes(cli, closed.id)
     if as_json:
         emit_json({**run_row(closed), "outcomes": outcomes})
@@ -79,6 +94,69 @@ def run(cli: CliContext, name: str, wait: bool, timeout_s: float, as_json: bool)
                 emit_table(bucket, rows, ["id", "reason", "detail", "error_code"])
     if closed.state is not PhaseRunState.SUCCEEDED:
         raise click.ClickException(f"{name}: run {closed.id} ended {closed.state.value}")
+    if closed.summary.counts.error:
+        raise ItemErrors(
+            f"{name}: run {closed.id} succeeded; {closed.summary.counts.error} "
+            "item(s) ended in error"
+        )
+
+
+class ItemErrors(click.ClickException):
+    """A run that closed `succeeded` with items in the error bucket: exit 3, for scripts."""
+
+    exit_code = 3
+
+
+@contextmanager
+def broker_failures(name: str) -> Iterator[None]:
+    """A broker that cannot be reached: one line, exit 1."""
+    try:
+        yield
+    except kombu.exceptions.OperationalError as error:
+        log.debug("phase run %s: broker unreachable", name, exc_info=True)
+        raise click.ClickException(
+            one_line(
+                f"phase run {name} failed: the broker cannot be reached ({error}); "
+                "check MODELFLEET_BROKER_URL"
+            )
+        ) from None
+
+
+def _send(sender: ModelfleetCelery, name: str) -> AsyncResult:
+    return sender.send_task(name, retry=True, retry_policy=PUBLISH_RETRY)
+
+
+def _start_own_run(
+    cli: CliContext, sender: ModelfleetCelery, name: str, deadline: Deadline
+) -> UUID:
+    """Start a run of `name` and return its id, first waiting out a run in progress."""
+    told = False
+    while (run_id := _started_run_id(sender, name, deadline)) is None:
+        if not told:
+            click.echo(f"{name}: a run is in progress; waiting for it to close", err=True)
+            told = True
+        in_progress = cli.phase_store.open_run_of(name)
+        if in_progress is not None:
+            _wait_closed(cli, in_progress.id, deadline)
+        else:  # the lock is held a moment before the run row exists
+            deadline.pause(f"{name}: a run still holds the phase lock")
+    return run_id
+
+
+def _started_run_id(sender: ModelfleetCelery, name: str, deadline: Deadline) -> UUID | None:
+    """Send the phase's task; the id of the run it started, or None if the phase was busy.
+
+    The result is polled, not awaited with AsyncResult.get: that one registers the task's
+    children (the run's header tasks) as pending results, and their __del__ then runs at
+    interpreter exit, when unsubscribing from Redis fails with a traceback.
+    """
+    sent = _send(sender, name)
+    while (meta := sent.backend.get_task_meta(sent.id))["status"] not in READY_STATES:
+        deadline.pause(f"phase run {name}: no worker started the run", "see `modelfleet status`")
+    sent.forget()
+    if meta["status"] != SUCCESS:
+        raise click.ClickException(one_line(f"phase run {name}: the task ended {meta['status']}"))
+    return None if meta["result"] is None else UUID(meta["result"])
 
 
 @phase.command("history")
@@ -111,14 +189,12 @@ def run_row(run: PhaseRun) -> dict[str, Any]:
     }
 
 
-def _wait_closed(cli: CliContext, run_id: UUID, deadline: float) -> PhaseRun:
+def _wait_closed(cli: CliContext, run_id: UUID, deadline: Deadline) -> PhaseRun:
     while True:
         found = cli.phase_store.get_run(run_id)
         if found is not None and found.state is not PhaseRunState.RUNNING:
             return found
-        if time.monotonic() > deadline:
-            raise click.ClickException(f"run {run_id} still open; see `modelfleet phase history`")
-        time.sleep(POLL_INTERVAL_S)
+        deadline.pause(f"run {run_id} still open", "see `modelfleet phase history`")
 
 
 def _outcomes(cli: CliContext, run_id: UUID) -> list[dict[str, Any]]:

@@ -1,0 +1,27 @@
+"""`--wait` and `--timeout-s`: how long a command waits, and the one line when it gives up."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+POLL_INTERVAL_S = 0.2
+
+
+class Deadline:
+    """--timeout-s from now: the time left, and a pause that ends the command once it is spent."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._ends_at = time.monotonic() + timeout_s
+
+    def left_s(self) -> float:
+        return max(self._ends_at - time.monotonic(), 0.1)
+
+    def pause(self, still: str, hint: str = "", pause_s: float = POLL_INTERVAL_S) -> None:
+        """Sleep `pause_s`, or exit 1 saying what is `still` true when the time is up."""
+        if time.monotonic() + pause_s > self._ends_at:
+            then = f"; {hint}" if hint else ""
+            raise click.ClickException(f"{still} after {self.timeout_s:g} s (--timeout-s){then}")
+        time.sleep(pause_s)
