@@ -294,3 +294,23 @@ def test_phase_run_with_the_broker_down_is_one_line_and_exit_1(
     [line] = result.output.strip().splitlines()
     assert line.startswith("Error: phase run routes.drain failed: the broker cannot be reached (")
     assert line.endswith("); check MODELFLEET_BROKER_URL")
+
+
+def test_wait_gives_up_after_timeout_saying_where_the_deployment_is_and_why(
+    run: Any, catalog: Catalog
+) -> None:
+    catalog.create_scaling_group("no-proxy")
+    created = run("deployment", "create", "stuck", "--group", "no-proxy", "--image", "m",
+                  "--wait", "--timeout-s", "1")  # fmt: skip
+    assert created.exit_code == 1
+    assert created.output.strip().splitlines() == [
+        "Error: stuck not serving after 1 s (--timeout-s); it is pending, 0/1 ready "
+        "(resource group no-proxy has no app proxy address)"
+    ]
+    assert run("deployment", "show", "stuck").exit_code == 0  # created; only the wait ended
+    scaled = run("deployment", "scale", "stuck", "2", "--wait", "--timeout-s", "1")
+    assert scaled.exit_code == 1
+    assert "Error: stuck not serving after 1 s (--timeout-s); it is pending, 0/2" in scaled.output
+    destroyed = run("deployment", "destroy", "stuck", "--wait", "--timeout-s", "1")
+    assert destroyed.exit_code == 1
+    assert destroyed.output.startswith("Error: stuck not destroyed after 1 s (--timeout-s); ")

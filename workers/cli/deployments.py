@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 from workers.cli.output import done, emit, emit_json, emit_table, json_option
 from workers.cli.params import FiniteFloat
 from workers.cli.root import CliContext, bad_input, find_deployment, main, reported_failures
+from workers.cli.waiting import Deadline, progress_line
 from workers.domain import DeploymentInfo, DeploymentLifecycle, HealthCheckConfig, ModelRevision
 from workers.inputs import name_problem
 
@@ -20,6 +22,20 @@ LIFECYCLES = [lifecycle.value for lifecycle in DeploymentLifecycle]
 @main.group()
 def deployment() -> None:
     """Model services and the replica count each asks for."""
+
+
+def wait_options(command: Any) -> Any:
+    """--wait and --timeout-s, as create, scale and destroy take them."""
+    command = click.option(
+        "--timeout-s",
+        type=FiniteFloat(min=1),
+        default=600.0,
+        show_default=True,
+        help="With --wait: exit 1 with the reason after this long.",
+    )(command)
+    return click.option(
+        "--wait", is_flag=True, help="Return when the deployment serves as asked (or is gone)."
+    )(command)
 
 
 def environ_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -52,6 +68,7 @@ def environ_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
     show_default=True,
     help="Seconds a replica leaving service stays out of traffic before it is stopped.",
 )
+@wait_options
 @json_option
 @click.pass_obj
 def create(cli: CliContext, /, name: str, resource_group: str, **options: Any) -> None:
@@ -90,9 +107,12 @@ def create(cli: CliContext, /, name: str, resource_group: str, **options: Any) -
             cli.catalog.create_deployment(new)
         except sa.exc.IntegrityError:
             bad_input("NAME", f"a live deployment named {name!r} exists already")
+    document = {"deployment": name, "id": str(new.id), "lifecycle": new.lifecycle.value}
+    if options["wait"]:
+        document = {**document, **wait_serving(cli, new.id, options["timeout_s"])}
     done(
-        f"deployment {name} created: {new.id}",
-        {"deployment": name, "id": str(new.id), "lifecycle": new.lifecycle.value},
+        _created_or_serving(f"deployment {name} created: {new.id}", document),
+        document,
         as_json=options["as_json"],
     )
 
@@ -107,8 +127,7 @@ def check_replicas(cli: CliContext, field: str, replicas: int) -> None:
 def with_rollout(row: dict[str, Any]) -> dict[str, Any]:
     """The row with READY (healthy / desired), why it is not simply serving, and its
     rollout's progress ('revision 3: 2/3 new healthy, 1 old remaining')."""
-    desired = row["desired_replica_count"]
-    desired = row["replica_count"] if desired is None else desired
+    desired = _desired(row)
     progress = None
     if row.get("deploying_revision") is not None:
         progress = (
@@ -117,6 +136,12 @@ def with_rollout(row: dict[str, Any]) -> dict[str, Any]:
         )
     ready = f"{row['healthy_routes']}/{desired}"
     return {**row, "ready": ready, "reason": _reason(row, desired, progress), "rollout": progress}
+
+
+def _desired(row: dict[str, Any]) -> int:
+    """The count the controller works toward: the autoscaler's, else the operator's."""
+    desired = row["desired_replica_count"]
+    return int(row["replica_count"] if desired is None else desired)
 
 
 def _reason(row: dict[str, Any], desired: int, progress: str | None) -> str:
@@ -208,9 +233,12 @@ def show(cli: CliContext, ref: str, limit: int, as_json: bool) -> None:
 @deployment.command("scale", context_settings={"ignore_unknown_options": True})
 @click.argument("ref", metavar="DEPLOYMENT")
 @click.argument("replicas", type=click.IntRange(min=0))
+@wait_options
 @json_option
 @click.pass_obj
-def scale(cli: CliContext, ref: str, replicas: int, as_json: bool) -> None:
+def scale(
+    cli: CliContext, ref: str, replicas: int, wait: bool, timeout_s: float, as_json: bool
+) -> None:
     """Ask for REPLICAS replicas (replaces any count the autoscaler set)."""
     check_replicas(cli, "REPLICAS", replicas)
     with reported_failures("deployment scale"):
@@ -218,25 +246,74 @@ def scale(cli: CliContext, ref: str, replicas: int, as_json: bool) -> None:
         if found["lifecycle"] in {"destroying", "destroyed"}:
             bad_input("DEPLOYMENT", f"{found['name']} is {found['lifecycle']}")
         cli.catalog.scale_deployment(found["id"], replicas)
+    document = {"deployment": found["name"], "id": str(found["id"]), "replicas": replicas}
+    if wait:
+        document = {**document, **wait_serving(cli, found["id"], timeout_s)}
     done(
-        f"deployment {found['name']} scaled to {replicas}",
-        {"deployment": found["name"], "id": str(found["id"]), "replicas": replicas},
+        _created_or_serving(f"deployment {found['name']} scaled to {replicas}", document),
+        document,
         as_json=as_json,
     )
 
 
 @deployment.command("destroy")
 @click.argument("ref", metavar="DEPLOYMENT")
+@wait_options
 @json_option
 @click.pass_obj
-def destroy(cli: CliContext, ref: str, as_json: bool) -> None:
+def destroy(cli: CliContext, ref: str, wait: bool, timeout_s: float, as_json: bool) -> None:
     """Stop every replica and unregister the endpoint."""
     with reported_failures("deployment destroy"):
         found = find_deployment(cli, ref)
         if not cli.catalog.request_destroy(found["id"]):
             bad_input("DEPLOYMENT", f"{found['name']} is {found['lifecycle']} already")
-    done(
-        f"deployment {found['name']} is being destroyed",
-        {"deployment": found["name"], "id": str(found["id"]), "lifecycle": "destroying"},
-        as_json=as_json,
+    document = {"deployment": found["name"], "id": str(found["id"]), "lifecycle": "destroying"}
+    if wait:
+        _wait_deployment(
+            cli, found["id"], timeout_s, "destroyed", lambda row: row["lifecycle"] == "destroyed"
+        )
+        document["lifecycle"] = "destroyed"
+    done(f"deployment {found['name']} is {document['lifecycle']}", document, as_json=as_json)
+
+
+def wait_serving(cli: CliContext, deployment_id: uuid.UUID, timeout_s: float) -> dict[str, Any]:
+    """Until the deployment is ready with exactly the replicas asked for, all healthy;
+    its URL and READY then."""
+    row = _wait_deployment(cli, deployment_id, timeout_s, "serving", _serves_as_asked)
+    return {"lifecycle": row["lifecycle"], "url": row["url"], "ready": row["ready"]}
+
+
+def _serves_as_asked(row: dict[str, Any]) -> bool:
+    desired = _desired(row)
+    return (
+        row["lifecycle"] == "ready"
+        and row["healthy_routes"] == desired == row["active_routes"]
+        and (desired == 0 or row["url"] is not None)
     )
+
+
+def _created_or_serving(message: str, document: dict[str, Any]) -> str:
+    if "url" not in document:
+        return message
+    return f"{message}; serving {document['ready']} at {document['url']}"
+
+
+def _wait_deployment(
+    cli: CliContext,
+    deployment_id: uuid.UUID,
+    timeout_s: float,
+    goal: str,
+    reached: Callable[[dict[str, Any]], bool],
+) -> dict[str, Any]:
+    """Poll the deployment until `reached`; exit 1 saying where it is and why, after --timeout-s."""
+    deadline = Deadline(timeout_s)
+    with progress_line() as show:
+        while True:
+            with reported_failures(f"waiting for {goal}"):
+                row = with_rollout(find_deployment(cli, str(deployment_id)))
+            if reached(row):
+                return row
+            why = f" ({row['reason']})" if row["reason"] else ""
+            where = f"it is {row['lifecycle']}, {row['ready']} ready{why}"
+            show(f"waiting for {row['name']} to be {goal}: {where}")
+            deadline.pause(f"{row['name']} not {goal}", where)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import click
+from rich.console import Console
+
+from workers.cli.output import as_text
 
 POLL_INTERVAL_S = 0.2
 
@@ -25,3 +30,15 @@ class Deadline:
             then = f"; {hint}" if hint else ""
             raise click.ClickException(f"{still} after {self.timeout_s:g} s (--timeout-s){then}")
         time.sleep(pause_s)
+
+
+@contextmanager
+def progress_line() -> Iterator[Callable[[str], None]]:
+    """Show what a --wait is waiting for: a rich status line on a terminal, nothing when
+    stderr is piped (a script reads only the result)."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda text: None
+        return
+    with console.status("") as status:
+        yield lambda text: status.update(as_text(text))
