@@ -67,14 +67,20 @@ def unreachable_redis() -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def run(engine: sa.Engine, redis_url: str) -> Callable[..., Result]:
-    """`modelfleet ARGS...` in this process, on the test's database."""
-    env = {
+def run_env(engine: sa.Engine, redis_url: str, redis_keys: RedisKeys) -> dict[str, str]:
+    """The environment that points `modelfleet` at the test's database and Redis."""
+    return {
         "MODELFLEET_DATABASE_URL": engine.url.render_as_string(hide_password=False),
         "MODELFLEET_REDIS_URL": redis_url,
+        "MODELFLEET_REDIS_KEY_PREFIX": redis_keys.prefix,
     }
 
+
+@pytest.fixture
+def run(run_env: dict[str, str]) -> Callable[..., Result]:
+    """`modelfleet ARGS...` in this process, on the test's database."""
+
     def invoke(*args: str) -> Result:
-        return CliRunner().invoke(main, list(args), env=env)
+        return CliRunner().invoke(main, list(args), env=run_env)
 
     return invoke

@@ -148,7 +148,7 @@ def test_deployment_show_gives_the_exit_code_and_last_output_of_sessions_that_ex
     [exited] = shown["exited_sessions"]
     assert (exited["exit_code"], exited["last_output"]) == (3, "Traceback ...\nOSError: no GPU")
     table = run("deployment", "show", "svc").output
-    assert "OSError: no GPU" in table
+    assert "OSError: no GPU" in table, table
 
 
 def test_version_short_help_and_a_group_alone_print_what_a_person_expects(run: Any) -> None:

@@ -8,7 +8,7 @@ from uuid import UUID
 import click
 import sqlalchemy as sa
 
-from workers.cli.output import done, emit, json_option
+from workers.cli.output import done, emit, json_option, wide_option
 from workers.cli.params import FiniteFloat
 from workers.cli.root import (
     CliContext,
@@ -72,26 +72,22 @@ def add(cli: CliContext, /, ref: str, **options: Any) -> None:
 
 @autoscaling_rule.command("list")
 @click.option("--deployment", "ref", help="Only this deployment's rules (name or id).")
+@wide_option
 @json_option
 @click.pass_obj
-def list_rules(cli: CliContext, ref: str | None, as_json: bool) -> None:
+def list_rules(cli: CliContext, ref: str | None, wide: bool, as_json: bool) -> None:
     """Rules, oldest first."""
     with reported_failures("autoscaling-rule list"):
         rows = cli.reports.autoscaling_rules(deployment_filter(cli, ref))
-    columns = [
-        "id",
-        "deployment",
-        "metric_source",
-        "metric_name",
-        "comparator",
-        "threshold",
-        "step_size",
-        "cooldown_s",
-        "min_replicas",
-        "max_replicas",
-        "last_triggered_at",
-    ]
-    emit("autoscaling rules", rows, columns, as_json=as_json)
+    emit(
+        "autoscaling rules",
+        rows,
+        ["id", "deployment", "metric_name", "comparator", "threshold", "step_size"],
+        wide=["metric_source", "cooldown_s", "min_replicas", "max_replicas", "last_triggered_at"]
+        if wide
+        else None,
+        as_json=as_json,
+    )
 
 
 @autoscaling_rule.command("remove")

@@ -3,17 +3,37 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import click
+import redis
 import sqlalchemy as sa
 
-from workers.cli.output import done, emit, emit_json, emit_table, json_option
+from workers.adapters.redis_client import server_time_s
+from workers.adapters.redis_health import RedisHealthStore
+from workers.cli.output import (
+    done,
+    emit,
+    emit_json,
+    emit_records,
+    emit_table,
+    json_option,
+    wide_option,
+)
 from workers.cli.params import FiniteFloat
 from workers.cli.root import CliContext, bad_input, find_deployment, main, reported_failures
 from workers.cli.waiting import Deadline, progress_line
-from workers.domain import DeploymentInfo, DeploymentLifecycle, HealthCheckConfig, ModelRevision
+from workers.cli.watching import show_or_watch, watch_option
+from workers.domain import (
+    DeploymentInfo,
+    DeploymentLifecycle,
+    HealthCheckConfig,
+    HealthStatus,
+    ModelRevision,
+)
+from workers.errors import InfrastructureUnavailable
 from workers.inputs import name_problem
 
 LIFECYCLES = [lifecycle.value for lifecycle in DeploymentLifecycle]
@@ -162,71 +182,105 @@ def _reason(row: dict[str, Any], desired: int, progress: str | None) -> str:
 
 @deployment.command("list")
 @click.option("--lifecycle", type=click.Choice(LIFECYCLES), help="Only deployments in this state.")
+@watch_option
+@wide_option
 @json_option
 @click.pass_obj
-def list_deployments(cli: CliContext, lifecycle: str | None, as_json: bool) -> None:
+def list_deployments(
+    cli: CliContext, lifecycle: str | None, watch: float | None, wide: bool, as_json: bool
+) -> None:
     """Deployments, oldest first."""
+    show_or_watch(lambda: _list(cli, lifecycle, wide, as_json), watch, as_json=as_json)
+
+
+def _list(cli: CliContext, lifecycle: str | None, wide: bool, as_json: bool) -> None:
     with reported_failures("deployment list"):
         rows = cli.reports.deployments(lifecycle)
-    columns = [
-        "id",
-        "name",
-        "resource_group",
-        "lifecycle",
-        "replica_count",
-        "desired_replica_count",
-        "ready",
-        "current_revision",
-        "reason",
-        "url",
-    ]
-    emit("deployments", [with_rollout(row) for row in rows], columns, as_json=as_json)
+    emit(
+        "deployments",
+        [with_rollout(row) for row in rows],
+        ["name", "lifecycle", "ready", "current_revision", "reason"],
+        wide=["id", "resource_group", "replica_count", "desired_replica_count", "url"]
+        if wide
+        else None,
+        as_json=as_json,
+    )
 
 
 @deployment.command("show")
 @click.argument("ref", metavar="DEPLOYMENT")
-@click.option("--history", "limit", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--history", "limit", type=click.IntRange(min=1), default=8, show_default=True)
 @json_option
 @click.pass_obj
 def show(cli: CliContext, ref: str, limit: int, as_json: bool) -> None:
-    """One deployment, and why it is where it is: its last history rows and route errors."""
+    """Why isn't it serving? Lifecycle, revision, replicas by status with their health age,
+    the last history rows, route errors and sessions that exited."""
     with reported_failures("deployment show"):
-        found = find_deployment(cli, ref)
+        found = with_rollout(find_deployment(cli, ref))
         history = cli.reports.deployment_history(found["id"], limit)
-        routes = cli.reports.routes(found["id"])
+        routes = [r for r in cli.reports.routes(found["id"]) if r["status"] != "terminated"]
         errors = cli.reports.route_errors(found["id"], limit)
         exited = cli.reports.exited_sessions(found["id"], limit)
+    routes = with_health(cli, routes)
+    found["routes"] = ", ".join(
+        f"{n} {status}" for status, n in Counter(r["status"] for r in routes).most_common()
+    )
     if as_json:
-        emit_json(
-            {
-                **with_rollout(found),
-                "history": history,
-                "routes": routes,
-                "route_errors": errors,
-                "exited_sessions": exited,
-            }
-        )
+        emit_json({**found, "history": history, "routes": routes, "route_errors": errors,
+                   "exited_sessions": exited})  # fmt: skip
         return
-    found = with_rollout(found)
-    emit_table(f"deployment {found['name']}", [found], list(found))
-    emit_table(
-        "history (newest first)",
-        history,
-        ["updated_at", "phase", "from_status", "to_status", "result", "attempts", "message"],
-    )
-    emit_table(
-        "routes", routes, ["id", "status", "session_status", "host", "port", "status_changed_at"]
-    )
-    emit_table(
-        "route errors (newest first)",
-        errors,
-        ["updated_at", "route_id", "phase", "to_status", "error_code", "attempts", "message"],
-    )
-    emit_table(
-        "sessions that exited on their own (newest first)",
-        exited,
-        ["terminated_at", "route_id", "exit_code", "last_output"],
-    )
+    emit_records(f"deployment {found['name']}", [found], SHOW_FIELDS)
+    emit_table("routes", routes, ["id", "revision", "status", "health", "health_age_s"])
+    emit_table("history (newest first)", history,
+               ["updated_at", "phase", "to_status", "result", "message"])  # fmt: skip
+    if errors:
+        emit_table("route errors (newest first)", errors,
+                   ["updated_at", "route_id", "error_code", "message"])  # fmt: skip
+    if exited:
+        emit_table("sessions that exited on their own (newest first)", exited,
+                   ["terminated_at", "route_id", "exit_code", "last_output"])  # fmt: skip
+
+
+SHOW_FIELDS = [
+    "name",
+    "id",
+    "lifecycle",
+    "ready",
+    "reason",
+    "routes",
+    "current_revision",
+    "deploying_revision",
+    "rollout",
+    "resource_group",
+    "replica_count",
+    "desired_replica_count",
+    "url",
+    "created_at",
+]
+
+
+def with_health(cli: CliContext, routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each route with what the health store says of it and how old that is (seconds by the
+    Redis clock); "unknown" when Redis cannot be read, so the rest still shows."""
+    try:
+        with cli.redis() as (client, keys):
+            health = RedisHealthStore(client=client, keys=keys).check_route_health_status(
+                [str(r["id"]) for r in routes]
+            )
+            now_s = server_time_s(client.time())
+    except (InfrastructureUnavailable, redis.RedisError, OSError):
+        return [
+            {**r, "health": "unknown (Redis unavailable)", "health_age_s": None} for r in routes
+        ]
+    return [{**r, **_health_of(health.get(str(r["id"])), now_s)} for r in routes]
+
+
+def _health_of(status: HealthStatus | None, now_s: float) -> dict[str, Any]:
+    if status is None:
+        return {"health": "missing", "health_age_s": None}
+    last = status.last_readiness_at
+    age = None if last is None else round(max(now_s - last, 0.0), 1)
+    return {"health": status.status.value.lower(), "health_age_s": age}
 
 
 # -1 is a count out of range, not an unknown option

@@ -15,11 +15,9 @@ from celery.result import AsyncResult
 from celery.states import READY_STATES, SUCCESS
 
 from beat_schedule import SCHEDULED_INTERVALS_S
-from workers.adapters.redis_client import create_redis_client
-from workers.adapters.redis_keys import RedisKeys
 from workers.adapters.redis_phase_runs import RedisOutcomeStore
 from workers.celery import ModelfleetCelery
-from workers.cli.output import emit, emit_json, emit_table, json_option
+from workers.cli.output import emit, emit_json, emit_records, emit_table, json_option, wide_option
 from workers.cli.params import FiniteFloat
 from workers.cli.root import CliContext, main, one_line, reported_failures
 from workers.cli.waiting import Deadline
@@ -30,15 +28,11 @@ log = logging.getLogger(__name__)
 # A broker that is down fails the command in about a second, not after kombu's default retries.
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 WORKER_PING_S = 2.0  # how long `phase run --wait` waits for some worker to answer a ping
-RUN_COLUMNS = [
+RUN_COLUMNS = ["phase", "state", "started_at", "duration_s", "error"]
+RUN_WIDE_COLUMNS = [
     "id",
-    "phase",
-    "state",
-    "started_at",
-    "duration_s",
     "item_count",
     "success",
-    "error",
     "stale",
     "skipped",
     "missing",
@@ -87,7 +81,7 @@ def run(cli: CliContext, name: str, wait: bool, timeout_s: float, as_json: bool)
     if as_json:
         emit_json({**run_row(closed), "outcomes": outcomes})
     else:
-        emit_table(f"{name} run", [run_row(closed)], RUN_COLUMNS)
+        emit_records(f"{name} run", [run_row(closed)], [*RUN_COLUMNS, *RUN_WIDE_COLUMNS])
         for bucket in ("success", "error", "stale", "skipped"):
             rows = [o for o in outcomes if o["bucket"] == bucket]
             if rows:
@@ -162,13 +156,15 @@ def _started_run_id(sender: ModelfleetCelery, name: str, deadline: Deadline) -> 
 @phase.command("history")
 @click.option("--phase", "name", type=click.Choice(sorted(SCHEDULED_INTERVALS_S)))
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@wide_option
 @json_option
 @click.pass_obj
-def history(cli: CliContext, name: str | None, limit: int, as_json: bool) -> None:
+def history(cli: CliContext, name: str | None, limit: int, wide: bool, as_json: bool) -> None:
     """Recent runs, newest first."""
     with reported_failures("phase history"):
         runs = cli.phase_store.recent_runs(phase=name, limit=limit)
-    emit("phase runs", [run_row(r) for r in runs], RUN_COLUMNS, as_json=as_json)
+    rows = [run_row(r) for r in runs]
+    emit("phase runs", rows, RUN_COLUMNS, wide=RUN_WIDE_COLUMNS if wide else None, as_json=as_json)
 
 
 def run_row(run: PhaseRun) -> dict[str, Any]:
@@ -198,9 +194,6 @@ def _wait_closed(cli: CliContext, run_id: UUID, deadline: Deadline) -> PhaseRun:
 
 
 def _outcomes(cli: CliContext, run_id: UUID) -> list[dict[str, Any]]:
-    client = create_redis_client(cli.settings.redis_url)
-    try:
-        store = RedisOutcomeStore(client=client, keys=RedisKeys(cli.settings.redis_key_prefix))
+    with cli.redis() as (client, keys):
+        store = RedisOutcomeStore(client=client, keys=keys)
         return sorted((o.to_json() for o in store.load(run_id)), key=lambda o: o["id"])
-    finally:
-        client.close()

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from workers.cli.deployments import deployment, environ_pairs
-from workers.cli.output import done, emit, json_option
+from workers.cli.output import done, emit, json_option, wide_option
 from workers.cli.params import FiniteFloat
 from workers.cli.root import CliContext, bad_input, find_deployment, reported_failures
 from workers.domain import RolloutSpec, RolloutStrategy
@@ -139,15 +139,21 @@ def promote(cli: CliContext, ref: str, as_json: bool) -> None:
 
 @deployment.command("revisions")
 @click.argument("ref", metavar="DEPLOYMENT")
+@wide_option
 @json_option
 @click.pass_obj
-def revisions(cli: CliContext, ref: str, as_json: bool) -> None:
+def revisions(cli: CliContext, ref: str, wide: bool, as_json: bool) -> None:
     """Every revision kept: what changed, and which is current, deploying or failed (why)."""
     with reported_failures("deployment revisions"):
         found = find_deployment(cli, ref)
         rows = cli.reports.revisions(found["id"])
-    columns = ["number", "created_at", "image", "command", "changed", "state", "reason"]
-    emit(f"revisions of {found['name']}", rows, columns, as_json=as_json)
+    emit(
+        f"revisions of {found['name']}",
+        rows,
+        ["number", "image", "changed", "state", "reason"],
+        wide=["created_at", "command"] if wide else None,
+        as_json=as_json,
+    )
 
 
 def _spec(options: dict[str, Any]) -> RolloutSpec:

@@ -14,12 +14,15 @@ from typing import Any, NoReturn
 from uuid import UUID
 
 import click
+import redis
 import sqlalchemy as sa
 
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.engine import create_database_engine
 from workers.adapters.postgres.phase_store import PostgresPhaseStore
 from workers.adapters.postgres.reports import Reports
+from workers.adapters.redis_client import create_redis_client
+from workers.adapters.redis_keys import RedisKeys
 from workers.config import Settings, SettingsError
 from workers.errors import InfrastructureUnavailable
 
@@ -88,6 +91,15 @@ class CliContext:
     @property
     def phase_store(self) -> PostgresPhaseStore:
         return PostgresPhaseStore(engine=self.engine)
+
+    @contextmanager
+    def redis(self) -> Iterator[tuple[redis.Redis, RedisKeys]]:
+        """A Redis client for one read, and this deployment's key names."""
+        client = create_redis_client(self.settings.redis_url)
+        try:
+            yield client, RedisKeys(self.settings.redis_key_prefix)
+        finally:
+            client.close()
 
     def close(self) -> None:
         if self._engine is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import sqlalchemy as sa
 
-from workers.cli.output import done, emit, json_option
+from workers.cli.output import done, emit, json_option, wide_option
 from workers.cli.root import CliContext, bad_input, main, reported_failures
 from workers.domain import RouteStatus
 from workers.inputs import http_url_problem, name_problem, token_problem
@@ -68,15 +68,17 @@ def create(
 
 
 @scaling_group.command("list")
+@wide_option
 @json_option
 @click.pass_obj
-def list_groups(cli: CliContext, as_json: bool) -> None:
+def list_groups(cli: CliContext, wide: bool, as_json: bool) -> None:
     """Every resource group (tokens are never shown)."""
     with reported_failures("scaling-group list"):
         rows = cli.reports.scaling_groups()
     emit(
         "scaling groups",
         rows,
-        ["name", "app_proxy_addr", "route_cleanup_statuses", "created_at"],
+        ["name", "app_proxy_addr"],
+        wide=["route_cleanup_statuses", "created_at"] if wide else None,
         as_json=as_json,
     )
