@@ -170,8 +170,8 @@ class Phase:
         if action is None:
             return None
         to_status = _destination(action, self.kind.retries_of(entity))
-        if to_status == self.kind.status_of(entity) and bucket is not OutcomeBucket.ERROR:
-            return None  # nothing changes and nothing went wrong: no history row
+        if to_status == self.kind.status_of(entity) and error is None:
+            return None  # nothing changes and there is nothing to say: no history row
         return StatusTransition(
             entity_id=entity.id,
             expected=self.targets,

@@ -309,6 +309,8 @@ class DeploymentExecutionResult:
     successes: list[DeploymentInfo] = field(default_factory=list)
     errors: list[DeploymentExecutionError] = field(default_factory=list)
     skipped: list[DeploymentInfo] = field(default_factory=list)
+    # Why a skipped deployment waits (by id), for its history and `deployment show`.
+    skip_notes: dict[UUID, DeploymentExecutionError] = field(default_factory=dict)
 
 
 class OutcomeBucket(StrEnum):

@@ -131,7 +131,7 @@ def deployment_entries(result: DeploymentExecutionResult) -> list[Entry]:
     return [
         *((OutcomeBucket.SUCCESS, d, None) for d in result.successes),
         *((OutcomeBucket.ERROR, error.deployment_info, error) for error in result.errors),
-        *((OutcomeBucket.SKIPPED, d, None) for d in result.skipped),
+        *((OutcomeBucket.SKIPPED, d, result.skip_notes.get(d.id)) for d in result.skipped),
     ]
 
 
@@ -174,16 +174,17 @@ def deployment_result(
         deployment = deployments.get(outcome.id)
         if deployment is None:
             continue
+        said = DeploymentExecutionError(
+            deployment, outcome.reason, outcome.detail, outcome.error_code
+        )
         if outcome.bucket is OutcomeBucket.SUCCESS:
             result.successes.append(deployment)
         elif outcome.bucket is OutcomeBucket.ERROR:
-            result.errors.append(
-                DeploymentExecutionError(
-                    deployment, outcome.reason, outcome.detail, outcome.error_code
-                )
-            )
+            result.errors.append(said)
         elif outcome.bucket is OutcomeBucket.SKIPPED:
             result.skipped.append(deployment)
+            if outcome.reason is not None:
+                result.skip_notes[deployment.id] = said
     return result
 
 

@@ -23,6 +23,7 @@ from tasks.phase_runs.sweep import sweep
 from tasks.runs import PHASES, close_run, execute_items, run_items, start_run
 from tests.factories import make_deployment, make_route, open_run
 from workers.adapters.postgres.catalog import Catalog
+from workers.adapters.postgres.schema import deployment_history
 from workers.adapters.redis_keys import RedisKeys
 from workers.celery import app
 from workers.composition import Adapters, build_adapters
@@ -296,3 +297,35 @@ def test_a_run_whose_task_runs_on_a_live_worker_is_waited_for(
     time.sleep(0.5)
     assert sweep.apply().get() == 1  # nothing left in flight and nothing moving: finished
     assert not quick_stall.phase_store.is_running(busy.id)
+
+
+def _run_once(adapters: Adapters, phase: Phase, ids: list[UUID]) -> PhaseRun | None:
+    token = adapters.phase_lock.acquire(phase.name, ttl_s=60)
+    assert token is not None
+    run = open_run(adapters.phase_store, phase.name, item_count=len(ids), task_count=1,
+                   lock_token=token, deadline_s=60)  # fmt: skip
+    outcomes = execute_items(phase, adapters, ids)
+    return close_run(phase, adapters, run.id, outcomes, PhaseRunState.SUCCEEDED)
+
+
+def test_a_deployment_waiting_for_an_app_proxy_says_why_in_its_history_once(
+    adapters: Adapters, catalog: Catalog, engine: sa.Engine
+) -> None:
+    """It once sat `pending` for ever with nothing said."""
+    catalog.create_scaling_group("no-proxy")
+    waiting = catalog.create_deployment(make_deployment(resource_group="no-proxy"))
+    phase = PHASES["deployments.check_pending"]
+    for _ in range(2):
+        closed = _run_once(adapters, phase, [waiting.id])
+        assert closed is not None
+        assert closed.summary.counts.skipped == 1
+    with engine.connect() as conn:
+        history = conn.execute(
+            sa.select(deployment_history).where(deployment_history.c.deployment_id == waiting.id)
+        ).mappings().all()  # fmt: skip
+    [row] = history  # the second run counted an attempt instead of adding a row
+    assert (row["result"], row["error_code"], row["attempts"]) == ("skipped", "no_app_proxy", 2)
+    assert row["message"] == (
+        "resource group no-proxy has no app proxy address: endpoint not registered; waiting"
+    )
+    assert row["to_status"] == "pending"

@@ -66,6 +66,7 @@ class DeploymentExecutor:
             if revision is None or target is None:
                 _log_unregistrable(deployment, revision)
                 result.skipped.append(deployment)
+                result.skip_notes[deployment.id] = _unregistrable(deployment, revision)
                 continue
             url = capture(partial(self._register_endpoint, deployment, revision, target))
             if isinstance(url, Exception):
@@ -286,6 +287,23 @@ def _sort_rollout(
 def _log_unregistrable(deployment: DeploymentInfo, revision: ModelRevision | None) -> None:
     why = "has no target revision" if revision is None else "has no app proxy in its group"
     log.warning("deployment %s: %s; skipped", deployment.id, why)
+
+
+def _unregistrable(
+    deployment: DeploymentInfo, revision: ModelRevision | None
+) -> DeploymentExecutionError:
+    """Why a pending deployment waits: what its history row and `deployment show` say."""
+    if revision is None:
+        reason, code = "no target revision to run", "no_revision"
+    else:
+        reason = f"resource group {deployment.resource_group} has no app proxy address"
+        code = "no_app_proxy"
+    return DeploymentExecutionError(
+        deployment_info=deployment,
+        reason=reason,
+        error_detail="endpoint not registered; waiting",
+        error_code=code,
+    )
 
 
 def _deployment_error(
