@@ -58,6 +58,7 @@ def test_dev_serves_the_demo_and_leaves_nothing_running(
     broker_url: str,
     redis_url: str,
     redis_keys: RedisKeys,
+    tmp_path: Path,
 ) -> None:
     database_url = create_database()
     env = {
@@ -67,13 +68,15 @@ def test_dev_serves_the_demo_and_leaves_nothing_running(
         "MODELFLEET_REDIS_KEY_PREFIX": redis_keys.prefix,
         "MODELFLEET_BROKER_URL": broker_url,
         "MODELFLEET_RESULT_BACKEND": redis_url,
+        "COLUMNS": "80",
+        "FLOWER_BASIC_AUTH": "ops:pw-not-shown",
     }
-    dev = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "dev"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    shown = tmp_path / "dev.out"
+    with shown.open("wb") as out:
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "dev", "--replicas", "2"],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     try:
         pids = wait_for(
             lambda: _live_session_pids(database_url),
@@ -87,6 +90,24 @@ def test_dev_serves_the_demo_and_leaves_nothing_running(
         assert dev.wait(timeout=60) is not None
     assert _processes_with(redis_keys.prefix) == []
     assert [pid for pid in pids if process_alive(pid)] == []
+    _said_what_a_person_needs(shown.read_text(errors="replace"))
+
+
+def _said_what_a_person_needs(output: str) -> None:
+    """Every address, Flower's real login (never its password), a line per stop step, and
+    a view that fits 80 columns (only the copyable command lines may be longer)."""
+    lines = [line.rstrip() for line in output.replace("\r", "\n").splitlines()]
+    for start in ("app proxy   http://127.0.0.1:", "discovery   http://", "logs        /"):
+        assert any(line.startswith(start) for line in lines), (start, output)
+    assert any("user ops; password from FLOWER_BASIC_AUTH" in line for line in lines), output
+    assert "pw-not-shown" not in output
+    assert not any(line.strip().startswith("export ") for line in lines)  # all set already
+    for step in ("worker: stopped", "runner: stopped", "sessions: 2 stopped",
+                 "logs removed"):  # fmt: skip
+        assert any(step in line for line in lines), (step, output)
+    commands = [line for line in lines if line.strip().startswith(("curl ", "export "))]
+    assert [line for line in lines if len(line) > 80 and line not in commands] == [], output
+    assert "Traceback" not in output
 
 
 def test_dev_on_someone_elses_database_stops_only_what_it_started(

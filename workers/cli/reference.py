@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import TextIO
 
 import click
+from rich import box
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
@@ -22,6 +23,7 @@ from workers.adapters.redis_discovery import RedisServiceDiscovery
 from workers.adapters.redis_health import RedisHealthStore
 from workers.adapters.redis_keys import RedisKeys
 from workers.adapters.redis_metrics import RedisMetricsStore
+from workers.cli.deployments import with_rollout
 from workers.cli.output import as_text
 from workers.cli.params import FiniteFloat
 from workers.cli.root import CliContext, bad_input, main, reported_failures
@@ -140,11 +142,18 @@ def proxy(
 @main.command()
 @click.option("--smoke", is_flag=True, help="Headless: serve, heal one replica, exit.")
 @click.option("--timeout-s", type=FiniteFloat(min=10), default=180.0, show_default=True)
-def dev(smoke: bool, timeout_s: float) -> None:
+@click.option(
+    "--replicas",
+    type=click.IntRange(min=0, max=10),
+    default=dev_system.DEMO_REPLICAS,
+    show_default=True,
+    help="Replicas of the demo deployment.",
+)
+def dev(smoke: bool, timeout_s: float, replicas: int) -> None:
     """The whole system on this machine, with a demo deployment of the sample model."""
     # SIGTERM unwinds like Ctrl-C, so every child and server is stopped either way.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    with dev_system.running_system() as system:
+    signal.signal(signal.SIGTERM, _interrupt)
+    with dev_system.running_system(say=click.echo) as system:
         if smoke:
             try:
                 timings = dev_system.smoke(system, timeout_s, click.echo)
@@ -155,63 +164,64 @@ def dev(smoke: bool, timeout_s: float) -> None:
                 f"recovered {timings['recovered_s']:.1f}s"
             )
             return
-        system.demo()
+        demo = system.demo(replicas)
+        for line in system.addresses(os.environ):
+            click.echo(line)
+        click.echo("try it once the demo is ready (Ctrl-C stops everything):")
+        click.echo(
+            f'  curl -d \'{{"prompt": "hi"}}\' {system.proxy_url}/e/{demo.id}/v1/completions'
+        )
         try:
             _live_view(system)
         except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C would leave orphans
             click.echo("stopping every process modelfleet dev started ...")
 
 
 def _live_view(system: dev_system.DevSystem) -> None:
     engine = create_database_engine(system.env["MODELFLEET_DATABASE_URL"], pool_size=1)
     reports, runs = Reports(engine=engine), PostgresPhaseStore(engine=engine)
+    live = Live(refresh_per_second=2)
     try:
-        with Live(refresh_per_second=2) as live:
+        with live:
             while True:
                 live.update(_view(system, reports, runs))
                 time.sleep(VIEW_REFRESH_S)
     finally:
         engine.dispose()
+        if not live.console.is_terminal:
+            live.console.line()  # piped, the last frame ends without a line break
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _view(system: dev_system.DevSystem, reports: Reports, runs: PostgresPhaseStore) -> Group:
-    header = Table.grid()
-    header.add_row(
-        f"Flower {system.flower_url} (admin:admin)   logs {system.folder}   Ctrl-C stops all"
-    )
+    """Deployments, routes and the last run of each phase, in 80 columns (ids whole)."""
+    restarts = Table.grid()
     for process in system.processes:
         if process.restarts:
-            header.add_row(
+            restarts.add_row(as_text(
                 f"{process.name} exited (last code {process.last_exit_code}) and was "
                 f"restarted {process.restarts} times; see {process.log_path}"
-            )
-    deployments = Table(
-        "deployment", "lifecycle", "replicas", "active", "curl", title="deployments"
-    )
+            ))  # fmt: skip
+    deployments = Table("deployment", "lifecycle", "ready", "reason", title="deployments",
+                        box=box.SIMPLE_HEAD, title_justify="left")  # fmt: skip
     for d in reports.deployments():
-        curl = f'curl -d \'{{"prompt": "hi"}}\' {d["url"]}/v1/completions' if d["url"] else ""
+        row = with_rollout(d)
         deployments.add_row(
-            as_text(d["name"]), d["lifecycle"], str(d["replica_count"]), str(d["active_routes"]),
-            as_text(curl),
-        )  # fmt: skip
-    routes = Table("route", "deployment", "status", "session", "port", title="routes")
+            as_text(d["name"]), d["lifecycle"], row["ready"], as_text(row["reason"])
+        )
+    routes = Table("route", "status", "session", "port", title="routes", box=box.SIMPLE_HEAD,
+                   title_justify="left")  # fmt: skip
     for r in reports.routes():
-        routes.add_row(
-            str(r["id"])[:8],
-            as_text(r["deployment"]),
-            r["status"],
-            r["session_status"] or "",
-            str(r["port"] or ""),
-        )
-    phases = Table("phase", "state", "items", "ok", "errors", "seconds", title="last runs")
+        if r["status"] != "terminated":
+            routes.add_row(str(r["id"]), r["status"], r["session_status"] or "",
+                           str(r["port"] or ""))  # fmt: skip
+    phases = Table("phase", "state", "items", "errors", "secs", title="last runs",
+                   box=box.SIMPLE_HEAD, title_justify="left")  # fmt: skip
     for run in runs.latest_run_per_phase():
-        counts = run.summary.counts
-        phases.add_row(
-            run.phase,
-            run.state.value,
-            str(run.item_count),
-            str(counts.success),
-            str(counts.error),
-            f"{run.duration_s or 0:.2f}",
-        )
-    return Group(header, deployments, routes, phases)
+        phases.add_row(run.phase, run.state.value, str(run.item_count),
+                       str(run.summary.counts.error), f"{run.duration_s or 0:.2f}")  # fmt: skip
+    return Group(restarts, deployments, routes, phases)

@@ -36,7 +36,7 @@ from workers.adapters.postgres.rows import deployment_from_row
 from workers.adapters.postgres.schema import deployments, routes, sessions
 from workers.config import interval_variable
 from workers.domain import DeploymentInfo, HealthCheckConfig, ModelRevision, RouteStatus
-from workers.reference.processes import Process, celery, modelfleet, wait_for
+from workers.reference.processes import Process, celery, modelfleet, stop_all, wait_for
 from workers.throwaway_servers import create_database, free_port, start_postgres, start_redis
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,15 @@ DEMO_GROUP = "demo"
 DEMO_DEPLOYMENT = "demo-echo"
 FAST_INTERVAL_S = "1"
 SUPERVISE_EVERY_S = 1.0  # how often a dead child is noticed and started again
+STOP_GRACE_S = 3.0  # all children together, after SIGTERM, before SIGKILL (Ctrl-C in < 5 s)
+DEMO_REPLICAS = 2
+# What the CLI needs to reach this run's stores; those `dev` chose are printed as an export.
+STORE_VARIABLES = (
+    "MODELFLEET_DATABASE_URL",
+    "MODELFLEET_REDIS_URL",
+    "MODELFLEET_BROKER_URL",
+    "MODELFLEET_RESULT_BACKEND",
+)
 DEMO_HEALTH = HealthCheckConfig(
     path="/health", interval_s=1.0, max_retries=2, initial_delay_s=5.0, timeout_s=2.0
 )
@@ -66,6 +75,27 @@ class DevSystem:
     created: list[uuid.UUID] = field(default_factory=list)  # deployments this run made
     processes: list[Process] = field(default_factory=list)
 
+    def addresses(self, environ: Mapping[str, str]) -> list[str]:
+        """What a person needs to reach this run: every address, Flower's login as it
+        really is, and the `export` that points the CLI at these stores."""
+        auth = environ.get("FLOWER_BASIC_AUTH")
+        login = (
+            f"user {auth.split(':', 1)[0]}; password from FLOWER_BASIC_AUTH"
+            if auth
+            else "admin:admin"
+        )
+        lines = [
+            f"app proxy   {self.proxy_url}",
+            f"discovery   {self.sd_url}",
+            f"flower      {self.flower_url} ({login})",
+            f"logs        {self.folder}",
+        ]
+        chosen = [f"{name}={self.env[name]}" for name in STORE_VARIABLES if name not in environ]
+        if chosen:
+            lines.append("point the CLI here (another terminal):")
+            lines.append("  export " + " ".join(chosen))
+        return lines
+
     def start(self, name: str, argv: list[str], **extra: str) -> None:
         self.processes.append(Process(name, argv, {**self.env, **extra}, self.folder))
 
@@ -82,10 +112,10 @@ class DevSystem:
             )
         return restarted
 
-    def demo(self) -> DeploymentInfo:
+    def demo(self, replicas: int = DEMO_REPLICAS) -> DeploymentInfo:
         """The demo deployment: made by this run, or the live one an earlier run left."""
         try:
-            return self.sample_deployment(DEMO_DEPLOYMENT, 2, latency_s=0.0)
+            return self.sample_deployment(DEMO_DEPLOYMENT, replicas, latency_s=0.0)
         except sa.exc.IntegrityError:  # a live demo exists: use that one
             return _live_demo(self.engine)
 
@@ -134,7 +164,10 @@ def isolated_environ(servers_prefix: str = "MODELFLEET_BENCH_") -> dict[str, str
 
 @contextlib.contextmanager
 def running_system(
-    environ: Mapping[str, str] = os.environ, *, fast: bool = True
+    environ: Mapping[str, str] = os.environ,
+    *,
+    fast: bool = True,
+    say: Callable[[str], None] = lambda _: None,
 ) -> Iterator[DevSystem]:
     """Servers (configured or throwaway), migration, and every process; all stopped on exit.
 
@@ -144,7 +177,7 @@ def running_system(
     folder = Path(tempfile.mkdtemp(prefix="modelfleet-dev-"))
     failed = False
     try:
-        with _system_in(folder, environ, fast) as system:
+        with _system_in(folder, environ, fast, say) as system:
             yield system
     except Exception:
         failed = True
@@ -153,11 +186,14 @@ def running_system(
     finally:
         if not failed:  # a normal end, Ctrl-C or SIGTERM: nothing is left behind
             shutil.rmtree(folder, ignore_errors=True)
+            say(f"logs removed ({folder})")
 
 
 @contextlib.contextmanager
-def _system_in(folder: Path, environ: Mapping[str, str], fast: bool) -> Iterator[DevSystem]:
-    with _servers(environ) as (database_url, redis_url):
+def _system_in(
+    folder: Path, environ: Mapping[str, str], fast: bool, say: Callable[[str], None]
+) -> Iterator[DevSystem]:
+    with _servers(environ, say) as (database_url, redis_url):
         engine = create_database_engine(database_url)
         upgrade_to_head(engine)
         proxy_port, sd_port, flower_port = free_port(), free_port(), free_port()
@@ -194,11 +230,11 @@ def _system_in(folder: Path, environ: Mapping[str, str], fast: bool) -> Iterator
             stop_supervising.set()
             if supervisor.is_alive():
                 supervisor.join(timeout=10)
-            for process in reversed(system.processes):
-                process.stop()
-            _stop_sessions(engine, system.runner_name)
+            stop_all(list(reversed(system.processes)), STOP_GRACE_S, say)
+            say(f"sessions: {_stop_sessions(engine, system.runner_name)} stopped")
             if not system.owns_database:
                 _retire(engine, system.created)
+                say(f"deployments this run made: {len(system.created)} destroyed")
             engine.dispose()
 
 
@@ -260,7 +296,7 @@ def _start_all(system: DevSystem, proxy_port: int, sd_port: int, flower_port: in
 
 
 @contextlib.contextmanager
-def _servers(environ: Mapping[str, str]) -> Iterator[tuple[str, str]]:
+def _servers(environ: Mapping[str, str], say: Callable[[str], None]) -> Iterator[tuple[str, str]]:
     database_url = environ.get("MODELFLEET_DATABASE_URL")
     redis_url = environ.get("MODELFLEET_REDIS_URL")
     postgres = None if database_url else start_postgres()
@@ -270,24 +306,29 @@ def _servers(environ: Mapping[str, str]) -> Iterator[tuple[str, str]]:
             database_url = create_database(postgres.url, "modelfleet")
         yield str(database_url), str(redis_url or redis.url)  # type: ignore[union-attr]
     finally:
-        for server in (redis, postgres):
+        for name, server in (("Redis", redis), ("PostgreSQL", postgres)):
             if server is not None:
                 server.stop()
+                say(f"throwaway {name}: stopped")
 
 
-def _stop_sessions(engine: sa.Engine, runner_name: str) -> None:
+def _stop_sessions(engine: sa.Engine, runner_name: str) -> int:
     """The session processes this run's runner started are stopped (they outlive the
     runner); sessions of any other runner on the same database are not touched."""
     ours = sessions.c.runner == runner_name
     try:
         with transaction(engine) as conn:
-            pids = conn.execute(
-                sa.select(sessions.c.pid).where(
-                    ours,
-                    sessions.c.pid.is_not(None),
-                    sessions.c.status.in_(["RUNNING", "TERMINATING"]),
+            pids = (
+                conn.execute(
+                    sa.select(sessions.c.pid).where(
+                        ours,
+                        sessions.c.pid.is_not(None),
+                        sessions.c.status.in_(["RUNNING", "TERMINATING"]),
+                    )
                 )
-            ).scalars()
+                .scalars()
+                .all()
+            )
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, 9)
@@ -296,8 +337,10 @@ def _stop_sessions(engine: sa.Engine, runner_name: str) -> None:
                 .where(ours, sessions.c.status.in_(["RUNNING", "TERMINATING", "PREPARING"]))
                 .values(status="TERMINATED", terminated_at=sa.func.now())
             )
+        return len(pids)
     except Exception:  # stopping goes on: the other steps must still run
         log.exception("could not stop the sessions of runner %s", runner_name)
+        return 0
 
 
 def _retire(engine: sa.Engine, deployment_ids: list[uuid.UUID]) -> None:

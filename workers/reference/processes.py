@@ -69,6 +69,24 @@ class Process:
         self._signal_group(signal.SIGKILL)  # children a graceful stop left behind
         self._log.close()
 
+    def signal_stop(self) -> None:
+        """SIGTERM the group: the first half of a stop that many processes make at once."""
+        if self.popen.poll() is None:
+            self._signal_group(signal.SIGTERM)
+
+    def finish_stop(self, deadline: float) -> str:
+        """Wait for the exit until `deadline` (monotonic), then SIGKILL; how it ended."""
+        try:
+            self.popen.wait(timeout=max(deadline - time.monotonic(), 0))
+            ended = "stopped"
+        except subprocess.TimeoutExpired:
+            self._signal_group(signal.SIGKILL)
+            self.popen.wait(timeout=10)
+            ended = "killed (did not stop in time)"
+        self._signal_group(signal.SIGKILL)  # children a graceful stop left behind
+        self._log.close()
+        return ended
+
     def tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
@@ -76,6 +94,18 @@ class Process:
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
+
+
+def stop_all(
+    processes: list[Process], grace_s: float, say: Callable[[str], None] = lambda _: None
+) -> None:
+    """Stop every process at once: SIGTERM to all, `grace_s` for all of them together to
+    exit, SIGKILL for the rest; a line per process."""
+    for process in processes:
+        process.signal_stop()
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        say(f"{process.name}: {process.finish_stop(deadline)}")
 
 
 def celery(*args: str) -> list[str]:
