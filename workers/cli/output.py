@@ -92,6 +92,7 @@ def emit_table(title: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[
     table = _table(title, rows, columns)
     if _shows_whole(table, console.width, rows, columns):
         console.print(table)
+        console.line()
     else:
         emit_records(title, rows, columns, width=console.width)
 
@@ -115,7 +116,7 @@ def emit_records(
             lines.extend(_field_lines(label, cell_text(row.get(column)), width, is_whole(column)))
     if not rows:
         lines.append("  (none)")
-    click.echo("\n".join(lines))
+    click.echo("\n".join(lines) + "\n")
 
 
 def _field_lines(label: str, value: str, width: int, whole: bool) -> list[str]:
@@ -146,10 +147,16 @@ def wrap_text(text: str, width: int) -> list[str]:
 
 
 def _table(title: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Table:
-    table = Table(title=as_text(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(
+        title=as_text(title),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,  # columns two spaces apart, like `kubectl get`
+    )
     for column in columns:
-        whole = is_whole(column)
-        table.add_column(HEADERS.get(column, column), no_wrap=whole, overflow="fold")
+        table.add_column(HEADERS.get(column, column), no_wrap=is_whole(column), overflow="fold")
     for row in rows:
         table.add_row(*(as_text(row.get(c)) for c in columns))
     return table
