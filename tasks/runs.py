@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -48,14 +49,28 @@ def phase_task(phase: Phase) -> Task:
     """Register `phase` and the Celery task beat and `celery call` start it by."""
     PHASES[phase.name] = phase
 
-    def start(rerun_if_busy: bool = False) -> str | None:
+    def start(task: Task, rerun_if_busy: bool = False) -> str | None:
+        _note_start_delay(phase, task.request.expires)
         return start_run(phase, rerun_if_busy=rerun_if_busy)
 
     start.__doc__ = (
         f"Start a run of {phase.name}; returns its run id (None if one is running; "
         "with rerun_if_busy, that run starts another when it closes)."
     )
-    return app.task(name=phase.name, ignore_result=False)(start)
+    return app.task(name=phase.name, ignore_result=False, bind=True)(start)
+
+
+def _note_start_delay(phase: Phase, expires: str | datetime | None) -> None:
+    """How long this tick waited in the queue. Beat's ticks and follow-ups expire one
+    interval after they are sent, so that is when they were sent; `celery call` and
+    `phase run` send no expiry and are not measured."""
+    interval_s = app.adapters.settings.phases.intervals_s.get(phase.name)
+    if expires is None or interval_s is None:
+        return
+    expires_at = expires if isinstance(expires, datetime) else datetime.fromisoformat(expires)
+    sent_at = expires_at - timedelta(seconds=interval_s)
+    delay_s = max((datetime.now(UTC) - sent_at).total_seconds(), 0.0)
+    app.adapters.controller_metrics.start_delay(phase.name, delay_s)
 
 
 def start_run(phase: Phase, *, rerun_if_busy: bool = False) -> str | None:
@@ -63,6 +78,7 @@ def start_run(phase: Phase, *, rerun_if_busy: bool = False) -> str | None:
     settings = adapters.settings.phases
     token = adapters.phase_lock.acquire(phase.name, settings.deadline_s)
     if token is None:
+        adapters.controller_metrics.lock_busy(phase.name)
         if rerun_if_busy:  # the running run may have loaded its targets before this news
             adapters.phase_lock.request_rerun(phase.name, settings.deadline_s)
             log.info("phase=%s: a run holds the lock; it starts another when it closes", phase.name)
@@ -78,6 +94,7 @@ def start_run(phase: Phase, *, rerun_if_busy: bool = False) -> str | None:
         raise
     if run is None:
         adapters.phase_lock.release(phase.name, token)
+        adapters.controller_metrics.lock_busy(phase.name)
         if rerun_if_busy:
             adapters.phase_lock.request_rerun(phase.name, settings.deadline_s)
         log.info("phase=%s: a run is still open in phase_runs; this tick does nothing", phase.name)
@@ -275,6 +292,7 @@ def _buckets(outcomes: Sequence[Outcome]) -> set[OutcomeBucket]:
 def _after_close(phase: Phase, adapters: Adapters, run: PhaseRun, follow_ups: set[str]) -> None:
     adapters.phase_lock.release(phase.name, run.lock_token)
     adapters.outcomes.expire_soon(run.id)
+    adapters.controller_metrics.run_closed(run)
     counts = run.summary.counts
     log.info(
         "run %s %s: %d items, success=%d error=%d stale=%d skipped=%d missing=%d "

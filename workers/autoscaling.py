@@ -29,6 +29,14 @@ _COMPARE: dict[Comparator, Callable[[float, float], bool]] = {
 }
 
 
+_SYMBOL = {
+    Comparator.LESS_THAN: "<",
+    Comparator.LESS_THAN_OR_EQUAL: "<=",
+    Comparator.GREATER_THAN: ">",
+    Comparator.GREATER_THAN_OR_EQUAL: ">=",
+}
+
+
 @dataclass(frozen=True)
 class ScalingDecision:
     rule: AutoScalingRule
@@ -61,6 +69,20 @@ def decide_replicas(
             return None
         return ScalingDecision(rule=rule, metric_value=value, replicas=replicas)
     return None
+
+
+def describe_decision(deployment: DeploymentInfo, decision: ScalingDecision) -> str:
+    """'scaled 1 -> 3: model_requests_in_flight 2.7 >= 2 (rule <id>)', for history and logs."""
+    rule = decision.rule
+    return (
+        f"scaled {deployment.target_replica_count} -> {decision.replicas}: "
+        f"{rule.metric_name} {decision.metric_value:g} {_SYMBOL[rule.comparator]} "
+        f"{rule.threshold:g}" + (f" (rule {rule.id})" if rule.id is not None else "")
+    )
+
+
+def direction(deployment: DeploymentInfo, decision: ScalingDecision) -> str:
+    return "up" if decision.replicas > deployment.target_replica_count else "down"
 
 
 def is_cooling_down(rule: AutoScalingRule, now: datetime) -> bool:

@@ -17,12 +17,15 @@ from workers.adapters.postgres.engine import create_database_engine
 from workers.adapters.postgres.phase_store import PostgresPhaseStore
 from workers.adapters.postgres.scheduler import SessionTableScheduler
 from workers.adapters.redis_client import create_redis_client
+from workers.adapters.redis_controller_metrics import RedisControllerMetrics
 from workers.adapters.redis_discovery import RedisServiceDiscovery
 from workers.adapters.redis_health import RedisHealthStore
 from workers.adapters.redis_keys import RedisKeys
 from workers.adapters.redis_metrics import RedisMetricsStore
 from workers.adapters.redis_phase_runs import RedisOutcomeStore, RedisPhaseLock, RedisRunProgress
+from workers.autoscaling import ScalingDecision, direction
 from workers.config import Settings
+from workers.domain import DeploymentInfo
 from workers.executors import DeploymentExecutor, RouteExecutor
 
 
@@ -41,6 +44,7 @@ class Adapters:
     phase_lock: RedisPhaseLock
     outcomes: RedisOutcomeStore
     run_progress: RedisRunProgress
+    controller_metrics: RedisControllerMetrics
 
     def route_executor(self) -> RouteExecutor:
         return RouteExecutor(
@@ -65,11 +69,23 @@ def build_adapters(settings: Settings) -> Adapters:
     client = create_redis_client(settings.redis_url)
     keys = RedisKeys(prefix=settings.redis_key_prefix)
     metrics = RedisMetricsStore(client=client, keys=keys)
+    controller_metrics = RedisControllerMetrics(client=client, keys=keys)
+
+    def count_decision(deployment: DeploymentInfo, decision: ScalingDecision) -> None:
+        controller_metrics.autoscaling_decision(
+            deployment.name,
+            direction(deployment, decision),
+            decision.rule.metric_name,
+            decision.metric_value,
+        )
+
     return Adapters(
         settings=settings,
         engine=engine,
         redis=client,
-        repository=PostgresDeploymentRepository(engine=engine, metrics=metrics),
+        repository=PostgresDeploymentRepository(
+            engine=engine, metrics=metrics, on_decision=count_decision
+        ),
         scheduler=SessionTableScheduler(engine=engine),
         health_store=RedisHealthStore(client=client, keys=keys),
         service_discovery=RedisServiceDiscovery(client=client, keys=keys),
@@ -79,4 +95,5 @@ def build_adapters(settings: Settings) -> Adapters:
         phase_lock=RedisPhaseLock(client=client, keys=keys),
         outcomes=RedisOutcomeStore(client=client, keys=keys),
         run_progress=RedisRunProgress(client=client, keys=keys),
+        controller_metrics=controller_metrics,
     )

@@ -1,8 +1,9 @@
-"""Prometheus HTTP service discovery: `GET /metrics/service_discovery`.
+"""Prometheus HTTP service discovery, `GET /metrics/service_discovery`, and the
+controller's own metrics, `GET /metrics`.
 
-Answers Prometheus' standard document (`[{"targets": ["host:port"], "labels":
-{...}}]`) built from the scrape targets in Redis. A small WSGI app served by
-waitress; `modelfleet service-discovery serve` starts it.
+Discovery answers Prometheus' standard document (`[{"targets": ["host:port"],
+"labels": {...}}]`) built from the scrape targets in Redis. A small WSGI app served
+by waitress; `modelfleet service-discovery serve` starts it.
 """
 
 from __future__ import annotations
@@ -20,13 +21,24 @@ from workers.errors import InfrastructureUnavailable
 log = logging.getLogger(__name__)
 
 PATH = "/metrics/service_discovery"
+METRICS_PATH = "/metrics"
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-def make_app(discovery: RedisServiceDiscovery) -> WsgiApp:
+def make_app(
+    discovery: RedisServiceDiscovery, metrics: Callable[[], bytes] | None = None
+) -> WsgiApp:
+    """Discovery, and the controller's metrics when `metrics` makes their text."""
+
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if metrics is not None and environ.get("PATH_INFO") == METRICS_PATH:
+            body = metrics()
+            start_response("200 OK", [("Content-Type", METRICS_CONTENT_TYPE),
+                                      ("Content-Length", str(len(body)))])  # fmt: skip
+            return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
         status, headers, document = answer(environ.get("PATH_INFO"), environ.get("REQUEST_METHOD"))
         body = json.dumps(document).encode()
         start_response(
@@ -50,7 +62,15 @@ def make_app(discovery: RedisServiceDiscovery) -> WsgiApp:
     return app
 
 
-def serve(discovery: RedisServiceDiscovery, *, host: str, port: int) -> None:
+def serve(
+    discovery: RedisServiceDiscovery,
+    *,
+    host: str,
+    port: int,
+    metrics: Callable[[], bytes] | None = None,
+) -> None:
     """Serve until interrupted."""
     log.info("service discovery: serving http://%s:%d%s", host, port, PATH)
-    waitress.serve(make_app(discovery), host=host, port=port, threads=2, ident="modelfleet")
+    waitress.serve(
+        make_app(discovery, metrics), host=host, port=port, threads=2, ident="modelfleet"
+    )

@@ -13,7 +13,7 @@ from workers.adapters.app_proxy_http import HttpAppProxy
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.deployment_repository import PostgresDeploymentRepository
 from workers.adapters.postgres.scheduler import SessionTableScheduler
-from workers.adapters.postgres.schema import autoscaling_rules
+from workers.adapters.postgres.schema import autoscaling_rules, deployment_history
 from workers.adapters.redis_keys import RedisKeys
 from workers.adapters.redis_metrics import RedisMetricsStore
 from workers.config import AppProxySettings
@@ -172,3 +172,35 @@ def test_session_metrics_drive_a_session_rule(
     metrics_store.write_session_metrics(session_id, {"cpu_util": 95.0})
     metrics = repo.fetch_metrics_for_autoscaling([deployment], {deployment.id: [rule]})
     assert repo.calculate_desired_replicas_for_deployment(deployment, [rule], metrics) == 2
+
+
+def test_each_decision_leaves_a_history_row_with_rule_value_and_threshold(
+    engine: sa.Engine,
+    metrics_store: RedisMetricsStore,
+    catalog: Catalog,
+    clock: Clock,
+    deployment: DeploymentInfo,
+) -> None:
+    """Like Kubernetes' SuccessfulRescale event; and the decision is handed on (to metrics)."""
+    decided: list[tuple[str, int, float]] = []
+    repo = PostgresDeploymentRepository(
+        engine=engine, metrics=metrics_store, clock=clock,
+        on_decision=lambda d, decision: decided.append(
+            (d.name, decision.replicas, decision.metric_value)
+        ),
+    )  # fmt: skip
+    rule = catalog.add_autoscaling_rule(
+        deployment.id, _scale_out_rule(comparator=Comparator.GREATER_THAN_OR_EQUAL,
+                                       threshold=2.0, step_size=2)
+    )  # fmt: skip
+    metrics_store.write_deployment_metrics(deployment.id, {"requests_in_flight": 2.7})
+    executor = DeploymentExecutor(deployment_repo=repo,
+                                  app_proxy=HttpAppProxy(settings=AppProxySettings()))  # fmt: skip
+    executor.calculate_desired_replicas([deployment])
+    with engine.connect() as conn:
+        [row] = conn.execute(
+            sa.select(deployment_history).where(deployment_history.c.deployment_id == deployment.id)
+        ).mappings().all()  # fmt: skip
+    assert row["message"] == f"scaled 1 -> 3: requests_in_flight 2.7 >= 2 (rule {rule.id})"
+    assert (row["phase"], row["result"]) == ("deployments.check_replicas", "success")
+    assert decided == [(deployment.name, 3, 2.7)]

@@ -64,6 +64,11 @@ class RedisKeys:
         """String: present while the worker process `host:pid` is alive (short TTL)."""
         return f"{self.prefix}modelfleet:worker-alive:{worker_id}"
 
+    def controller_metric(self, family: str) -> str:
+        """Hash: label values joined by a unit separator -> number, for one metric family
+        of the controller's own metrics (no TTL: counters live as long as Redis does)."""
+        return f"{self.prefix}modelfleet:metrics:{family}"
+
     def phase_outcomes(self, run_id: UUID | str) -> str:
         """Hash: item id -> outcome record (JSON), written by the run's header tasks."""
         return f"{self.prefix}modelfleet:phase-run:{run_id}:outcomes"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
+from workers.adapters.prometheus_metrics import exposition
 from workers.adapters.redis_client import create_redis_client
+from workers.adapters.redis_controller_metrics import RedisControllerMetrics
 from workers.adapters.redis_discovery import RedisServiceDiscovery
 from workers.adapters.redis_keys import RedisKeys
 from workers.cli.root import CliContext, main, reported_failures
@@ -23,16 +25,19 @@ def service_discovery() -> None:
 )
 @click.pass_obj
 def service_discovery_serve(cli: CliContext, host: str | None, port: int | None) -> None:
-    """Serve GET /metrics/service_discovery until interrupted."""
+    """Serve GET /metrics/service_discovery and the controller's GET /metrics until
+    interrupted."""
     settings = cli.settings
     client = create_redis_client(settings.redis_url)
-    discovery = RedisServiceDiscovery(client=client, keys=RedisKeys(settings.redis_key_prefix))
+    keys = RedisKeys(settings.redis_key_prefix)
+    counters = RedisControllerMetrics(client=client, keys=keys)
     try:
         with reported_failures("service-discovery serve"):  # e.g. the port is taken
             serve(
-                discovery,
+                RedisServiceDiscovery(client=client, keys=keys),
                 host=host or settings.service_discovery_http.host,
                 port=settings.service_discovery_http.port if port is None else port,
+                metrics=lambda: exposition(counters, cli.reports),
             )
     finally:
         client.close()

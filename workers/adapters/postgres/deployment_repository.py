@@ -11,6 +11,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -31,6 +32,7 @@ from workers.adapters.postgres.rows import (
 )
 from workers.adapters.postgres.schema import (
     autoscaling_rules,
+    deployment_history,
     deployment_revisions,
     deployments,
     routes,
@@ -39,7 +41,7 @@ from workers.adapters.postgres.schema import (
 )
 from workers.adapters.postgres.transitions import insert_routes, take_out_of_service
 from workers.adapters.redis_metrics import RedisMetricsStore
-from workers.autoscaling import decide_replicas
+from workers.autoscaling import ScalingDecision, decide_replicas, describe_decision
 from workers.domain import (
     ACTIVE_ROUTE_STATUSES,
     AutoScalingMetricsData,
@@ -62,6 +64,8 @@ from workers.errors import EndpointNotFound, RevisionMissing
 
 log = logging.getLogger(__name__)
 
+AUTOSCALING_PHASE = "deployments.check_replicas"  # the phase whose run applies the rules
+
 _ACTIVE = [status.value for status in ACTIVE_ROUTE_STATUSES]
 _UUID = PG_UUID(as_uuid=True)
 
@@ -77,12 +81,14 @@ class PostgresDeploymentRepository:
         engine: sa.Engine,
         metrics: RedisMetricsStore,
         clock: Callable[[], datetime] = _utc_now,
+        on_decision: Callable[[DeploymentInfo, ScalingDecision], None] = lambda *_: None,
     ) -> None:
         self._engine = engine
         self._metrics = metrics
         self._clock = clock
+        self._on_decision = on_decision  # e.g. counted in the controller's metrics
         # Rules that fired, per deployment, until the desired count they decided is saved.
-        self._fired_rules: dict[UUID, tuple[UUID, datetime]] = {}
+        self._fired_rules: dict[UUID, _Fired] = {}
 
     # -- read by the route executor --
     def get_endpoints_by_ids(self, endpoint_ids: AbstractSet[UUID]) -> list[DeploymentInfo]:
@@ -316,19 +322,8 @@ class PostgresDeploymentRepository:
         decision = decide_replicas(deployment, rules, metrics, now)
         if decision is None:
             return None
-        log.info(
-            "deployment %s: rule %s fired (%s=%s %s %s): %d -> %d replicas",
-            deployment.id,
-            decision.rule.id,
-            decision.rule.metric_name,
-            decision.metric_value,
-            decision.rule.comparator.value,
-            decision.rule.threshold,
-            deployment.target_replica_count,
-            decision.replicas,
-        )
-        if decision.rule.id is not None:
-            self._fired_rules[deployment.id] = (decision.rule.id, now)
+        log.info("deployment %s: %s", deployment.id, describe_decision(deployment, decision))
+        self._fired_rules[deployment.id] = _Fired(deployment, decision, now)
         return decision.replicas
 
     def update_desired_replicas_bulk(self, desired_replicas: Mapping[UUID, int]) -> None:
@@ -350,8 +345,10 @@ class PostgresDeploymentRepository:
             )
             if fired:
                 _stamp_fired_rules(conn, fired.values())
-        for deployment_id in fired:
+                _record_decisions(conn, fired.values())
+        for deployment_id, why in fired.items():
             self._fired_rules.pop(deployment_id, None)
+            self._on_decision(why.deployment, why.decision)
 
     def fetch_rollout_states(
         self, deployments: Sequence[DeploymentInfo]
@@ -397,8 +394,39 @@ def _active_routes(
     return dict(grouped)
 
 
-def _stamp_fired_rules(conn: sa.Connection, fired: Collection[tuple[UUID, datetime]]) -> None:
-    rule_ids, fired_at = zip(*fired, strict=True)
+@dataclass(frozen=True)
+class _Fired:
+    """A rule's decision, kept until the count it decided is saved."""
+
+    deployment: DeploymentInfo
+    decision: ScalingDecision
+    at: datetime
+
+
+def _record_decisions(conn: sa.Connection, fired: Collection[_Fired]) -> None:
+    """A history row per decision, like Kubernetes' SuccessfulRescale event:
+    'scaled 1 -> 3: model_requests_in_flight 2.7 >= 2 (rule <id>)'."""
+    conn.execute(
+        deployment_history.insert(),
+        [
+            {
+                "deployment_id": f.deployment.id,
+                "phase": AUTOSCALING_PHASE,
+                "from_status": f.deployment.lifecycle.value,
+                "to_status": f.deployment.lifecycle.value,
+                "result": "success",
+                "message": describe_decision(f.deployment, f.decision),
+            }
+            for f in fired
+        ],
+    )
+
+
+def _stamp_fired_rules(conn: sa.Connection, fired: Collection[_Fired]) -> None:
+    stamped = [(f.decision.rule.id, f.at) for f in fired if f.decision.rule.id is not None]
+    if not stamped:
+        return
+    rule_ids, fired_at = zip(*stamped, strict=True)
     v = unnest_rows(
         "fired",
         {"id": (_UUID, list(rule_ids)), "at": (sa.DateTime(timezone=True), list(fired_at))},
