@@ -128,6 +128,8 @@ class Phase:
     load_targets: Callable[[Adapters], Sequence[Item]] | None = None
     # One header task gets every item: the phase acts on the set as a whole.
     whole_set: bool = False
+    # Each item is a call to another service (the app proxy): one header task per item.
+    remote_items: bool = False
 
     def follow_ups_after(
         self, applied: Collection[OutcomeBucket], seen: Collection[OutcomeBucket]

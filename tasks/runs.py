@@ -36,6 +36,7 @@ from workers.phase_runs import (
     PhaseRunState,
     RunSummary,
     error_samples,
+    task_count,
 )
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def phase_task(phase: Phase) -> Task:
 
     def start(task: Task, rerun_if_busy: bool = False) -> str | None:
         _note_start_delay(phase, task.request.expires)
-        return start_run(phase, rerun_if_busy=rerun_if_busy)
+        return start_run(phase, rerun_if_busy=rerun_if_busy, claim_id=task.request.id)
 
     start.__doc__ = (
         f"Start a run of {phase.name}; returns its run id (None if one is running; "
@@ -73,7 +74,9 @@ def _note_start_delay(phase: Phase, expires: str | datetime | None) -> None:
     app.adapters.controller_metrics.start_delay(phase.name, delay_s)
 
 
-def start_run(phase: Phase, *, rerun_if_busy: bool = False) -> str | None:
+def start_run(
+    phase: Phase, *, rerun_if_busy: bool = False, claim_id: str | None = None
+) -> str | None:
     adapters = app.adapters
     settings = adapters.settings.phases
     token = adapters.phase_lock.acquire(phase.name, settings.deadline_s)
@@ -87,7 +90,7 @@ def start_run(phase: Phase, *, rerun_if_busy: bool = False) -> str | None:
         return None
     try:
         ids = [item.id for item in phase.targets_now(adapters)]
-        groups = _groups(phase, ids, settings.fanout_max_tasks)
+        groups = _groups(phase, ids, settings.fanout_max_tasks, app.worker_processes)
         run = _open_run(phase, adapters, token, len(ids), len(groups))
     except BaseException:
         adapters.phase_lock.release(phase.name, token)
@@ -103,6 +106,9 @@ def start_run(phase: Phase, *, rerun_if_busy: bool = False) -> str | None:
         if not groups:
             close_run(phase, adapters, run.id, [], PhaseRunState.SUCCEEDED)
             return str(run.id)
+        if len(groups) == 1 and not phase.remote_items:
+            _run_here(phase, adapters, run, groups[0], claim_id or f"inline-{run.id}")
+            return str(run.id)
         try:
             _publish(phase, run, groups)
         except Exception as error:  # the broker refused part of the chord: nothing will close it
@@ -110,6 +116,21 @@ def start_run(phase: Phase, *, rerun_if_busy: bool = False) -> str | None:
             close_failed(phase, adapters, run.id, error)
             raise
     return str(run.id)
+
+
+def _run_here(
+    phase: Phase, adapters: Adapters, run: PhaseRun, ids: list[UUID], claim_id: str
+) -> None:
+    """A run of one cheap group, done in this task: a chord would only add two hops
+    (header task, callback) to the same work. The claim lets the sweeper tell this
+    run in progress from one lost with its worker, as for a header task."""
+    try:
+        outcomes = _claimed(claim_id, phase, adapters, run.id, [str(i) for i in ids])
+    except Exception as error:
+        log.exception("the run's items could not be run")
+        close_failed(phase, adapters, run.id, error)
+        raise
+    close_run(phase, adapters, run.id, outcomes, PhaseRunState.SUCCEEDED)
 
 
 def _open_run(
@@ -167,7 +188,7 @@ def run_items(
             if not adapters.phase_store.is_running(UUID(run_id)):
                 log.warning("run is closed already; %d items left to the next run", len(item_ids))
                 return []
-            outcomes = _claimed(self, phase, adapters, UUID(run_id), item_ids)
+            _claimed(self.request.id, phase, adapters, UUID(run_id), item_ids)
         except InfrastructureUnavailable as error:
             retries = adapters.settings.phases.item_retries
             if self.request.retries >= retries:
@@ -176,21 +197,23 @@ def run_items(
             countdown = min(2**self.request.retries, RETRY_BACKOFF_MAX_S)
             log.warning("retrying in %ss: %s", countdown, error)
             raise self.retry(exc=error, countdown=countdown, max_retries=retries) from error
-        return [outcome.to_json() for outcome in outcomes]
+        # The outcomes are in Redis (saved above); the callback reads them there, so the
+        # chord's messages stay small at any size (100,000 outcomes were ~6 MB each way).
+        return []
 
 
 def _claimed(
-    task: Task, phase: Phase, adapters: Adapters, run_id: UUID, item_ids: list[str]
+    claim_id: str, phase: Phase, adapters: Adapters, run_id: UUID, item_ids: list[str]
 ) -> list[Outcome]:
     """Run the items with the run claimed by this process, so the sweeper can tell
     a task in progress from one lost with its worker."""
     ttl_s = adapters.settings.phases.deadline_s * 2
-    adapters.run_progress.claim(run_id, task.request.id, ttl_s)
+    adapters.run_progress.claim(run_id, claim_id, ttl_s)
     try:
         outcomes = execute_items(phase, adapters, [UUID(i) for i in item_ids])
         adapters.outcomes.save(run_id, outcomes, ttl_s=ttl_s)
     finally:
-        adapters.run_progress.release(run_id, task.request.id, ttl_s)
+        adapters.run_progress.release(run_id, claim_id, ttl_s)
     return outcomes
 
 
@@ -334,11 +357,10 @@ def _publish(phase: Phase, run: PhaseRun, groups: list[list[UUID]]) -> None:
     log.info("published %d tasks for %d items", len(groups), run.item_count)
 
 
-def _groups(phase: Phase, ids: list[UUID], max_tasks: int) -> list[list[UUID]]:
-    """Items split evenly over at most `max_tasks` groups (one group for a whole-set phase)."""
-    if phase.whole_set:
-        return [ids]
-    count = min(len(ids), max_tasks)
+def _groups(phase: Phase, ids: list[UUID], max_tasks: int, processes: int) -> list[list[UUID]]:
+    """Items split evenly over as many header tasks as `task_count` says fits the work."""
+    count = task_count(len(ids), whole_set=phase.whole_set, remote=phase.remote_items,
+                       processes=processes, max_tasks=max_tasks)  # fmt: skip
     return [ids[i::count] for i in range(count)]
 
 

@@ -18,6 +18,7 @@ from celery import Celery
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
+    worker_init,
     worker_process_init,
     worker_process_shutdown,
 )
@@ -42,6 +43,9 @@ class ModelfleetCelery(Celery):  # type: ignore[misc]  # Celery ships without ty
         self._settings = settings
         self._adapters: Adapters | None = None
         self._adapters_pid: int | None = None
+        # Processes of this worker's pool (set at worker start; children inherit it):
+        # how many header tasks keep it busy.
+        self.worker_processes = os.cpu_count() or 2
         self.add_defaults(lambda: celery_config(self.settings))
 
     @property
@@ -126,6 +130,12 @@ def _redis_transport(broker_url: str) -> dict[str, str]:
 
 
 app = ModelfleetCelery()
+
+
+@worker_init.connect
+def _remember_pool_size(sender: Any, **_: Any) -> None:
+    if isinstance(sender.concurrency, int) and sender.concurrency > 0:
+        app.worker_processes = sender.concurrency
 
 
 @worker_process_init.connect

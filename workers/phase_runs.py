@@ -7,6 +7,7 @@ into the seed's result type. Plain values only, like `workers.domain`.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -214,3 +215,28 @@ class RunProgress:
         if self.now_s - last_s < stall_s:
             return False
         return not any(worker in self.live_workers for worker in self.claims.values())
+
+
+# A cheap item (database and Redis work) costs ~0.1 ms; a Celery task ~8 ms. A task gets at
+# least this many, so its own cost stays near a tenth of its work ...
+MIN_ITEMS_PER_TASK = 1_000
+# ... and at most this many, so no one task holds a run's whole memory (100,000 routes).
+MAX_ITEMS_PER_TASK = 20_000
+
+
+def task_count(items: int, *, whole_set: bool, remote: bool, processes: int, max_tasks: int) -> int:
+    """How many header tasks a run of `items` gets.
+
+    Cheap items: enough tasks to keep every worker process busy, none smaller than
+    MIN_ITEMS_PER_TASK or larger than MAX_ITEMS_PER_TASK. Remote items (a call to the
+    app proxy each, seconds when it is slow): one task per item, so a slow call never
+    holds up the others. Never more than `max_tasks`; one for a whole-set phase.
+    """
+    if whole_set:
+        return 1  # even with no items: a sync of nothing unpublishes everything
+    if items == 0:
+        return 0
+    if remote:
+        return min(items, max_tasks)
+    enough = max(processes, math.ceil(items / MAX_ITEMS_PER_TASK))
+    return max(1, min(math.ceil(items / MIN_ITEMS_PER_TASK), enough, max_tasks))

@@ -14,6 +14,7 @@ PHASE = Phase(
         OutcomeBucket.ERROR: Stay(),
         OutcomeBucket.SKIPPED: Stay(),  # no revision or no app proxy yet: history says so
     },
+    remote_items=True,  # an app-proxy call per deployment
     follow_ups={OutcomeBucket.SUCCESS: ("deployments.scale",)},
 )
 

@@ -21,6 +21,7 @@ PHASE = Phase(
         OutcomeBucket.SUCCESS: Move(DeploymentLifecycle.DESTROYED),
         OutcomeBucket.ERROR: StayUntil(tries=DESTROY_TRIES, then=DeploymentLifecycle.DESTROYED),
     },
+    remote_items=True,  # an app-proxy call per deployment
     follow_ups={
         OutcomeBucket.SUCCESS: LEAVING_SERVICE,
         OutcomeBucket.ERROR: LEAVING_SERVICE,

@@ -67,10 +67,9 @@ def test_closed_runs_and_decisions_become_prometheus_samples(
     assert found["modelfleet_phase_run_duration_seconds_sum"][drain] == 7.3
     assert found["modelfleet_phase_items_total"][drain | {("bucket", "error")}] == 2
     assert found["modelfleet_phase_transitions_total"][drain] == 4
-    assert found["modelfleet_phase_last_success_timestamp_seconds"][drain] == round(
-        ok.finished_at.timestamp(),
-        3,  # type: ignore[union-attr]
-    )
+    assert ok.finished_at is not None
+    last_success = found["modelfleet_phase_last_success_timestamp_seconds"][drain]
+    assert last_success == round(ok.finished_at.timestamp(), 3)
     assert found["modelfleet_phase_lock_busy_total"][drain] == 1
     assert found["modelfleet_phase_start_delay_seconds"][drain] == 0.042
     assert found["modelfleet_autoscaling_decisions_total"] == {

@@ -23,6 +23,7 @@ from workers.domain import (
     RouteExecutionResult,
     RouteStatus,
 )
+from workers.phase_runs import task_count
 
 R = RouteStatus
 L = DeploymentLifecycle
@@ -145,19 +146,45 @@ def test_destroy_gives_up_on_the_fifth_failed_try_and_keeps_the_error(
     assert (change.error_code, change.message) == ("app_proxy", "Failed to unregister: HTTP 500")
 
 
-def test_items_are_split_evenly_over_at_most_the_fanout_limit() -> None:
-    ids = [uuid4() for _ in range(10)]
-    groups = _groups(PHASES["routes.health_check"], ids, max_tasks=4)
-    assert [len(g) for g in groups] == [3, 3, 2, 2]
+def test_cheap_items_are_split_evenly_over_as_many_tasks_as_the_work_needs() -> None:
+    ids = [uuid4() for _ in range(10_000)]
+    groups = _groups(PHASES["routes.health_check"], ids, max_tasks=256, processes=4)
+    assert [len(g) for g in groups] == [2_500] * 4
     assert sorted(i for g in groups for i in g) == sorted(ids)
-    assert len(_groups(PHASES["routes.health_check"], ids[:3], max_tasks=4)) == 3
-    assert _groups(PHASES["routes.health_check"], [], max_tasks=4) == []
+    assert len(_groups(PHASES["routes.health_check"], ids[:300], max_tasks=256, processes=4)) == 1
+    assert _groups(PHASES["routes.health_check"], [], max_tasks=256, processes=4) == []
+
+
+@pytest.mark.parametrize(
+    ("items", "processes", "max_tasks", "expected"),
+    [
+        (100, 2, 256, 1),  # one cheap group: no chord at all
+        (1_000, 2, 256, 1),
+        (10_000, 2, 256, 2),  # every process busy, each task large against its own cost
+        (10_000, 8, 256, 8),
+        (10_000, 32, 256, 10),  # never under MIN_ITEMS_PER_TASK each
+        (100_000, 2, 256, 5),  # never over MAX_ITEMS_PER_TASK each
+        (100_000, 2, 3, 3),  # never over MODELFLEET_FANOUT_MAX_TASKS
+    ],
+)
+def test_cheap_items_get_tasks_for_every_process_within_bounds(
+    items: int, processes: int, max_tasks: int, expected: int
+) -> None:
+    assert task_count(items, whole_set=False, remote=False, processes=processes,
+                      max_tasks=max_tasks) == expected  # fmt: skip
+
+
+def test_remote_items_get_a_task_each_up_to_the_limit() -> None:
+    assert PHASES["deployments.check_pending"].remote_items
+    assert PHASES["deployments.destroy"].remote_items
+    assert task_count(50, whole_set=False, remote=True, processes=2, max_tasks=256) == 50
+    assert task_count(500, whole_set=False, remote=True, processes=2, max_tasks=256) == 256
 
 
 def test_a_whole_set_phase_gets_one_task_even_when_nothing_is_healthy() -> None:
     phase = PHASES["routes.sync_service_discovery"]
-    assert _groups(phase, [uuid4() for _ in range(300)], max_tasks=4)[0].__len__() == 300
-    assert _groups(phase, [], max_tasks=4) == [[]]
+    assert len(_groups(phase, [uuid4() for _ in range(30_000)], max_tasks=4, processes=2)) == 1
+    assert _groups(phase, [], max_tasks=4, processes=2) == [[]]
 
 
 @pytest.mark.parametrize(
