@@ -24,6 +24,7 @@ PHASE_INTERVALS_S: Final[Mapping[str, float]] = MappingProxyType(
         "routes.provision": 2.0,
         "routes.check_running": 5.0,
         "routes.health_check": 5.0,
+        "routes.health_changed": 1.0,  # also started by beat's watcher as changes land
         "routes.evict": 5.0,
         "routes.drain": 1.0,
         "routes.terminate": 2.0,

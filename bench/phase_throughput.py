@@ -1,12 +1,19 @@
 """routes.health_check end to end on Celery, against the same work done in-process.
 
     python bench/phase_throughput.py [--sizes 100,1000,10000] [--repeat 3] [--concurrency 2]
+                                     [--slow-items 50] [--slow-delay-s 1]
 
 For each N, N degraded routes whose readiness in Redis is "1" are moved to
 healthy. Celery: from publishing the phase task to the run's transitions being
 committed (`phase_runs.finished_at`), with a real `celery worker` (prefork).
 Floor: the same executor call, transitions and history in this process, no
-Celery. Prints both and their ratio.
+Celery. Prints both and their ratio, the worker processes' peak RSS, Redis's peak
+memory and the largest task result stored (what the chord callback's message
+carries).
+
+The slow-item case: deployments.check_pending for --slow-items pending
+deployments against an app proxy that answers each registration after
+--slow-delay-s; compared with the ideal, items x delay / worker processes.
 
 Uses MODELFLEET_BENCH_DATABASE_URL / MODELFLEET_BENCH_REDIS_URL, or else
 throwaway servers from the PyPI wheels. MODELFLEET_FANOUT_MAX_TASKS applies.
@@ -15,16 +22,21 @@ throwaway servers from the PyPI wheels. MODELFLEET_FANOUT_MAX_TASKS applies.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import sqlalchemy as sa
+from celery.states import READY_STATES
 from sqlalchemy.engine import make_url
 
 from tasks.routes.health_check import PHASE
@@ -39,6 +51,7 @@ from workers.phase_runs import PhaseRunState
 from workers.throwaway_servers import start_postgres, start_redis
 
 POLL_S = 0.005
+CHECK_PENDING = "deployments.check_pending"
 
 
 def main() -> None:
@@ -46,6 +59,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--slow-items", type=int, default=50)
+    parser.add_argument("--slow-delay-s", type=float, default=1.0)
     args = parser.parse_args()
     with _servers() as (database_url, redis_url):
         env = {
@@ -70,11 +85,20 @@ def main() -> None:
             sender = ModelfleetCelery(settings=adapters.settings)
             print(f"fan-out limit {adapters.settings.phases.fanout_max_tasks} tasks, "
                   f"worker concurrency {args.concurrency}, median of {args.repeat}")  # fmt: skip
-            print(f"{'N':>7} {'celery s':>9} {'in-process s':>13} {'ratio':>6}")
+            print(f"{'N':>7} {'celery s':>9} {'in-process s':>13} {'ratio':>6} "
+                  f"{'worker RSS MB':>14} {'Redis peak MB':>14} {'result KB':>10}")  # fmt: skip
             _measure(adapters, sender, 100)  # warm the worker up
             for size in (int(n) for n in args.sizes.split(",")):
                 celery_s, floor_s = _measure(adapters, sender, size, args.repeat)
-                print(f"{size:>7} {celery_s:>9.3f} {floor_s:>13.3f} {celery_s / floor_s:>6.2f}")
+                print(f"{size:>7} {celery_s:>9.3f} {floor_s:>13.3f} {celery_s / floor_s:>6.2f} "
+                      f"{_peak_rss_mb(worker.pid):>14.0f} {_redis_peak_mb(adapters):>14.0f} "
+                      f"{_largest_result_kb(adapters):>10.1f}")  # fmt: skip
+            if args.slow_items:
+                took_s = _slow_items(adapters, sender, args.slow_items, args.slow_delay_s)
+                ideal_s = args.slow_items * args.slow_delay_s / args.concurrency
+                print(f"slow items: {args.slow_items} registrations of {args.slow_delay_s:g}s "
+                      f"took {took_s:.1f}s on Celery; ideal {ideal_s:.1f}s "
+                      f"(ratio {took_s / ideal_s:.2f})")  # fmt: skip
         finally:
             worker.terminate()
             worker.wait(timeout=30)
@@ -96,9 +120,7 @@ def _measure(
 
 def _through_celery(adapters: Adapters, sender: ModelfleetCelery) -> float:
     started = time.perf_counter()
-    sent = sender.send_task(PHASE.name)
-    run_id = uuid.UUID(sent.get(timeout=600))
-    sent.forget()
+    run_id = _started_run(sender, PHASE.name)
     while True:
         run = adapters.phase_store.get_run(run_id)
         if run is not None and run.state is not PhaseRunState.RUNNING:
@@ -111,6 +133,16 @@ def _through_celery(adapters: Adapters, sender: ModelfleetCelery) -> float:
     return elapsed
 
 
+def _started_run(sender: ModelfleetCelery, phase: str) -> uuid.UUID:
+    """Send the phase's task and poll its result (as `modelfleet phase run` does: a
+    result awaited with AsyncResult.get prints a traceback at interpreter exit)."""
+    sent = sender.send_task(phase)
+    while (meta := sent.backend.get_task_meta(sent.id))["status"] not in READY_STATES:
+        time.sleep(POLL_S)
+    sent.forget()
+    return uuid.UUID(meta["result"])
+
+
 def _in_process(adapters: Adapters) -> float:
     started = time.perf_counter()
     targets = adapters.phase_store.load_routes(PHASE.targets)
@@ -118,6 +150,78 @@ def _in_process(adapters: Adapters) -> float:
     with adapters.phase_store.transaction() as conn:
         adapters.phase_store.apply_route_transitions(PHASE.transitions(result), conn=conn)
     return time.perf_counter() - started
+
+
+def _peak_rss_mb(worker_pid: int) -> float:
+    """The largest peak RSS (VmHWM) among the worker's processes, in MB."""
+    pids = [worker_pid, *_children(worker_pid)]
+    peaks = []
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        peaks += [int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")]
+    return max(peaks, default=0) / 1024
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [int(child) for child in found]
+
+
+def _redis_peak_mb(adapters: Adapters) -> float:
+    return float(adapters.redis.info("memory")["used_memory_peak"]) / 1e6
+
+
+def _largest_result_kb(adapters: Adapters) -> float:
+    """The largest task result in the result backend: the header tasks' results are what
+    the chord callback's message carries."""
+    pattern = f"{adapters.settings.redis_key_prefix}celery-task-meta-*"
+    sizes = [adapters.redis.strlen(key) for key in adapters.redis.scan_iter(pattern, count=1000)]
+    return max(sizes, default=0) / 1024
+
+
+class _SlowProxy(BaseHTTPRequestHandler):
+    delay_s = 1.0
+
+    def do_POST(self) -> None:  # http.server's name for POST
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        time.sleep(self.delay_s)
+        body = json.dumps({"endpoint": f"http://slow{self.path}"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def _slow_items(adapters: Adapters, sender: ModelfleetCelery, count: int, delay_s: float) -> float:
+    _SlowProxy.delay_s = delay_s
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowProxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        catalog = Catalog(engine=adapters.engine)
+        with adapters.engine.begin() as conn:
+            conn.execute(sa.text("TRUNCATE routes, deployments, scaling_groups CASCADE"))
+        catalog.create_scaling_group("slow", app_proxy_addr=f"http://127.0.0.1:{server.server_port}",
+                                     app_proxy_api_token="bench")  # fmt: skip
+        for n in range(count):
+            catalog.create_deployment(DeploymentInfo(uuid.uuid4(), f"slow-{n}", "slow", 0,
+                                                     ModelRevision(image="i")))  # fmt: skip
+        started = time.perf_counter()
+        run_id = _started_run(sender, CHECK_PENDING)
+        while (run := adapters.phase_store.get_run(run_id)) is None or run.finished_at is None:
+            time.sleep(POLL_S)
+        return time.perf_counter() - started
+    finally:
+        server.shutdown()
 
 
 def _seed(adapters: Adapters, size: int) -> list[uuid.UUID]:

@@ -184,3 +184,39 @@ def test_recently_restarted_follows_the_server_uptime(
     old = RedisHealthStore(client=redis_client, keys=redis_keys, restart_grace_s=0)
     assert young.recently_restarted()
     assert not old.recently_restarted()
+
+
+def test_the_change_feed_hands_each_announced_route_once_and_keeps_the_hash_format(
+    health_store: RedisHealthStore, redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    first, second, third = (str(uuid4()) for _ in range(3))
+    assert health_store.take_changes() == []
+    health_store.update_readiness({first: True, second: True}, changed=[first, second])
+    health_store.update_readiness({second: False, third: True}, changed=[second])
+    assert health_store.take_changes() == [first, second]  # oldest first, each once
+    assert health_store.take_changes() == []
+    health_store.update_readiness({third: False}, changed=[third])
+    assert health_store.take_changes() == [third]
+    # The hashes are exactly what a writer without the feed writes.
+    assert set(redis_client.hgetall(redis_keys.route_health(first))) == {
+        "readiness", "last_readiness", "created_at",
+    }  # fmt: skip
+
+
+def test_a_watcher_wakes_on_a_change_and_times_out_without_one(
+    health_store: RedisHealthStore,
+) -> None:
+    assert health_store.wait_for_changes("$", block_s=0.2) is None
+    health_store.update_readiness({str(uuid4()): True}, changed=["x"])
+    newest = health_store.wait_for_changes(health_store.last_taken(), block_s=0.2)
+    assert newest is not None  # announced while nobody watched: found at once
+    assert health_store.wait_for_changes(newest, block_s=0.2) is None
+    assert health_store.take_changes() == ["x"]
+    assert health_store.wait_for_changes(health_store.last_taken(), block_s=0.2) is None
+
+
+def test_a_writer_that_announces_nothing_adds_nothing_to_the_feed(
+    health_store: RedisHealthStore, redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    health_store.update_readiness({str(uuid4()): True})
+    assert redis_client.exists(redis_keys.route_health_changes) == 0

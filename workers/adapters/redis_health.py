@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -29,6 +29,8 @@ CLOCK_SKEW_ALLOWANCE_S = 30.0
 RESTART_GRACE_S = 30
 _EXCERPT_CHARS = 120
 _REMEMBERED_KEYS = 10_000
+CHANGES_KEPT = 10_000  # change-feed entries Redis keeps (approximately); older ones drop
+CHANGES_READ = 10_000  # the most entries one `take_changes` reads
 
 
 class RedisHealthStore:
@@ -82,11 +84,52 @@ class RedisHealthStore:
         """Start each route's record as never probed (reads as STALE, not UNHEALTHY)."""
         self._write({route_id: None for route_id in route_ids})
 
-    def update_readiness(self, readiness: Mapping[str, bool]) -> None:
-        """Record a probe result per route, stamped with the Redis server's clock."""
-        self._write(readiness)
+    def update_readiness(
+        self, readiness: Mapping[str, bool], *, changed: Collection[str] = ()
+    ) -> None:
+        """Record a probe result per route, stamped with the Redis server's clock, and
+        announce the routes whose readiness `changed` on the change feed, in the same
+        transaction (the controller acts on those within a second)."""
+        self._write(readiness, changed)
 
-    def _write(self, readiness: Mapping[str, bool | None]) -> None:
+    def take_changes(self) -> list[str]:
+        """Route ids announced since the last call, oldest first, each once; the cursor
+        moves past them (a reader holding the phase lock is the only one)."""
+        with redis_errors():
+            # replies are str (decode_responses); redis-py's types say bytes | str
+            cursor: Any = self._client.get(self._keys.route_health_changes_cursor)
+            start = f"({cursor}" if cursor else "-"
+            entries: Any = self._client.xrange(
+                self._keys.route_health_changes, min=start, count=CHANGES_READ
+            )
+            if not entries:
+                return []
+            self._client.set(self._keys.route_health_changes_cursor, entries[-1][0])
+        announced = (
+            route for _, fields in entries for route in fields.get("routes", "").split(",")
+        )
+        return list(dict.fromkeys(r for r in announced if r))
+
+    def last_taken(self) -> str:
+        """The id of the last feed entry `take_changes` took ("0": none yet); a watcher
+        starting there wakes at once for anything announced and not yet acted on."""
+        with redis_errors():
+            cursor: Any = self._client.get(self._keys.route_health_changes_cursor)
+        return str(cursor) if cursor else "0"
+
+    def wait_for_changes(self, after: str, block_s: float) -> str | None:
+        """Block until the feed has entries after `after`; the newest one's
+        id, or None when `block_s` passed with nothing (keep it under the client's socket
+        timeout)."""
+        with redis_errors():
+            reply: Any = self._client.xread(
+                {self._keys.route_health_changes: after},
+                count=CHANGES_READ,
+                block=int(block_s * 1000),
+            )
+        return str(reply[0][1][-1][0]) if reply else None
+
+    def _write(self, readiness: Mapping[str, bool | None], changed: Collection[str] = ()) -> None:
         if not readiness:
             return
         with redis_errors():
@@ -99,6 +142,9 @@ class RedisHealthStore:
                 pipe.hset(key, mapping=fields)
                 pipe.hsetnx(key, "created_at", f"{now_s:.6f}")
                 pipe.expire(key, HEALTH_TTL_S)
+            if changed:
+                pipe.xadd(self._keys.route_health_changes, {"routes": ",".join(changed)},
+                          maxlen=CHANGES_KEPT, approximate=True)  # fmt: skip
             pipe.execute()
 
 

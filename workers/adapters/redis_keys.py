@@ -27,6 +27,18 @@ class RedisKeys:
         """Hash: readiness ("1"/"0"), last_readiness (unix s), created_at (unix s)."""
         return f"{self.prefix}route:health:{route_id}"
 
+    @property
+    def route_health_changes(self) -> str:
+        """Stream, beside the health hashes: entries {"routes": "id,id,..."} a writer adds
+        when routes' readiness changed. Optional for writers: the hashes stay the contract,
+        and a writer that adds nothing here is acted on at `routes.health_check`'s pace."""
+        return f"{self.prefix}route:health:changes"
+
+    @property
+    def route_health_changes_cursor(self) -> str:
+        """String: the id of the last change-feed entry the controller took."""
+        return f"{self.prefix}modelfleet:health-changes-cursor"
+
     def scrape_target(self, route_id: UUID | str) -> str:
         """Hash: name, host, port, metrics_path, labels (JSON object)."""
         return f"{self.prefix}service_discovery.model-services.{route_id}"

@@ -57,6 +57,7 @@ class ProbeTarget:
 class _Track:
     next_due_s: float = 0.0
     failures: int = 0
+    written: bool | None = None  # the readiness last written for the route
 
 
 @dataclass
@@ -79,12 +80,19 @@ class HealthProber:
         due = [t for t in targets if self._track(t).next_due_s <= now_s]
         answers = list(pool.map(self._probe, due))
         readiness: dict[str, bool] = {}
+        changed: list[str] = []
         for target, ok in zip(due, answers, strict=True):
-            self._track(target).next_due_s = now_s + target.interval_s
+            track = self._track(target)
+            track.next_due_s = now_s + target.interval_s
             verdict = self._verdict(target, ok, now_s)
             if verdict is not None:
                 readiness[str(target.route_id)] = verdict
-        self.health_store.update_readiness(readiness)
+                if verdict != track.written:
+                    changed.append(str(target.route_id))
+        self.health_store.update_readiness(readiness, changed=changed)
+        for target in due:  # written: a later tick announces only a new change
+            if str(target.route_id) in readiness:
+                self._track(target).written = readiness[str(target.route_id)]
         return readiness
 
     def targets(self) -> list[ProbeTarget]:

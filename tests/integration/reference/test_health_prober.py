@@ -97,3 +97,19 @@ def test_failures_during_the_initial_delay_do_not_count(
     for _ in range(5):
         assert prober.tick(pool) == {}
     assert _status(health_store, route_id) is None
+
+
+def test_only_changes_of_readiness_are_announced_on_the_feed(
+    prober: HealthProber, pool: ThreadPoolExecutor, engine: sa.Engine, catalog: Catalog,
+    health_store: RedisHealthStore, sample_server: Callable[[str], SampleServer],
+) -> None:  # fmt: skip
+    server = sample_server("m")
+    route_id = _route_on(engine, catalog, server.port)
+    prober.tick(pool)
+    assert health_store.take_changes() == [str(route_id)]  # first readiness: a change
+    prober.tick(pool)
+    assert health_store.take_changes() == []  # the same again: written, not announced
+    requests.post(f"{server.url}/admin/fail-health", timeout=2)
+    prober.tick(pool)
+    prober.tick(pool)
+    assert health_store.take_changes() == [str(route_id)]

@@ -1,0 +1,40 @@
+"""routes.health_changed: routes.health_check for only the routes whose readiness changed.
+
+The prober announces changes on a feed beside the readiness hashes; beat's watcher
+starts this phase as soon as an entry lands (and beat ticks it every second in case
+the watcher missed one). It classifies just those routes, with the same transitions
+and follow-ups as the full pass, so a route that became ready is in service discovery
+within about a second. `routes.health_check` stays the safety net over every route.
+"""
+
+from dataclasses import replace
+from uuid import UUID
+
+from tasks.phase import Item
+from tasks.routes import health_check
+from tasks.runs import phase_task
+from workers.composition import Adapters
+
+NAME = "routes.health_changed"
+
+
+def changed_routes(adapters: Adapters) -> list[Item]:
+    """The announced routes that are still in one of health_check's statuses."""
+    ids = [route_id for text in adapters.health_store.take_changes()
+           if (route_id := _uuid(text)) is not None]  # fmt: skip
+    if not ids:
+        return []
+    return list(adapters.phase_store.load_routes(health_check.PHASE.targets, ids))
+
+
+def _uuid(text: str) -> UUID | None:
+    """A route id from the feed; anything else a writer put there is passed over."""
+    try:
+        return UUID(text)
+    except ValueError:
+        return None
+
+
+PHASE = replace(health_check.PHASE, name=NAME, load_targets=changed_routes)
+
+task = phase_task(PHASE)
