@@ -14,6 +14,7 @@ DESIGN_PHASES = {
     "routes.provision",
     "routes.check_running",
     "routes.health_check",
+    "routes.health_changed",  # this stage: the change feed's fast path
     "routes.evict",
     "routes.drain",
     "routes.terminate",

@@ -38,6 +38,8 @@ DESIGN_TARGETS = {
     "routes.provision": {R.PROVISIONING},
     "routes.check_running": {R.DEGRADED, R.HEALTHY, R.UNHEALTHY, R.FAILED_TO_START},
     "routes.health_check": {R.HEALTHY, R.UNHEALTHY, R.DEGRADED},
+    # This stage: health_check on only the routes whose readiness was announced as changed.
+    "routes.health_changed": {R.HEALTHY, R.UNHEALTHY, R.DEGRADED},
     "routes.evict": {R.UNHEALTHY, R.DEGRADED, R.HEALTHY},
     "routes.drain": {R.DRAINING},
     "routes.terminate": {R.TERMINATING},

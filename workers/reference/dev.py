@@ -193,7 +193,7 @@ def running_system(
 def _system_in(
     folder: Path, environ: Mapping[str, str], fast: bool, say: Callable[[str], None]
 ) -> Iterator[DevSystem]:
-    with _servers(environ, say) as (database_url, redis_url):
+    with stores(environ, say) as (database_url, redis_url):
         engine = create_database_engine(database_url)
         upgrade_to_head(engine)
         proxy_port, sd_port, flower_port = free_port(), free_port(), free_port()
@@ -296,7 +296,11 @@ def _start_all(system: DevSystem, proxy_port: int, sd_port: int, flower_port: in
 
 
 @contextlib.contextmanager
-def _servers(environ: Mapping[str, str], say: Callable[[str], None]) -> Iterator[tuple[str, str]]:
+def stores(
+    environ: Mapping[str, str], say: Callable[[str], None] = lambda _: None
+) -> Iterator[tuple[str, str]]:
+    """The database and Redis URLs `environ` names, or throwaway servers for those it does
+    not (stopped on exit)."""
     database_url = environ.get("MODELFLEET_DATABASE_URL")
     redis_url = environ.get("MODELFLEET_REDIS_URL")
     postgres = None if database_url else start_postgres()
