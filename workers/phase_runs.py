@@ -48,7 +48,7 @@ class Outcome:
 
     def to_json(self) -> dict[str, Any]:
         record: dict[str, Any] = {"id": str(self.id), "bucket": self.bucket.value}
-        if self.bucket is OutcomeBucket.ERROR:
+        if self.bucket is OutcomeBucket.ERROR or self.reason:  # errors, and skips that say why
             record.update(reason=self.reason, detail=self.detail, error_code=self.error_code)
         return record
 

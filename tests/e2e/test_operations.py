@@ -8,9 +8,12 @@ import subprocess
 import urllib.error
 import urllib.request
 
+import sqlalchemy as sa
+
 from tests.e2e.conftest import APP_PROXY_TOKEN, Stack
 from tests.factories import make_deployment, make_route
 from tests.integration.fake_app_proxy_server import Reply
+from workers.adapters.postgres.schema import deployment_history
 from workers.domain import DeploymentLifecycle
 from workers.reference.processes import celery, modelfleet, wait_for
 from workers.throwaway_servers import free_port
@@ -152,3 +155,21 @@ def test_flower_asks_for_the_basic_auth_from_the_environment(stack: Stack) -> No
     assert _get(f"http://127.0.0.1:{port}/api/workers", "admin:s3cret") == 200
     # compose.yaml's health check sends the same credentials
     assert _get(f"http://127.0.0.1:{port}/healthcheck", "admin:s3cret") == 200
+
+
+def test_a_deployment_waiting_for_an_app_proxy_says_why_through_real_workers(
+    stack: Stack,
+) -> None:
+    """The reason travels from the header task through Redis to the callback's history row."""
+    stack.catalog.create_scaling_group("no-proxy")
+    waiting = stack.catalog.create_deployment(make_deployment(resource_group="no-proxy"))
+    stack.ready_worker()
+    stdout, stderr = _phase_run(stack, "deployments.check_pending", "--wait", "--json").communicate(
+        timeout=120
+    )
+    [outcome] = json.loads(stdout)["outcomes"]
+    assert (outcome["bucket"], outcome["error_code"]) == ("skipped", "no_app_proxy"), stderr
+    [row] = stack.query(
+        sa.select(deployment_history).where(deployment_history.c.deployment_id == waiting.id)
+    )
+    assert row["message"].startswith("resource group no-proxy has no app proxy address")

@@ -28,12 +28,15 @@ from workers.phase_runs import (
 )
 
 
-def test_an_outcome_survives_json_and_only_errors_carry_their_reason() -> None:
+def test_an_outcome_survives_json_and_only_errors_and_explained_skips_carry_a_reason() -> None:
     failed = Outcome(uuid4(), OutcomeBucket.ERROR, "Boom", "it broke", "code")
     assert Outcome.from_json(failed.to_json()) == failed
     fine = Outcome(uuid4(), OutcomeBucket.SUCCESS)
     assert fine.to_json() == {"id": str(fine.id), "bucket": "success"}
     assert Outcome.from_json(fine.to_json()) == fine
+    # A pending deployment waiting for an app proxy says why through Redis too.
+    waiting = Outcome(uuid4(), OutcomeBucket.SKIPPED, "no app proxy", "waiting", "no_app_proxy")
+    assert Outcome.from_json(waiting.to_json()) == waiting
 
 
 def test_counts_per_bucket_and_the_items_without_an_outcome() -> None:
