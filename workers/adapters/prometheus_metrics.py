@@ -135,9 +135,7 @@ def _fleet_families(reports: Reports) -> Iterator[Metric]:
     for row in reports.deployments():
         if row["lifecycle"] == "destroyed":
             continue
-        desired = row["desired_replica_count"]
-        desired = row["replica_count"] if desired is None else desired
-        for kind, count in (("desired", desired), ("current", row["active_routes"]),
+        for kind, count in (("desired", row["desired"]), ("current", row["active_routes"]),
                             ("healthy", row["healthy_routes"])):  # fmt: skip
             replicas.add_metric([row["name"], kind], count)
     yield from (deployments, routes, replicas)

@@ -147,7 +147,7 @@ def check_replicas(cli: CliContext, field: str, replicas: int) -> None:
 def with_rollout(row: dict[str, Any]) -> dict[str, Any]:
     """The row with READY (healthy / desired), why it is not simply serving, and its
     rollout's progress ('revision 3: 2/3 new healthy, 1 old remaining')."""
-    desired = _desired(row)
+    desired = row["desired"]
     progress = None
     if row.get("deploying_revision") is not None:
         progress = (
@@ -156,12 +156,6 @@ def with_rollout(row: dict[str, Any]) -> dict[str, Any]:
         )
     ready = f"{row['healthy_routes']}/{desired}"
     return {**row, "ready": ready, "reason": _reason(row, desired, progress), "rollout": progress}
-
-
-def _desired(row: dict[str, Any]) -> int:
-    """The count the controller works toward: the autoscaler's, else the operator's."""
-    desired = row["desired_replica_count"]
-    return int(row["replica_count"] if desired is None else desired)
 
 
 def _reason(row: dict[str, Any], desired: int, progress: str | None) -> str:
@@ -338,7 +332,7 @@ def wait_serving(cli: CliContext, deployment_id: uuid.UUID, timeout_s: float) ->
 
 
 def _serves_as_asked(row: dict[str, Any]) -> bool:
-    desired = _desired(row)
+    desired = row["desired"]
     return (
         row["lifecycle"] == "ready"
         and row["healthy_routes"] == desired == row["active_routes"]

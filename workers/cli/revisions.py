@@ -8,7 +8,6 @@ rolled back (with the reason), as the README's exit codes say.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import click
@@ -17,6 +16,7 @@ from workers.cli.deployments import deployment, environ_pairs
 from workers.cli.output import done, emit, json_option, wide_option
 from workers.cli.params import FiniteFloat
 from workers.cli.root import CliContext, bad_input, find_deployment, reported_failures
+from workers.cli.waiting import Deadline
 from workers.domain import RolloutSpec, RolloutStrategy
 from workers.rollouts import SpecError, check_spec
 
@@ -217,8 +217,8 @@ def _report(cli: CliContext, found: dict[str, Any], number: int, options: dict[s
 
 def _wait(cli: CliContext, found: dict[str, Any], number: int, timeout_s: float) -> None:
     """Until the rollout to `number` ends; exit 1 with the reason if it was rolled back."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    deadline = Deadline(timeout_s)
+    while True:
         with reported_failures("deployment update --wait"):
             now = find_deployment(cli, str(found["id"]))
             if now["deploying_revision"] != number or now["lifecycle"] != "deploying":
@@ -228,5 +228,4 @@ def _wait(cli: CliContext, found: dict[str, Any], number: int, timeout_s: float)
                 raise click.ClickException(
                     f"revision {number} did not roll out: {reason or now['lifecycle']}"
                 )
-        time.sleep(WAIT_POLL_S)
-    raise click.ClickException(f"revision {number}: still rolling out after {timeout_s:g}s")
+        deadline.pause(f"revision {number}: still rolling out", pause_s=WAIT_POLL_S)

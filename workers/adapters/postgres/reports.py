@@ -210,6 +210,10 @@ def _deployments_query() -> sa.Select[Any]:
         deployments.c.lifecycle,
         deployments.c.replica_count,
         deployments.c.desired_replica_count,
+        # The count the controller works toward: the autoscaler's, else the operator's.
+        sa.func.coalesce(deployments.c.desired_replica_count, deployments.c.replica_count).label(
+            "desired"
+        ),
         active.label("active_routes"),
         healthy.label("healthy_routes"),
         has_proxy.label("group_has_app_proxy"),
