@@ -23,6 +23,7 @@ PHASE_INTERVALS_S: Final[Mapping[str, float]] = MappingProxyType(
         "deployments.rollout": 1.0,
         "routes.provision": 2.0,
         "routes.check_running": 5.0,
+        "routes.check_startup": 1.0,
         "routes.health_check": 5.0,
         "routes.health_changed": 1.0,  # also started by beat's watcher as changes land
         "routes.evict": 5.0,

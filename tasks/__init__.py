@@ -8,6 +8,7 @@ from tasks.deployments import check_pending, check_replicas, destroy, reconcile,
 from tasks.phase_runs import sweep
 from tasks.routes import (
     check_running,
+    check_startup,
     drain,
     evict,
     health_changed,
@@ -21,6 +22,7 @@ __all__ = [
     "check_pending",
     "check_replicas",
     "check_running",
+    "check_startup",
     "destroy",
     "drain",
     "evict",

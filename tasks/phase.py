@@ -130,6 +130,9 @@ class Phase:
     whole_set: bool = False
     # Each item is a call to another service (the app proxy): one header task per item.
     remote_items: bool = False
+    # An error here says the route's revision is bad: it counts as a failure of that
+    # revision, which a rollout to it judges (`failure_threshold`).
+    judges_revision: bool = False
 
     def follow_ups_after(
         self, applied: Collection[OutcomeBucket], seen: Collection[OutcomeBucket]
@@ -182,6 +185,7 @@ class Phase:
             result=bucket,
             error_code=None if error is None else error.error_code,
             message="" if error is None else f"{error.reason}: {error.error_detail}",
+            revision_failure=self.judges_revision and bucket is OutcomeBucket.ERROR,
         )
 
 

@@ -36,6 +36,7 @@ from workers.domain import (
     SessionId,
     SessionSpec,
     SessionStatus,
+    StartupProgress,
 )
 from workers.ports import (
     AppProxy,
@@ -114,6 +115,14 @@ class FakeRepository:
         self, deployment_id: UUID, state: RolloutState, step: RolloutStep
     ) -> None:
         raise AssertionError("the fake world runs no rollouts")
+
+    def fetch_startup_progress(
+        self, route_ids: AbstractSet[UUID]
+    ) -> Mapping[UUID, StartupProgress]:
+        return {}  # the fake world's sessions start at once (tests/unit/executors judge budgets)
+
+    def note_never_healthy(self, notes: Mapping[UUID, str]) -> None:
+        raise AssertionError("the fake world never times out a route")
 
     def get_endpoints_by_ids(self, endpoint_ids: AbstractSet[UUID]) -> list[DeploymentInfo]:
         return [self._w.deployments[i] for i in endpoint_ids if i in self._w.deployments]

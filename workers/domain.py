@@ -80,6 +80,7 @@ class HealthStatus:
 
     status: HealthCheckStatus
     last_readiness_at: float | None = None  # unix seconds of the last probe result
+    detail: str | None = None  # what the last probe saw ("/health answered 404"), if told
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,25 @@ class HealthCheckConfig:
     initial_delay_s: float = 60.0
     timeout_s: float = 15.0
     expected_status: int = 200
+
+    @property
+    def budget_s(self) -> float:
+        """How long a new replica may take to pass its first probe: the initial delay,
+        then `max_retries` probes `interval_s` apart."""
+        return self.initial_delay_s + self.interval_s * self.max_retries
+
+
+@dataclass(frozen=True)
+class StartupProgress:
+    """How long a replica that never passed its health check has been starting."""
+
+    started_for_s: float  # since its session started running
+    budget_s: float  # its revision's health budget (`HealthCheckConfig.budget_s`)
+    health_path: str
+
+    @property
+    def overdue(self) -> bool:
+        return self.started_for_s >= self.budget_s
 
 
 @dataclass(frozen=True)
@@ -150,6 +170,7 @@ class RouteData:
     status_changed_at: datetime | None = None
     revision: int | None = None  # the deployment revision its session runs
     in_traffic: bool = True  # False: a blue-green route waiting for its promotion
+    ever_healthy: bool = False  # it passed its health check at least once
 
 
 @dataclass(frozen=True)
@@ -341,6 +362,8 @@ class StatusTransition(Generic[StatusT]):
     result: OutcomeBucket
     error_code: str | None = None
     message: str = ""
+    # An error that counts against the revision the route runs (a rollout judges it).
+    revision_failure: bool = False
 
 
 RouteTransition = StatusTransition[RouteStatus]
@@ -372,6 +395,20 @@ class RolloutSpec:
     auto_promote: bool = True
     failure_threshold: int = 3
     progress_deadline_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class RevisionFailures:
+    """What went wrong with a revision's routes since its rollout began (for the reason
+    of a rollback)."""
+
+    count: int = 0  # routes of the revision that failed (each once)
+    exit_codes: Mapping[int | None, int] = field(default_factory=dict)  # code -> sessions
+    last_output: str = ""  # the last line an exited session wrote
+    never_healthy: int = 0  # routes that never passed their health check in time
+    budget_s: float | None = None  # the revision's health budget
+    health_path: str | None = None
+    probe_saw: str | None = None  # what the health check's last probe saw
 
 
 @dataclass(frozen=True)

@@ -53,11 +53,35 @@ class RouteSessionTerminated(ModelfleetError):
         super().__init__(f"Session of route {route_id} ended with status {session_status}")
 
 
+# What a health checker's probe saw, appended to the messages below, so a rollback can
+# quote it ("/health answered 404"); `probe_saw` reads it back from a history message.
+PROBE_SAW = "; the probe saw: "
+
+
+def probe_saw(message: str) -> str | None:
+    """What the probe saw, from a message that says so (see `PROBE_SAW`)."""
+    _, mark, seen = message.rpartition(PROBE_SAW)
+    return seen if mark and seen else None
+
+
+def _saying(message: str, seen: str | None) -> str:
+    return f"{message}{PROBE_SAW}{seen}" if seen else message
+
+
 class RouteUnhealthy(ModelfleetError):
     error_code = "route_unhealthy"
 
-    def __init__(self, route_id: UUID) -> None:
-        super().__init__(f"Route {route_id} failed its health check")
+    def __init__(self, route_id: UUID, seen: str | None = None) -> None:
+        super().__init__(_saying(f"Route {route_id} failed its health check", seen))
+
+
+class NeverHealthy(ModelfleetError):
+    """A new replica did not pass its health check within its revision's health budget."""
+
+    error_code = "never_healthy"
+
+    def __init__(self, budget_s: float, seen: str | None) -> None:
+        super().__init__(_saying(f"never became healthy within {budget_s:g} s", seen))
 
 
 class ReplicaCountMismatch(ModelfleetError):

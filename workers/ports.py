@@ -33,6 +33,7 @@ from workers.domain import (
     SessionId,
     SessionSpec,
     SessionStatus,
+    StartupProgress,
 )
 
 
@@ -70,6 +71,18 @@ class DeploymentRepository(Protocol):
     def get_scaling_group_cleanup_configs(
         self, scaling_group_names: Sequence[str]
     ) -> Mapping[str, CleanupConfig]: ...
+
+    def fetch_startup_progress(
+        self, route_ids: AbstractSet[UUID]
+    ) -> Mapping[UUID, StartupProgress]:
+        """For routes whose session runs and whose revision has a health check: how long
+        they have been starting, against their revision's health budget."""
+        ...
+
+    def note_never_healthy(self, notes: Mapping[UUID, str]) -> None:
+        """Say in each deployment's history why it does not serve (no route of its
+        revision became healthy in time); a repeat counts an attempt."""
+        ...
 
     # -- read and written by the deployment executor --
     def fetch_scaling_group_proxy_targets(

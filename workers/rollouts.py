@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from workers.domain import (
+    RevisionFailures,
     RolloutOutcome,
     RolloutSpec,
     RolloutState,
@@ -190,3 +191,39 @@ def _amount(text: str, desired: int, rounding: object, option: str) -> int:
     if _COUNT.fullmatch(text) is not None:
         return int(text)
     raise SpecError(f"{option}: {text!r} is neither a count nor a percentage like 25%")
+
+
+def describe_failures(failures: RevisionFailures) -> str:
+    """Why a revision failed, for people: '3 sessions exited with code 1: weights not
+    found' or '3 routes never became healthy within 7 s (health path /x answered 404)'."""
+    said = [part for part in (_exits(failures), _never_healthy(failures)) if part]
+    return "; ".join(said)
+
+
+def never_healthy_note(revision: int, budget_s: float, probe_saw: str | None) -> str:
+    """Why a deployment that cannot roll back does not serve: no route became healthy."""
+    seen = f": {probe_saw}" if probe_saw else ""
+    return f"no route of revision {revision} became healthy within {budget_s:g} s{seen}"
+
+
+def _exits(failures: RevisionFailures) -> str:
+    ordered = sorted(failures.exit_codes.items(), key=lambda item: -item[1])
+    said = " and ".join(
+        f"{count} session{'s' if count > 1 else ''} exited with code {code}"
+        for code, count in ordered
+    )
+    return f"{said}: {failures.last_output}" if said and failures.last_output else said
+
+
+def _never_healthy(failures: RevisionFailures) -> str:
+    count = failures.never_healthy
+    if not count:
+        return ""
+    within = f" within {failures.budget_s:g} s" if failures.budget_s is not None else ""
+    said = f"{count} route{'s' if count > 1 else ''} never became healthy{within}"
+    if failures.probe_saw:
+        seen = failures.probe_saw
+        if failures.health_path and seen.startswith(failures.health_path):
+            seen = f"health path {seen}"
+        said = f"{said} ({seen})"
+    return said

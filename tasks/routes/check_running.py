@@ -21,7 +21,10 @@ PHASE = Phase(
     ),
     execute=lambda adapters, items: adapters.route_executor().check_running_routes(items),
     on={OutcomeBucket.ERROR: Move(RouteStatus.DRAINING)},
-    follow_ups={OutcomeBucket.ERROR: (*LEAVING_SERVICE, "deployments.reconcile")},
+    judges_revision=True,  # a session that exited
+    follow_ups={
+        OutcomeBucket.ERROR: (*LEAVING_SERVICE, "deployments.reconcile", "deployments.rollout")
+    },
 )
 
 task = phase_task(PHASE)

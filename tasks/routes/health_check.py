@@ -14,9 +14,15 @@ PHASE = Phase(
         OutcomeBucket.ERROR: Move(RouteStatus.UNHEALTHY),
         OutcomeBucket.STALE: Move(RouteStatus.DEGRADED),
     },
+    judges_revision=True,  # a route that went unhealthy
+    # A rollout steps on as soon as its routes turn healthy or fail, not at its next tick.
     follow_ups={
-        OutcomeBucket.SUCCESS: ("routes.sync_service_discovery",),
-        OutcomeBucket.ERROR: ("routes.evict", "routes.sync_service_discovery"),
+        OutcomeBucket.SUCCESS: ("routes.sync_service_discovery", "deployments.rollout"),
+        OutcomeBucket.ERROR: (
+            "routes.evict",
+            "routes.sync_service_discovery",
+            "deployments.rollout",
+        ),
         OutcomeBucket.STALE: ("routes.sync_service_discovery",),
     },
 )

@@ -19,7 +19,8 @@ PHASE = Phase(
         OutcomeBucket.SUCCESS: Move(RouteStatus.DEGRADED),
         OutcomeBucket.ERROR: Move(RouteStatus.FAILED_TO_START),
     },
-    follow_ups={OutcomeBucket.ERROR: ("deployments.reconcile",)},
+    judges_revision=True,  # a session that cannot start
+    follow_ups={OutcomeBucket.ERROR: ("deployments.reconcile", "deployments.rollout")},
 )
 
 task = phase_task(PHASE)

@@ -13,7 +13,12 @@ from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 from sqlalchemy.dialects.postgresql import insert
 
-from workers.adapters.postgres.migrate import alembic_config, current_revision, upgrade_to_head
+from workers.adapters.postgres.migrate import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    upgrade_to_head,
+)
 from workers.adapters.postgres.schema import metadata, routes, scaling_groups, sessions
 from workers.cli import main
 
@@ -25,7 +30,7 @@ def test_fresh_database_reaches_head_and_matches_the_metadata(
     try:
         assert current_revision(engine) is None
         upgrade_to_head(engine)
-        assert current_revision(engine) == "0008"
+        assert current_revision(engine) == head_revision()
         with engine.connect() as conn:
             diff = compare_metadata(
                 MigrationContext.configure(conn, opts={"compare_type": True}), metadata
@@ -37,7 +42,7 @@ def test_fresh_database_reaches_head_and_matches_the_metadata(
 
 def test_upgrading_an_up_to_date_database_changes_nothing(migrated_engine: sa.Engine) -> None:
     upgrade_to_head(migrated_engine)
-    assert current_revision(migrated_engine) == "0008"
+    assert current_revision(migrated_engine) == head_revision()
 
 
 def test_one_live_session_per_route_is_enforced_by_the_schema(engine: sa.Engine) -> None:
@@ -72,10 +77,10 @@ def test_cli_db_upgrade_migrates_a_fresh_database_and_is_repeatable(
     second = runner.invoke(main, ["db", "upgrade"], env={"MODELFLEET_DATABASE_URL": url})
     assert first.exit_code == 0, first.output
     assert second.exit_code == 0, second.output
-    assert "at revision 0008" in second.output
+    assert f"at revision {head_revision()}" in second.output
     engine = sa.create_engine(url)
     try:
-        assert current_revision(engine) == "0008"
+        assert current_revision(engine) == head_revision()
     finally:
         engine.dispose()
 
@@ -107,6 +112,6 @@ def test_downgrade_to_base_and_back(create_database: Callable[[], str]) -> None:
             command.downgrade(config, "base")
         assert sa.inspect(engine).get_table_names() == ["alembic_version"]
         upgrade_to_head(engine)
-        assert current_revision(engine) == "0008"
+        assert current_revision(engine) == head_revision()
     finally:
         engine.dispose()

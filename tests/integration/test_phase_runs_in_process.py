@@ -120,7 +120,8 @@ def test_close_run_applies_outcomes_once_and_releases_the_lock(
     assert statuses == {RouteStatus.HEALTHY}
     again = close_run(phase, adapters, run.id, [], PhaseRunState.RECOVERED)
     assert again is None  # a redelivered callback, or the sweeper, finds it closed
-    assert follow_ups == ["routes.sync_service_discovery"]  # newly healthy: publish them now
+    # newly healthy: publish them now, and let a rollout waiting for them step on
+    assert follow_ups == ["deployments.rollout", "routes.sync_service_discovery"]
 
 
 def test_a_callback_missing_outcomes_leaves_the_run_to_the_sweeper(

@@ -111,13 +111,15 @@ def test_a_revision_that_fails_three_times_is_rolled_back_and_the_old_one_keeps_
     executor: DeploymentExecutor, catalog: Catalog, engine: sa.Engine, serving: DeploymentInfo
 ) -> None:
     new = _roll(catalog, serving, ROLLING, "registry/echo:broken")
-    executor.rollout_deployment([serving])
-    [started] = [r for r in _routes(engine, serving.id) if r["revision"] == new]
-    with engine.begin() as conn:
-        for phase in ("routes.provision", "routes.check_running", "routes.health_check"):
+    for phase in ("routes.provision", "routes.check_running", "routes.health_check"):
+        executor.rollout_deployment([serving])  # starts a route of the new revision
+        [started] = [r for r in _routes(engine, serving.id)
+                     if r["revision"] == new and r["status"] == "provisioning"]  # fmt: skip
+        with engine.begin() as conn:  # it fails in that phase, and leaves
             apply_route_transitions(conn, [RouteTransition(
-                started["id"], frozenset(RouteStatus), None, phase, OutcomeBucket.ERROR,
-                error_code=phase, message="failed")])  # fmt: skip
+                started["id"], frozenset(RouteStatus), RouteStatus.DRAINING, phase,
+                OutcomeBucket.ERROR, error_code=phase, message="failed",
+                revision_failure=True)])  # fmt: skip
     result = executor.rollout_deployment([serving])
     [error] = result.errors
     assert error.error_detail.startswith("revision 2 rolled back: 3 failures (threshold 3)")

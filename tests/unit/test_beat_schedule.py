@@ -13,6 +13,7 @@ DESIGN_PHASES = {
     "deployments.rollout",
     "routes.provision",
     "routes.check_running",
+    "routes.check_startup",  # a new route past its health budget fails its revision
     "routes.health_check",
     "routes.health_changed",  # this stage: the change feed's fast path
     "routes.evict",

@@ -37,6 +37,8 @@ DESIGN_TARGETS = {
     "deployments.rollout": {L.DEPLOYING},
     "routes.provision": {R.PROVISIONING},
     "routes.check_running": {R.DEGRADED, R.HEALTHY, R.UNHEALTHY, R.FAILED_TO_START},
+    # A route never healthy within its health budget: drained, counted against its revision.
+    "routes.check_startup": {R.DEGRADED},
     "routes.health_check": {R.HEALTHY, R.UNHEALTHY, R.DEGRADED},
     # This stage: health_check on only the routes whose readiness was announced as changed.
     "routes.health_changed": {R.HEALTHY, R.UNHEALTHY, R.DEGRADED},

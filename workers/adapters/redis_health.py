@@ -2,7 +2,9 @@
 
 Each route has a hash `route:health:{route_id}` (see `redis_keys`) holding
 `readiness` ("1" or "0"), `last_readiness` and `created_at` (unix seconds by
-the Redis server clock). Readers classify; the prober writes through the same
+the Redis server clock), and, when the writer says, `last_probe`: what its last
+probe saw ("/health answered 404"), which the controller quotes when a replica
+never becomes healthy. Readers classify; the prober writes through the same
 class.
 """
 
@@ -22,7 +24,8 @@ from workers.domain import HealthCheckStatus, HealthStatus
 log = logging.getLogger(__name__)
 
 _READINESS = {"1": True, "0": False}
-_FIELDS = ("readiness", "last_readiness", "created_at")
+_FIELDS = ("readiness", "last_readiness", "created_at", "last_probe")
+_DETAIL_CHARS = 200  # of a writer's last_probe, kept in history rows
 # A readiness stamped further ahead of the Redis clock than this is not believed.
 CLOCK_SKEW_ALLOWANCE_S = 30.0
 # Missing records this soon after a Redis restart were lost, not expired.
@@ -85,12 +88,18 @@ class RedisHealthStore:
         self._write({route_id: None for route_id in route_ids})
 
     def update_readiness(
-        self, readiness: Mapping[str, bool], *, changed: Collection[str] = ()
+        self,
+        readiness: Mapping[str, bool],
+        *,
+        changed: Collection[str] = (),
+        seen: Mapping[str, str] | None = None,
     ) -> None:
         """Record a probe result per route, stamped with the Redis server's clock, and
         announce the routes whose readiness `changed` on the change feed, in the same
-        transaction (the controller acts on those within a second)."""
-        self._write(readiness, changed)
+        transaction (the controller acts on those within a second). `seen`: what the
+        probe of a route saw, kept beside its readiness, also for a route whose
+        readiness is not decided yet (it reads as never probed until it is)."""
+        self._write(readiness, changed, seen or {})
 
     def take_changes(self) -> list[str]:
         """Route ids announced since the last call, oldest first, each once; the cursor
@@ -129,17 +138,34 @@ class RedisHealthStore:
             )
         return str(reply[0][1][-1][0]) if reply else None
 
-    def _write(self, readiness: Mapping[str, bool | None], changed: Collection[str] = ()) -> None:
-        if not readiness:
+    def _write(
+        self,
+        readiness: Mapping[str, bool | None],
+        changed: Collection[str] = (),
+        seen: Mapping[str, str] | None = None,
+    ) -> None:
+        """Readiness per route (None: never probed), and what probes saw, also of routes
+        whose readiness is not decided yet: their record keeps its readiness, or reads
+        as never probed (stale) until there is one."""
+        seen = seen or {}
+        if not readiness and not seen:
             return
         with redis_errors():
             now_s = server_time_s(self._client.time())
             pipe = self._client.pipeline(transaction=True)
-            for route_id, ready in readiness.items():
+            for route_id in {**readiness, **seen}:
                 key = self._keys.route_health(route_id)
-                fields: dict[Any, str] = {"readiness": "1" if ready else "0"}
-                fields["last_readiness"] = "0" if ready is None else f"{now_s:.6f}"
-                pipe.hset(key, mapping=fields)
+                if route_id in readiness:
+                    ready = readiness[route_id]
+                    pipe.hset(key, mapping={
+                        "readiness": "1" if ready else "0",
+                        "last_readiness": "0" if ready is None else f"{now_s:.6f}",
+                    })  # fmt: skip
+                else:
+                    pipe.hsetnx(key, "readiness", "0")
+                    pipe.hsetnx(key, "last_readiness", "0")
+                if route_id in seen:
+                    pipe.hset(key, "last_probe", seen[route_id][:_DETAIL_CHARS])
                 pipe.hsetnx(key, "created_at", f"{now_s:.6f}")
                 pipe.expire(key, HEALTH_TTL_S)
             if changed:
@@ -157,10 +183,13 @@ def classify(fields: Mapping[str, str], now_s: float) -> HealthStatus | None:
         return None
     if ready is None or not math.isfinite(last_s) or last_s > now_s + CLOCK_SKEW_ALLOWANCE_S:
         return None
+    detail = fields.get("last_probe")
     if now_s - last_s > HEALTH_STALE_AFTER_S:
-        return HealthStatus(HealthCheckStatus.STALE, last_readiness_at=last_s or None)
+        return HealthStatus(
+            HealthCheckStatus.STALE, last_readiness_at=last_s or None, detail=detail
+        )
     status = HealthCheckStatus.HEALTHY if ready else HealthCheckStatus.UNHEALTHY
-    return HealthStatus(status, last_readiness_at=last_s)
+    return HealthStatus(status, last_readiness_at=last_s, detail=detail)
 
 
 def _record(reply: Any) -> dict[str, str] | None:

@@ -169,6 +169,12 @@ def _reason(row: dict[str, Any], desired: int, progress: str | None) -> str:
         return progress or "rolling out"
     if lifecycle in {"destroying", "destroyed"}:
         return str(lifecycle)
+    return _replicas_reason(row, healthy, desired)
+
+
+def _replicas_reason(row: dict[str, Any], healthy: int, desired: int) -> str:
+    if healthy == 0 < desired and row.get("never_healthy"):
+        return str(row["never_healthy"])  # nothing can roll it back: the controller says why
     if healthy < desired:
         return f"{desired - healthy} of {desired} replicas not healthy"
     return ""

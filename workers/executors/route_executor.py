@@ -24,11 +24,13 @@ from workers.domain import (
     RouteStatus,
     SessionId,
     SessionStatus,
+    StartupProgress,
 )
 from workers.errors import (
     DeploymentNotActive,
     EndpointNotFound,
     ModelfleetError,
+    NeverHealthy,
     RouteSessionNotFound,
     RouteSessionTerminated,
     RouteUnhealthy,
@@ -37,6 +39,7 @@ from workers.errors import (
 from workers.executors.outcomes import capture, unique_by_id
 from workers.executors.payloads import scrape_target, session_spec
 from workers.ports import DeploymentRepository, HealthStore, SchedulingController, ServiceDiscovery
+from workers.rollouts import never_healthy_note
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +128,55 @@ class RouteExecutor:
             elif seen.status is HealthCheckStatus.HEALTHY:
                 result.successes.append(route)
             else:
-                failure = RouteUnhealthy(route.id)
+                failure = RouteUnhealthy(route.id, seen.detail)
                 result.errors.append(_route_error(route, type(failure).__name__, failure))
         return result
+
+    def check_startup(self, routes: Sequence[RouteData]) -> RouteExecutionResult:
+        """Routes that never passed their health check within their revision's health
+        budget are errors (each counts against its revision), whatever the health
+        checker wrote; the rest are left alone. A deployment outside a rollout whose
+        routes all fail so is noted: nothing can roll it back."""
+        routes = unique_by_id(routes)
+        progress = self._repo.fetch_startup_progress({r.id for r in routes}) if routes else {}
+        overdue = [r for r in routes if (p := progress.get(r.id)) is not None and p.overdue]
+        if not overdue:
+            return RouteExecutionResult()
+        health = self._health_store.check_route_health_status([str(r.id) for r in overdue])
+        result = RouteExecutionResult()
+        for route in overdue:
+            seen = health.get(str(route.id))
+            if seen is not None and seen.status is HealthCheckStatus.HEALTHY:
+                continue  # it made it just now: the health phases take it from here
+            failure = NeverHealthy(progress[route.id].budget_s, seen.detail if seen else None)
+            log.warning("route %s: %s", route.id, failure)
+            result.errors.append(_route_error(route, type(failure).__name__, failure))
+        self._note_never_healthy([e.route_info for e in result.errors], progress, health)
+        return result
+
+    def _note_never_healthy(
+        self,
+        failed: Sequence[RouteData],
+        progress: Mapping[UUID, StartupProgress],
+        health: Mapping[str, HealthStatus],
+    ) -> None:
+        deployments = self._deployments_by_id({route.endpoint_id for route in failed})
+        active = self._repo.fetch_active_routes_by_endpoint_ids(set(deployments))
+        notes = {}
+        for route in failed:
+            deployment = deployments.get(route.endpoint_id)
+            if deployment is None or route.revision == deployment.deploying_revision:
+                continue  # its rollout judges it, and says why when it rolls back
+            if any(r.status is RouteStatus.HEALTHY for r in active.get(deployment.id, ())):
+                continue
+            seen = health.get(str(route.id))
+            notes[deployment.id] = never_healthy_note(
+                route.revision or deployment.current_revision,
+                progress[route.id].budget_s,
+                seen.detail if seen is not None else None,
+            )
+        if notes:
+            self._repo.note_never_healthy(notes)
 
     def _lost_records(
         self, routes: Sequence[RouteData], health: Mapping[str, HealthStatus]

@@ -120,7 +120,13 @@ class DevSystem:
             return _live_demo(self.engine)
 
     def sample_deployment(
-        self, name: str, replicas: int, *, drain_s: float = 10.0, latency_s: float = 0.05
+        self,
+        name: str,
+        replicas: int,
+        *,
+        drain_s: float = 10.0,
+        latency_s: float = 0.05,
+        health: HealthCheckConfig = DEMO_HEALTH,
     ) -> DeploymentInfo:
         """A deployment of the sample model in the demo group, pointed at this run's proxy."""
         catalog = Catalog(engine=self.engine)
@@ -134,7 +140,7 @@ class DevSystem:
             image="sample-model",
             startup_command="python -m workers.reference.model_server",
             environ={"MODEL_NAME": name, "MODEL_LATENCY_S": f"{latency_s:g}"},
-            health_check=DEMO_HEALTH,
+            health_check=health,
         )
         deployment = DeploymentInfo(
             uuid.uuid4(), name, DEMO_GROUP, replicas, revision, drain_s=drain_s

@@ -304,4 +304,6 @@ def _route_values(route: RouteData) -> dict[str, Any]:
         values["created_at"] = route.created_at
     if route.status_changed_at is not None:
         values["status_changed_at"] = route.status_changed_at
+    if route.ever_healthy:
+        values["first_healthy_at"] = route.status_changed_at or sa.func.now()
     return values

@@ -22,10 +22,16 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from workers.adapters.postgres import rollouts
 from workers.adapters.postgres.bulk import any_of, unnest_rows
 from workers.adapters.postgres.engine import transaction
+from workers.adapters.postgres.phase_targets import (
+    HEALTH_CHECK_COLUMNS,
+    of_its_revision,
+    with_its_revision,
+)
 from workers.adapters.postgres.rows import (
     DEPLOYMENT_COLUMNS,
     ROUTE_COLUMNS,
     deployment_from_row,
+    health_check_of,
     revision_from_row,
     route_from_row,
     rule_from_row,
@@ -39,7 +45,11 @@ from workers.adapters.postgres.schema import (
     scaling_groups,
     sessions,
 )
-from workers.adapters.postgres.transitions import insert_routes, take_out_of_service
+from workers.adapters.postgres.transitions import (
+    apply_deployment_transitions,
+    insert_routes,
+    take_out_of_service,
+)
 from workers.adapters.redis_metrics import RedisMetricsStore
 from workers.autoscaling import ScalingDecision, decide_replicas, describe_decision
 from workers.domain import (
@@ -49,6 +59,9 @@ from workers.domain import (
     CleanupConfig,
     DeploymentContext,
     DeploymentInfo,
+    DeploymentLifecycle,
+    DeploymentTransition,
+    OutcomeBucket,
     RolloutState,
     RolloutStep,
     RouteBatchUpdater,
@@ -59,12 +72,14 @@ from workers.domain import (
     ScalingGroupProxyTarget,
     SessionId,
     SessionStatus,
+    StartupProgress,
 )
-from workers.errors import EndpointNotFound, RevisionMissing
+from workers.errors import EndpointNotFound, NeverHealthy, RevisionMissing
 
 log = logging.getLogger(__name__)
 
 AUTOSCALING_PHASE = "deployments.check_replicas"  # the phase whose run applies the rules
+STARTUP_PHASE = "routes.check_startup"  # the phase that judges routes never healthy
 
 _ACTIVE = [status.value for status in ACTIVE_ROUTE_STATUSES]
 _UUID = PG_UUID(as_uuid=True)
@@ -213,6 +228,51 @@ class PostgresDeploymentRepository:
                 )
                 for row in conn.execute(query)
             }
+
+    def fetch_startup_progress(self, route_ids: AbstractSet[UUID]) -> dict[UUID, StartupProgress]:
+        """Seconds since each route's session started running (PostgreSQL's clock), and
+        the health budget of the revision it runs; routes without either are absent."""
+        started_for_s = sa.func.extract("epoch", sa.func.now() - sessions.c.started_at)
+        query = with_its_revision(
+            sa.select(
+                routes.c.id,
+                started_for_s.label("started_for_s"),
+                *(of_its_revision(name) for name in HEALTH_CHECK_COLUMNS),
+            )
+            .join(sessions, sessions.c.id == routes.c.session_id)
+            .join(deployments, deployments.c.id == routes.c.deployment_id)
+        ).where(
+            any_of(routes.c.id, route_ids),
+            sessions.c.status == SessionStatus.RUNNING.value,
+            sessions.c.started_at.is_not(None),
+        )
+        with transaction(self._engine) as conn:
+            rows = conn.execute(query).mappings().all()
+        return {
+            row["id"]: StartupProgress(
+                started_for_s=float(row["started_for_s"]),
+                budget_s=check.budget_s,
+                health_path=check.path,
+            )
+            for row in rows
+            if (check := health_check_of(row)) is not None
+        }
+
+    def note_never_healthy(self, notes: Mapping[UUID, str]) -> None:
+        changes = [
+            DeploymentTransition(
+                entity_id=deployment_id,
+                expected=frozenset({DeploymentLifecycle.READY, DeploymentLifecycle.SCALING}),
+                to_status=None,
+                phase=STARTUP_PHASE,
+                result=OutcomeBucket.ERROR,
+                error_code=NeverHealthy.error_code,
+                message=note,
+            )
+            for deployment_id, note in notes.items()
+        ]
+        with transaction(self._engine) as conn:
+            apply_deployment_transitions(conn, changes)
 
     # -- read and written by the deployment executor --
     def fetch_scaling_group_proxy_targets(

@@ -75,6 +75,10 @@ class PostgresPhaseStore:
         with transaction(self._engine) as conn:
             return phase_targets.load_drained_routes(conn)
 
+    def load_routes_starting(self) -> list[RouteData]:
+        with transaction(self._engine) as conn:
+            return phase_targets.load_routes_starting(conn)
+
     # -- transitions --
     def apply_route_transitions(
         self, changes: Sequence[RouteTransition], *, conn: sa.Connection | None = None

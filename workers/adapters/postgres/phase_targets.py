@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 from collections.abc import Set as AbstractSet
+from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -21,7 +22,13 @@ from workers.adapters.postgres.rows import (
     deployment_from_row,
     route_from_row,
 )
-from workers.adapters.postgres.schema import deployments, routes, scaling_groups, sessions
+from workers.adapters.postgres.schema import (
+    deployment_revisions,
+    deployments,
+    routes,
+    scaling_groups,
+    sessions,
+)
 from workers.crash_loop import WINDOW_S, start_allowed_at
 from workers.domain import DeploymentInfo, DeploymentLifecycle, RouteData, RouteStatus
 
@@ -96,32 +103,44 @@ def load_drained_routes(conn: sa.Connection) -> list[RouteData]:
 
 
 def load_routes_to_provision(conn: sa.Connection) -> list[RouteData]:
-    """Provisioning routes, except those of deployments in crash-loop back-off.
+    """Provisioning routes, except those of revisions in crash-loop back-off.
 
-    A deployment's recent exits are its sessions that ended in ERROR within the
+    A revision's recent exits are its sessions that ended in ERROR within the
     back-off window (`workers.crash_loop`); its routes wait until the back-off
-    after the latest one has passed.
+    after the latest one has passed. The routes of a revision being rolled out
+    never wait: the back-off protects a steady fleet, and a rollout judges its new
+    revision by how fast it fails (its exits do not hold back the old revision's
+    replacements either).
     """
     window = sa.func.make_interval(0, 0, 0, 0, 0, 0, WINDOW_S)
     exits = (
         sa.select(
             routes.c.deployment_id,
+            routes.c.revision,
             sa.func.count().label("recent_exits"),
             sa.func.max(sessions.c.terminated_at).label("last_exit_at"),
         )
         .join(routes, routes.c.id == sessions.c.route_id)
         .where(sessions.c.status == "ERROR", sessions.c.terminated_at > sa.func.now() - window)
-        .group_by(routes.c.deployment_id)
+        .group_by(routes.c.deployment_id, routes.c.revision)
         .subquery()
     )
+    rolled_out = routes.c.revision == deployments.c.deploying_revision
     query = (
         sa.select(
             *ROUTE_COLUMNS,
-            exits.c.recent_exits,
+            sa.case((rolled_out, 0), else_=exits.c.recent_exits).label("recent_exits"),
             exits.c.last_exit_at,
             sa.func.now().label("db_now"),
         )
-        .outerjoin(exits, exits.c.deployment_id == routes.c.deployment_id)
+        .join(deployments, deployments.c.id == routes.c.deployment_id)
+        .outerjoin(
+            exits,
+            sa.and_(
+                exits.c.deployment_id == routes.c.deployment_id,
+                exits.c.revision.is_not_distinct_from(routes.c.revision),
+            ),
+        )
         .where(routes.c.status == RouteStatus.PROVISIONING.value)
         .order_by(routes.c.created_at, routes.c.id)
     )
@@ -136,3 +155,54 @@ def load_routes_to_provision(conn: sa.Connection) -> list[RouteData]:
     if waiting:
         log.info("%d deployments in crash-loop back-off: their new sessions wait", len(waiting))
     return ready
+
+
+HEALTH_CHECK_COLUMNS = (
+    "health_check_path",
+    "health_check_interval_s",
+    "health_check_timeout_s",
+    "health_check_initial_delay_s",
+    "health_check_max_retries",
+    "health_check_expected_status",
+)
+
+
+def with_its_revision(query: sa.Select[Any]) -> sa.Select[Any]:
+    """`query` (over routes joined with their deployment) joined with the revision each
+    route runs, for `of_its_revision`."""
+    revision = sa.func.coalesce(routes.c.revision, deployments.c.current_revision)
+    return query.outerjoin(
+        deployment_revisions,
+        sa.and_(
+            deployment_revisions.c.deployment_id == routes.c.deployment_id,
+            deployment_revisions.c.number == revision,
+        ),
+    )
+
+
+def of_its_revision(name: str) -> sa.ColumnElement[Any]:
+    """A column of the revision a route runs, or the deployment's own copy when that
+    revision is no longer kept (see `with_its_revision`)."""
+    kept = deployment_revisions.c.number.is_not(None)
+    return sa.case((kept, deployment_revisions.c[name]), else_=deployments.c[name]).label(name)
+
+
+def load_routes_starting(conn: sa.Connection) -> list[RouteData]:
+    """Degraded routes that never passed their health check, whose session runs and
+    whose revision has a health check: what `routes.check_startup` judges."""
+    query = (
+        with_its_revision(
+            sa.select(*ROUTE_COLUMNS)
+            .join(sessions, sessions.c.id == routes.c.session_id)
+            .join(deployments, deployments.c.id == routes.c.deployment_id)
+        )
+        .where(
+            routes.c.status.in_([RouteStatus.DEGRADED.value, RouteStatus.UNHEALTHY.value]),
+            routes.c.first_healthy_at.is_(None),
+            sessions.c.status == "RUNNING",
+            sessions.c.started_at.is_not(None),
+            of_its_revision("health_check_path").is_not(None),
+        )
+        .order_by(routes.c.created_at, routes.c.id)
+    )
+    return [route_from_row(row) for row in conn.execute(query).mappings()]

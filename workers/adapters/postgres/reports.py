@@ -23,6 +23,7 @@ from workers.adapters.postgres.schema import (
     sessions,
 )
 from workers.domain import ACTIVE_ROUTE_STATUSES
+from workers.errors import NeverHealthy
 
 Row = dict[str, Any]
 
@@ -198,6 +199,16 @@ def _deployments_query() -> sa.Select[Any]:
         .where(routes.c.deployment_id == deployments.c.id, routes.c.status == "healthy")
         .scalar_subquery()
     )
+    never_healthy = (  # why a deployment no rollout can save does not serve
+        sa.select(deployment_history.c.message)
+        .where(
+            deployment_history.c.deployment_id == deployments.c.id,
+            deployment_history.c.error_code == NeverHealthy.error_code,
+        )
+        .order_by(deployment_history.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
     has_proxy = (
         sa.select(scaling_groups.c.app_proxy_addr.is_not(None))
         .where(scaling_groups.c.name == deployments.c.resource_group)
@@ -217,6 +228,7 @@ def _deployments_query() -> sa.Select[Any]:
         active.label("active_routes"),
         healthy.label("healthy_routes"),
         has_proxy.label("group_has_app_proxy"),
+        never_healthy.label("never_healthy"),
         deployments.c.url,
         deployments.c.image,
         deployments.c.retry_count,

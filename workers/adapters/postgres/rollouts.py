@@ -2,10 +2,11 @@
 
 A deployment in `deploying` has a `deploying_revision` and the rollout's
 settings in its `rollout_*` columns. Failures of the new revision are its
-routes' error history rows since the rollout began, in the phases where a
-revision shows it is bad: a session that did not start (`routes.provision`),
-one that ended (`routes.check_running`), a route that went unhealthy
-(`routes.health_check`; repeats of one streak bump one row).
+routes that have a history row since the rollout began that counts against
+their revision (`revision_failure`, set by the phases whose errors say a
+revision is bad: a session that did not start or ended, a route that went
+unhealthy or never became healthy in time). A route counts once, however many
+phases saw it fail.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import distinct_on
 
 from workers.adapters.postgres.bulk import any_of
 from workers.adapters.postgres.rows import ROUTE_COLUMNS, route_from_row
@@ -30,6 +32,8 @@ from workers.adapters.postgres.schema import (
 )
 from workers.adapters.postgres.transitions import insert_routes, take_out_of_service
 from workers.domain import (
+    HealthCheckConfig,
+    RevisionFailures,
     RolloutOutcome,
     RolloutSpec,
     RolloutState,
@@ -38,9 +42,12 @@ from workers.domain import (
     RouteCreator,
     RouteStatus,
 )
+from workers.errors import NeverHealthy, RouteUnhealthy, probe_saw
+from workers.rollouts import describe_failures
 
 PHASE = "deployments.rollout"
-FAILURE_PHASES = ("routes.provision", "routes.check_running", "routes.health_check")
+# A route that never passed its health check failed with one of these.
+_NEVER_HEALTHY_CODES = (NeverHealthy.error_code, RouteUnhealthy.error_code)
 TAKING_PART = [
     s.value
     for s in (
@@ -80,10 +87,9 @@ def load_states(conn: sa.Connection, deployment_ids: Collection[UUID]) -> dict[U
     if not found:
         return {}
     taking_part = _routes_taking_part(conn, found)
-    failures = _failures(conn, found)
-    evidence = _evidence(conn, found)
+    failures = _revision_failures(conn, found)
     return {
-        deployment_id: _state(row, taking_part.get(deployment_id, []), failures, evidence)
+        deployment_id: _state(row, taking_part.get(deployment_id, []), failures[deployment_id])
         for deployment_id, row in found.items()
     }
 
@@ -114,9 +120,7 @@ def apply_step(
         _progress_row(conn, deployment_id, step)
 
 
-def _state(
-    row: Any, taking_part: list[Any], failures: Counter[UUID], evidence: dict[UUID, str]
-) -> RolloutState:
+def _state(row: Any, taking_part: list[Any], failures: RevisionFailures) -> RolloutState:
     spec = RolloutSpec(
         strategy=RolloutStrategy(row["rollout_strategy"] or RolloutStrategy.ROLLING.value),
         max_surge=row["rollout_max_surge"] or "25%",
@@ -136,12 +140,12 @@ def _state(
         new_revision=row["deploying_revision"],
         spec=spec,
         routes=[route_from_row(r) for r in taking_part],
-        failures=failures[row["id"]],
+        failures=failures.count,
         elapsed_s=(now - (row["rollout_started_at"] or now)).total_seconds(),
         promoted=row["rollout_promoted_at"] is not None,
         promote_requested=row["rollout_promote_requested"],
         all_new_healthy_for_s=None if healthy_at is None else (now - healthy_at).total_seconds(),
-        evidence=evidence.get(row["id"], ""),
+        evidence=describe_failures(failures),
     )
 
 
@@ -165,25 +169,49 @@ def _new_revision_routes(found: dict[UUID, Any]) -> sa.ColumnElement[bool]:
     )
 
 
-def _failures(conn: sa.Connection, found: dict[UUID, Any]) -> Counter[UUID]:
+def _revision_failures(conn: sa.Connection, found: dict[UUID, Any]) -> dict[UUID, RevisionFailures]:
+    """Per deployment: the routes of the new revision that failed since the rollout began
+    (history rows that count against a revision), how its sessions exited, and what its
+    health checks saw."""
+    failed = _failed_routes(conn, found)
+    exits = _exits(conn, found)
+    health = _deploying_health(conn, found)
+    return {
+        deployment_id: _failures_of(failed.get(deployment_id, []),
+                                    exits.get(deployment_id, []), health.get(deployment_id))
+        for deployment_id in found
+    }  # fmt: skip
+
+
+def _failed_routes(conn: sa.Connection, found: dict[UUID, Any]) -> dict[UUID, list[Any]]:
+    """The routes that failed, each once (a session that could not start fails in two
+    phases; an unhealthy route in the fast path and the full pass): deployment, its
+    latest failure's error code and message, whether the route was ever healthy."""
     query = (
-        sa.select(routes.c.deployment_id, sa.func.count())
+        sa.select(
+            routes.c.deployment_id,
+            route_history.c.error_code,
+            route_history.c.message,
+            routes.c.first_healthy_at.is_not(None).label("ever_healthy"),
+        )
         .select_from(route_history)
         .join(routes, routes.c.id == route_history.c.route_id)
         .join(deployments, _new_revision_routes(found))
         .where(
-            route_history.c.result == "error",
-            route_history.c.phase.in_(FAILURE_PHASES),
+            route_history.c.revision_failure.is_(True),
             route_history.c.created_at >= deployments.c.rollout_started_at,
         )
-        .group_by(routes.c.deployment_id)
+        .ext(distinct_on(route_history.c.route_id))
+        .order_by(route_history.c.route_id, route_history.c.id.desc())
     )
-    return Counter({row[0]: row[1] for row in conn.execute(query)})
+    grouped: dict[UUID, list[Any]] = {}
+    for row in conn.execute(query):
+        grouped.setdefault(row.deployment_id, []).append(row)
+    return grouped
 
 
-def _evidence(conn: sa.Connection, found: dict[UUID, Any]) -> dict[UUID, str]:
-    """Per deployment: how the new revision's sessions exited ('3 sessions exited with
-    code 1: <their last line>'), for the reason of a rollback."""
+def _exits(conn: sa.Connection, found: dict[UUID, Any]) -> dict[UUID, list[Any]]:
+    """Per deployment: the new revision's sessions that exited on their own, oldest first."""
     query = (
         sa.select(routes.c.deployment_id, sessions.c.exit_code, sessions.c.last_output)
         .select_from(sessions)
@@ -195,21 +223,50 @@ def _evidence(conn: sa.Connection, found: dict[UUID, Any]) -> dict[UUID, str]:
         )
         .order_by(sessions.c.terminated_at)
     )
-    exits: dict[UUID, list[tuple[int | None, str | None]]] = {}
-    for deployment_id, code, output in conn.execute(query):
-        exits.setdefault(deployment_id, []).append((code, output))
-    return {deployment_id: _describe(seen) for deployment_id, seen in exits.items()}
+    grouped: dict[UUID, list[Any]] = {}
+    for row in conn.execute(query):
+        grouped.setdefault(row.deployment_id, []).append(row)
+    return grouped
 
 
-def _describe(exits: list[tuple[int | None, str | None]]) -> str:
-    codes = Counter(code for code, _ in exits)
-    said = " and ".join(
-        f"{count} session{'s' if count > 1 else ''} exited with code {code}"
-        for code, count in codes.most_common()
+def _deploying_health(conn: sa.Connection, found: dict[UUID, Any]) -> dict[UUID, Any]:
+    """The health check of each deployment's deploying revision."""
+    query = sa.select(
+        deployment_revisions.c.deployment_id,
+        deployment_revisions.c.health_check_path,
+        deployment_revisions.c.health_check_interval_s,
+        deployment_revisions.c.health_check_max_retries,
+        deployment_revisions.c.health_check_initial_delay_s,
+    ).where(
+        any_of(deployment_revisions.c.deployment_id, found),
+        deployment_revisions.c.deployment_id == deployments.c.id,
+        deployment_revisions.c.number == deployments.c.deploying_revision,
     )
-    last_output = next((out for _, out in reversed(exits) if out), None)
-    last_line = last_output.strip().splitlines()[-1] if last_output and last_output.strip() else ""
-    return f"{said}: {last_line}" if last_line else said
+    return {row.deployment_id: row for row in conn.execute(query)}
+
+
+def _failures_of(failed: list[Any], exits: list[Any], health: Any) -> RevisionFailures:
+    never = [r for r in failed if not r.ever_healthy and r.error_code in _NEVER_HEALTHY_CODES]
+    seen = next((saw for r in reversed(never) if (saw := probe_saw(r.message))), None)
+    outputs = [out for _, _, out in exits if out and out.strip()]
+    checked = health is not None and health.health_check_path is not None
+    return RevisionFailures(
+        count=len(failed),
+        exit_codes=Counter(code for _, code, _ in exits),
+        last_output=outputs[-1].strip().splitlines()[-1] if outputs else "",
+        never_healthy=len(never),
+        budget_s=_budget_s(health) if checked else None,
+        health_path=health.health_check_path if checked else None,
+        probe_saw=seen,
+    )
+
+
+def _budget_s(health: Any) -> float:
+    return HealthCheckConfig(
+        interval_s=health.health_check_interval_s,
+        max_retries=health.health_check_max_retries,
+        initial_delay_s=health.health_check_initial_delay_s,
+    ).budget_s
 
 
 def _promote(conn: sa.Connection, deployment_id: UUID, new: int) -> None:

@@ -32,6 +32,7 @@ ROUTE_COLUMNS = (
     routes.c.status_changed_at,
     routes.c.revision,
     routes.c.traffic_status,
+    routes.c.first_healthy_at,
 )
 
 
@@ -66,11 +67,12 @@ def revision_from_row(m: Mapping[Any, Any]) -> ModelRevision | None:
         resources=dict(m["resources"]),
         environ=dict(m["environ"]),
         startup_command=m["startup_command"],
-        health_check=_health_check_from_row(m),
+        health_check=health_check_of(m),
     )
 
 
-def _health_check_from_row(m: Mapping[Any, Any]) -> HealthCheckConfig | None:
+def health_check_of(m: Mapping[Any, Any]) -> HealthCheckConfig | None:
+    """The health check in a row's `health_check_*` columns; None when it has no path."""
     if m["health_check_path"] is None:
         return None
     return HealthCheckConfig(
@@ -143,6 +145,7 @@ def route_from_row(m: sa.RowMapping) -> RouteData:
         status_changed_at=m["status_changed_at"],
         revision=m["revision"],
         in_traffic=m["traffic_status"] != "standby",
+        ever_healthy=m["first_healthy_at"] is not None,
     )
 
 

@@ -215,6 +215,8 @@ routes = sa.Table(
     _created_at(),
     sa.Column("error_data", JSONB),
     sa.Column("revision", sa.Integer),  # the deployment revision its session runs
+    # When it first passed its health check (None: never yet).
+    sa.Column("first_healthy_at", sa.DateTime(timezone=True)),
     _one_of("status", _values(RouteStatus), "status"),
     # standby: a blue-green route kept out of traffic until its rollout is promoted.
     _one_of("traffic_status", TRAFFIC_STATUSES, "traffic_status"),
@@ -249,7 +251,7 @@ autoscaling_rules = sa.Table(
 )
 
 
-def _history_table(name: str, entity: str, parent: str) -> sa.Table:
+def _history_table(name: str, entity: str, parent: str, *extra: sa.Column[Any]) -> sa.Table:
     return sa.Table(
         name,
         metadata,
@@ -264,12 +266,19 @@ def _history_table(name: str, entity: str, parent: str) -> sa.Table:
         sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
         _created_at(),
         _updated_at(),
+        *extra,
         sa.Index(f"ix_{name}_{entity}", entity, sa.text("id DESC")),
     )
 
 
 deployment_history = _history_table("deployment_history", "deployment_id", "deployments")
-route_history = _history_table("route_history", "route_id", "routes")
+route_history = _history_table(
+    "route_history",
+    "route_id",
+    "routes",
+    # An error that counts against the route's revision (`StatusTransition.revision_failure`).
+    sa.Column("revision_failure", sa.Boolean, nullable=False, server_default=sa.false()),
+)
 
 
 phase_runs = sa.Table(

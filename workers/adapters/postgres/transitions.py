@@ -19,6 +19,7 @@ from uuid import UUID, uuid4
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, distinct_on
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
+from sqlalchemy.types import TypeEngine
 
 from workers.adapters.postgres.bulk import any_of, unnest_rows
 from workers.adapters.postgres.schema import deployment_history, deployments, route_history, routes
@@ -62,8 +63,9 @@ class _Applied:
 def apply_route_transitions(conn: sa.Connection, changes: Sequence[RouteTransition]) -> list[UUID]:
     """Apply each change whose guard holds; returns the ids that were applied.
 
-    A route that moves gets a new `status_changed_at`; an error result is kept
-    in `error_data` (a later non-error change clears it).
+    A route that moves gets a new `status_changed_at`, and the first time it
+    turns healthy, `first_healthy_at`; an error result is kept in `error_data` (a
+    later non-error change clears it).
     """
     applied = _guarded(conn, routes, routes.c.status, changes)
     touched = [a for a in applied if a.changes_row]
@@ -85,6 +87,13 @@ def apply_route_transitions(conn: sa.Connection, changes: Sequence[RouteTransiti
                 status_changed_at=sa.case(
                     (routes.c.status != v.c.status, sa.func.now()),
                     else_=routes.c.status_changed_at,
+                ),
+                first_healthy_at=sa.case(
+                    (
+                        v.c.status == RouteStatus.HEALTHY.value,
+                        sa.func.coalesce(routes.c.first_healthy_at, sa.func.now()),
+                    ),
+                    else_=routes.c.first_healthy_at,
                 ),
             )
         )
@@ -234,20 +243,20 @@ def _bump_attempts(
 def _insert_history(
     conn: sa.Connection, history: sa.Table, entity: sa.Column[Any], new: Sequence[_Applied]
 ) -> None:
-    v = unnest_rows(
-        "v",
-        {
-            "entity": (_UUID, [a.change.entity_id for a in new]),
-            "phase": (_TEXT, [a.change.phase for a in new]),
-            "from_status": (_TEXT, [a.from_status for a in new]),
-            "to_status": (_TEXT, [a.to_status for a in new]),
-            "result": (_TEXT, [a.change.result.value for a in new]),
-            "error_code": (_TEXT, [a.change.error_code for a in new]),
-            "message": (_TEXT, [a.change.message for a in new]),
-        },
-    )
-    columns = [entity.name, "phase", "from_status", "to_status", "result", "error_code", "message"]
-    conn.execute(history.insert().from_select(columns, sa.select(*v.c)))
+    columns: dict[str, tuple[TypeEngine[Any], Sequence[Any]]] = {
+        "entity": (_UUID, [a.change.entity_id for a in new]),
+        "phase": (_TEXT, [a.change.phase for a in new]),
+        "from_status": (_TEXT, [a.from_status for a in new]),
+        "to_status": (_TEXT, [a.to_status for a in new]),
+        "result": (_TEXT, [a.change.result.value for a in new]),
+        "error_code": (_TEXT, [a.change.error_code for a in new]),
+        "message": (_TEXT, [a.change.message for a in new]),
+    }
+    if "revision_failure" in history.c:
+        columns["revision_failure"] = (sa.Boolean(), [a.change.revision_failure for a in new])
+    v = unnest_rows("v", columns)
+    names = [entity.name, *list(columns)[1:]]
+    conn.execute(history.insert().from_select(names, sa.select(*v.c)))
 
 
 def take_out_of_service(

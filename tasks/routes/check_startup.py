@@ -1,0 +1,31 @@
+"""routes.check_startup: a new route that never became healthy within its health budget fails.
+
+The budget is its revision's health check: the initial delay, then `max_retries`
+probes `interval_s` apart. A route past it that never passed one probe leaves
+traffic and drains, whatever its resource group's cleanup config says, and the
+failure counts against its revision: a rollout to a revision whose health check
+never passes is rolled back after `failure_threshold` such routes, in seconds
+instead of at its progress deadline. A deployment outside a rollout says so in
+its history (nothing can roll it back).
+"""
+
+from tasks.phase import LEAVING_SERVICE, ROUTES, Move, Phase
+from tasks.runs import phase_task
+from workers.domain import OutcomeBucket, RouteStatus
+
+PHASE = Phase(
+    name="routes.check_startup",
+    kind=ROUTES,
+    # Degraded only: a route the health checker already found unhealthy was judged (and
+    # counted) by the health phases, and is evicted.
+    targets=frozenset({RouteStatus.DEGRADED}),
+    execute=lambda adapters, items: adapters.route_executor().check_startup(items),
+    load_targets=lambda adapters: adapters.phase_store.load_routes_starting(),
+    on={OutcomeBucket.ERROR: Move(RouteStatus.DRAINING)},
+    judges_revision=True,
+    follow_ups={
+        OutcomeBucket.ERROR: (*LEAVING_SERVICE, "deployments.rollout", "deployments.reconcile")
+    },
+)
+
+task = phase_task(PHASE)
