@@ -16,9 +16,10 @@ from workers.domain import OutcomeBucket, RouteStatus
 PHASE = Phase(
     name="routes.check_startup",
     kind=ROUTES,
-    # Degraded only: a route the health checker already found unhealthy was judged (and
-    # counted) by the health phases, and is evicted.
-    targets=frozenset({RouteStatus.DEGRADED}),
+    # Unhealthy too: routes.evict leaves a route never healthy to this phase (it is not
+    # evicted on its first failed probe); the health phases counted it already, and a
+    # route counts against its revision once.
+    targets=frozenset({RouteStatus.DEGRADED, RouteStatus.UNHEALTHY}),
     execute=lambda adapters, items: adapters.route_executor().check_startup(items),
     load_targets=lambda adapters: adapters.phase_store.load_routes_starting(),
     on={OutcomeBucket.ERROR: Move(RouteStatus.DRAINING)},

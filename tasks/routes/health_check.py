@@ -20,6 +20,7 @@ PHASE = Phase(
         OutcomeBucket.SUCCESS: ("routes.sync_service_discovery", "deployments.rollout"),
         OutcomeBucket.ERROR: (
             "routes.evict",
+            "routes.check_startup",  # a route never healthy is judged there, at its budget
             "routes.sync_service_discovery",
             "deployments.rollout",
         ),

@@ -7,8 +7,10 @@ import json
 import uuid
 
 import requests
+import sqlalchemy as sa
 
-from tests.e2e.fleet import TIMEOUT_S, cli, published, serving
+from tests.e2e.fleet import TIMEOUT_S, cli, published, rows, serving
+from workers.adapters.postgres.schema import routes, sessions
 from workers.reference import dev
 from workers.reference.processes import wait_for
 
@@ -50,3 +52,36 @@ def test_create_scale_and_destroy_wait_until_the_fleet_is_as_asked(
     assert gone.returncode == 0, gone.stderr
     assert json.loads(gone.stdout)["lifecycle"] == "destroyed"
     assert published(system, uuid.UUID(document["id"])) == 0
+    assert _live_sessions(system, uuid.UUID(document["id"])) == 0  # every model server stopped
+    _a_first_revision_that_never_becomes_healthy_says_why_instead_of_cycling_silently(system)
+
+
+def _live_sessions(system: dev.DevSystem, deployment_id: uuid.UUID) -> int:
+    query = (
+        sa.select(sessions.c.id)
+        .join(routes, routes.c.id == sessions.c.route_id)
+        .where(
+            routes.c.deployment_id == deployment_id,
+            sessions.c.status.not_in(["TERMINATED", "ERROR", "CANCELLED"]),
+        )
+    )
+    return len(rows(system, query))
+
+
+def _a_first_revision_that_never_becomes_healthy_says_why_instead_of_cycling_silently(
+    system: dev.DevSystem,
+) -> None:
+    """(In the same world, to spare one.) Nothing can roll a first revision back."""
+    sick = cli(system, "deployment", "create", "sick", "--group", dev.DEMO_GROUP,
+               "--image", "sample-model", "--command", SAMPLE_MODEL, "--health-path", "/nowhere",
+               "--health-initial-delay-s", "1", "--health-interval-s", "1",
+               "--health-max-retries", "2", "--wait", "--timeout-s", "30",
+               timeout_s=TIMEOUT_S)  # fmt: skip
+    assert sick.returncode == 1
+    [line] = sick.stderr.splitlines()
+    assert line.startswith("Error: sick not serving after 30 s (--timeout-s); it is ready, 0/1")
+    assert "no route of revision 1 became healthy within 3 s: /nowhere answered 404" in line
+    shown = cli(system, "deployment", "show", "sick", "--json")
+    assert json.loads(shown.stdout)["reason"] == (
+        "no route of revision 1 became healthy within 3 s: /nowhere answered 404"
+    )

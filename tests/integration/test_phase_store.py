@@ -63,7 +63,7 @@ def test_eviction_candidates_wait_out_the_initial_delay_of_degraded_routes(
     now = datetime.now(UTC)
     catalog.add_routes(
         [
-            unhealthy := make_route(deployment, status=RouteStatus.UNHEALTHY),
+            unhealthy := make_route(deployment, status=RouteStatus.UNHEALTHY, ever_healthy=True),
             long_degraded := make_route(
                 deployment,
                 status=RouteStatus.DEGRADED,

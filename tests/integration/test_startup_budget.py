@@ -42,8 +42,8 @@ def _starting(
     engine: sa.Engine, catalog: Catalog, deployment: DeploymentInfo, *, age_s: float,
     session: str = "RUNNING", **route: object,
 ) -> RouteData:  # fmt: skip
-    """A degraded route of revision 1 whose session started `age_s` ago."""
-    added = make_route(deployment, status=RouteStatus.DEGRADED, revision=1, **route)
+    """A route of revision 1 (degraded unless said) whose session started `age_s` ago."""
+    added = make_route(deployment, **{"status": RouteStatus.DEGRADED, "revision": 1, **route})
     catalog.add_routes([added])
     session_id = uuid4()
     with engine.begin() as conn:
@@ -67,6 +67,18 @@ def test_only_routes_never_healthy_with_a_running_session_and_a_health_check_are
     _starting(engine, catalog, checked, age_s=30, session="PREPARING")  # not running yet
     _starting(engine, catalog, unchecked, age_s=30)  # ready once running, nothing to judge
     assert [r.id for r in phase_store.load_routes_starting()] == [judged.id]
+
+
+def test_an_unhealthy_route_never_healthy_is_left_to_its_budget_not_evicted_on_sight(
+    engine: sa.Engine, catalog: Catalog, phase_store: PostgresPhaseStore
+) -> None:
+    catalog.create_scaling_group("sg1")
+    deployment = _deployment(catalog)
+    starting = _starting(engine, catalog, deployment, age_s=2, status=RouteStatus.UNHEALTHY)
+    served = _starting(engine, catalog, deployment, age_s=2, status=RouteStatus.UNHEALTHY,
+                       ever_healthy=True)  # fmt: skip
+    assert [r.id for r in phase_store.load_eviction_candidates()] == [served.id]
+    assert starting.id in {r.id for r in phase_store.load_routes_starting()}
 
 
 def test_startup_progress_is_measured_by_the_database_clock_against_its_revisions_budget(

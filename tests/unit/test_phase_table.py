@@ -38,7 +38,7 @@ DESIGN_TARGETS = {
     "routes.provision": {R.PROVISIONING},
     "routes.check_running": {R.DEGRADED, R.HEALTHY, R.UNHEALTHY, R.FAILED_TO_START},
     # A route never healthy within its health budget: drained, counted against its revision.
-    "routes.check_startup": {R.DEGRADED},
+    "routes.check_startup": {R.DEGRADED, R.UNHEALTHY},
     "routes.health_check": {R.HEALTHY, R.UNHEALTHY, R.DEGRADED},
     # This stage: health_check on only the routes whose readiness was announced as changed.
     "routes.health_changed": {R.HEALTHY, R.UNHEALTHY, R.DEGRADED},

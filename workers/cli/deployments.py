@@ -58,6 +58,41 @@ def wait_options(command: Any) -> Any:
     )(command)
 
 
+HEALTH_OPTIONS = (
+    ("health_initial_delay_s", "initial_delay_s", "--health-initial-delay-s",
+     "Seconds after the start before failed probes count."),
+    ("health_interval_s", "interval_s", "--health-interval-s",
+     "Seconds between probes once healthy (a starting replica is probed every second)."),
+    ("health_timeout_s", "timeout_s", "--health-timeout-s", "Seconds a probe may take."),
+    ("health_max_retries", "max_retries", "--health-max-retries",
+     "Failed probes in a row before unhealthy."),
+)  # fmt: skip
+
+
+def health_options(*, with_defaults: bool) -> Callable[[Any], Any]:
+    """--health-initial-delay-s, --health-interval-s, --health-timeout-s and
+    --health-max-retries: Backend.AI's defaults on create, none (unchanged) on update."""
+    defaults = HealthCheckConfig()
+
+    def decorate(command: Any) -> Any:
+        for option, field, flag, help_text in reversed(HEALTH_OPTIONS):
+            kind = click.IntRange(min=1) if field == "max_retries" else FiniteFloat(min=0)
+            if field in {"interval_s", "timeout_s"}:
+                kind = FiniteFloat(min=0.1, max=3600)
+            default = getattr(defaults, field) if with_defaults else None
+            command = click.option(flag, option, type=kind, default=default,
+                                   show_default=with_defaults, help=help_text)(command)  # fmt: skip
+        return command
+
+    return decorate
+
+
+def health_check(path: str, options: dict[str, Any]) -> HealthCheckConfig:
+    """The health check the options ask for (each given option, else the default)."""
+    given = {field: options[opt] for opt, field, _, _ in HEALTH_OPTIONS if options[opt] is not None}
+    return HealthCheckConfig(path=path, **given)
+
+
 def environ_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
     """NAME=VALUE options as a mapping; bad input names --env."""
     environ = {}
@@ -79,7 +114,7 @@ def environ_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--command", "startup_command", help="Startup command of the model server.")
 @click.option("--env", "env_pairs", multiple=True, help="NAME=VALUE for the server (repeatable).")
 @click.option("--health-path", help="HTTP path the prober checks (none: no health check).")
-@click.option("--health-initial-delay-s", type=FiniteFloat(min=0), default=60.0)
+@health_options(with_defaults=True)
 @click.option("--public", is_flag=True, help="Open the endpoint without a token.")
 @click.option(
     "--drain-s",
@@ -96,13 +131,7 @@ def create(cli: CliContext, /, name: str, resource_group: str, **options: Any) -
     if (problem := name_problem(name)) is not None:
         bad_input("NAME", problem)
     check_replicas(cli, "--replicas", options["replicas"])
-    health = (
-        HealthCheckConfig(
-            path=options["health_path"], initial_delay_s=options["health_initial_delay_s"]
-        )
-        if options["health_path"]
-        else None
-    )
+    health = health_check(options["health_path"], options) if options["health_path"] else None
     revision = ModelRevision(
         image=options["image"],
         runtime_variant=options["runtime_variant"],
@@ -168,7 +197,8 @@ def _reason(row: dict[str, Any], desired: int, progress: str | None) -> str:
     if lifecycle == "deploying":
         return progress or "rolling out"
     if lifecycle in {"destroying", "destroyed"}:
-        return str(lifecycle)
+        stopping = row.get("live_sessions") or 0
+        return f"{lifecycle}; {stopping} model servers still stopping" if stopping else lifecycle
     return _replicas_reason(row, healthy, desired)
 
 
@@ -316,16 +346,15 @@ def scale(
 @json_option
 @click.pass_obj
 def destroy(cli: CliContext, ref: str, wait: bool, timeout_s: float, as_json: bool) -> None:
-    """Stop every replica and unregister the endpoint."""
+    """Stop every replica and unregister the endpoint; with --wait, return once it is
+    destroyed and none of its model servers runs any more."""
     with reported_failures("deployment destroy"):
         found = find_deployment(cli, ref)
         if not cli.catalog.request_destroy(found["id"]):
             bad_input("DEPLOYMENT", f"{found['name']} is {found['lifecycle']} already")
     document = {"deployment": found["name"], "id": str(found["id"]), "lifecycle": "destroying"}
-    if wait:
-        _wait_deployment(
-            cli, found["id"], timeout_s, "destroyed", lambda row: row["lifecycle"] == "destroyed"
-        )
+    if wait:  # destroyed, and every model server of it stopped
+        _wait_deployment(cli, found["id"], timeout_s, "destroyed", _gone)
         document["lifecycle"] = "destroyed"
     done(f"deployment {found['name']} is {document['lifecycle']}", document, as_json=as_json)
 
@@ -335,6 +364,10 @@ def wait_serving(cli: CliContext, deployment_id: uuid.UUID, timeout_s: float) ->
     its URL and READY then."""
     row = _wait_deployment(cli, deployment_id, timeout_s, "serving", _serves_as_asked)
     return {"lifecycle": row["lifecycle"], "url": row["url"], "ready": row["ready"]}
+
+
+def _gone(row: dict[str, Any]) -> bool:
+    return bool(row["lifecycle"] == "destroyed" and row["live_sessions"] == 0)
 
 
 def _serves_as_asked(row: dict[str, Any]) -> bool:

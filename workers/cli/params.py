@@ -14,6 +14,12 @@ class FiniteFloat(click.FloatRange):
 
     name = "number"
 
+    def _describe_range(self) -> str:
+        """No range at all says nothing (click would print `x<=None`)."""
+        if self.min is None and self.max is None:
+            return ""
+        return str(super()._describe_range())
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         number = super().convert(value, param, ctx)
         if (problem := number_problem(number)) is not None:

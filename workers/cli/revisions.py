@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from workers.cli.deployments import deployment, environ_pairs
+from workers.cli.deployments import HEALTH_OPTIONS, deployment, environ_pairs, health_options
 from workers.cli.output import done, emit, json_option, wide_option
 from workers.cli.params import FiniteFloat
 from workers.cli.root import CliContext, bad_input, find_deployment, reported_failures
@@ -80,6 +80,7 @@ def rollout_options(command: Any) -> Any:
 @click.option("--env", "env_pairs", multiple=True, help="NAME=VALUE, added or replaced.")
 @click.option("--model-path")
 @click.option("--health-path", help="HTTP path the prober checks.")
+@health_options(with_defaults=False)
 @rollout_options
 @click.pass_obj
 def update(cli: CliContext, /, ref: str, **options: Any) -> None:
@@ -195,6 +196,9 @@ def _changes(cli: CliContext, found: dict[str, Any], options: dict[str, Any]) ->
     }
     if options["env_pairs"]:
         changes["environ"] = {**current["environ"], **environ_pairs(options["env_pairs"])}
+    for option, field, _, _ in HEALTH_OPTIONS:
+        if options[option] is not None:
+            changes[f"health_check_{field}"] = options[option]
     return changes
 
 

@@ -66,19 +66,26 @@ def load_eviction_candidates(conn: sa.Connection) -> list[RouteData]:
 
     A degraded route counts only once it has been degraded for longer than its
     deployment's health-check initial delay: a model server still loading is
-    not evicted for being slow to answer its first probe.
+    not evicted for being slow to answer its first probe. An unhealthy route
+    that never passed its health check is `routes.check_startup`'s to judge, at
+    its health budget: not evicted on its first failed probe.
     """
     named = routes.c.status == sa.func.any(scaling_groups.c.route_cleanup_statuses)
     degraded_long_enough = routes.c.status_changed_at < sa.func.now() - sa.func.make_interval(
         0, 0, 0, 0, 0, 0, deployments.c.health_check_initial_delay_s
     )
+    judged_at_startup = sa.and_(
+        routes.c.first_healthy_at.is_(None), of_its_revision("health_check_path").is_not(None)
+    )
     query = (
-        sa.select(*ROUTE_COLUMNS)
-        .join(deployments, deployments.c.id == routes.c.deployment_id)
-        .join(scaling_groups, scaling_groups.c.name == deployments.c.resource_group)
+        with_its_revision(
+            sa.select(*ROUTE_COLUMNS)
+            .join(deployments, deployments.c.id == routes.c.deployment_id)
+            .join(scaling_groups, scaling_groups.c.name == deployments.c.resource_group)
+        )
         .where(
             sa.or_(
-                routes.c.status == RouteStatus.UNHEALTHY.value,
+                sa.and_(routes.c.status == RouteStatus.UNHEALTHY.value, ~judged_at_startup),
                 sa.and_(routes.c.status == RouteStatus.HEALTHY.value, named),
                 sa.and_(routes.c.status == RouteStatus.DEGRADED.value, named, degraded_long_enough),
             )
@@ -188,8 +195,8 @@ def of_its_revision(name: str) -> sa.ColumnElement[Any]:
 
 
 def load_routes_starting(conn: sa.Connection) -> list[RouteData]:
-    """Degraded routes that never passed their health check, whose session runs and
-    whose revision has a health check: what `routes.check_startup` judges."""
+    """Degraded or unhealthy routes that never passed their health check, whose session
+    runs and whose revision has a health check: what `routes.check_startup` judges."""
     query = (
         with_its_revision(
             sa.select(*ROUTE_COLUMNS)

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from workers.adapters.postgres.engine import transaction
 from workers.adapters.postgres.schema import (
+    TERMINAL_SESSION_STATUSES,
     autoscaling_rules,
     deployment_history,
     deployment_revisions,
@@ -199,6 +200,16 @@ def _deployments_query() -> sa.Select[Any]:
         .where(routes.c.deployment_id == deployments.c.id, routes.c.status == "healthy")
         .scalar_subquery()
     )
+    live_sessions = (  # model servers not stopped yet (a destroy waits for them)
+        sa.select(sa.func.count())
+        .select_from(sessions)
+        .join(routes, routes.c.id == sessions.c.route_id)
+        .where(
+            routes.c.deployment_id == deployments.c.id,
+            sessions.c.status.not_in(TERMINAL_SESSION_STATUSES),
+        )
+        .scalar_subquery()
+    )
     never_healthy = (  # why a deployment no rollout can save does not serve
         sa.select(deployment_history.c.message)
         .where(
@@ -227,6 +238,7 @@ def _deployments_query() -> sa.Select[Any]:
         ),
         active.label("active_routes"),
         healthy.label("healthy_routes"),
+        live_sessions.label("live_sessions"),
         has_proxy.label("group_has_app_proxy"),
         never_healthy.label("never_healthy"),
         deployments.c.url,
