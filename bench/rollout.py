@@ -141,7 +141,7 @@ def _failure_to_rollback_s(system: dev.DevSystem, deployment_id: uuid.UUID, revi
             deployment_history.c.deployment_id == deployment_id,
             deployment_history.c.phase == "deployments.rollout",
             deployment_history.c.result == "error",
-            deployment_history.c.message.startswith(f"revision {revision} rolled back"),
+            deployment_history.c.message.contains(f"revision {revision} rolled back"),
         )
         .scalar_subquery()
     )

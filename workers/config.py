@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 from beat_schedule import SCHEDULED_INTERVALS_S
 
 INTERVAL_VARIABLE_PREFIX = "MODELFLEET_INTERVAL_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class SettingsError(ValueError):
@@ -68,6 +69,8 @@ class Settings:
     phases: PhaseSettings = field(default_factory=PhaseSettings)
     revision_history_limit: int = 10  # revisions kept per deployment, beyond current and deploying
     max_replicas: int = 100  # the most replicas an operator may ask of one deployment
+    # How much the long-running `modelfleet` processes (runner, prober, proxy, ...) log.
+    log_level: str = "INFO"
     app_proxy: AppProxySettings = field(default_factory=AppProxySettings)
     service_discovery_http: ServiceDiscoveryHttpSettings = field(
         default_factory=ServiceDiscoveryHttpSettings
@@ -86,6 +89,7 @@ class Settings:
             result_backend=reader.url("MODELFLEET_RESULT_BACKEND", cls.result_backend, _REDIS),
             phases=_phase_settings(reader, environ),
             max_replicas=int(reader.number("MODELFLEET_MAX_REPLICAS", cls.max_replicas)),
+            log_level=reader.choice("MODELFLEET_LOG_LEVEL", cls.log_level, LOG_LEVELS),
             revision_history_limit=max(
                 1,
                 int(reader.number("MODELFLEET_REVISION_HISTORY_LIMIT", cls.revision_history_limit)),
@@ -200,6 +204,12 @@ class _Reader:
     def text(self, name: str, default: str) -> str:
         value = self._environ.get(name, "").strip()
         return value or default
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(name, default).upper()
+        if value not in allowed:
+            raise SettingsError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+        return value
 
     def url(self, name: str, default: str, schemes: tuple[str, ...]) -> str:
         """A URL whose scheme is one of `schemes`; the message never shows the URL itself

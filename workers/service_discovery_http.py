@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import waitress
+from waitress.server import create_server
 
 from workers.adapters.redis_discovery import RedisServiceDiscovery, prometheus_http_sd
 from workers.errors import InfrastructureUnavailable
@@ -69,8 +69,9 @@ def serve(
     port: int,
     metrics: Callable[[], bytes] | None = None,
 ) -> None:
-    """Serve until interrupted."""
-    log.info("service discovery: serving http://%s:%d%s", host, port, PATH)
-    waitress.serve(
+    """Serve until interrupted (the port is bound before anything is said)."""
+    server = create_server(
         make_app(discovery, metrics), host=host, port=port, threads=2, ident="modelfleet"
     )
+    log.info("service discovery: serving http://%s:%d%s", host, port, PATH)
+    server.run()

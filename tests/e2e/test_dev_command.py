@@ -51,9 +51,24 @@ def _live_session_pids(database_url: str) -> list[int]:
         engine.dispose()
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def _dev_command(*, background: bool) -> list[str]:
+    """`modelfleet dev`, or as a shell script's `modelfleet dev > log &` starts it: with
+    SIGINT ignored from the start (which a process inherits)."""
+    command = [sys.executable, "-m", "workers.cli", "dev", "--replicas", "2"]
+    if not background:
+        return command
+    return ["sh", "-c", 'trap "" INT; exec "$@"', "background-job", *command]
+
+
+@pytest.mark.parametrize(
+    ("stop", "background"),
+    [(signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, False)],
+    ids=["ctrl-c", "kill-int-of-a-background-job", "sigterm"],
+)
 def test_dev_serves_the_demo_and_leaves_nothing_running(
     stop: signal.Signals,
+    background: bool,
+    *,
     create_database: Callable[[], str],
     broker_url: str,
     redis_url: str,
@@ -74,9 +89,8 @@ def test_dev_serves_the_demo_and_leaves_nothing_running(
     shown = tmp_path / "dev.out"
     with shown.open("wb") as out:
         dev = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "dev", "--replicas", "2"],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            _dev_command(background=background), env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         pids = wait_for(
             lambda: _live_session_pids(database_url),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import sqlalchemy as sa
 
@@ -51,12 +53,10 @@ def test_a_worker_killed_mid_phase_loses_no_item_and_starts_no_second_session(
     }
     stack.env.update(crash_env)
     worker = stack.worker("doomed", concurrency=1)
-    _call(stack, "routes.provision")
-    started = sa.select(sa.func.count()).select_from(sessions)
-    at_kill = wait_for(
-        lambda: _count(stack, started), lambda n: n >= 20, timeout_s=60, what="work in flight"
-    )
-    worker.kill_hard()
+    with _a_route_that_blocks_its_session(stack) as blocked_at:
+        _call(stack, "routes.provision")
+        at_kill = _wait_blocked(stack, blocked_at)
+        worker.kill_hard()
     assert at_kill < ITEMS, "the phase finished before the kill; nothing was in flight"
     [run] = _runs(stack, "routes.provision")
     assert run.state is PhaseRunState.RUNNING
@@ -94,10 +94,10 @@ def test_a_worker_killed_at_default_limits_holds_nothing_back_until_the_deadline
     deployment = _routes_to_provision(stack)
     stack.env.update({**DEFAULT_LIMITS, "MODELFLEET_FANOUT_MAX_TASKS": str(ITEMS)})
     worker = stack.worker("doomed", concurrency=1)
-    _call(stack, "routes.provision")
-    started = sa.select(sa.func.count()).select_from(sessions)
-    wait_for(lambda: _count(stack, started), lambda n: n >= 20, timeout_s=60, what="work in flight")
-    worker.kill_hard()
+    with _a_route_that_blocks_its_session(stack) as blocked_at:
+        _call(stack, "routes.provision")
+        _wait_blocked(stack, blocked_at)
+        worker.kill_hard()
     [run] = _runs(stack, "routes.provision")
     assert run.state is PhaseRunState.RUNNING
 
@@ -118,6 +118,45 @@ def test_a_worker_killed_at_default_limits_holds_nothing_back_until_the_deadline
     wait_for(lambda: _count(stack, degraded) == ITEMS, timeout_s=half_the_deadline_s,
              what="every route provisioned by later runs")  # fmt: skip
     _one_live_session_per_route(stack)
+
+
+@contextmanager
+def _a_route_that_blocks_its_session(stack: Stack) -> Iterator[int]:
+    """The run is certainly in flight when the test kills its worker: a transaction of
+    the test's own holds a session for the route in the middle (uncommitted), so the
+    run's enqueue for that route waits on it (the one-live-session index) until the
+    test rolls back, after the kill. Yields how many routes come before it."""
+    ordered = stack.query(sa.select(routes.c.id).order_by(routes.c.created_at, routes.c.id))
+    middle = len(ordered) // 2
+    with stack.engine.connect() as conn:
+        holding = conn.begin()
+        held = {"route_id": ordered[middle]["id"], "name": "held", "spec": {}}
+        conn.execute(sessions.insert().values(id=uuid4(), status="PENDING", **held))
+        try:
+            yield middle
+        finally:
+            holding.rollback()
+
+
+def _wait_blocked(stack: Stack, before: int) -> int:
+    """Until the routes before the held one have their sessions and the run waits on the
+    held one; the sessions made by then."""
+    made = sa.select(sa.func.count()).select_from(sessions)
+    waiting = (
+        sa.select(sa.func.count())
+        .select_from(sa.text("pg_stat_activity"))
+        .where(
+            sa.text("wait_event_type = 'Lock' AND datname = current_database()"),
+            sa.text("query ILIKE 'INSERT INTO sessions%'"),
+        )
+    )
+    wait_for(
+        lambda: (_count(stack, made), _count(stack, waiting)),
+        lambda seen: seen == (before, 1),
+        timeout_s=60,
+        what="the run to wait on the held route",
+    )
+    return before
 
 
 def _routes_to_provision(stack: Stack) -> UUID:

@@ -58,6 +58,12 @@ def _cases(port: int, empty_database: str) -> list[Case]:
         (["deployment", "create", "late", "--group", "g", "--image", "i", "--wait",
           "--timeout-s", "1"], {}, 1, "--timeout-s"),
         (["status", "--watch", "--json"], {}, 2, "--watch"),
+        # The export line of a `modelfleet dev` that has stopped, still in the shell:
+        (["dev"], {"MODELFLEET_DATABASE_URL": "postgresql+psycopg://u:pw@127.0.0.1:1/x"}, 1,
+         "MODELFLEET_DATABASE_URL"),
+        (["dev"], {"MODELFLEET_REDIS_URL": "redis://127.0.0.1:1/0"}, 1, "MODELFLEET_REDIS_URL"),
+        (["runner", "--log-level", "LOUD"], {}, 2, "--log-level"),
+        (["status"], {"MODELFLEET_LOG_LEVEL": "LOUD"}, 2, "MODELFLEET_LOG_LEVEL"),
     ]  # fmt: skip
 
 

@@ -46,8 +46,22 @@ def phase() -> None:
     """Run a phase now, or read what past runs did."""
 
 
-@phase.command("run")
-@click.argument("name", type=click.Choice(sorted(SCHEDULED_INTERVALS_S)))
+RUN_HELP = "\n".join(
+    [
+        "Start a run of NAME on the workers (as beat would), now.",
+        "",
+        "Exit 0 when the run succeeded, 3 when it succeeded but some items ended in error,",
+        "1 when it failed or did not close within --timeout-s.",
+        "",
+        "\b",
+        "NAME is one of:",
+        *(f"  {name}" for name in sorted(SCHEDULED_INTERVALS_S)),
+    ]
+)
+
+
+@phase.command("run", help=RUN_HELP)
+@click.argument("name", metavar="NAME", type=click.Choice(sorted(SCHEDULED_INTERVALS_S)))
 @click.option(
     "--wait",
     is_flag=True,
@@ -57,11 +71,6 @@ def phase() -> None:
 @json_option
 @click.pass_obj
 def run(cli: CliContext, name: str, wait: bool, timeout_s: float, as_json: bool) -> None:
-    """Start a run of NAME on the workers (as beat would), now.
-
-    Exit 0 when the run succeeded, 3 when it succeeded but some items ended in error,
-    1 when it failed or did not close within --timeout-s.
-    """
     sender = ModelfleetCelery(settings=cli.settings)
     with reported_failures(f"phase run {name}"), broker_failures(name):
         if not wait:

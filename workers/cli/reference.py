@@ -26,7 +26,7 @@ from workers.adapters.redis_metrics import RedisMetricsStore
 from workers.cli.deployments import with_rollout
 from workers.cli.output import as_text
 from workers.cli.params import FiniteFloat
-from workers.cli.root import CliContext, bad_input, main, reported_failures
+from workers.cli.root import CliContext, bad_input, log_level_option, main, reported_failures
 from workers.inputs import token_problem
 from workers.reference import dev as dev_system
 from workers.reference.collector import MetricsCollector
@@ -39,6 +39,7 @@ VIEW_REFRESH_S = 1.0
 
 @main.command()
 @click.option("--interval-s", type=FiniteFloat(min=0.05), default=0.5, show_default=True)
+@log_level_option
 @click.option(
     "--grace-s",
     type=FiniteFloat(min=0),
@@ -82,6 +83,7 @@ def runner(
 
 @main.command()
 @click.option("--interval-s", type=FiniteFloat(min=0.05), default=0.5, show_default=True)
+@log_level_option
 @click.pass_obj
 def prober(cli: CliContext, interval_s: float) -> None:
     """Probe every running route's health path and write readiness into Redis."""
@@ -92,6 +94,7 @@ def prober(cli: CliContext, interval_s: float) -> None:
 
 @main.command()
 @click.option("--interval-s", type=FiniteFloat(min=0.1), default=2.0, show_default=True)
+@log_level_option
 @click.pass_obj
 def collector(cli: CliContext, interval_s: float) -> None:
     """Scrape healthy routes' /metrics into the autoscaling metric keys in Redis."""
@@ -111,6 +114,7 @@ def collector(cli: CliContext, interval_s: float) -> None:
 # Kept for old scripts; a token on the command line is readable in /proc by any user.
 @click.option("--token", envvar="MODELFLEET_PROXY_TOKEN", hidden=True)
 @click.option("--public-url", help="Base of the URLs handed out [http://HOST:PORT].")
+@log_level_option
 @click.pass_obj
 def proxy(
     cli: CliContext,
@@ -141,7 +145,13 @@ def proxy(
 
 @main.command()
 @click.option("--smoke", is_flag=True, help="Headless: serve, heal one replica, exit.")
-@click.option("--timeout-s", type=FiniteFloat(min=10), default=180.0, show_default=True)
+@click.option(
+    "--timeout-s",
+    type=FiniteFloat(min=10),
+    default=180.0,
+    show_default=True,
+    help="With --smoke: how long each step may take before it fails.",
+)
 @click.option(
     "--replicas",
     type=click.IntRange(min=0, max=10),
@@ -150,10 +160,16 @@ def proxy(
     help="Replicas of the demo deployment.",
 )
 def dev(smoke: bool, timeout_s: float, replicas: int) -> None:
-    """The whole system on this machine, with a demo deployment of the sample model."""
-    # SIGTERM unwinds like Ctrl-C, so every child and server is stopped either way.
+    """The whole system on this machine, with a demo deployment of the sample model.
+
+    Uses the PostgreSQL and Redis that MODELFLEET_DATABASE_URL and MODELFLEET_REDIS_URL
+    name, if set (and says so); throwaway servers for those that are not.
+    """
+    # SIGTERM unwinds like Ctrl-C, so every child and server is stopped either way; SIGINT
+    # explicitly, since a shell script starting dev in the background ignores it for us.
     signal.signal(signal.SIGTERM, _interrupt)
-    with dev_system.running_system(say=click.echo) as system:
+    signal.signal(signal.SIGINT, _interrupt)
+    with reported_failures("modelfleet dev"), dev_system.running_system(say=click.echo) as system:
         if smoke:
             try:
                 timings = dev_system.smoke(system, timeout_s, click.echo)

@@ -23,7 +23,7 @@ from workers.adapters.postgres.phase_store import PostgresPhaseStore
 from workers.adapters.postgres.reports import Reports
 from workers.adapters.redis_client import create_redis_client
 from workers.adapters.redis_keys import RedisKeys
-from workers.config import Settings, SettingsError
+from workers.config import LOG_LEVELS, Settings, SettingsError
 from workers.errors import InfrastructureUnavailable
 
 log = logging.getLogger("workers.cli")
@@ -104,6 +104,25 @@ class CliContext:
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
+
+
+def log_level_option(command: Any) -> Any:
+    """--log-level for a long-running process: what it logs (MODELFLEET_LOG_LEVEL, INFO by
+    default, a line per notable event); the short commands stay at WARNING."""
+
+    def configure(ctx: click.Context, _: click.Parameter, level: str | None) -> str:
+        context = ctx.find_object(CliContext)
+        chosen = (level or (context.settings.log_level if context else "INFO")).upper()
+        logging.getLogger().setLevel(chosen)
+        return chosen
+
+    return click.option(
+        "--log-level",
+        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+        callback=configure,
+        expose_value=False,
+        help="What to log [MODELFLEET_LOG_LEVEL, default INFO].",
+    )(command)
 
 
 def bad_input(field: str, message: str) -> NoReturn:

@@ -27,7 +27,11 @@ def scaling_group() -> None:
 @click.option(
     "--app-proxy-addr", help="Base URL of the group's app proxy, e.g. http://proxy:10200."
 )
-@click.option("--app-proxy-token", envvar="MODELFLEET_APP_PROXY_TOKEN", help="Its API token.")
+@click.option(
+    "--app-proxy-token",
+    envvar="MODELFLEET_APP_PROXY_TOKEN",
+    help="Its API token; better from MODELFLEET_APP_PROXY_TOKEN (kept out of shell history).",
+)
 @click.option(
     "--cleanup-status",
     "cleanup_statuses",

@@ -9,7 +9,7 @@ from workers.adapters.redis_client import create_redis_client
 from workers.adapters.redis_controller_metrics import RedisControllerMetrics
 from workers.adapters.redis_discovery import RedisServiceDiscovery
 from workers.adapters.redis_keys import RedisKeys
-from workers.cli.root import CliContext, main, reported_failures
+from workers.cli.root import CliContext, log_level_option, main, reported_failures
 from workers.service_discovery_http import serve
 
 
@@ -23,6 +23,7 @@ def service_discovery() -> None:
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=None, help="[MODELFLEET_SD_HTTP_PORT]"
 )
+@log_level_option
 @click.pass_obj
 def service_discovery_serve(cli: CliContext, host: str | None, port: int | None) -> None:
     """Serve GET /metrics/service_discovery and the controller's GET /metrics until

@@ -34,8 +34,10 @@ from workers.adapters.postgres.engine import create_database_engine, transaction
 from workers.adapters.postgres.migrate import upgrade_to_head
 from workers.adapters.postgres.rows import deployment_from_row
 from workers.adapters.postgres.schema import deployments, routes, sessions
-from workers.config import interval_variable
+from workers.adapters.redis_client import create_redis_client, redis_errors
+from workers.config import interval_variable, masked_url
 from workers.domain import DeploymentInfo, HealthCheckConfig, ModelRevision, RouteStatus
+from workers.errors import InfrastructureUnavailable
 from workers.reference.processes import Process, celery, modelfleet, stop_all, wait_for
 from workers.throwaway_servers import create_database, free_port, start_postgres, start_redis
 
@@ -180,6 +182,7 @@ def running_system(
     The folder with every process's log is removed afterwards, unless leaving
     raised an error (a failed smoke run): then it is kept and named for the operator.
     """
+    _check_reachable(environ.get("MODELFLEET_DATABASE_URL"), environ.get("MODELFLEET_REDIS_URL"))
     folder = Path(tempfile.mkdtemp(prefix="modelfleet-dev-"))
     failed = False
     try:
@@ -301,14 +304,21 @@ def _start_all(system: DevSystem, proxy_port: int, sd_port: int, flower_port: in
     system.start("service-discovery", modelfleet("service-discovery", "serve", f"--port={sd_port}"))
 
 
+class StoreUnreachable(InfrastructureUnavailable):
+    """A store the environment names cannot be reached (one line for the operator)."""
+
+
 @contextlib.contextmanager
 def stores(
     environ: Mapping[str, str], say: Callable[[str], None] = lambda _: None
 ) -> Iterator[tuple[str, str]]:
-    """The database and Redis URLs `environ` names, or throwaway servers for those it does
-    not (stopped on exit)."""
+    """The database and Redis URLs `environ` names (checked, and said), or throwaway
+    servers for those it does not (stopped on exit)."""
     database_url = environ.get("MODELFLEET_DATABASE_URL")
     redis_url = environ.get("MODELFLEET_REDIS_URL")
+    named = [name for name, url in (("PostgreSQL", database_url), ("Redis", redis_url)) if url]
+    if named:
+        say(f"using the {' and '.join(named)} your MODELFLEET_*_URL variables name")
     postgres = None if database_url else start_postgres()
     redis = None if redis_url else start_redis()
     try:
@@ -320,6 +330,35 @@ def stores(
             if server is not None:
                 server.stop()
                 say(f"throwaway {name}: stopped")
+
+
+def _check_reachable(database_url: str | None, redis_url: str | None) -> None:
+    """Configured stores answer, or one line says which does not: the `export` line of an
+    earlier `modelfleet dev`, pasted and kept, names servers that stopped with it."""
+    hint = "unset it to start throwaway servers (those of an earlier modelfleet dev stop with it)"
+    if database_url:
+        engine = create_database_engine(database_url, pool_size=1)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError as error:
+            raise StoreUnreachable(
+                f"MODELFLEET_DATABASE_URL: {masked_url(database_url)} cannot be reached"
+                f" ({type(getattr(error, 'orig', None) or error).__name__}); {hint}"
+            ) from None
+        finally:
+            engine.dispose()
+    if redis_url:
+        client = create_redis_client(redis_url)
+        try:
+            with redis_errors():
+                client.ping()
+        except InfrastructureUnavailable:
+            raise StoreUnreachable(
+                f"MODELFLEET_REDIS_URL: {masked_url(redis_url)} cannot be reached; {hint}"
+            ) from None
+        finally:
+            client.close()
 
 
 def _stop_sessions(engine: sa.Engine, runner_name: str) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
 from collections import defaultdict
 from collections.abc import Iterator
 from uuid import UUID
@@ -151,4 +152,7 @@ def _error(status: int, message: str) -> web.Response:
 
 
 def serve(proxy: DevProxy, *, host: str, port: int) -> None:
-    web.run_app(proxy.app(), host=host, port=port, print=None)
+    """Serve until interrupted (the port is bound before anything is said)."""
+    listening = socket.create_server((host, port), reuse_port=False)
+    log.info("proxy: listening on http://%s:%d", host, port)
+    web.run_app(proxy.app(), sock=listening, print=None)
