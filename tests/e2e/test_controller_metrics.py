@@ -10,6 +10,7 @@ from collections import Counter, defaultdict
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
+from beat_schedule import PHASE_INTERVALS_S
 from tests.e2e.conftest import APP_PROXY_TOKEN, Stack
 from tests.factories import make_deployment, make_route
 from workers.adapters.postgres.schema import deployments, phase_runs, routes
@@ -50,6 +51,13 @@ def test_metrics_match_the_phase_runs_rows(stack: Stack) -> None:
     stack.start("sd", modelfleet("service-discovery", "serve", f"--port={port}"))
     url = f"http://127.0.0.1:{port}/metrics"
     wait_for(lambda: _answers(url), timeout_s=30, what="/metrics to answer")
+    before = _scrape(url)["modelfleet_phase_runs_total"]  # no run yet: each series at 0
+    assert {(dict(k)["phase"], dict(k)["state"]) for k in before} == {
+        (phase, state)
+        for phase in PHASE_INTERVALS_S
+        for state in ("succeeded", "failed", "recovered")
+    }
+    assert set(before.values()) == {0.0}
     worker = stack.ready_worker()
     beat = stack.beat()
     during = wait_for(lambda: _scrape(url),
@@ -67,6 +75,7 @@ def test_metrics_match_the_phase_runs_rows(stack: Stack) -> None:
     assert {
         (dict(labels)["phase"], dict(labels)["state"]): value
         for labels, value in scraped["modelfleet_phase_runs_total"].items()
+        if value  # every other phase x state is there too, at 0
     } == runs
     for phase in {r["phase"] for r in closed}:
         mine = [r for r in closed if r["phase"] == phase]
@@ -84,10 +93,18 @@ def test_metrics_match_the_phase_runs_rows(stack: Stack) -> None:
     assert items == sum(r["success_count"] + r["error_count"] + r["stale_count"]
                         + r["skipped_count"] + r["missing_count"] for r in closed)  # fmt: skip
     statuses = Counter(r["status"] for r in stack.query(sa.select(routes.c.status)))
-    assert {dict(k)["status"]: v for k, v in scraped["modelfleet_routes"].items()} == statuses
+    assert {dict(k)["status"]: v for k, v in scraped["modelfleet_routes"].items()} == {
+        status.value: float(statuses[status.value]) for status in RouteStatus
+    }
     active = sum(statuses[s] for s in ACTIVE_ROUTE_STATUSES)
-    replicas = {dict(k)["kind"]: v for k, v in scraped["modelfleet_deployment_replicas"].items()}
+    replicas = {
+        kind: scraped[f"modelfleet_deployment_replicas_{kind}"][(("deployment", "svc"),)]
+        for kind in ("desired", "current", "healthy")
+    }
     assert replicas == {"desired": 2.0, "current": active, "healthy": statuses["healthy"]}
     [lifecycle] = [r["lifecycle"] for r in stack.query(sa.select(deployments.c.lifecycle))]
-    assert scraped["modelfleet_deployments"] == {(("lifecycle", lifecycle),): 1.0}
-    assert scraped["modelfleet_phase_start_delay_seconds"], "beat's ticks measure queue lag"
+    assert {k: v for k, v in scraped["modelfleet_deployments"].items() if v} == {
+        (("lifecycle", lifecycle),): 1.0
+    }
+    delays = scraped["modelfleet_phase_start_delay_seconds_count"]
+    assert sum(delays.values()) >= 10, "beat's ticks measure queue lag, every one of them"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from beat_schedule import PHASE_INTERVALS_S
 from workers.adapters.prometheus_metrics import exposition
 from workers.adapters.redis_client import create_redis_client
 from workers.adapters.redis_controller_metrics import RedisControllerMetrics
@@ -38,7 +39,7 @@ def service_discovery_serve(cli: CliContext, host: str | None, port: int | None)
                 RedisServiceDiscovery(client=client, keys=keys),
                 host=host or settings.service_discovery_http.host,
                 port=settings.service_discovery_http.port if port is None else port,
-                metrics=lambda: exposition(counters, cli.reports),
+                metrics=lambda: exposition(counters, cli.reports, sorted(PHASE_INTERVALS_S)),
             )
     finally:
         client.close()

@@ -176,11 +176,15 @@ class Reports:
     def deployment_counts(self) -> dict[str, int]:
         return self._counts(deployments.c.lifecycle)
 
-    def route_counts(self) -> dict[str, int]:
-        return self._counts(routes.c.status)
+    def route_counts(self, *, live_only: bool = False) -> dict[str, int]:
+        """Routes by status; `live_only`: of deployments not destroyed."""
+        if not live_only:
+            return self._counts(routes.c.status)
+        live = sa.select(deployments.c.id).where(deployments.c.lifecycle != "destroyed")
+        return self._counts(routes.c.status, routes.c.deployment_id.in_(live))
 
-    def _counts(self, column: sa.Column[Any]) -> dict[str, int]:
-        query = sa.select(column, sa.func.count()).group_by(column).order_by(column)
+    def _counts(self, column: sa.Column[Any], *where: sa.ColumnElement[bool]) -> dict[str, int]:
+        query = sa.select(column, sa.func.count()).where(*where).group_by(column).order_by(column)
         with transaction(self._engine) as conn:
             return {status: count for status, count in conn.execute(query)}
 
@@ -250,6 +254,9 @@ def _deployments_query() -> sa.Select[Any]:
         _rollout_count(healthy=False).label("old_remaining"),
         deployments.c.rollout_desired,
         deployments.c.created_at,
+        sa.func.extract("epoch", sa.func.now() - deployments.c.destroyed_at).label(
+            "destroyed_for_s"
+        ),
     ).order_by(deployments.c.created_at)
 
 
