@@ -13,29 +13,31 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
+from workers.phase_names import SWEEP, PhaseName
+
 PHASE_INTERVALS_S: Final[Mapping[str, float]] = MappingProxyType(
     {
-        "deployments.check_pending": 2.0,
-        "deployments.check_replicas": 10.0,
-        "deployments.scale": 2.0,
-        "deployments.reconcile": 30.0,
-        "deployments.destroy": 2.0,
-        "deployments.rollout": 1.0,
-        "routes.provision": 2.0,
-        "routes.check_running": 5.0,
-        "routes.check_startup": 1.0,
-        "routes.health_check": 5.0,
-        "routes.health_changed": 1.0,  # also started by beat's watcher as changes land
-        "routes.evict": 5.0,
-        "routes.drain": 1.0,
-        "routes.terminate": 2.0,
-        "routes.sync_service_discovery": 10.0,
+        PhaseName.CHECK_PENDING: 2.0,
+        PhaseName.CHECK_REPLICAS: 10.0,
+        PhaseName.SCALE: 2.0,
+        PhaseName.RECONCILE: 30.0,
+        PhaseName.DESTROY: 2.0,
+        PhaseName.ROLLOUT: 1.0,
+        PhaseName.PROVISION: 2.0,
+        PhaseName.CHECK_RUNNING: 5.0,
+        PhaseName.CHECK_STARTUP: 1.0,
+        PhaseName.HEALTH_CHECK: 5.0,
+        PhaseName.HEALTH_CHANGED: 1.0,  # also started by beat's watcher as changes land
+        PhaseName.EVICT: 5.0,
+        PhaseName.DRAIN: 1.0,
+        PhaseName.TERMINATE: 2.0,
+        PhaseName.SYNC_SERVICE_DISCOVERY: 10.0,
     }
 )
 
 
 # Housekeeping that is not a phase of its own: finishing runs whose chord never fired.
-MAINTENANCE_INTERVALS_S: Final[Mapping[str, float]] = MappingProxyType({"phase_runs.sweep": 10.0})
+MAINTENANCE_INTERVALS_S: Final[Mapping[str, float]] = MappingProxyType({SWEEP: 10.0})
 
 SCHEDULED_INTERVALS_S: Final[Mapping[str, float]] = MappingProxyType(
     {**PHASE_INTERVALS_S, **MAINTENANCE_INTERVALS_S}
@@ -47,6 +49,6 @@ def beat_schedule(
 ) -> dict[str, dict[str, Any]]:
     """Celery's `beat_schedule` setting: each phase task every interval, expiring after it."""
     return {
-        phase: {"task": phase, "schedule": interval_s, "options": {"expires": interval_s}}
+        str(phase): {"task": str(phase), "schedule": interval_s, "options": {"expires": interval_s}}
         for phase, interval_s in intervals_s.items()
     }

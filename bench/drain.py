@@ -27,9 +27,9 @@ import requests
 import sqlalchemy as sa
 
 from workers.adapters.postgres.schema import routes, sessions
-from workers.reference import dev
-from workers.reference.processes import modelfleet, process_alive, wait_for
-from workers.reference.traffic import LoadLoop, failures, percentile
+from workers.devtools import dev
+from workers.devtools.processes import modelfleet, process_alive, wait_for
+from workers.devtools.traffic import LoadLoop, failures, percentile
 
 TIMEOUT_S = 120
 

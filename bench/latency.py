@@ -44,12 +44,15 @@ import sqlalchemy as sa
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.migrate import upgrade_to_head
 from workers.adapters.postgres.schema import deployments, phase_runs, routes, sessions
-from workers.adapters.redis_client import create_redis_client
-from workers.adapters.redis_discovery import RedisServiceDiscovery
-from workers.adapters.redis_health import RedisHealthStore
-from workers.adapters.redis_keys import RedisKeys
+from workers.adapters.redis.client import create_redis_client
+from workers.adapters.redis.discovery import RedisServiceDiscovery
+from workers.adapters.redis.health import RedisHealthStore
+from workers.adapters.redis.keys import RedisKeys
 from workers.composition import Adapters, build_adapters
 from workers.config import Settings
+from workers.devtools import dev
+from workers.devtools.processes import Process, celery, modelfleet, wait_for
+from workers.devtools.traffic import percentile
 from workers.domain import (
     DeploymentInfo,
     DeploymentLifecycle,
@@ -57,9 +60,6 @@ from workers.domain import (
     ModelRevision,
     RouteStatus,
 )
-from workers.reference import dev
-from workers.reference.processes import Process, celery, modelfleet, wait_for
-from workers.reference.traffic import percentile
 
 POLL_S = 0.02
 TIMEOUT_S = 120

@@ -46,9 +46,9 @@ from workers.adapters.postgres.schema import route_history, routes
 from workers.celery import ModelfleetCelery
 from workers.composition import Adapters, build_adapters
 from workers.config import Settings
+from workers.devtools.throwaway_servers import start_postgres, start_redis
 from workers.domain import DeploymentInfo, ModelRevision, RouteStatus
 from workers.phase_runs import PhaseRunState
-from workers.throwaway_servers import start_postgres, start_redis
 
 POLL_S = 0.005
 CHECK_PENDING = "deployments.check_pending"

@@ -24,8 +24,13 @@ import sqlalchemy as sa
 
 from beat_schedule import PHASE_INTERVALS_S
 from workers.adapters.postgres.schema import phase_runs
-from workers.reference import dev
-from workers.throwaway_servers import ThrowawayRedis, create_database, start_postgres, start_redis
+from workers.devtools import dev
+from workers.devtools.throwaway_servers import (
+    ThrowawayRedis,
+    create_database,
+    start_postgres,
+    start_redis,
+)
 
 RECOVERY_TIMEOUT_S = 60
 

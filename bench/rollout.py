@@ -31,10 +31,10 @@ import uuid
 import sqlalchemy as sa
 
 from workers.adapters.postgres.schema import deployment_history, route_history, routes
+from workers.devtools import dev
+from workers.devtools.processes import modelfleet, wait_for
+from workers.devtools.traffic import LoadLoop, failures
 from workers.domain import DeploymentInfo, HealthCheckConfig
-from workers.reference import dev
-from workers.reference.processes import modelfleet, wait_for
-from workers.reference.traffic import LoadLoop, failures
 
 NAME = "bench"
 FAILURE_THRESHOLD = 3

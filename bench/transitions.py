@@ -24,8 +24,8 @@ from workers.adapters.postgres.engine import create_database_engine
 from workers.adapters.postgres.migrate import upgrade_to_head
 from workers.adapters.postgres.schema import deployments, routes, scaling_groups
 from workers.adapters.postgres.transitions import apply_route_transitions
+from workers.devtools.throwaway_servers import start_postgres
 from workers.domain import OutcomeBucket, RouteStatus, RouteTransition
-from workers.throwaway_servers import start_postgres
 
 
 def main() -> None:

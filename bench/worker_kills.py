@@ -30,9 +30,9 @@ from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.engine import create_database_engine
 from workers.adapters.postgres.migrate import upgrade_to_head
 from workers.adapters.postgres.schema import routes, sessions
+from workers.devtools.processes import Process, celery, wait_for
+from workers.devtools.throwaway_servers import create_database, start_postgres, start_redis
 from workers.domain import DeploymentInfo, DeploymentLifecycle, ModelRevision, RouteData
-from workers.reference.processes import Process, celery, wait_for
-from workers.throwaway_servers import create_database, start_postgres, start_redis
 
 SETTLE_TIMEOUT_S = 300
 LIVE = ("PENDING", "SCHEDULED", "PREPARING", "CREATING", "RUNNING", "TERMINATING")

@@ -26,6 +26,7 @@ from workers.domain import (
     RouteStatus,
     StatusTransition,
 )
+from workers.phase_names import PhaseName
 from workers.phase_runs import (
     Entry,
     Outcome,
@@ -40,7 +41,7 @@ StatusT = TypeVar("StatusT", RouteStatus, DeploymentLifecycle)
 
 # What follows at once when routes leave service: traffic first (they leave service
 # discovery now), then the process (routes.drain stops them after drain_s).
-LEAVING_SERVICE = ("routes.sync_service_discovery", "routes.drain")
+LEAVING_SERVICE = (PhaseName.SYNC_SERVICE_DISCOVERY, PhaseName.DRAIN)
 
 
 @dataclass(frozen=True)

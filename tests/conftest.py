@@ -21,9 +21,9 @@ from sqlalchemy.engine import make_url
 from workers.adapters.postgres.engine import create_database_engine
 from workers.adapters.postgres.migrate import upgrade_to_head
 from workers.adapters.postgres.schema import metadata
-from workers.adapters.redis_client import create_redis_client
-from workers.adapters.redis_keys import RedisKeys
-from workers.throwaway_servers import (
+from workers.adapters.redis.client import create_redis_client
+from workers.adapters.redis.keys import RedisKeys
+from workers.devtools.throwaway_servers import (
     ThrowawayPostgres,
     ThrowawayRedis,
     start_postgres,

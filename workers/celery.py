@@ -12,15 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
-import time
 from typing import Any
 
 from celery import Celery
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
-    beat_init,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
@@ -33,8 +30,6 @@ from workers.config import Settings, SettingsError
 from workers.log_context import LOG_FORMAT, PhaseContextFilter
 
 RESULT_EXPIRES_S = 600  # chord parts are read within seconds; keep Redis small
-HEALTH_CHANGED = "routes.health_changed"
-WATCH_BLOCK_S = 2.0  # one blocking read of the change feed; under the client's 5 s timeout
 UNACKED_RESTORE_INTERVAL_S = 10
 
 log = logging.getLogger(__name__)
@@ -135,34 +130,6 @@ def _redis_transport(broker_url: str) -> dict[str, str]:
 
 
 app = ModelfleetCelery()
-
-
-@beat_init.connect
-def _start_health_watch(**_: Any) -> None:
-    threading.Thread(target=watch_health_changes, name="health-changes", daemon=True).start()
-
-
-def watch_health_changes() -> None:
-    """Beat's watcher: start routes.health_changed as soon as readiness changes are
-    announced, so a route that became ready is published within about a second. A
-    missed wake costs at most the phase's own 1 s tick."""
-    after: str | None = None
-    while True:
-        try:
-            store = app.adapters.health_store
-            after = after or store.last_taken()  # what was announced while nobody watched
-            newest = store.wait_for_changes(after, WATCH_BLOCK_S)
-            if newest is None:
-                continue
-            after = newest
-            app.send_task(
-                HEALTH_CHANGED,
-                kwargs={"rerun_if_busy": True},
-                expires=app.settings.phases.intervals_s.get(HEALTH_CHANGED),
-            )
-        except Exception:  # a Redis or broker outage: beat ticks on; try again shortly
-            log.warning("health-change watcher: retrying in 1 s", exc_info=True)
-            time.sleep(1)
 
 
 @worker_init.connect

@@ -16,13 +16,13 @@ from workers.adapters.postgres.deployment_repository import PostgresDeploymentRe
 from workers.adapters.postgres.engine import create_database_engine
 from workers.adapters.postgres.phase_store import PostgresPhaseStore
 from workers.adapters.postgres.scheduler import SessionTableScheduler
-from workers.adapters.redis_client import create_redis_client
-from workers.adapters.redis_controller_metrics import RedisControllerMetrics
-from workers.adapters.redis_discovery import RedisServiceDiscovery
-from workers.adapters.redis_health import RedisHealthStore
-from workers.adapters.redis_keys import RedisKeys
-from workers.adapters.redis_metrics import RedisMetricsStore
-from workers.adapters.redis_phase_runs import RedisOutcomeStore, RedisPhaseLock, RedisRunProgress
+from workers.adapters.redis.client import create_redis_client
+from workers.adapters.redis.controller_metrics import RedisControllerMetrics
+from workers.adapters.redis.discovery import RedisServiceDiscovery
+from workers.adapters.redis.health import RedisHealthStore
+from workers.adapters.redis.keys import RedisKeys
+from workers.adapters.redis.metrics import RedisMetricsStore
+from workers.adapters.redis.phase_runs import RedisOutcomeStore, RedisPhaseLock, RedisRunProgress
 from workers.autoscaling import ScalingDecision, direction
 from workers.config import Settings
 from workers.domain import DeploymentInfo

@@ -14,6 +14,8 @@ from typing import Generic, NewType, TypeVar
 from uuid import UUID
 
 SessionId = NewType("SessionId", UUID)
+# Every session learns which revision of its deployment it runs (the sessions contract).
+REVISION_VARIABLE = "MODELFLEET_REVISION"
 
 
 class RouteStatus(StrEnum):

@@ -3,9 +3,10 @@
 from tasks.phase import DEPLOYMENTS, Move, Phase, Stay
 from tasks.runs import phase_task
 from workers.domain import DeploymentLifecycle, OutcomeBucket
+from workers.phase_names import PhaseName
 
 PHASE = Phase(
-    name="deployments.check_pending",
+    name=PhaseName.CHECK_PENDING,
     kind=DEPLOYMENTS,
     targets=frozenset({DeploymentLifecycle.PENDING}),
     execute=lambda adapters, items: adapters.deployment_executor().check_pending_deployments(items),
@@ -15,7 +16,7 @@ PHASE = Phase(
         OutcomeBucket.SKIPPED: Stay(),  # no revision or no app proxy yet: history says so
     },
     remote_items=True,  # an app-proxy call per deployment
-    follow_ups={OutcomeBucket.SUCCESS: ("deployments.scale",)},
+    follow_ups={OutcomeBucket.SUCCESS: (PhaseName.SCALE,)},
 )
 
 task = phase_task(PHASE)

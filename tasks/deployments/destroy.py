@@ -9,11 +9,12 @@ the proxy's errors instead).
 from tasks.phase import DEPLOYMENTS, LEAVING_SERVICE, Move, Phase, StayUntil
 from tasks.runs import phase_task
 from workers.domain import DeploymentLifecycle, OutcomeBucket
+from workers.phase_names import PhaseName
 
 DESTROY_TRIES = 5
 
 PHASE = Phase(
-    name="deployments.destroy",
+    name=PhaseName.DESTROY,
     kind=DEPLOYMENTS,
     targets=frozenset({DeploymentLifecycle.DESTROYING}),
     execute=lambda adapters, items: adapters.deployment_executor().destroy_deployment(items),

@@ -3,16 +3,17 @@
 from tasks.phase import DEPLOYMENTS, Move, Phase
 from tasks.runs import phase_task
 from workers.domain import DeploymentLifecycle, OutcomeBucket
+from workers.phase_names import PhaseName
 
 PHASE = Phase(
-    name="deployments.reconcile",
+    name=PhaseName.RECONCILE,
     kind=DEPLOYMENTS,
     targets=frozenset({DeploymentLifecycle.READY}),
     execute=lambda adapters, items: (
         adapters.deployment_executor().check_ready_deployments_that_need_scaling(items)
     ),
     on={OutcomeBucket.ERROR: Move(DeploymentLifecycle.SCALING)},
-    follow_ups={OutcomeBucket.ERROR: ("deployments.scale",)},
+    follow_ups={OutcomeBucket.ERROR: (PhaseName.SCALE,)},
 )
 
 task = phase_task(PHASE)

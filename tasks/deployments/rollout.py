@@ -10,11 +10,12 @@ routes to provision, drained ones out of service discovery.
 from tasks.phase import DEPLOYMENTS, LEAVING_SERVICE, Move, Phase
 from tasks.runs import phase_task
 from workers.domain import DeploymentLifecycle, OutcomeBucket
+from workers.phase_names import PhaseName
 
-_ROUTES_CHANGED = ("routes.provision", *LEAVING_SERVICE)
+_ROUTES_CHANGED = (PhaseName.PROVISION, *LEAVING_SERVICE)
 
 PHASE = Phase(
-    name="deployments.rollout",
+    name=PhaseName.ROLLOUT,
     kind=DEPLOYMENTS,
     targets=frozenset({DeploymentLifecycle.DEPLOYING}),
     execute=lambda adapters, items: adapters.deployment_executor().rollout_deployment(items),
@@ -23,8 +24,8 @@ PHASE = Phase(
         OutcomeBucket.ERROR: Move(DeploymentLifecycle.READY),
     },
     follow_ups={
-        OutcomeBucket.SUCCESS: ("deployments.reconcile",),
-        OutcomeBucket.ERROR: ("deployments.reconcile",),
+        OutcomeBucket.SUCCESS: (PhaseName.RECONCILE,),
+        OutcomeBucket.ERROR: (PhaseName.RECONCILE,),
     },
     follow_ups_on_outcome={
         OutcomeBucket.SUCCESS: _ROUTES_CHANGED,

@@ -19,12 +19,13 @@ from tasks.runs import PHASES, close_run, recover_if_stalled
 from workers.celery import app
 from workers.composition import Adapters
 from workers.log_context import phase_context
+from workers.phase_names import SWEEP
 from workers.phase_runs import PhaseRun, PhaseRunState, RunSummary
 
 log = logging.getLogger(__name__)
 
 
-@app.task(name="phase_runs.sweep")
+@app.task(name=SWEEP)
 def sweep() -> int:
     """Close every overdue run and forget old closed ones; returns how many were closed."""
     adapters = app.adapters

@@ -7,9 +7,10 @@ discovery at once, and the drain phase stops what is left of it.
 from tasks.phase import LEAVING_SERVICE, ROUTES, Move, Phase
 from tasks.runs import phase_task
 from workers.domain import OutcomeBucket, RouteStatus
+from workers.phase_names import PhaseName
 
 PHASE = Phase(
-    name="routes.check_running",
+    name=PhaseName.CHECK_RUNNING,
     kind=ROUTES,
     targets=frozenset(
         {
@@ -22,9 +23,7 @@ PHASE = Phase(
     execute=lambda adapters, items: adapters.route_executor().check_running_routes(items),
     on={OutcomeBucket.ERROR: Move(RouteStatus.DRAINING)},
     judges_revision=True,  # a session that exited
-    follow_ups={
-        OutcomeBucket.ERROR: (*LEAVING_SERVICE, "deployments.reconcile", "deployments.rollout")
-    },
+    follow_ups={OutcomeBucket.ERROR: (*LEAVING_SERVICE, PhaseName.RECONCILE, PhaseName.ROLLOUT)},
 )
 
 task = phase_task(PHASE)

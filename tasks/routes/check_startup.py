@@ -12,9 +12,10 @@ its history (nothing can roll it back).
 from tasks.phase import LEAVING_SERVICE, ROUTES, Move, Phase
 from tasks.runs import phase_task
 from workers.domain import OutcomeBucket, RouteStatus
+from workers.phase_names import PhaseName
 
 PHASE = Phase(
-    name="routes.check_startup",
+    name=PhaseName.CHECK_STARTUP,
     kind=ROUTES,
     # Unhealthy too: routes.evict leaves a route never healthy to this phase (it is not
     # evicted on its first failed probe); the health phases counted it already, and a
@@ -24,9 +25,7 @@ PHASE = Phase(
     load_targets=lambda adapters: adapters.phase_store.load_routes_starting(),
     on={OutcomeBucket.ERROR: Move(RouteStatus.DRAINING)},
     judges_revision=True,
-    follow_ups={
-        OutcomeBucket.ERROR: (*LEAVING_SERVICE, "deployments.rollout", "deployments.reconcile")
-    },
+    follow_ups={OutcomeBucket.ERROR: (*LEAVING_SERVICE, PhaseName.ROLLOUT, PhaseName.RECONCILE)},
 )
 
 task = phase_task(PHASE)

@@ -10,15 +10,16 @@ keeps draining.
 from tasks.phase import ROUTES, Move, Phase
 from tasks.runs import phase_task
 from workers.domain import OutcomeBucket, RouteStatus
+from workers.phase_names import PhaseName
 
 PHASE = Phase(
-    name="routes.drain",
+    name=PhaseName.DRAIN,
     kind=ROUTES,
     targets=frozenset({RouteStatus.DRAINING}),
     execute=lambda adapters, items: adapters.route_executor().finish_draining(items),
     load_targets=lambda adapters: adapters.phase_store.load_drained_routes(),
     on={OutcomeBucket.SUCCESS: Move(RouteStatus.TERMINATING)},
-    follow_ups={OutcomeBucket.SUCCESS: ("routes.terminate",)},
+    follow_ups={OutcomeBucket.SUCCESS: (PhaseName.TERMINATE,)},
 )
 
 task = phase_task(PHASE)

@@ -8,15 +8,16 @@ initial delay (a route never healthy is not evicted on its first probe).
 from tasks.phase import LEAVING_SERVICE, ROUTES, Move, Phase
 from tasks.runs import phase_task
 from workers.domain import OutcomeBucket, RouteStatus
+from workers.phase_names import PhaseName
 
 PHASE = Phase(
-    name="routes.evict",
+    name=PhaseName.EVICT,
     kind=ROUTES,
     targets=frozenset({RouteStatus.UNHEALTHY, RouteStatus.DEGRADED, RouteStatus.HEALTHY}),
     execute=lambda adapters, items: adapters.route_executor().cleanup_routes_by_config(items),
     load_targets=lambda adapters: adapters.phase_store.load_eviction_candidates(),
     on={OutcomeBucket.SUCCESS: Move(RouteStatus.DRAINING)},
-    follow_ups={OutcomeBucket.SUCCESS: (*LEAVING_SERVICE, "deployments.reconcile")},
+    follow_ups={OutcomeBucket.SUCCESS: (*LEAVING_SERVICE, PhaseName.RECONCILE)},
 )
 
 task = phase_task(PHASE)

@@ -8,14 +8,20 @@ within about a second. `routes.health_check` stays the safety net over every rou
 """
 
 from dataclasses import replace
+from typing import Any
 from uuid import UUID
 
+from celery.signals import beat_init
+
+from tasks.feeds import start_watcher
 from tasks.phase import Item
 from tasks.routes import health_check
 from tasks.runs import phase_task
+from workers.celery import app
 from workers.composition import Adapters
+from workers.phase_names import PhaseName
 
-NAME = "routes.health_changed"
+NAME = PhaseName.HEALTH_CHANGED
 
 
 def changed_routes(adapters: Adapters) -> list[Item]:
@@ -38,3 +44,9 @@ def _uuid(text: str) -> UUID | None:
 PHASE = replace(health_check.PHASE, name=NAME, load_targets=changed_routes)
 
 task = phase_task(PHASE)
+
+
+@beat_init.connect
+def _watch_the_readiness_feed(**_: Any) -> None:
+    """Beat starts this phase as soon as the prober announces a readiness change."""
+    start_watcher(NAME, lambda: app.adapters.health_store)

@@ -3,9 +3,10 @@
 from tasks.phase import ROUTES, Move, Phase
 from tasks.runs import phase_task
 from workers.domain import OutcomeBucket, RouteStatus
+from workers.phase_names import PhaseName
 
 PHASE = Phase(
-    name="routes.health_check",
+    name=PhaseName.HEALTH_CHECK,
     kind=ROUTES,
     targets=frozenset({RouteStatus.HEALTHY, RouteStatus.UNHEALTHY, RouteStatus.DEGRADED}),
     execute=lambda adapters, items: adapters.route_executor().check_route_health(items),
@@ -17,14 +18,14 @@ PHASE = Phase(
     judges_revision=True,  # a route that went unhealthy
     # A rollout steps on as soon as its routes turn healthy or fail, not at its next tick.
     follow_ups={
-        OutcomeBucket.SUCCESS: ("routes.sync_service_discovery", "deployments.rollout"),
+        OutcomeBucket.SUCCESS: (PhaseName.SYNC_SERVICE_DISCOVERY, PhaseName.ROLLOUT),
         OutcomeBucket.ERROR: (
-            "routes.evict",
-            "routes.check_startup",  # a route never healthy is judged there, at its budget
-            "routes.sync_service_discovery",
-            "deployments.rollout",
+            PhaseName.EVICT,
+            PhaseName.CHECK_STARTUP,  # a route never healthy is judged there, at its budget
+            PhaseName.SYNC_SERVICE_DISCOVERY,
+            PhaseName.ROLLOUT,
         ),
-        OutcomeBucket.STALE: ("routes.sync_service_discovery",),
+        OutcomeBucket.STALE: (PhaseName.SYNC_SERVICE_DISCOVERY,),
     },
 )
 

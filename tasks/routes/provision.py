@@ -8,9 +8,10 @@ helps nobody.
 from tasks.phase import ROUTES, Move, Phase
 from tasks.runs import phase_task
 from workers.domain import OutcomeBucket, RouteStatus
+from workers.phase_names import PhaseName
 
 PHASE = Phase(
-    name="routes.provision",
+    name=PhaseName.PROVISION,
     kind=ROUTES,
     targets=frozenset({RouteStatus.PROVISIONING}),
     execute=lambda adapters, items: adapters.route_executor().provision_routes(items),
@@ -20,7 +21,7 @@ PHASE = Phase(
         OutcomeBucket.ERROR: Move(RouteStatus.FAILED_TO_START),
     },
     judges_revision=True,  # a session that cannot start
-    follow_ups={OutcomeBucket.ERROR: ("deployments.reconcile", "deployments.rollout")},
+    follow_ups={OutcomeBucket.ERROR: (PhaseName.RECONCILE, PhaseName.ROLLOUT)},
 )
 
 task = phase_task(PHASE)

@@ -13,6 +13,7 @@ from tasks.phase import ROUTES, Phase
 from tasks.runs import phase_task
 from workers.composition import Adapters
 from workers.domain import RouteData, RouteExecutionResult, RouteStatus
+from workers.phase_names import PhaseName
 
 
 def publish(adapters: Adapters, routes: Sequence[RouteData]) -> RouteExecutionResult:
@@ -25,7 +26,7 @@ def publish(adapters: Adapters, routes: Sequence[RouteData]) -> RouteExecutionRe
 
 
 PHASE = Phase(
-    name="routes.sync_service_discovery",
+    name=PhaseName.SYNC_SERVICE_DISCOVERY,
     kind=ROUTES,
     targets=frozenset({RouteStatus.HEALTHY}),
     execute=publish,

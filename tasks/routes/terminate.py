@@ -3,9 +3,10 @@
 from tasks.phase import ROUTES, Move, Phase
 from tasks.runs import phase_task
 from workers.domain import OutcomeBucket, RouteStatus
+from workers.phase_names import PhaseName
 
 PHASE = Phase(
-    name="routes.terminate",
+    name=PhaseName.TERMINATE,
     kind=ROUTES,
     targets=frozenset({RouteStatus.TERMINATING}),
     execute=lambda adapters, items: adapters.route_executor().terminate_routes(items),

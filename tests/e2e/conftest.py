@@ -22,11 +22,11 @@ from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.engine import create_database_engine
 from workers.adapters.postgres.migrate import upgrade_to_head
 from workers.adapters.postgres.phase_store import PostgresPhaseStore
-from workers.adapters.redis_health import RedisHealthStore
-from workers.adapters.redis_keys import RedisKeys
+from workers.adapters.redis.health import RedisHealthStore
+from workers.adapters.redis.keys import RedisKeys
 from workers.config import interval_variable
-from workers.reference import dev
-from workers.reference.processes import Process, celery, wait_for
+from workers.devtools import dev
+from workers.devtools.processes import Process, celery, wait_for
 
 FAST_INTERVAL_S = "0.5"
 APP_PROXY_TOKEN = "e2e-token"

@@ -10,9 +10,9 @@ import requests
 import sqlalchemy as sa
 
 from workers.adapters.postgres.schema import deployments, routes, sessions
+from workers.devtools import dev
+from workers.devtools.processes import modelfleet, wait_for
 from workers.domain import DeploymentInfo, DeploymentLifecycle
-from workers.reference import dev
-from workers.reference.processes import modelfleet, wait_for
 
 TIMEOUT_S = 90
 NAME = "steady"

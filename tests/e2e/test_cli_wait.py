@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 from tests.e2e.fleet import TIMEOUT_S, cli, published, rows, serving
 from workers.adapters.postgres.schema import routes, sessions
-from workers.reference import dev
-from workers.reference.processes import wait_for
+from workers.devtools import dev
+from workers.devtools.processes import wait_for
 
 WAITED = "waited"
 SAMPLE_MODEL = "python -m workers.reference.model_server"

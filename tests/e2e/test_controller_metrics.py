@@ -14,9 +14,9 @@ from beat_schedule import PHASE_INTERVALS_S
 from tests.e2e.conftest import APP_PROXY_TOKEN, Stack
 from tests.factories import make_deployment, make_route
 from workers.adapters.postgres.schema import deployments, phase_runs, routes
+from workers.devtools.processes import modelfleet, wait_for
+from workers.devtools.throwaway_servers import free_port
 from workers.domain import ACTIVE_ROUTE_STATUSES, DeploymentLifecycle, RouteStatus
-from workers.reference.processes import modelfleet, wait_for
-from workers.throwaway_servers import free_port
 
 Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
 

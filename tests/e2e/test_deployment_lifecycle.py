@@ -23,9 +23,9 @@ from workers.adapters.postgres.schema import (
     routes,
     sessions,
 )
+from workers.devtools.processes import modelfleet, wait_for
+from workers.devtools.throwaway_servers import free_port
 from workers.domain import HealthCheckConfig, RouteStatus
-from workers.reference.processes import modelfleet, wait_for
-from workers.throwaway_servers import free_port
 
 TIMEOUT_S = 60
 

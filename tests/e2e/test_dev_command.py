@@ -18,9 +18,9 @@ from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.engine import create_database_engine
 from workers.adapters.postgres.migrate import upgrade_to_head
 from workers.adapters.postgres.schema import deployments, sessions
-from workers.adapters.redis_keys import RedisKeys
-from workers.reference import dev
-from workers.reference.processes import process_alive, wait_for
+from workers.adapters.redis.keys import RedisKeys
+from workers.devtools import dev
+from workers.devtools.processes import process_alive, wait_for
 
 TIMEOUT_S = 90
 

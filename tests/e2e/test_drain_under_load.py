@@ -23,9 +23,9 @@ from tests.e2e.fleet import (
     published,
     serving,
 )
-from workers.reference import dev
-from workers.reference.processes import wait_for
-from workers.reference.traffic import LivenessWatch, LoadLoop, between, failures
+from workers.devtools import dev
+from workers.devtools.processes import wait_for
+from workers.devtools.traffic import LivenessWatch, LoadLoop, between, failures
 
 
 def _scale(system: dev.DevSystem, replicas: int) -> None:

@@ -14,9 +14,9 @@ from tests.e2e.conftest import APP_PROXY_TOKEN, Stack
 from tests.factories import make_deployment, make_route
 from tests.integration.fake_app_proxy_server import Reply
 from workers.adapters.postgres.schema import phase_runs, routes, sessions
+from workers.devtools.processes import celery, wait_for
 from workers.domain import DeploymentLifecycle, RouteStatus
 from workers.phase_runs import PhaseRun, PhaseRunState
-from workers.reference.processes import celery, wait_for
 
 ITEMS = 200
 

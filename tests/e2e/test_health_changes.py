@@ -11,10 +11,10 @@ import sqlalchemy as sa
 from tests.e2e.conftest import Stack
 from tests.factories import make_deployment, make_route
 from workers.adapters.postgres.schema import routes, sessions
-from workers.adapters.redis_discovery import RedisServiceDiscovery
+from workers.adapters.redis.discovery import RedisServiceDiscovery
 from workers.config import interval_variable
+from workers.devtools.processes import celery, wait_for
 from workers.domain import DeploymentLifecycle, RouteStatus
-from workers.reference.processes import celery, wait_for
 
 SLOW = {interval_variable(p): "120" for p in ("routes.health_check", "routes.health_changed")}
 

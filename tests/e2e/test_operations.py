@@ -14,9 +14,9 @@ from tests.e2e.conftest import APP_PROXY_TOKEN, Stack
 from tests.factories import make_deployment, make_route
 from tests.integration.fake_app_proxy_server import Reply
 from workers.adapters.postgres.schema import deployment_history
+from workers.devtools.processes import celery, modelfleet, wait_for
+from workers.devtools.throwaway_servers import free_port
 from workers.domain import DeploymentLifecycle
-from workers.reference.processes import celery, modelfleet, wait_for
-from workers.throwaway_servers import free_port
 
 
 def test_phase_run_waits_for_the_run_and_prints_its_outcomes(stack: Stack) -> None:

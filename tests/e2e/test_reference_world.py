@@ -19,6 +19,8 @@ from workers.adapters.postgres.schema import (
     routes,
     sessions,
 )
+from workers.devtools import dev
+from workers.devtools.processes import modelfleet, process_alive, wait_for
 from workers.domain import (
     AutoScalingRule,
     Comparator,
@@ -26,8 +28,6 @@ from workers.domain import (
     MetricSource,
     ModelRevision,
 )
-from workers.reference import dev
-from workers.reference.processes import modelfleet, process_alive, wait_for
 
 TIMEOUT_S = 90
 

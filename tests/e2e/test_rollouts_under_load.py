@@ -11,9 +11,9 @@ import sqlalchemy as sa
 
 from tests.e2e.fleet import NAME, TIMEOUT_S, cli, endpoint_url, published, rows, serving
 from workers.adapters.postgres.schema import deployment_history, deployments, routes
-from workers.reference import dev
-from workers.reference.processes import wait_for
-from workers.reference.traffic import Answer, LoadLoop, failures
+from workers.devtools import dev
+from workers.devtools.processes import wait_for
+from workers.devtools.traffic import Answer, LoadLoop, failures
 
 ROLLOUT_TIMEOUT_S = "240"
 

@@ -20,10 +20,10 @@ import sqlalchemy as sa
 
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.schema import deployment_history, metadata, scaling_groups
-from workers.adapters.redis_keys import RedisKeys
+from workers.adapters.redis.keys import RedisKeys
+from workers.devtools import dev
+from workers.devtools.processes import wait_for
 from workers.domain import DeploymentInfo, ModelRevision
-from workers.reference import dev
-from workers.reference.processes import wait_for
 
 TIMEOUT_S = 90
 PIECE = 8  # no run of this many characters of the token may appear anywhere

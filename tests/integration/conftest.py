@@ -11,15 +11,18 @@ from click.testing import CliRunner, Result
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tests.integration.sample_servers import sample_server
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.deployment_repository import PostgresDeploymentRepository
 from workers.adapters.postgres.phase_store import PostgresPhaseStore
 from workers.adapters.postgres.scheduler import SessionTableScheduler
-from workers.adapters.redis_discovery import RedisServiceDiscovery
-from workers.adapters.redis_health import RedisHealthStore
-from workers.adapters.redis_keys import RedisKeys
-from workers.adapters.redis_metrics import RedisMetricsStore
-from workers.cli import main
+from workers.adapters.redis.discovery import RedisServiceDiscovery
+from workers.adapters.redis.health import RedisHealthStore
+from workers.adapters.redis.keys import RedisKeys
+from workers.adapters.redis.metrics import RedisMetricsStore
+from workers.program import main
+
+__all__ = ["sample_server"]  # a fixture for the standalone components' and the sample model's tests
 
 
 @pytest.fixture

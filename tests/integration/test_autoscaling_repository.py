@@ -14,8 +14,8 @@ from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.deployment_repository import PostgresDeploymentRepository
 from workers.adapters.postgres.scheduler import SessionTableScheduler
 from workers.adapters.postgres.schema import autoscaling_rules, deployment_history
-from workers.adapters.redis_keys import RedisKeys
-from workers.adapters.redis_metrics import RedisMetricsStore
+from workers.adapters.redis.keys import RedisKeys
+from workers.adapters.redis.metrics import RedisMetricsStore
 from workers.config import AppProxySettings
 from workers.domain import (
     AutoScalingRule,

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from workers.adapters.postgres.schema import deployment_history, deployments
-from workers.cli import main
+from workers.program import main
 
 
 def _json(result: Result) -> Any:

@@ -19,9 +19,9 @@ from workers.adapters.postgres.schema import (
     deployments,
     sessions,
 )
-from workers.adapters.redis_keys import RedisKeys
-from workers.cli import main
+from workers.adapters.redis.keys import RedisKeys
 from workers.domain import DeploymentLifecycle, RouteStatus
+from workers.program import main
 
 
 def _refused(result: Result, field: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from beat_schedule import SCHEDULED_INTERVALS_S
-from workers.cli import main
+from workers.program import main
 
 
 def _help(*argv: str) -> str:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import sqlalchemy as sa
 
-from workers.reference.processes import celery, modelfleet
+from workers.devtools.processes import celery, modelfleet
 
 Case = tuple[list[str], dict[str, str], int, str]  # argv, env, exit code, what stderr names
 

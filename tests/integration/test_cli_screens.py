@@ -20,9 +20,9 @@ from tests.factories import make_deployment, make_route
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.phase_store import PostgresPhaseStore
 from workers.adapters.postgres.schema import deployments, sessions
-from workers.cli import main
 from workers.domain import DeploymentLifecycle, RouteStatus
 from workers.phase_runs import OutcomeCounts, PhaseRunState, RunSummary
+from workers.program import main
 
 LONG_NAME = "a-deployment-name-that-uses-all-of-the-sixty-three-characters-x"
 URL = "http://127.0.0.1:10200/e/{id}"

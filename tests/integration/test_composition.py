@@ -6,7 +6,7 @@ from uuid import uuid4
 
 import sqlalchemy as sa
 
-from workers.adapters.redis_keys import RedisKeys
+from workers.adapters.redis.keys import RedisKeys
 from workers.composition import build_adapters
 from workers.config import Settings
 from workers.domain import DeploymentLifecycle

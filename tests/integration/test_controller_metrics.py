@@ -20,11 +20,11 @@ from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.reports import Reports
 from workers.adapters.postgres.schema import deployments as deployments_table
 from workers.adapters.postgres.schema import routes as routes_table
-from workers.adapters.prometheus_metrics import exposition
-from workers.adapters.redis_controller_metrics import RedisControllerMetrics
-from workers.adapters.redis_keys import RedisKeys
+from workers.adapters.redis.controller_metrics import RedisControllerMetrics
+from workers.adapters.redis.keys import RedisKeys
 from workers.domain import DeploymentLifecycle, RouteStatus
 from workers.phase_runs import OutcomeCounts, PhaseRun, PhaseRunState, RunSummary
+from workers.web.metrics import exposition
 
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "modelfleet-controller.json"
 

@@ -15,7 +15,7 @@ from workers.adapters.postgres.deployment_repository import PostgresDeploymentRe
 from workers.adapters.postgres.engine import create_database_engine
 from workers.adapters.postgres.scheduler import SessionTableScheduler
 from workers.adapters.postgres.schema import route_history, routes
-from workers.adapters.redis_metrics import RedisMetricsStore
+from workers.adapters.redis.metrics import RedisMetricsStore
 from workers.domain import (
     DeploymentInfo,
     RouteBatchUpdater,

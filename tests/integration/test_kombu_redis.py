@@ -11,7 +11,7 @@ from kombu.entity import Queue
 from kombu.messaging import Producer
 
 from workers.adapters.kombu_redis import TRANSPORT_PATH
-from workers.adapters.redis_keys import RedisKeys
+from workers.adapters.redis.keys import RedisKeys
 from workers.celery import celery_config
 from workers.config import Settings
 

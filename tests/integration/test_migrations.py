@@ -20,7 +20,7 @@ from workers.adapters.postgres.migrate import (
     upgrade_to_head,
 )
 from workers.adapters.postgres.schema import metadata, routes, scaling_groups, sessions
-from workers.cli import main
+from workers.program import main
 
 
 def test_fresh_database_reaches_head_and_matches_the_metadata(

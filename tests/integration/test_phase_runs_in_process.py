@@ -24,7 +24,7 @@ from tasks.runs import PHASES, close_run, execute_items, run_items, start_run
 from tests.factories import make_deployment, make_route, open_run
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.schema import deployment_history
-from workers.adapters.redis_keys import RedisKeys
+from workers.adapters.redis.keys import RedisKeys
 from workers.celery import app
 from workers.composition import Adapters, build_adapters
 from workers.config import PhaseSettings, Settings

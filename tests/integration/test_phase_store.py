@@ -14,8 +14,8 @@ from tests.factories import make_deployment, make_revision, make_route, open_run
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.phase_store import PostgresPhaseStore
 from workers.adapters.postgres.schema import phase_runs, sessions
-from workers.adapters.redis_keys import RedisKeys
-from workers.adapters.redis_phase_runs import RedisOutcomeStore, RedisPhaseLock
+from workers.adapters.redis.keys import RedisKeys
+from workers.adapters.redis.phase_runs import RedisOutcomeStore, RedisPhaseLock
 from workers.domain import (
     DeploymentInfo,
     DeploymentLifecycle,

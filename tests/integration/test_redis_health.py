@@ -8,9 +8,9 @@ from uuid import uuid4
 import pytest
 import redis
 
-from workers.adapters.redis_client import server_time_s
-from workers.adapters.redis_health import RedisHealthStore
-from workers.adapters.redis_keys import RedisKeys
+from workers.adapters.redis.client import server_time_s
+from workers.adapters.redis.health import RedisHealthStore
+from workers.adapters.redis.keys import RedisKeys
 from workers.domain import HealthCheckStatus
 from workers.errors import InfrastructureUnavailable
 

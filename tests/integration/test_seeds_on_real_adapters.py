@@ -21,10 +21,10 @@ from workers.adapters.app_proxy_http import HttpAppProxy
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.deployment_repository import PostgresDeploymentRepository
 from workers.adapters.postgres.scheduler import SessionTableScheduler
-from workers.adapters.redis_client import server_time_s
-from workers.adapters.redis_discovery import RedisServiceDiscovery
-from workers.adapters.redis_health import RedisHealthStore
-from workers.adapters.redis_keys import RedisKeys
+from workers.adapters.redis.client import server_time_s
+from workers.adapters.redis.discovery import RedisServiceDiscovery
+from workers.adapters.redis.health import RedisHealthStore
+from workers.adapters.redis.keys import RedisKeys
 from workers.config import AppProxySettings
 from workers.domain import (
     DeploymentInfo,

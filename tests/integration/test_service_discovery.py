@@ -17,10 +17,10 @@ import redis
 import requests
 from waitress.server import create_server
 
-from workers.adapters.redis_discovery import RedisServiceDiscovery
-from workers.adapters.redis_keys import RedisKeys
+from workers.adapters.redis.discovery import RedisServiceDiscovery
+from workers.adapters.redis.keys import RedisKeys
 from workers.domain import ModelServiceMetadata
-from workers.service_discovery_http import PATH, make_app
+from workers.web.service_discovery import PATH, make_app
 
 
 def _target(port: int = 8000, route_id: UUID | None = None) -> ModelServiceMetadata:

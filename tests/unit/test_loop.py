@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from workers.errors import InfrastructureUnavailable
-from workers.reference.loop import MAX_BACKOFF_S, repeat
+from workers.standalone.loop import MAX_BACKOFF_S, repeat
 
 
 class _Stop(Exception):

@@ -1,6 +1,7 @@
-"""The `modelfleet` command line (click): one module per command group.
+"""The controller's command line (click): one module per command group.
 
-Importing this package registers every command on `main`.
+Importing this package registers the controller's commands on `main`; the `modelfleet`
+program (`workers.program`) adds those of the standalone components and the dev tooling.
 """
 
 from workers.cli import (
@@ -8,7 +9,6 @@ from workers.cli import (
     db,
     deployments,
     phases,
-    reference,
     revisions,
     routes,
     scaling_groups,
@@ -24,7 +24,6 @@ __all__ = [
     "main",
     "one_line",
     "phases",
-    "reference",
     "revisions",
     "routes",
     "scaling_groups",

@@ -1,3 +1,6 @@
-from workers.cli import main
+"""`python -m workers.cli ...`: kept for scripts written before the controller's CLI and the
+other parts were separated; runs the whole `modelfleet` program."""
 
-main()
+import runpy
+
+runpy.run_module("workers", run_name="__main__", alter_sys=True)

@@ -11,8 +11,8 @@ import click
 import redis
 import sqlalchemy as sa
 
-from workers.adapters.redis_client import server_time_s
-from workers.adapters.redis_health import RedisHealthStore
+from workers.adapters.redis.client import server_time_s
+from workers.adapters.redis.health import RedisHealthStore
 from workers.cli.output import (
     done,
     emit,

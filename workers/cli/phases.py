@@ -15,7 +15,7 @@ from celery.result import AsyncResult
 from celery.states import READY_STATES, SUCCESS
 
 from beat_schedule import SCHEDULED_INTERVALS_S
-from workers.adapters.redis_phase_runs import RedisOutcomeStore
+from workers.adapters.redis.phase_runs import RedisOutcomeStore
 from workers.celery import ModelfleetCelery
 from workers.cli.output import emit, emit_json, emit_records, emit_table, json_option, wide_option
 from workers.cli.params import FiniteFloat
@@ -61,7 +61,7 @@ RUN_HELP = "\n".join(
 
 
 @phase.command("run", help=RUN_HELP)
-@click.argument("name", metavar="NAME", type=click.Choice(sorted(SCHEDULED_INTERVALS_S)))
+@click.argument("name", metavar="NAME", type=click.Choice(sorted(map(str, SCHEDULED_INTERVALS_S))))
 @click.option(
     "--wait",
     is_flag=True,
@@ -163,7 +163,7 @@ def _started_run_id(sender: ModelfleetCelery, name: str, deadline: Deadline) -> 
 
 
 @phase.command("history")
-@click.option("--phase", "name", type=click.Choice(sorted(SCHEDULED_INTERVALS_S)))
+@click.option("--phase", "name", type=click.Choice(sorted(map(str, SCHEDULED_INTERVALS_S))))
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @wide_option
 @json_option

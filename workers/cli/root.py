@@ -21,8 +21,8 @@ from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.engine import create_database_engine
 from workers.adapters.postgres.phase_store import PostgresPhaseStore
 from workers.adapters.postgres.reports import Reports
-from workers.adapters.redis_client import create_redis_client
-from workers.adapters.redis_keys import RedisKeys
+from workers.adapters.redis.client import create_redis_client
+from workers.adapters.redis.keys import RedisKeys
 from workers.config import LOG_LEVELS, Settings, SettingsError
 from workers.errors import InfrastructureUnavailable
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import click
 
 from beat_schedule import PHASE_INTERVALS_S
-from workers.adapters.prometheus_metrics import exposition
-from workers.adapters.redis_client import create_redis_client
-from workers.adapters.redis_controller_metrics import RedisControllerMetrics
-from workers.adapters.redis_discovery import RedisServiceDiscovery
-from workers.adapters.redis_keys import RedisKeys
+from workers.adapters.redis.client import create_redis_client
+from workers.adapters.redis.controller_metrics import RedisControllerMetrics
+from workers.adapters.redis.discovery import RedisServiceDiscovery
+from workers.adapters.redis.keys import RedisKeys
 from workers.cli.root import CliContext, log_level_option, main, reported_failures
-from workers.service_discovery_http import serve
+from workers.web.metrics import exposition
+from workers.web.service_discovery import serve
 
 
 @main.group("service-discovery")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from workers.domain import (
+    REVISION_VARIABLE,
     DeploymentContext,
     DeploymentInfo,
     HealthCheckConfig,
@@ -15,7 +16,6 @@ from workers.domain import (
     SessionSpec,
 )
 
-REVISION_VARIABLE = "MODELFLEET_REVISION"
 METRICS_PATH = "/metrics"
 
 

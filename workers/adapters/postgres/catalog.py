@@ -36,6 +36,7 @@ from workers.domain import (
     RouteData,
     RouteStatus,
 )
+from workers.phase_names import OPERATOR
 
 PENDING, SCALING, READY, DEPLOYING = (
     DeploymentLifecycle.PENDING,
@@ -44,7 +45,7 @@ PENDING, SCALING, READY, DEPLOYING = (
     DeploymentLifecycle.DEPLOYING,
 )
 
-OPERATOR_PHASE = "operator"  # the `phase` of history rows written for a CLI command
+OPERATOR_PHASE = OPERATOR  # the `phase` of history rows written for a CLI command
 
 
 class Catalog:

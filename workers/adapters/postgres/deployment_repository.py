@@ -8,10 +8,8 @@ transitions with history, phase runs) lives in `phase_store.py`.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -19,7 +17,8 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
-from workers.adapters.postgres import rollouts
+from workers.adapters.postgres import autoscaling, rollouts
+from workers.adapters.postgres.autoscaling import MetricsSource
 from workers.adapters.postgres.bulk import any_of, unnest_rows
 from workers.adapters.postgres.engine import transaction
 from workers.adapters.postgres.phase_targets import (
@@ -29,16 +28,11 @@ from workers.adapters.postgres.phase_targets import (
 )
 from workers.adapters.postgres.rows import (
     DEPLOYMENT_COLUMNS,
-    ROUTE_COLUMNS,
     deployment_from_row,
     health_check_of,
     revision_from_row,
-    route_from_row,
-    rule_from_row,
 )
 from workers.adapters.postgres.schema import (
-    autoscaling_rules,
-    deployment_history,
     deployment_revisions,
     deployments,
     routes,
@@ -50,7 +44,6 @@ from workers.adapters.postgres.transitions import (
     insert_routes,
     take_out_of_service,
 )
-from workers.adapters.redis_metrics import RedisMetricsStore
 from workers.autoscaling import ScalingDecision, decide_replicas, describe_decision
 from workers.domain import (
     ACTIVE_ROUTE_STATUSES,
@@ -75,11 +68,10 @@ from workers.domain import (
     StartupProgress,
 )
 from workers.errors import EndpointNotFound, NeverHealthy, RevisionMissing
+from workers.phase_names import PhaseName
 
 log = logging.getLogger(__name__)
 
-AUTOSCALING_PHASE = "deployments.check_replicas"  # the phase whose run applies the rules
-STARTUP_PHASE = "routes.check_startup"  # the phase that judges routes never healthy
 
 _ACTIVE = [status.value for status in ACTIVE_ROUTE_STATUSES]
 _UUID = PG_UUID(as_uuid=True)
@@ -94,16 +86,14 @@ class PostgresDeploymentRepository:
         self,
         *,
         engine: sa.Engine,
-        metrics: RedisMetricsStore,
+        metrics: MetricsSource,
         clock: Callable[[], datetime] = _utc_now,
         on_decision: Callable[[DeploymentInfo, ScalingDecision], None] = lambda *_: None,
     ) -> None:
         self._engine = engine
-        self._metrics = metrics
+        self._metrics = metrics  # where autoscaling metrics are kept (Redis)
         self._clock = clock
         self._on_decision = on_decision  # e.g. counted in the controller's metrics
-        # Rules that fired, per deployment, until the desired count they decided is saved.
-        self._fired_rules: dict[UUID, _Fired] = {}
 
     # -- read by the route executor --
     def get_endpoints_by_ids(self, endpoint_ids: AbstractSet[UUID]) -> list[DeploymentInfo]:
@@ -264,7 +254,7 @@ class PostgresDeploymentRepository:
                 entity_id=deployment_id,
                 expected=frozenset({DeploymentLifecycle.READY, DeploymentLifecycle.SCALING}),
                 to_status=None,
-                phase=STARTUP_PHASE,
+                phase=PhaseName.CHECK_STARTUP,
                 result=OutcomeBucket.ERROR,
                 error_code=NeverHealthy.error_code,
                 message=note,
@@ -312,7 +302,7 @@ class PostgresDeploymentRepository:
         self, endpoint_ids: AbstractSet[UUID]
     ) -> dict[UUID, list[RouteData]]:
         with transaction(self._engine) as conn:
-            return _active_routes(conn, endpoint_ids)
+            return autoscaling.active_routes(conn, endpoint_ids)
 
     def scale_routes(
         self, creators: Sequence[RouteCreator], updater: RouteBatchUpdater | None
@@ -334,38 +324,17 @@ class PostgresDeploymentRepository:
         self, endpoint_ids: AbstractSet[UUID]
     ) -> dict[UUID, list[AutoScalingRule]]:
         """Rules per deployment in a stable order: oldest first."""
-        query = (
-            sa.select(autoscaling_rules)
-            .where(any_of(autoscaling_rules.c.deployment_id, endpoint_ids))
-            .order_by(autoscaling_rules.c.created_at, autoscaling_rules.c.id)
-        )
-        rules: dict[UUID, list[AutoScalingRule]] = defaultdict(list)
         with transaction(self._engine) as conn:
-            for row in conn.execute(query).mappings():
-                rules[row["deployment_id"]].append(rule_from_row(row))
-        return dict(rules)
+            return autoscaling.load_rules(conn, endpoint_ids)
 
     def fetch_metrics_for_autoscaling(
         self,
         deployments: Sequence[DeploymentInfo],
         rules: Mapping[UUID, Sequence[AutoScalingRule]],
     ) -> AutoScalingMetricsData:
-        """Active routes of every deployment; Redis metrics of those that have rules."""
+        """Active routes of every deployment; the metrics of those that have rules."""
         with transaction(self._engine) as conn:
-            routes_by_endpoint = _active_routes(conn, {d.id for d in deployments})
-        ruled = [d.id for d in deployments if rules.get(d.id)]
-        session_ids = [
-            route.session_id
-            for deployment_id in ruled
-            for route in routes_by_endpoint.get(deployment_id, ())
-            if route.session_id is not None
-        ]
-        endpoint_metrics, session_metrics = self._metrics.read(ruled, session_ids)
-        return AutoScalingMetricsData(
-            routes_by_endpoint=routes_by_endpoint,
-            endpoint_metrics=endpoint_metrics,
-            session_metrics=session_metrics,
-        )
+            return autoscaling.load_metrics(conn, deployments, rules, self._metrics)
 
     def calculate_desired_replicas_for_deployment(
         self,
@@ -373,42 +342,22 @@ class PostgresDeploymentRepository:
         rules: Sequence[AutoScalingRule],
         metrics: AutoScalingMetricsData,
     ) -> int | None:
-        """The count the first firing rule asks for (see `workers.autoscaling`), or None.
-
-        The firing rule's `last_triggered_at` is stamped when the count is saved
-        (`update_desired_replicas_bulk`), in that same transaction.
-        """
-        now = self._clock()
-        decision = decide_replicas(deployment, rules, metrics, now)
+        """The count the first firing rule asks for (see `workers.autoscaling`), or None."""
+        decision = decide_replicas(deployment, rules, metrics, self._clock())
         if decision is None:
             return None
         log.info("deployment %s: %s", deployment.id, describe_decision(deployment, decision))
-        self._fired_rules[deployment.id] = _Fired(deployment, decision, now)
         return decision.replicas
 
     def update_desired_replicas_bulk(self, desired_replicas: Mapping[UUID, int]) -> None:
+        """Save the counts; the rules that decided them are stamped and say so in history,
+        in the same transaction (`autoscaling.save_desired`)."""
         if not desired_replicas:
             return
-        fired = {i: self._fired_rules[i] for i in desired_replicas if i in self._fired_rules}
-        counts = unnest_rows(
-            "v",
-            {
-                "id": (_UUID, list(desired_replicas)),
-                "count": (sa.Integer(), list(desired_replicas.values())),
-            },
-        )
         with transaction(self._engine) as conn:
-            conn.execute(
-                deployments.update()
-                .where(deployments.c.id == counts.c.id)
-                .values(desired_replica_count=counts.c.count, updated_at=sa.func.now())
-            )
-            if fired:
-                _stamp_fired_rules(conn, fired.values())
-                _record_decisions(conn, fired.values())
-        for deployment_id, why in fired.items():
-            self._fired_rules.pop(deployment_id, None)
-            self._on_decision(why.deployment, why.decision)
+            decided = autoscaling.save_desired(conn, desired_replicas, self._metrics, self._clock())
+        for saved in decided:
+            self._on_decision(saved.deployment, saved.decision)
 
     def fetch_rollout_states(
         self, deployments: Sequence[DeploymentInfo]
@@ -432,67 +381,9 @@ class PostgresDeploymentRepository:
 
 
 # Why a route left service, as its history row says (the phases that call these methods).
-SCALE_IN = ("deployments.scale", "scaled in")
-DESTROY = ("deployments.destroy", "its deployment is being destroyed")
+SCALE_IN = (PhaseName.SCALE, "scaled in")
+DESTROY = (PhaseName.DESTROY, "its deployment is being destroyed")
 
 
 def _prefixed(row: sa.RowMapping, prefix: str) -> dict[str, Any]:
     return {key.removeprefix(prefix): value for key, value in row.items() if key.startswith(prefix)}
-
-
-def _active_routes(
-    conn: sa.Connection, endpoint_ids: AbstractSet[UUID]
-) -> dict[UUID, list[RouteData]]:
-    query = (
-        sa.select(*ROUTE_COLUMNS)
-        .where(any_of(routes.c.deployment_id, endpoint_ids), routes.c.status.in_(_ACTIVE))
-        .order_by(routes.c.created_at, routes.c.id)
-    )
-    grouped: dict[UUID, list[RouteData]] = defaultdict(list)
-    for row in conn.execute(query).mappings():
-        grouped[row["deployment_id"]].append(route_from_row(row))
-    return dict(grouped)
-
-
-@dataclass(frozen=True)
-class _Fired:
-    """A rule's decision, kept until the count it decided is saved."""
-
-    deployment: DeploymentInfo
-    decision: ScalingDecision
-    at: datetime
-
-
-def _record_decisions(conn: sa.Connection, fired: Collection[_Fired]) -> None:
-    """A history row per decision, like Kubernetes' SuccessfulRescale event:
-    'scaled 1 -> 3: model_requests_in_flight 2.7 >= 2 (rule <id>)'."""
-    conn.execute(
-        deployment_history.insert(),
-        [
-            {
-                "deployment_id": f.deployment.id,
-                "phase": AUTOSCALING_PHASE,
-                "from_status": f.deployment.lifecycle.value,
-                "to_status": f.deployment.lifecycle.value,
-                "result": "success",
-                "message": describe_decision(f.deployment, f.decision),
-            }
-            for f in fired
-        ],
-    )
-
-
-def _stamp_fired_rules(conn: sa.Connection, fired: Collection[_Fired]) -> None:
-    stamped = [(f.decision.rule.id, f.at) for f in fired if f.decision.rule.id is not None]
-    if not stamped:
-        return
-    rule_ids, fired_at = zip(*stamped, strict=True)
-    v = unnest_rows(
-        "fired",
-        {"id": (_UUID, list(rule_ids)), "at": (sa.DateTime(timezone=True), list(fired_at))},
-    )
-    conn.execute(
-        autoscaling_rules.update()
-        .where(autoscaling_rules.c.id == v.c.id)
-        .values(last_triggered_at=v.c.at)
-    )

@@ -43,9 +43,10 @@ from workers.domain import (
     RouteStatus,
 )
 from workers.errors import NeverHealthy, RouteUnhealthy, probe_saw
+from workers.phase_names import PhaseName
 from workers.rollouts import describe_failures
 
-PHASE = "deployments.rollout"
+PHASE = PhaseName.ROLLOUT
 # A route that never passed its health check failed with one of these.
 _NEVER_HEALTHY_CODES = (NeverHealthy.error_code, RouteUnhealthy.error_code)
 TAKING_PART = [

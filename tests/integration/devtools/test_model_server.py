@@ -1,0 +1,75 @@
+"""The sample model server over real HTTP."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.integration.sample_servers import SampleServer
+from workers.devtools.model_server import ModelState
+from workers.devtools.processes import wait_for
+from workers.devtools.throwaway_servers import free_port
+
+
+def test_it_answers_reports_metrics_and_can_be_told_to_fail_its_health_check(
+    sample_server: Callable[[str], SampleServer],
+) -> None:
+    server = sample_server("demo")
+    assert requests.get(f"{server.url}/health", timeout=2).status_code == 200
+    answer = requests.post(f"{server.url}/v1/completions", json={"prompt": "a b c"}, timeout=2)
+    assert answer.json() == {"model": "demo", "choices": [{"index": 0, "text": "echo: c b a"}]}
+    metrics = requests.get(f"{server.url}/metrics", timeout=2).text
+    assert "model_requests_total 1\n" in metrics
+    assert "model_requests_in_flight 0\n" in metrics
+    requests.post(f"{server.url}/admin/fail-health", timeout=2)
+    assert requests.get(f"{server.url}/health", timeout=2).status_code == 503
+    requests.post(f"{server.url}/admin/recover", timeout=2)
+    assert requests.get(f"{server.url}/health", timeout=2).status_code == 200
+    bad = requests.post(f"{server.url}/v1/completions", data="not json", timeout=2)
+    assert bad.status_code == 400
+
+
+def test_on_sigterm_it_finishes_requests_in_flight_refuses_new_ones_and_exits_0(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    argv = [sys.executable, "-m", "workers.reference.model_server", f"--port={port}"]
+    server = subprocess.Popen([*argv, "--latency-s=1.5"], cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(f"{url}/health"), timeout_s=20, what="the server to listen")
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            in_flight = pool.submit(
+                requests.post, f"{url}/v1/completions", json={"prompt": "a b"}, timeout=10
+            )
+            time.sleep(0.5)  # the completion is being computed
+            server.send_signal(signal.SIGTERM)
+            assert in_flight.result().status_code == 200
+        assert server.wait(timeout=10) == 0
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{url}/health", timeout=2)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_every_answer_says_which_revision_answered() -> None:
+    state = ModelState("demo", revision=3)
+    assert state.complete("a")["revision"] == 3
+    assert state.health() == {"healthy": True, "revision": 3}
+    assert "revision" not in ModelState("demo").complete("a")

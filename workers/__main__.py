@@ -1,0 +1,5 @@
+"""`python -m workers ...`: the `modelfleet` program."""
+
+from workers.program import main
+
+main()

@@ -1,0 +1,127 @@
+"""Scrape targets for Prometheus, kept in Redis.
+
+Each healthy route has a hash `service_discovery.model-services.{route_id}`
+(TTL 300 s) with name, host, port, metrics_path and labels (JSON); a set beside
+them lists the route ids of the last sync, so a sync can remove what it no
+longer publishes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+from uuid import UUID
+
+import redis
+
+from workers.adapters.redis.client import redis_errors
+from workers.adapters.redis.keys import SERVICE_DISCOVERY_TTL_S, RedisKeys
+from workers.domain import ModelServiceMetadata
+
+log = logging.getLogger(__name__)
+
+
+class RedisServiceDiscovery:
+    def __init__(self, *, client: redis.Redis, keys: RedisKeys) -> None:
+        self._client = client
+        self._keys = keys
+
+    def sync_model_service_routes(self, routes: Sequence[ModelServiceMetadata]) -> None:
+        """Replace the whole published set with `routes`; an empty list clears it.
+
+        Optimistic (WATCH on the index): a concurrent sync makes this one retry,
+        so the two never leave a mix of both sets behind.
+        """
+        targets = {str(route.route_id): route for route in routes}
+        index = self._keys.scrape_target_index
+
+        def replace(pipe: redis.client.Pipeline) -> None:
+            previous = cast("set[str]", pipe.smembers(index))
+            pipe.multi()
+            gone = previous - targets.keys()
+            if gone:
+                pipe.delete(*(self._keys.scrape_target(route_id) for route_id in gone))
+            pipe.delete(index)
+            for route_id, route in targets.items():
+                key = self._keys.scrape_target(route_id)
+                pipe.delete(key)
+                pipe.hset(key, mapping=_target_fields(route))
+                pipe.expire(key, SERVICE_DISCOVERY_TTL_S)
+            if targets:
+                pipe.sadd(index, *targets)
+                pipe.expire(index, SERVICE_DISCOVERY_TTL_S)
+
+        with redis_errors():
+            self._client.transaction(replace, index)
+
+    def published_route_ids(self) -> set[UUID]:
+        """The route ids of the last sync."""
+        with redis_errors():
+            members = cast("set[str]", self._client.smembers(self._keys.scrape_target_index))
+        return {UUID(member) for member in members}
+
+    def registered_targets(self) -> list[ModelServiceMetadata]:
+        """What is published now; expired or malformed entries are left out (logged)."""
+        with redis_errors():
+            route_ids = sorted(
+                cast("set[str]", self._client.smembers(self._keys.scrape_target_index))
+            )
+            pipe = self._client.pipeline(transaction=False)
+            for route_id in route_ids:
+                pipe.hgetall(self._keys.scrape_target(route_id))
+            hashes = pipe.execute()
+        targets = []
+        for route_id, fields in zip(route_ids, hashes, strict=True):
+            if not fields:
+                continue  # expired since the index was written
+            target = _target_from_fields(route_id, fields)
+            if target is None:
+                log.warning("route %s: malformed scrape target %r; left out", route_id, fields)
+            else:
+                targets.append(target)
+        return targets
+
+
+def prometheus_http_sd(targets: Sequence[ModelServiceMetadata]) -> list[dict[str, Any]]:
+    """Prometheus' HTTP service-discovery document: one target group per route."""
+    return [
+        {
+            "targets": [f"{_bracketed(target.host)}:{target.port}"],
+            "labels": {**target.labels, "__metrics_path__": target.metrics_path},
+        }
+        for target in targets
+    ]
+
+
+def _bracketed(host: str) -> str:
+    """An IPv6 address in brackets, as Prometheus needs it ("::1:9100" is refused)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _target_fields(route: ModelServiceMetadata) -> dict[Any, str]:
+    return {
+        "name": route.model_service_name,
+        "host": route.host,
+        "port": str(route.port),
+        "metrics_path": route.metrics_path,
+        "labels": json.dumps(dict(route.labels), sort_keys=True),
+    }
+
+
+def _target_from_fields(route_id: str, fields: Mapping[str, str]) -> ModelServiceMetadata | None:
+    try:
+        labels = json.loads(fields["labels"])
+        if not isinstance(labels, dict):
+            return None
+        return ModelServiceMetadata(
+            route_id=UUID(route_id),
+            model_service_name=fields["name"],
+            host=fields["host"],
+            port=int(fields["port"]),
+            metrics_path=fields["metrics_path"],
+            labels={str(k): str(v) for k, v in labels.items()},
+        )
+    except (KeyError, ValueError):
+        return None

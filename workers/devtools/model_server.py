@@ -1,0 +1,159 @@
+"""A sample model server: `python -m workers.devtools.model_server [--port N]`.
+
+GET /health answers 200 (or 503 once told to fail); POST /v1/completions gives a
+deterministic toy completion; GET /metrics is Prometheus text (requests in
+flight, requests served). MODEL_LATENCY_S makes each completion take that long.
+POST /admin/fail-health and /admin/recover switch the
+health answer, so a demo or a test can make one replica sick.
+
+On SIGTERM it stops accepting connections, finishes the requests in flight,
+then exits 0: what a scheduler's stop must not cut short.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from workers.domain import REVISION_VARIABLE  # the deployment revision it runs
+from workers.standalone.machine import BIND_HOST_VARIABLE, PORT_VARIABLE
+
+
+class ModelState:
+    def __init__(self, name: str, latency_s: float = 0.0, revision: int | None = None) -> None:
+        self.name = name
+        self.revision = revision  # MODELFLEET_REVISION: every answer says which one answered
+        self.latency_s = latency_s  # how long a completion takes: lets a demo build up load
+        self.healthy = True
+        self.in_flight = 0
+        self.served = 0
+        self.lock = threading.Lock()
+
+    def complete(self, prompt: str) -> dict[str, Any]:
+        with self.lock:
+            self.in_flight += 1
+        try:
+            time.sleep(self.latency_s)
+            text = " ".join(reversed(prompt.split())) or "..."
+            answer: dict[str, Any] = {
+                "model": self.name,
+                "choices": [{"index": 0, "text": f"echo: {text}"}],
+            }
+            if self.revision is not None:
+                answer["revision"] = self.revision
+            return answer
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+                self.served += 1
+
+    def health(self) -> dict[str, Any]:
+        answer: dict[str, Any] = {"healthy": self.healthy}
+        if self.revision is not None:
+            answer["revision"] = self.revision
+        return answer
+
+    def metrics(self) -> str:
+        return (
+            "# TYPE model_requests_in_flight gauge\n"
+            f"model_requests_in_flight {self.in_flight}\n"
+            "# TYPE model_requests_total counter\n"
+            f"model_requests_total {self.served}\n"
+        )
+
+
+class _Server(ThreadingHTTPServer):
+    # Requests in flight are joined at close (a graceful stop waits for them).
+    daemon_threads = False
+    block_on_close = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (a probe that timed out) is routine, not a traceback."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, ConnectionError):
+            super().handle_error(request, client_address)
+
+
+def make_server(host: str, port: int, state: ModelState) -> ThreadingHTTPServer:
+    return _Server((host, port), _handler_for(state))
+
+
+def _handler_for(state: ModelState) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: a model server's access log is noise in the demo."""
+
+        def do_GET(self) -> None:  # http.server's naming
+            if self.path == "/health":
+                self._send(200 if state.healthy else 503, state.health())
+            elif self.path == "/metrics":
+                self._send(200, state.metrics(), content_type="text/plain; version=0.0.4")
+            else:
+                self._send(404, {"error": f"no GET {self.path}"})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b"{}"
+            if self.path == "/v1/completions":
+                try:
+                    prompt = str(json.loads(raw or b"{}").get("prompt", ""))
+                except (ValueError, AttributeError):
+                    self._send(400, {"error": "body must be a JSON object with 'prompt'"})
+                    return
+                self._send(200, state.complete(prompt))
+            elif self.path in {"/admin/fail-health", "/admin/recover"}:
+                state.healthy = self.path == "/admin/recover"
+                self._send(200, {"healthy": state.healthy})
+            else:
+                self._send(404, {"error": f"no POST {self.path}"})
+
+        def _send(self, status: int, body: Any, content_type: str = "application/json") -> None:
+            payload = (body if isinstance(body, str) else json.dumps(body)).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A sample model server.")
+    parser.add_argument("--host", default=os.environ.get(BIND_HOST_VARIABLE, "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get(PORT_VARIABLE, "8000")))
+    parser.add_argument("--name", default=os.environ.get("MODEL_NAME", "echo"))
+    parser.add_argument(
+        "--latency-s", type=float, default=float(os.environ.get("MODEL_LATENCY_S", "0"))
+    )
+    args = parser.parse_args()
+    revision = os.environ.get(REVISION_VARIABLE)
+    state = ModelState(args.name, args.latency_s, int(revision) if revision else None)
+    server = make_server(args.host, args.port, state)
+    stop_on_sigterm(server)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()  # closes the listening socket, then joins requests in flight
+
+
+def stop_on_sigterm(server: ThreadingHTTPServer) -> None:
+    """SIGTERM ends `serve_forever` (from another thread: shutdown() waits for the loop)."""
+
+    def stop(signum: int, frame: Any) -> None:
+        threading.Thread(target=server.shutdown, name="graceful-stop", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+if __name__ == "__main__":
+    main()

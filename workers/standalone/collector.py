@@ -1,0 +1,115 @@
+"""A metrics collector: `modelfleet collector`.
+
+It scrapes each healthy route's `/metrics` (Prometheus text; only samples
+without labels are read) and writes the autoscaling metric keys. Each session
+gets its own values, and each deployment gets the average over its healthy
+routes, which is the load per replica that autoscaling rules compare with
+their thresholds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from uuid import UUID
+
+import requests
+import sqlalchemy as sa
+
+from workers.adapters.postgres.engine import transaction
+from workers.adapters.postgres.schema import routes, sessions
+from workers.adapters.redis.metrics import RedisMetricsStore
+from workers.domain import RouteStatus, SessionId
+from workers.standalone.loop import repeat
+
+log = logging.getLogger(__name__)
+
+SCRAPE_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    deployment_id: UUID
+    session_id: SessionId
+    url: str
+
+
+@dataclass
+class MetricsCollector:
+    engine: sa.Engine
+    metrics: RedisMetricsStore
+    workers: int = 16
+    _http: requests.Session = field(default_factory=requests.Session)
+
+    def run_forever(self, interval_s: float = 2.0) -> None:
+        with ThreadPoolExecutor(self.workers) as pool:
+            repeat("metrics collector", lambda: self.tick(pool), interval_s)
+
+    def tick(self, pool: ThreadPoolExecutor) -> dict[UUID, dict[str, float]]:
+        """Scrape every healthy route once; returns what was written per deployment."""
+        targets = self.targets()
+        scraped = list(pool.map(self._scrape, targets))
+        per_deployment: dict[UUID, list[Mapping[str, float]]] = defaultdict(list)
+        for target, values in zip(targets, scraped, strict=True):
+            if values is None:
+                continue
+            self.metrics.write_session_metrics(target.session_id, values)
+            per_deployment[target.deployment_id].append(values)
+        averages = {d: _average(samples) for d, samples in per_deployment.items()}
+        for deployment_id, values in averages.items():
+            self.metrics.write_deployment_metrics(deployment_id, values)
+        return averages
+
+    def targets(self) -> list[ScrapeTarget]:
+        query = (
+            sa.select(routes.c.deployment_id, sessions.c.id, sessions.c.host, sessions.c.port)
+            .join(sessions, sessions.c.id == routes.c.session_id)
+            .where(
+                routes.c.status == RouteStatus.HEALTHY.value,
+                sessions.c.status == "RUNNING",
+                sessions.c.port.is_not(None),
+            )
+        )
+        with transaction(self.engine) as conn:
+            return [
+                ScrapeTarget(
+                    row.deployment_id, SessionId(row.id), f"http://{row.host}:{row.port}/metrics"
+                )
+                for row in conn.execute(query)
+            ]
+
+    def _scrape(self, target: ScrapeTarget) -> dict[str, float] | None:
+        try:
+            answer = self._http.get(target.url, timeout=SCRAPE_TIMEOUT_S)
+        except requests.RequestException as error:
+            log.info("session %s: metrics not scraped: %s", target.session_id, error)
+            return None
+        return parse_prometheus_text(answer.text) if answer.ok else None
+
+
+def parse_prometheus_text(text: str) -> dict[str, float]:
+    """`name value` samples without labels; comments, labelled and non-finite samples skipped."""
+    values = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 2 or line.startswith("#") or "{" in parts[0]:
+            continue
+        try:
+            value = float(parts[1])
+        except ValueError:
+            continue
+        if math.isfinite(value):
+            values[parts[0]] = value
+    return values
+
+
+def _average(samples: list[Mapping[str, float]]) -> dict[str, float]:
+    names = {name for sample in samples for name in sample}
+    return {
+        name: sum(s[name] for s in samples if name in s) / sum(1 for s in samples if name in s)
+        for name in names
+    }

@@ -1,0 +1,133 @@
+"""`modelfleet runner | prober | collector | proxy`: the standalone components.
+
+What a user without Backend.AI runs in production beside the controller: the host
+agent on each machine, the health prober, the metrics collector and the proxy in
+the request path. Each speaks the contract Backend.AI's own component does.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import TextIO
+
+import click
+
+from workers.adapters.redis.client import create_redis_client
+from workers.adapters.redis.discovery import RedisServiceDiscovery
+from workers.adapters.redis.health import RedisHealthStore
+from workers.adapters.redis.keys import RedisKeys
+from workers.adapters.redis.metrics import RedisMetricsStore
+from workers.cli.params import FiniteFloat
+from workers.cli.root import CliContext, bad_input, log_level_option, main, reported_failures
+from workers.inputs import token_problem
+from workers.standalone.collector import MetricsCollector
+from workers.standalone.prober import HealthProber
+from workers.standalone.proxy import DevProxy, serve
+from workers.standalone.runner import SessionRunner
+
+
+@main.command()
+@click.option("--interval-s", type=FiniteFloat(min=0.05), default=0.5, show_default=True)
+@log_level_option
+@click.option(
+    "--grace-s",
+    type=FiniteFloat(min=0),
+    default=5.0,
+    show_default=True,
+    help="Seconds between SIGTERM and SIGKILL when a session is stopped.",
+)
+@click.option(
+    "--log-dir", type=click.Path(file_okay=False), help="Keep each session's output here."
+)
+@click.option(
+    "--name",
+    default=socket.gethostname(),
+    show_default="this host's name",
+    help="This runner's name; it looks after the sessions it claimed under it.",
+)
+@click.option(
+    "--advertise-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The host recorded for sessions, which others reach them by.",
+)
+@click.pass_obj
+def runner(
+    cli: CliContext,
+    interval_s: float,
+    grace_s: float,
+    log_dir: str | None,
+    name: str,
+    advertise_host: str,
+) -> None:
+    """Run sessions as local processes (the `sessions` table contract)."""
+    SessionRunner(
+        engine=cli.engine,
+        name=name,
+        host=advertise_host,
+        grace_s=grace_s,
+        log_dir=Path(log_dir) if log_dir else None,
+    ).run_forever(interval_s)
+
+
+@main.command()
+@click.option("--interval-s", type=FiniteFloat(min=0.05), default=0.5, show_default=True)
+@log_level_option
+@click.pass_obj
+def prober(cli: CliContext, interval_s: float) -> None:
+    """Probe every running route's health path and write readiness into Redis."""
+    client = create_redis_client(cli.settings.redis_url)
+    store = RedisHealthStore(client=client, keys=RedisKeys(cli.settings.redis_key_prefix))
+    HealthProber(engine=cli.engine, health_store=store).run_forever(interval_s)
+
+
+@main.command()
+@click.option("--interval-s", type=FiniteFloat(min=0.1), default=2.0, show_default=True)
+@log_level_option
+@click.pass_obj
+def collector(cli: CliContext, interval_s: float) -> None:
+    """Scrape healthy routes' /metrics into the autoscaling metric keys in Redis."""
+    client = create_redis_client(cli.settings.redis_url)
+    store = RedisMetricsStore(client=client, keys=RedisKeys(cli.settings.redis_key_prefix))
+    MetricsCollector(engine=cli.engine, metrics=store).run_forever(interval_s)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=10200, show_default=True)
+@click.option(
+    "--token-file",
+    type=click.File("r"),
+    help="File holding the API token the controller must send (else MODELFLEET_PROXY_TOKEN).",
+)
+# Kept for old scripts; a token on the command line is readable in /proc by any user.
+@click.option("--token", envvar="MODELFLEET_PROXY_TOKEN", hidden=True)
+@click.option("--public-url", help="Base of the URLs handed out [http://HOST:PORT].")
+@log_level_option
+@click.pass_obj
+def proxy(
+    cli: CliContext,
+    host: str,
+    port: int,
+    token_file: TextIO | None,
+    token: str | None,
+    public_url: str | None,
+) -> None:
+    """A dev app proxy: registers endpoints and forwards to their healthy routes.
+
+    Its API token comes from MODELFLEET_PROXY_TOKEN or --token-file, never argv.
+    """
+    if token_file is not None:
+        token = token_file.read().strip()
+    if token is None:
+        bad_input("MODELFLEET_PROXY_TOKEN", "set it, or give --token-file")
+    if (problem := token_problem(token)) is not None:
+        bad_input("MODELFLEET_PROXY_TOKEN", problem)
+    client = create_redis_client(cli.settings.redis_url)
+    discovery = RedisServiceDiscovery(client=client, keys=RedisKeys(cli.settings.redis_key_prefix))
+    proxied = DevProxy(
+        discovery=discovery, token=token, public_url=public_url or f"http://{host}:{port}"
+    )
+    with reported_failures("proxy"):  # e.g. the port is taken
+        serve(proxied, host=host, port=port)

@@ -1,0 +1,257 @@
+"""A session runner on this machine: `modelfleet runner`.
+
+It honours the `sessions` table contract. It claims PENDING sessions with
+`FOR UPDATE SKIP LOCKED` (several runners never start one session twice) and
+starts each as a local process in its own process group, telling it its port in
+`PORT`. It records host, port, pid and RUNNING, records ERROR when a process
+exits on its own, and stops TERMINATING sessions (SIGTERM, a grace period,
+SIGKILL) before recording TERMINATED.
+
+Each runner has a name (the host's, by default) written on the sessions it
+claims, and it looks after those only: pids mean something on one host alone.
+The processes outlive the runner, so a restarted runner of the same name finds
+them by pid instead of starting them again; a session it claimed but had not
+started yet goes back to PENDING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+
+from workers.adapters.postgres.engine import transaction
+from workers.adapters.postgres.schema import sessions
+from workers.standalone.loop import repeat
+from workers.standalone.machine import BIND_HOST_VARIABLE, PORT_VARIABLE, free_port, process_alive
+
+log = logging.getLogger(__name__)
+
+DEFAULT_COMMAND = "python -m workers.devtools.model_server"
+CLAIM_BATCH = 16
+OUTPUT_LINES_KEPT = 20  # of a session that exited on its own, kept in its row
+OUTPUT_BYTES_READ = 8192
+
+
+@dataclass
+class SessionRunner:
+    engine: sa.Engine
+    name: str = field(default_factory=socket.gethostname)
+    host: str = "127.0.0.1"  # the address recorded for others to reach the sessions by
+    grace_s: float = 5.0
+    log_dir: Path | None = None  # each session's output goes to {log_dir}/{session id}.log
+    _children: dict[UUID, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _signalled: dict[UUID, float] = field(default_factory=dict)
+
+    def recover(self) -> None:
+        """After a restart: unstarted claims go back to PENDING; started ones are kept by pid."""
+        with transaction(self.engine) as conn:
+            conn.execute(
+                sessions.update()
+                .where(
+                    sessions.c.status == "PREPARING",
+                    sessions.c.pid.is_(None),
+                    sessions.c.runner == self.name,
+                )
+                .values(status="PENDING", runner=None, updated_at=sa.func.now())
+            )
+
+    def tick(self) -> None:
+        self.start_pending()
+        self.reap_exited()
+        self.stop_terminating()
+
+    def run_forever(self, interval_s: float = 0.5) -> None:
+        recovered = False
+
+        def one_pass() -> None:
+            nonlocal recovered
+            if not recovered:  # the database may be down at start: recover once it is up
+                self.recover()
+                recovered = True
+            self.tick()
+
+        repeat("session runner", one_pass, interval_s)
+
+    def start_pending(self) -> int:
+        claimed = self._claim()
+        for session_id, spec in claimed:
+            self._start(session_id, spec)
+        return len(claimed)
+
+    def reap_exited(self) -> None:
+        """A RUNNING session whose process is gone ended on its own: ERROR, with its exit
+        code (when this runner started it) and the last lines of its output (with a log dir)."""
+        for session_id, pid in self._sessions_with_pid(("PREPARING", "RUNNING")):
+            if pid is None or self._alive(session_id, pid):
+                continue
+            exit_code = self._exit_code(session_id)
+            log.warning("session %s: process %d exited on its own (%s)", session_id, pid, exit_code)
+            self._finish(
+                session_id,
+                "ERROR",
+                expected=("PREPARING", "RUNNING"),
+                exit_code=exit_code,
+                last_output=self._last_output(session_id),
+            )
+
+    def stop_terminating(self) -> None:
+        for session_id, pid in self._sessions_with_pid(("TERMINATING",), with_unstarted=True):
+            if pid is None or not self._alive(session_id, pid):
+                self._finish(session_id, "TERMINATED", expected=("TERMINATING",))
+                continue
+            first = self._signalled.setdefault(session_id, time.monotonic())
+            late = time.monotonic() - first > self.grace_s
+            _signal_group(pid, signal.SIGKILL if late else signal.SIGTERM)
+
+    def _claim(self) -> list[tuple[UUID, dict[str, Any]]]:
+        waiting = (
+            sa.select(sessions.c.id)
+            .where(sessions.c.status.in_(["PENDING", "SCHEDULED"]))
+            .order_by(sessions.c.created_at)
+            .limit(CLAIM_BATCH)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        claim = (
+            sessions.update()
+            .where(sessions.c.id.in_(waiting))
+            .values(status="PREPARING", runner=self.name, updated_at=sa.func.now())
+            .returning(sessions.c.id, sessions.c.spec)
+        )
+        with transaction(self.engine) as conn:
+            return [(row.id, row.spec) for row in conn.execute(claim)]
+
+    def _start(self, session_id: UUID, spec: dict[str, Any]) -> None:
+        port = free_port()
+        argv = shlex.split(spec.get("startup_command") or DEFAULT_COMMAND)
+        if argv and argv[0] == "python":
+            argv[0] = sys.executable  # the demo's command runs on this interpreter
+        environ = {**os.environ, **spec.get("environ", {}), PORT_VARIABLE: str(port)}
+        if self.host not in {"127.0.0.1", "localhost"}:
+            environ[BIND_HOST_VARIABLE] = "0.0.0.0"  # reached from other hosts
+        output = self._output(session_id)
+        try:
+            child = subprocess.Popen(
+                argv, env=environ, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        except OSError as error:
+            log.warning("session %s: cannot start %s: %s", session_id, argv, error)
+            self._finish(session_id, "ERROR", expected=("PREPARING",))
+            return
+        finally:
+            if output is not subprocess.DEVNULL:
+                output.close()
+        self._children[session_id] = child
+        with transaction(self.engine) as conn:
+            conn.execute(
+                sessions.update()
+                .where(sessions.c.id == session_id)
+                .values(
+                    host=self.host,
+                    port=port,
+                    pid=child.pid,
+                    started_at=sa.func.now(),
+                    updated_at=sa.func.now(),
+                    # Marked for termination while starting: keep that, stop it next pass.
+                    status=sa.case(
+                        (sessions.c.status == "PREPARING", "RUNNING"), else_=sessions.c.status
+                    ),
+                )
+            )
+        log.info("session %s: started pid %d on port %d", session_id, child.pid, port)
+
+    def _output(self, session_id: UUID) -> Any:
+        if self.log_dir is None:
+            return subprocess.DEVNULL
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        return (self.log_dir / f"{session_id}.log").open("ab")
+
+    def _alive(self, session_id: UUID, pid: int) -> bool:
+        child = self._children.get(session_id)
+        if child is not None:
+            return child.poll() is None
+        # A process a previous runner started: reap it if it is our child after all
+        # (a runner restarted inside one process), else ask whether the pid lives.
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return False
+        return process_alive(pid)
+
+    def _sessions_with_pid(
+        self, statuses: tuple[str, ...], *, with_unstarted: bool = False
+    ) -> list[tuple[UUID, int | None]]:
+        mine = sessions.c.runner == self.name
+        if with_unstarted:  # a session nobody started can be ended by any runner
+            mine = sa.or_(mine, sa.and_(sessions.c.runner.is_(None), sessions.c.pid.is_(None)))
+        else:
+            mine = sa.and_(mine, sessions.c.pid.is_not(None))
+        query = sa.select(sessions.c.id, sessions.c.pid).where(
+            sessions.c.status.in_(statuses), mine
+        )
+        with transaction(self.engine) as conn:
+            return [(row.id, row.pid) for row in conn.execute(query)]
+
+    def _exit_code(self, session_id: UUID) -> int | None:
+        child = self._children.get(session_id)
+        return None if child is None else child.returncode
+
+    def _last_output(self, session_id: UUID) -> str | None:
+        if self.log_dir is None:
+            return None
+        return last_lines(self.log_dir / f"{session_id}.log")
+
+    def _finish(
+        self,
+        session_id: UUID,
+        status: str,
+        *,
+        expected: tuple[str, ...],
+        exit_code: int | None = None,
+        last_output: str | None = None,
+    ) -> None:
+        with transaction(self.engine) as conn:
+            conn.execute(
+                sessions.update()
+                .where(sessions.c.id == session_id, sessions.c.status.in_(expected))
+                .values(
+                    status=status,
+                    exit_code=exit_code,
+                    last_output=last_output,
+                    terminated_at=sa.func.now(),
+                    updated_at=sa.func.now(),
+                )
+            )
+        self._children.pop(session_id, None)
+        self._signalled.pop(session_id, None)
+        log.info("session %s: %s", session_id, status)
+
+
+def last_lines(path: Path, lines: int = OUTPUT_LINES_KEPT) -> str | None:
+    """The last `lines` lines of a file (at most its last 8 KiB), None when there is none."""
+    try:
+        with path.open("rb") as output:
+            output.seek(0, os.SEEK_END)
+            output.seek(max(0, output.tell() - OUTPUT_BYTES_READ))
+            tail = output.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    kept = tail.splitlines()[-lines:]
+    return "\n".join(kept) if kept else None
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
