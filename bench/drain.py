@@ -27,7 +27,7 @@ import requests
 import sqlalchemy as sa
 
 from workers.adapters.postgres.schema import routes, sessions
-from workers.devtools import dev
+from workers.devtools import dev, smoke
 from workers.devtools.processes import modelfleet, process_alive, wait_for
 from workers.devtools.traffic import LoadLoop, failures, percentile
 
@@ -64,7 +64,7 @@ def _scale_in_under_load(
     system: dev.DevSystem, rate: float, replicas: int, drain_s: float
 ) -> tuple[LoadLoop, list[Replica], float]:
     deployment = system.sample_deployment("bench", replicas, drain_s=drain_s, latency_s=0.02)
-    url = wait_for(lambda: dev._deployment_url(system.engine, deployment.id) or "",
+    url = wait_for(lambda: smoke.deployment_url(system.engine, deployment.id) or "",
                    timeout_s=TIMEOUT_S, what="the endpoint URL")  # fmt: skip
     wait_for(lambda: len(_running(system, deployment.id)), lambda n: n == replicas,
              timeout_s=TIMEOUT_S, what="every replica healthy")  # fmt: skip

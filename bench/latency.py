@@ -50,7 +50,7 @@ from workers.adapters.redis.health import RedisHealthStore
 from workers.adapters.redis.keys import RedisKeys
 from workers.composition import Adapters, build_adapters
 from workers.config import Settings
-from workers.devtools import dev
+from workers.devtools import dev, stores
 from workers.devtools.processes import Process, celery, modelfleet, wait_for
 from workers.devtools.traffic import percentile
 from workers.domain import (
@@ -135,7 +135,7 @@ def _seed(adapters: Adapters, total: int, changes: int) -> list[uuid.UUID]:
 def _controller() -> Iterator[Adapters]:
     """A worker and beat at the default intervals, on a database and key prefix of their own."""
     environ = dev.isolated_environ()
-    with dev.stores(environ) as (database_url, redis_url):
+    with stores.stores(environ) as (database_url, redis_url):
         env = {**environ, "MODELFLEET_DATABASE_URL": database_url,
                "MODELFLEET_REDIS_URL": redis_url, "MODELFLEET_BROKER_URL": redis_url,
                "MODELFLEET_RESULT_BACKEND": redis_url}  # fmt: skip

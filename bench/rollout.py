@@ -31,7 +31,7 @@ import uuid
 import sqlalchemy as sa
 
 from workers.adapters.postgres.schema import deployment_history, route_history, routes
-from workers.devtools import dev
+from workers.devtools import dev, smoke
 from workers.devtools.processes import modelfleet, wait_for
 from workers.devtools.traffic import LoadLoop, failures
 from workers.domain import DeploymentInfo, HealthCheckConfig
@@ -59,7 +59,7 @@ def main() -> None:
 
 def _row(system: dev.DevSystem, size: int, rate: float, health: HealthCheckConfig) -> str:
     deployment = _serving(system, size, health)
-    url = wait_for(lambda: dev._deployment_url(system.engine, deployment.id) or "",
+    url = wait_for(lambda: smoke.deployment_url(system.engine, deployment.id) or "",
                    timeout_s=120, what="the endpoint URL")  # fmt: skip
     load = LoadLoop(url, rate_per_s=rate, clients=max(4, int(rate // 10)))
     with load.running():

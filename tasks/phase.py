@@ -1,13 +1,18 @@
 """How a phase is declared: its targets, its executor call, and its transitions as data.
 
 Each phase module (`tasks/routes/provision.py`, ...) holds one `Phase`, the row
-of DESIGN.md's phase table it implements. `tasks.runs` does everything else
-(lock, run record, fan-out, callback, follow-ups) the same way for every phase.
+of the phase table it implements (docs/phases.md). `tasks.runs` does everything
+else (lock, run record, fan-out, callback, follow-ups) the same way for every phase.
+
+An executor's result becomes `Outcome` records once, in the header task
+(`EntityKind.outcomes`); the callback derives the transitions from those records
+and the entities as they are now, never from a rebuilt executor result.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from uuid import UUID
@@ -27,17 +32,11 @@ from workers.domain import (
     StatusTransition,
 )
 from workers.phase_names import PhaseName
-from workers.phase_runs import (
-    Entry,
-    Outcome,
-    deployment_entries,
-    deployment_result,
-    outcomes_of,
-    route_entries,
-    route_result,
-)
+from workers.phase_runs import Outcome, deployment_outcomes, route_outcomes
 
 StatusT = TypeVar("StatusT", RouteStatus, DeploymentLifecycle)
+EntityT = TypeVar("EntityT", RouteData, DeploymentInfo)
+ResultT = TypeVar("ResultT", RouteExecutionResult, DeploymentExecutionResult)
 
 # What follows at once when routes leave service: traffic first (they leave service
 # discovery now), then the process (routes.drain stops them after drain_s).
@@ -64,69 +63,70 @@ class StayUntil(Generic[StatusT]):
     then: StatusT
 
 
-Action = Move[Any] | Stay | StayUntil[Any]
+Action = Move[StatusT] | Stay | StayUntil[StatusT]
 
 
 @dataclass(frozen=True)
-class EntityKind:
+class EntityKind(Generic[EntityT, StatusT, ResultT]):
     """What differs between route phases and deployment phases."""
 
     name: str
-    all_statuses: frozenset[Any]
-    load: Callable[..., Sequence[Any]]  # (store, statuses, ids, conn=) -> entities
-    entries: Callable[[Any], list[Entry]]  # seed result -> (bucket, entity, error) per entity
-    result: Callable[[list[Outcome], Mapping[UUID, Any]], Any]  # records -> seed result
-    status_of: Callable[[Any], Any]
-    retries_of: Callable[[Any], int]
-    apply: Callable[..., list[UUID]]  # (store, transitions, conn=) -> applied ids
+    all_statuses: frozenset[StatusT]
+    # (store, statuses, ids or None for all, connection or None) -> entities, oldest first
+    load: Callable[
+        [PostgresPhaseStore, AbstractSet[StatusT], Collection[UUID] | None, sa.Connection | None],
+        list[EntityT],
+    ]
+    outcomes: Callable[[ResultT], list[Outcome]]  # the executor's result, as records
+    status_of: Callable[[EntityT], StatusT]
+    retries_of: Callable[[EntityT], int]
+    # (store, transitions, connection) -> ids whose guard held
+    apply: Callable[
+        [PostgresPhaseStore, Sequence[StatusTransition[StatusT]], sa.Connection], list[UUID]
+    ]
 
-    def outcomes(self, result: Any) -> list[Outcome]:
-        """The compact records a header task returns for an executor's result."""
-        return outcomes_of(self.entries(result))
 
-
-ROUTES = EntityKind(
+ROUTES: EntityKind[RouteData, RouteStatus, RouteExecutionResult] = EntityKind(
     name="route",
     all_statuses=frozenset(RouteStatus),
-    load=PostgresPhaseStore.load_routes,
-    entries=route_entries,
-    result=route_result,
+    load=lambda store, statuses, ids, conn: store.load_routes(statuses, ids, conn=conn),
+    outcomes=route_outcomes,
     status_of=lambda route: route.status,
     retries_of=lambda route: 0,
-    apply=PostgresPhaseStore.apply_route_transitions,
+    apply=lambda store, changes, conn: store.apply_route_transitions(changes, conn=conn),
 )
 
-DEPLOYMENTS = EntityKind(
-    name="deployment",
-    all_statuses=frozenset(DeploymentLifecycle),
-    load=PostgresPhaseStore.load_deployments,
-    entries=deployment_entries,
-    result=deployment_result,
-    status_of=lambda deployment: deployment.lifecycle,
-    retries_of=lambda deployment: deployment.retry_count,
-    apply=PostgresPhaseStore.apply_deployment_transitions,
+DEPLOYMENTS: EntityKind[DeploymentInfo, DeploymentLifecycle, DeploymentExecutionResult] = (
+    EntityKind(
+        name="deployment",
+        all_statuses=frozenset(DeploymentLifecycle),
+        load=lambda store, statuses, ids, conn: store.load_deployments(statuses, ids, conn=conn),
+        outcomes=deployment_outcomes,
+        status_of=lambda deployment: deployment.lifecycle,
+        retries_of=lambda deployment: deployment.retry_count,
+        apply=lambda store, changes, conn: store.apply_deployment_transitions(changes, conn=conn),
+    )
 )
-
-Result = RouteExecutionResult | DeploymentExecutionResult
-Item = RouteData | DeploymentInfo
 
 
 @dataclass(frozen=True)
-class Phase:
+class Phase(Generic[EntityT, StatusT, ResultT]):
     """One row of the phase table."""
 
-    name: str
-    kind: EntityKind
-    targets: frozenset[Any]
-    execute: Callable[[Adapters, list[Any]], Result]
-    on: Mapping[OutcomeBucket, Action] = field(default_factory=dict)
+    name: str  # a PhaseName for every row of the table
+    kind: EntityKind[EntityT, StatusT, ResultT]
+    targets: frozenset[StatusT]
+    execute: Callable[[Adapters, list[EntityT]], ResultT]
+    on: Mapping[OutcomeBucket, Action[StatusT]] = field(default_factory=dict)
     # Phases to start at once when a transition of that bucket was applied.
-    follow_ups: Mapping[OutcomeBucket, tuple[str, ...]] = field(default_factory=dict)
+    follow_ups: Mapping[OutcomeBucket, tuple[PhaseName, ...]] = field(default_factory=dict)
     # Phases to start at once when any item landed in that bucket, moved or not (an
     # executor that changes routes while its own entity stays, like a rollout step).
-    follow_ups_on_outcome: Mapping[OutcomeBucket, tuple[str, ...]] = field(default_factory=dict)
+    follow_ups_on_outcome: Mapping[OutcomeBucket, tuple[PhaseName, ...]] = field(
+        default_factory=dict
+    )
     # Where the targets come from when "every entity in `targets`" is not the answer.
-    load_targets: Callable[[Adapters], Sequence[Item]] | None = None
+    load_targets: Callable[[Adapters], Sequence[EntityT]] | None = None
     # One header task gets every item: the phase acts on the set as a whole.
     whole_set: bool = False
     # Each item is a call to another service (the app proxy): one header task per item.
@@ -134,6 +134,9 @@ class Phase:
     # An error here says the route's revision is bad: it counts as a failure of that
     # revision, which a rollout to it judges (`failure_threshold`).
     judges_revision: bool = False
+    # What its errors and waits say becomes the deployment's condition (REASON) until it
+    # moves on; not for an outcome that leaves it serving (a rollback).
+    explains: bool = True
 
     def follow_ups_after(
         self, applied: Collection[OutcomeBucket], seen: Collection[OutcomeBucket]
@@ -143,56 +146,69 @@ class Phase:
             name for bucket in seen for name in self.follow_ups_on_outcome.get(bucket, ())
         }
 
-    def targets_now(self, adapters: Adapters) -> Sequence[Item]:
+    def targets_now(self, adapters: Adapters) -> Sequence[EntityT]:
         if self.load_targets is not None:
             return self.load_targets(adapters)
-        loaded: Sequence[Item] = self.kind.load(adapters.phase_store, self.targets)
-        return loaded
+        return self.kind.load(adapters.phase_store, self.targets, None, None)
 
-    def load_items(self, adapters: Adapters, ids: Sequence[UUID]) -> list[Item]:
+    def load_items(self, adapters: Adapters, ids: Sequence[UUID]) -> list[EntityT]:
         """The items as they are now, if still in one of the phase's statuses."""
-        return list(self.kind.load(adapters.phase_store, self.targets, ids))
+        return self.kind.load(adapters.phase_store, self.targets, ids, None)
 
-    def load_current(self, adapters: Adapters, ids: Sequence[UUID], conn: sa.Connection) -> Any:
+    def load_current(
+        self, adapters: Adapters, ids: Sequence[UUID], conn: sa.Connection
+    ) -> dict[UUID, EntityT]:
         """The items as they are now, in any status (the callback decides what applies)."""
-        return {
-            item.id: item
-            for item in self.kind.load(adapters.phase_store, self.kind.all_statuses, ids, conn=conn)
-        }
+        found = self.kind.load(adapters.phase_store, self.kind.all_statuses, ids, conn)
+        return {item.id: item for item in found}
 
-    def transitions(self, result: Result) -> list[StatusTransition[Any]]:
-        """The phase table's transitions for a rebuilt result, guarded by the target statuses."""
+    def outcomes(self, result: ResultT) -> list[Outcome]:
+        return self.kind.outcomes(result)
+
+    def transitions(
+        self, outcomes: Sequence[Outcome], current: Mapping[UUID, EntityT]
+    ) -> list[StatusTransition[StatusT]]:
+        """The phase table's transitions for the outcomes of entities that still exist,
+        guarded by the target statuses."""
         changes = []
-        for bucket, entity, error in self.kind.entries(result):
-            change = self._transition(bucket, entity, error)
+        for outcome in outcomes:
+            entity = current.get(outcome.id)
+            change = None if entity is None else self._transition(outcome, entity)
             if change is not None:
                 changes.append(change)
         return changes
 
-    def _transition(
-        self, bucket: OutcomeBucket, entity: Any, error: Any
-    ) -> StatusTransition[Any] | None:
-        action = self.on.get(bucket)
+    def apply(
+        self, adapters: Adapters, changes: Sequence[StatusTransition[StatusT]], conn: sa.Connection
+    ) -> list[UUID]:
+        return self.kind.apply(adapters.phase_store, changes, conn)
+
+    def _transition(self, outcome: Outcome, entity: EntityT) -> StatusTransition[StatusT] | None:
+        action = self.on.get(outcome.bucket)
         if action is None:
             return None
         to_status = _destination(action, self.kind.retries_of(entity))
-        if to_status == self.kind.status_of(entity) and error is None:
+        if to_status == self.kind.status_of(entity) and not outcome.says_why:
             return None  # nothing changes and there is nothing to say: no history row
         return StatusTransition(
-            entity_id=entity.id,
+            entity_id=outcome.id,
             expected=self.targets,
             to_status=to_status,
             phase=self.name,
-            result=bucket,
-            error_code=None if error is None else error.error_code,
-            message="" if error is None else f"{error.reason}: {error.error_detail}",
-            revision_failure=self.judges_revision and bucket is OutcomeBucket.ERROR,
+            result=outcome.bucket,
+            error_code=outcome.error_code,
+            message=outcome.message,
+            revision_failure=self.judges_revision and outcome.bucket is OutcomeBucket.ERROR,
+            explains=self.explains and outcome.says_why,
         )
 
 
-def _destination(action: Action, retries: int) -> Any:
+def _destination(action: Action[StatusT], retries: int) -> StatusT | None:
     if isinstance(action, Move):
         return action.to
     if isinstance(action, StayUntil) and retries + 1 >= action.tries:
         return action.then
     return None
+
+
+AnyPhase = Phase[Any, Any, Any]

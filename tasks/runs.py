@@ -22,7 +22,7 @@ from uuid import UUID
 
 from celery import Task, chord
 
-from tasks.phase import Phase
+from tasks.phase import AnyPhase
 from workers.celery import app
 from workers.composition import Adapters
 from workers.domain import OutcomeBucket
@@ -41,12 +41,12 @@ from workers.phase_runs import (
 
 log = logging.getLogger(__name__)
 
-PHASES: dict[str, Phase] = {}
+PHASES: dict[str, AnyPhase] = {}
 UNEXPECTED_ERROR = "unexpected_error"
 RETRY_BACKOFF_MAX_S = 8
 
 
-def phase_task(phase: Phase) -> Task:
+def phase_task(phase: AnyPhase) -> Task:
     """Register `phase` and the Celery task beat and `celery call` start it by."""
     PHASES[phase.name] = phase
 
@@ -61,7 +61,7 @@ def phase_task(phase: Phase) -> Task:
     return app.task(name=phase.name, ignore_result=False, bind=True)(start)
 
 
-def _note_start_delay(phase: Phase, expires: str | datetime | None) -> None:
+def _note_start_delay(phase: AnyPhase, expires: str | datetime | None) -> None:
     """How long this tick waited in the queue. Beat's ticks and follow-ups expire one
     interval after they are sent, so that is when they were sent; `celery call` and
     `phase run` send no expiry and are not measured."""
@@ -75,7 +75,7 @@ def _note_start_delay(phase: Phase, expires: str | datetime | None) -> None:
 
 
 def start_run(
-    phase: Phase, *, rerun_if_busy: bool = False, claim_id: str | None = None
+    phase: AnyPhase, *, rerun_if_busy: bool = False, claim_id: str | None = None
 ) -> str | None:
     adapters = app.adapters
     settings = adapters.settings.phases
@@ -119,7 +119,7 @@ def start_run(
 
 
 def _run_here(
-    phase: Phase, adapters: Adapters, run: PhaseRun, ids: list[UUID], claim_id: str
+    phase: AnyPhase, adapters: Adapters, run: PhaseRun, ids: list[UUID], claim_id: str
 ) -> None:
     """A run of one cheap group, done in this task: a chord would only add two hops
     (header task, callback) to the same work. The claim lets the sweeper tell this
@@ -134,7 +134,7 @@ def _run_here(
 
 
 def _open_run(
-    phase: Phase, adapters: Adapters, token: str, item_count: int, task_count: int
+    phase: AnyPhase, adapters: Adapters, token: str, item_count: int, task_count: int
 ) -> PhaseRun | None:
     """A new run, or None while another run of the phase is open and may still progress.
 
@@ -159,7 +159,7 @@ def _open_run(
     return run
 
 
-def recover_if_stalled(phase: Phase, adapters: Adapters, run: PhaseRun | None) -> bool:
+def recover_if_stalled(phase: AnyPhase, adapters: Adapters, run: PhaseRun | None) -> bool:
     """Finish `run` from what arrived if waiting cannot bring more; True when it was closed."""
     if run is None:
         return False
@@ -203,7 +203,7 @@ def run_items(
 
 
 def _claimed(
-    claim_id: str, phase: Phase, adapters: Adapters, run_id: UUID, item_ids: list[str]
+    claim_id: str, phase: AnyPhase, adapters: Adapters, run_id: UUID, item_ids: list[str]
 ) -> list[Outcome]:
     """Run the items with the run claimed by this process, so the sweeper can tell
     a task in progress from one lost with its worker."""
@@ -238,11 +238,11 @@ def fail_run(
         close_failed(PHASES[phase_name], app.adapters, UUID(run_id), exc)
 
 
-def execute_items(phase: Phase, adapters: Adapters, ids: Sequence[UUID]) -> list[Outcome]:
+def execute_items(phase: AnyPhase, adapters: Adapters, ids: Sequence[UUID]) -> list[Outcome]:
     """Run the executor on fresh rows; anything but a dead store becomes outcome records."""
     items = phase.load_items(adapters, ids)
     try:
-        outcomes = phase.kind.outcomes(phase.execute(adapters, items))
+        outcomes = phase.outcomes(phase.execute(adapters, items))
     except InfrastructureUnavailable:
         raise
     except Exception as error:
@@ -252,7 +252,7 @@ def execute_items(phase: Phase, adapters: Adapters, ids: Sequence[UUID]) -> list
     return [*outcomes, *(_left_alone(item_id) for item_id in ids if item_id not in seen)]
 
 
-def close_failed(phase: Phase, adapters: Adapters, run_id: UUID, error: BaseException) -> None:
+def close_failed(phase: AnyPhase, adapters: Adapters, run_id: UUID, error: BaseException) -> None:
     """Close a run as failed: counts of what was stored, the error, no transitions."""
     stored = adapters.outcomes.load(run_id)
     with adapters.phase_store.transaction() as conn:
@@ -269,7 +269,7 @@ def close_failed(phase: Phase, adapters: Adapters, run_id: UUID, error: BaseExce
 
 
 def close_run(
-    phase: Phase,
+    phase: AnyPhase,
     adapters: Adapters,
     run_id: UUID,
     outcomes: Sequence[Outcome],
@@ -295,8 +295,8 @@ def close_run(
             )
             return None
         current = phase.load_current(adapters, [o.id for o in merged], conn)
-        changes = phase.transitions(phase.kind.result(merged, current))
-        applied = set(phase.kind.apply(store, changes, conn=conn))
+        changes = phase.transitions(merged, current)
+        applied = set(phase.apply(adapters, changes, conn))
         summary = RunSummary(
             counts=OutcomeCounts.of(merged, run.item_count),
             transition_count=len(applied),
@@ -312,7 +312,7 @@ def _buckets(outcomes: Sequence[Outcome]) -> set[OutcomeBucket]:
     return {outcome.bucket for outcome in outcomes}
 
 
-def _after_close(phase: Phase, adapters: Adapters, run: PhaseRun, follow_ups: set[str]) -> None:
+def _after_close(phase: AnyPhase, adapters: Adapters, run: PhaseRun, follow_ups: set[str]) -> None:
     adapters.phase_lock.release(phase.name, run.lock_token)
     adapters.outcomes.expire_soon(run.id)
     adapters.controller_metrics.run_closed(run)
@@ -349,7 +349,7 @@ def _with_stored(adapters: Adapters, run: PhaseRun, outcomes: Sequence[Outcome])
     return merged
 
 
-def _publish(phase: Phase, run: PhaseRun, groups: list[list[UUID]]) -> None:
+def _publish(phase: AnyPhase, run: PhaseRun, groups: list[list[UUID]]) -> None:
     run_id = str(run.id)
     header = [run_items.si(phase.name, run_id, [str(i) for i in group]) for group in groups]
     body = finish_run.s(phase.name, run_id).on_error(fail_run.s(phase.name, run_id))
@@ -357,7 +357,7 @@ def _publish(phase: Phase, run: PhaseRun, groups: list[list[UUID]]) -> None:
     log.info("published %d tasks for %d items", len(groups), run.item_count)
 
 
-def _groups(phase: Phase, ids: list[UUID], max_tasks: int, processes: int) -> list[list[UUID]]:
+def _groups(phase: AnyPhase, ids: list[UUID], max_tasks: int, processes: int) -> list[list[UUID]]:
     """Items split evenly over as many header tasks as `task_count` says fits the work."""
     count = task_count(len(ids), whole_set=phase.whole_set, remote=phase.remote_items,
                        processes=processes, max_tasks=max_tasks)  # fmt: skip

@@ -1,8 +1,8 @@
-"""Phase runs as values: outcome records, their counts, and the seeds' result types rebuilt.
+"""Phase runs as values: outcome records and their counts.
 
-A header task turns an executor's result into compact `Outcome` records (JSON
-on the wire and in Redis); the chord callback, or the sweeper, turns them back
-into the seed's result type. Plain values only, like `workers.domain`.
+A header task turns an executor's result into compact `Outcome` records, once
+(JSON on the wire and in Redis); the chord callback, or the sweeper, derives the
+transitions from them. Plain values only, like `workers.domain`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from uuid import UUID
 from workers.domain import (
     DeploymentExecutionError,
     DeploymentExecutionResult,
-    DeploymentInfo,
     OutcomeBucket,
-    RouteData,
     RouteExecutionError,
     RouteExecutionResult,
 )
@@ -46,9 +44,19 @@ class Outcome:
     detail: str = ""
     error_code: str | None = None
 
+    @property
+    def says_why(self) -> bool:
+        """An error, or a wait that says what it waits for: worth a history row."""
+        return self.bucket is OutcomeBucket.ERROR or bool(self.reason)
+
+    @property
+    def message(self) -> str:
+        """What a history row says of it."""
+        return f"{self.reason}: {self.detail}" if self.says_why else ""
+
     def to_json(self) -> dict[str, Any]:
         record: dict[str, Any] = {"id": str(self.id), "bucket": self.bucket.value}
-        if self.bucket is OutcomeBucket.ERROR or self.reason:  # errors, and skips that say why
+        if self.says_why:
             record.update(reason=self.reason, detail=self.detail, error_code=self.error_code)
         return record
 
@@ -69,6 +77,7 @@ class OutcomeCounts:
     error: int = 0
     stale: int = 0
     skipped: int = 0
+    waiting: int = 0  # not done yet: the phase comes back to them
     missing: int = 0  # items no outcome was stored for (a recovered run)
 
     @classmethod
@@ -80,6 +89,7 @@ class OutcomeCounts:
             error=by_bucket[OutcomeBucket.ERROR],
             stale=by_bucket[OutcomeBucket.STALE],
             skipped=by_bucket[OutcomeBucket.SKIPPED],
+            waiting=by_bucket[OutcomeBucket.WAITING],
             missing=max(item_count - counted, 0),
         )
 
@@ -116,77 +126,33 @@ def error_samples(outcomes: Iterable[Outcome]) -> list[dict[str, Any]]:
     return [record for record, _ in zip(errors, range(ERROR_SAMPLE_SIZE), strict=False)]
 
 
-# (bucket, entity, its error record or None): a seed result flattened, one entry per entity.
-Entry = tuple[OutcomeBucket, Any, Any]
-
-
-def route_entries(result: RouteExecutionResult) -> list[Entry]:
+def route_outcomes(result: RouteExecutionResult) -> list[Outcome]:
+    """A route executor's result as outcome records, one per route."""
     return [
-        *((OutcomeBucket.SUCCESS, route, None) for route in result.successes),
-        *((OutcomeBucket.ERROR, error.route_info, error) for error in result.errors),
-        *((OutcomeBucket.STALE, route, None) for route in result.stale),
+        *(Outcome(route.id, OutcomeBucket.SUCCESS) for route in result.successes),
+        *(_said(e.route_info.id, OutcomeBucket.ERROR, e) for e in result.errors),
+        *(Outcome(route.id, OutcomeBucket.STALE) for route in result.stale),
     ]
 
 
-def deployment_entries(result: DeploymentExecutionResult) -> list[Entry]:
+def deployment_outcomes(result: DeploymentExecutionResult) -> list[Outcome]:
+    """A deployment executor's result as outcome records, one per deployment."""
     return [
-        *((OutcomeBucket.SUCCESS, d, None) for d in result.successes),
-        *((OutcomeBucket.ERROR, error.deployment_info, error) for error in result.errors),
-        *((OutcomeBucket.SKIPPED, d, result.skip_notes.get(d.id)) for d in result.skipped),
+        *(Outcome(d.id, OutcomeBucket.SUCCESS) for d in result.successes),
+        *(_said(e.deployment_info.id, OutcomeBucket.ERROR, e) for e in result.errors),
+        *(Outcome(d.id, OutcomeBucket.SKIPPED) for d in result.skipped),
+        *(_said(d.id, OutcomeBucket.WAITING, result.reasons.get(d.id)) for d in result.waiting),
     ]
 
 
-def outcomes_of(entries: Iterable[Entry]) -> list[Outcome]:
-    """Outcome records for a flattened seed result."""
-    return [
-        Outcome(entity.id, bucket)
-        if error is None
-        else Outcome(entity.id, bucket, error.reason, error.error_detail, error.error_code)
-        for bucket, entity, error in entries
-    ]
-
-
-def route_result(
-    outcomes: Iterable[Outcome], routes: Mapping[UUID, RouteData]
-) -> RouteExecutionResult:
-    """The seed's route result for the outcomes whose route is in `routes`."""
-    result = RouteExecutionResult()
-    for outcome in outcomes:
-        route = routes.get(outcome.id)
-        if route is None:
-            continue
-        if outcome.bucket is OutcomeBucket.SUCCESS:
-            result.successes.append(route)
-        elif outcome.bucket is OutcomeBucket.ERROR:
-            result.errors.append(
-                RouteExecutionError(route, outcome.reason, outcome.detail, outcome.error_code)
-            )
-        elif outcome.bucket is OutcomeBucket.STALE:
-            result.stale.append(route)
-    return result
-
-
-def deployment_result(
-    outcomes: Iterable[Outcome], deployments: Mapping[UUID, DeploymentInfo]
-) -> DeploymentExecutionResult:
-    """The seed's deployment result for the outcomes whose deployment is in `deployments`."""
-    result = DeploymentExecutionResult()
-    for outcome in outcomes:
-        deployment = deployments.get(outcome.id)
-        if deployment is None:
-            continue
-        said = DeploymentExecutionError(
-            deployment, outcome.reason, outcome.detail, outcome.error_code
-        )
-        if outcome.bucket is OutcomeBucket.SUCCESS:
-            result.successes.append(deployment)
-        elif outcome.bucket is OutcomeBucket.ERROR:
-            result.errors.append(said)
-        elif outcome.bucket is OutcomeBucket.SKIPPED:
-            result.skipped.append(deployment)
-            if outcome.reason is not None:
-                result.skip_notes[deployment.id] = said
-    return result
+def _said(
+    entity_id: UUID,
+    bucket: OutcomeBucket,
+    said: RouteExecutionError | DeploymentExecutionError | None,
+) -> Outcome:
+    if said is None:
+        return Outcome(entity_id, bucket)
+    return Outcome(entity_id, bucket, said.reason, said.error_detail, said.error_code)
 
 
 @dataclass(frozen=True)

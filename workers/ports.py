@@ -1,6 +1,6 @@
 """What the executors need from the world, as Protocols.
 
-Method names and arguments are the seeds' (`../shared/seeds/`), made synchronous.
+Method names and arguments are sokovan's (docs/design.md, "Contract"), made synchronous.
 Real implementations live in `workers.adapters`; unit tests autospec these
 classes, so a misspelt method fails the test instead of passing silently.
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from workers.domain import (
@@ -171,13 +171,20 @@ def _counts(state: RolloutState) -> dict[str, int]:
         "new_total": tally[("new", True)] + tally[("new", False)],
         "old_total": tally[("old", True)] + tally[("old", False)],
         "desired": state.desired,
+        "revision": state.new_revision,
     }
 
 
 def _progress(state: RolloutState, counts: dict[str, int]) -> str:
+    return describe_progress(counts)
+
+
+def describe_progress(progress: Mapping[str, int]) -> str:
+    """Where a rollout stands, from its step's counts (stored as `rollout_progress`):
+    'revision 3: 2/3 new healthy, 1 old remaining'."""
     return (
-        f"revision {state.new_revision}: {counts['new_healthy']}/{state.desired} new healthy, "
-        f"{counts['old_total']} old remaining"
+        f"revision {progress['revision']}: {progress['new_healthy']}/{progress['desired']} "
+        f"new healthy, {progress['old_total']} old remaining"
     )
 
 

@@ -13,7 +13,7 @@ PHASE = Phase(
     on={
         OutcomeBucket.SUCCESS: Move(DeploymentLifecycle.SCALING),
         OutcomeBucket.ERROR: Stay(),
-        OutcomeBucket.SKIPPED: Stay(),  # no revision or no app proxy yet: history says so
+        OutcomeBucket.WAITING: Stay(),  # no revision or no app proxy yet: history says so
     },
     remote_items=True,  # an app-proxy call per deployment
     follow_ups={OutcomeBucket.SUCCESS: (PhaseName.SCALE,)},

@@ -2,7 +2,7 @@
 
 Success: the new revision serves, the rollout is over (ready). Error: it failed
 and was rolled back (ready on the previous revision; the history row says why).
-Skipped: in progress (stays deploying). A step starts and drains routes while
+Waiting: in progress (stays deploying). A step starts and drains routes while
 the deployment stays where it is, so every run announces them at once: new
 routes to provision, drained ones out of service discovery.
 """
@@ -23,6 +23,7 @@ PHASE = Phase(
         OutcomeBucket.SUCCESS: Move(DeploymentLifecycle.READY),
         OutcomeBucket.ERROR: Move(DeploymentLifecycle.READY),
     },
+    explains=False,  # a rollback leaves it serving: its reason is history, not a condition
     follow_ups={
         OutcomeBucket.SUCCESS: (PhaseName.RECONCILE,),
         OutcomeBucket.ERROR: (PhaseName.RECONCILE,),
@@ -30,7 +31,7 @@ PHASE = Phase(
     follow_ups_on_outcome={
         OutcomeBucket.SUCCESS: _ROUTES_CHANGED,
         OutcomeBucket.ERROR: _ROUTES_CHANGED,
-        OutcomeBucket.SKIPPED: _ROUTES_CHANGED,
+        OutcomeBucket.WAITING: _ROUTES_CHANGED,  # in progress
     },
 )
 

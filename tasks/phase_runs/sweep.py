@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from tasks.phase import Phase
+from tasks.phase import AnyPhase
 from tasks.runs import PHASES, close_run, recover_if_stalled
 from workers.celery import app
 from workers.composition import Adapters
@@ -50,7 +50,7 @@ def sweep() -> int:
     return closed
 
 
-def _close_overdue(phase: Phase, adapters: Adapters, run: PhaseRun) -> bool:
+def _close_overdue(phase: AnyPhase, adapters: Adapters, run: PhaseRun) -> bool:
     with phase_context(run.phase, run.id):
         log.warning("past its deadline; finishing it from the stored outcomes")
         outcomes = adapters.outcomes.load(run.id)

@@ -14,17 +14,17 @@ from uuid import UUID
 from celery.signals import beat_init
 
 from tasks.feeds import start_watcher
-from tasks.phase import Item
 from tasks.routes import health_check
 from tasks.runs import phase_task
 from workers.celery import app
 from workers.composition import Adapters
+from workers.domain import RouteData
 from workers.phase_names import PhaseName
 
 NAME = PhaseName.HEALTH_CHANGED
 
 
-def changed_routes(adapters: Adapters) -> list[Item]:
+def changed_routes(adapters: Adapters) -> list[RouteData]:
     """The announced routes that are still in one of health_check's statuses."""
     ids = [route_id for text in adapters.health_store.take_changes()
            if (route_id := _uuid(text)) is not None]  # fmt: skip

@@ -10,7 +10,7 @@ import requests
 import sqlalchemy as sa
 
 from workers.adapters.postgres.schema import deployments, routes, sessions
-from workers.devtools import dev
+from workers.devtools import dev, smoke
 from workers.devtools.processes import modelfleet, wait_for
 from workers.domain import DeploymentInfo, DeploymentLifecycle
 
@@ -75,6 +75,6 @@ def serving(system: dev.DevSystem, replicas: int, drain_s: float = 3.0) -> Deplo
 
 
 def endpoint_url(system: dev.DevSystem, deployment_id: uuid.UUID) -> str:
-    url: str = wait_for(lambda: dev._deployment_url(system.engine, deployment_id) or "",
+    url: str = wait_for(lambda: smoke.deployment_url(system.engine, deployment_id) or "",
                         timeout_s=TIMEOUT_S, what="the endpoint URL")  # fmt: skip
     return url

@@ -19,7 +19,7 @@ from workers.adapters.postgres.schema import (
     routes,
     sessions,
 )
-from workers.devtools import dev
+from workers.devtools import dev, smoke
 from workers.devtools.processes import modelfleet, process_alive, wait_for
 from workers.domain import (
     AutoScalingRule,
@@ -68,7 +68,7 @@ def test_SC_DE_INT_001_full_lifecycle_with_only_the_reference_pieces(
 ) -> None:
     demo = system.demo()
     url = wait_for(
-        lambda: dev._deployment_url(system.engine, demo.id) or "",
+        lambda: smoke.deployment_url(system.engine, demo.id) or "",
         timeout_s=TIMEOUT_S,
         what="ready with a URL",
     )
@@ -105,7 +105,7 @@ def test_SC_DE_INT_001_full_lifecycle_with_only_the_reference_pieces(
 def test_SC_RE_INT_002_an_unhealthy_replica_is_replaced_with_only_the_reference_pieces(
     system: dev.DevSystem,
 ) -> None:
-    timings = dev.smoke(system, TIMEOUT_S, lambda line: None)
+    timings = smoke.smoke(system, TIMEOUT_S, lambda line: None)
     assert timings["first_answer_s"] < timings["recovered_s"]
     # The replacement may serve before the sick route has finished terminating.
     ended = (
@@ -144,7 +144,7 @@ def test_an_autoscaling_rule_scales_1_to_3_under_load_and_back_after_cooldown(
         MetricSource.INFERENCE_FRAMEWORK, in_flight, 0.5, Comparator.LESS_THAN, -2,
         cooldown_s=5, min_replicas=1,
     ))  # fmt: skip
-    url = wait_for(lambda: dev._deployment_url(system.engine, busy.id) or "", timeout_s=TIMEOUT_S,
+    url = wait_for(lambda: smoke.deployment_url(system.engine, busy.id) or "", timeout_s=TIMEOUT_S,
                    what="ready")  # fmt: skip
     wait_for(lambda: _ask(url), timeout_s=TIMEOUT_S, what="an answer")
 

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.schema import deployment_history, metadata, scaling_groups
 from workers.adapters.redis.keys import RedisKeys
-from workers.devtools import dev
+from workers.devtools import dev, smoke
 from workers.devtools.processes import wait_for
 from workers.domain import DeploymentInfo, ModelRevision
 
@@ -39,7 +39,7 @@ def test_no_piece_of_the_token_is_in_any_log_table_redis_key_result_or_flower_pa
     broken = Catalog(engine=system.engine).create_deployment(
         DeploymentInfo(uuid.uuid4(), "broken", "broken", 1, ModelRevision(image="i"))
     )
-    wait_for(lambda: dev._deployment_url(system.engine, demo.id), timeout_s=TIMEOUT_S,
+    wait_for(lambda: smoke.deployment_url(system.engine, demo.id), timeout_s=TIMEOUT_S,
              what="the demo registered with the token")  # fmt: skip
     wait_for(lambda: _failed_registrations(system.engine, broken.id), lambda n: n >= 2,
              timeout_s=TIMEOUT_S, what="registrations with the bad token to fail")  # fmt: skip

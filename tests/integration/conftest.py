@@ -20,6 +20,9 @@ from workers.adapters.redis.discovery import RedisServiceDiscovery
 from workers.adapters.redis.health import RedisHealthStore
 from workers.adapters.redis.keys import RedisKeys
 from workers.adapters.redis.metrics import RedisMetricsStore
+from workers.composition import Adapters, build_adapters
+from workers.config import Settings
+from workers.phase_runs import PhaseRun, PhaseRunState
 from workers.program import main
 
 __all__ = ["sample_server"]  # a fixture for the standalone components' and the sample model's tests
@@ -87,3 +90,42 @@ def run(run_env: dict[str, str]) -> Callable[..., Result]:
         return CliRunner().invoke(main, list(args), env=run_env)
 
     return invoke
+
+
+@pytest.fixture
+def adapters(engine: sa.Engine, redis_url: str, redis_keys: RedisKeys) -> Iterator[Adapters]:
+    """The controller's adapters on the test's database and Redis key prefix."""
+    settings = Settings(
+        database_url=engine.url.render_as_string(hide_password=False),
+        redis_url=redis_url,
+        redis_key_prefix=redis_keys.prefix,
+    )
+    built = build_adapters(settings)
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def run_phase(
+    adapters: Adapters, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[str], PhaseRun | None]:
+    """Run a phase once in this process, as a worker would (follow-ups are not sent):
+    what the controller writes, for tests of what the CLI then reads."""
+    import tasks  # noqa: F401, PLC0415  # registers every phase
+    from tasks.runs import PHASES, close_run, execute_items  # noqa: PLC0415
+    from workers.celery import app  # noqa: PLC0415
+
+    monkeypatch.setattr(app, "send_task", lambda name, **_: None)
+
+    def run(name: str) -> PhaseRun | None:
+        phase = PHASES[name]
+        ids = [item.id for item in phase.targets_now(adapters)]
+        token = adapters.phase_lock.acquire(phase.name, ttl_s=60)
+        assert token is not None
+        run = adapters.phase_store.open_run(name, item_count=len(ids), task_count=1,
+                                            lock_token=token, deadline_s=60)  # fmt: skip
+        assert run is not None
+        outcomes = execute_items(phase, adapters, ids)
+        return close_run(phase, adapters, run.id, outcomes, PhaseRunState.SUCCEEDED)
+
+    return run

@@ -260,8 +260,11 @@ def test_a_rule_needs_a_metric_name_and_a_live_deployment(run: Any, catalog: Cat
     assert json.loads(run("autoscaling-rule", "list", "--json").stdout) == []
 
 
-def test_deployment_list_says_how_many_serve_and_why_not(run: Any, catalog: Catalog) -> None:
-    """A deployment in a group without an app proxy once sat pending with nothing said."""
+def test_deployment_list_says_how_many_serve_and_why_not(
+    run: Any, catalog: Catalog, run_phase: Callable[[str], object]
+) -> None:
+    """A deployment in a group without an app proxy once sat pending with nothing said.
+    The controller says why (`deployments.check_pending`); the CLI prints it."""
     catalog.create_scaling_group("no-proxy")
     catalog.create_scaling_group("sg1", app_proxy_addr="http://proxy:1", app_proxy_api_token="t")
     catalog.create_deployment(make_deployment(name="stuck", resource_group="no-proxy"))
@@ -270,13 +273,16 @@ def test_deployment_list_says_how_many_serve_and_why_not(run: Any, catalog: Cata
     )
     catalog.add_routes([make_route(serving, status=RouteStatus.HEALTHY),
                         make_route(serving, status=RouteStatus.UNHEALTHY)])  # fmt: skip
+    unseen = {r["name"]: r for r in json.loads(run("deployment", "list", "--json").stdout)}
+    assert unseen["stuck"]["reason"] == "not registered yet: the controller has not run"
+    run_phase("deployments.check_pending")
     rows = {r["name"]: r for r in json.loads(run("deployment", "list", "--json").stdout)}
     assert (rows["stuck"]["ready"], rows["stuck"]["reason"]) == (
-        "0/1", "resource group no-proxy has no app proxy address",
+        "0/1", "resource group no-proxy has no app proxy address: endpoint not registered; waiting",
     )  # fmt: skip
     assert (rows["half"]["ready"], rows["half"]["reason"]) == ("1/2", "1 of 2 replicas not healthy")
     shown = json.loads(run("deployment", "show", "stuck", "--json").stdout)
-    assert shown["reason"] == "resource group no-proxy has no app proxy address"
+    assert shown["reason"].startswith("resource group no-proxy has no app proxy address")
     assert run("deployment", "list").exit_code == 0
 
 
@@ -297,7 +303,7 @@ def test_phase_run_with_the_broker_down_is_one_line_and_exit_1(
 
 
 def test_wait_gives_up_after_timeout_saying_where_the_deployment_is_and_why(
-    run: Any, catalog: Catalog
+    run: Any, catalog: Catalog, run_phase: Callable[[str], object]
 ) -> None:
     catalog.create_scaling_group("no-proxy")
     created = run("deployment", "create", "stuck", "--group", "no-proxy", "--image", "m",
@@ -305,7 +311,13 @@ def test_wait_gives_up_after_timeout_saying_where_the_deployment_is_and_why(
     assert created.exit_code == 1
     assert created.output.strip().splitlines() == [
         "Error: stuck not serving after 1 s (--timeout-s); it is pending, 0/1 ready "
-        "(resource group no-proxy has no app proxy address)"
+        "(not registered yet: the controller has not run)"
+    ]
+    run_phase("deployments.check_pending")  # the controller looks at it, and says why
+    again = run("deployment", "scale", "stuck", "1", "--wait", "--timeout-s", "1")
+    assert again.output.strip().splitlines() == [
+        "Error: stuck not serving after 1 s (--timeout-s); it is pending, 0/1 ready "
+        "(resource group no-proxy has no app proxy address: endpoint not registered; waiting)"
     ]
     assert run("deployment", "show", "stuck").exit_code == 0  # created; only the wait ended
     scaled = run("deployment", "scale", "stuck", "2", "--wait", "--timeout-s", "1")

@@ -115,7 +115,7 @@ def test_every_known_series_is_there_at_0_before_anything_happens(
         for p in PHASES for s in ("succeeded", "failed", "recovered")
     }  # fmt: skip
     assert set(runs.values()) == {0.0}
-    assert len(found["modelfleet_phase_items_total"]) == len(PHASES) * 5
+    assert len(found["modelfleet_phase_items_total"]) == len(PHASES) * 6  # buckets + missing
     assert found["modelfleet_phase_lock_busy_total"] == {
         frozenset({("phase", p)}): 0.0 for p in PHASES
     }

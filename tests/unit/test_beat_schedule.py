@@ -1,4 +1,4 @@
-"""The cadence table: one entry per phase of DESIGN.md, each expiring within its interval."""
+"""The cadence table: one entry per phase of the phase table, each expiring within its interval."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The contract DESIGN.md promises other code: names, enum values, defaults."""
+"""The contract docs/design.md promises other code: names, enum values, defaults."""
 
 from __future__ import annotations
 

@@ -19,12 +19,9 @@ from workers.phase_runs import (
     Outcome,
     OutcomeCounts,
     RunProgress,
-    deployment_entries,
-    deployment_result,
+    deployment_outcomes,
     error_samples,
-    outcomes_of,
-    route_entries,
-    route_result,
+    route_outcomes,
 )
 
 
@@ -56,28 +53,40 @@ def test_error_samples_keep_the_first_errors_only() -> None:
     assert samples[0]["id"] == str(errors[0].id)
 
 
-def test_a_route_result_round_trips_through_outcome_records() -> None:
+def test_a_route_result_becomes_one_record_per_route_saying_why_it_failed() -> None:
     ok, sick, stale = (make_route() for _ in range(3))
     result = RouteExecutionResult(
         successes=[ok],
         errors=[RouteExecutionError(sick, "RouteUnhealthy", "failed its probe", "route_unhealthy")],
         stale=[stale],
     )
-    records = outcomes_of(route_entries(result))
-    rebuilt = route_result(records, {r.id: r for r in (ok, sick, stale)})
-    assert rebuilt == result
+    records = [
+        Outcome.from_json(o.to_json()) for o in route_outcomes(result)
+    ]  # as Redis keeps them
+    assert records == [
+        Outcome(ok.id, OutcomeBucket.SUCCESS),
+        Outcome(
+            sick.id, OutcomeBucket.ERROR, "RouteUnhealthy", "failed its probe", "route_unhealthy"
+        ),
+        Outcome(stale.id, OutcomeBucket.STALE),
+    ]
+    assert records[1].message == "RouteUnhealthy: failed its probe"
 
 
-def test_a_deployment_result_round_trips_and_unknown_ids_are_left_out() -> None:
-    ok, failed, skipped = (make_deployment() for _ in range(3))
+def test_skipped_means_nothing_to_do_and_waiting_says_what_it_waits_for() -> None:
+    done, idle, waits = (make_deployment() for _ in range(3))
+    why = DeploymentExecutionError(waits, "no app proxy", "endpoint not registered", "no_app_proxy")
     result = DeploymentExecutionResult(
-        successes=[ok],
-        errors=[DeploymentExecutionError(failed, "Failed", "HTTP 500", "app_proxy_failed")],
-        skipped=[skipped],
+        successes=[done], skipped=[idle], waiting=[waits], reasons={waits.id: why}
     )
-    records = outcomes_of(deployment_entries(result))
-    rebuilt = deployment_result(records, {d.id: d for d in (ok, failed)})
-    assert rebuilt == DeploymentExecutionResult(successes=[ok], errors=result.errors)
+    records = deployment_outcomes(result)
+    assert [(o.bucket, o.says_why) for o in records] == [
+        (OutcomeBucket.SUCCESS, False),
+        (OutcomeBucket.SKIPPED, False),
+        (OutcomeBucket.WAITING, True),
+    ]
+    assert records[2].message == "no app proxy: endpoint not registered"
+    assert OutcomeCounts.of(records, 4) == OutcomeCounts(success=1, skipped=1, waiting=1, missing=1)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The phase table of DESIGN.md, as the phase modules declare it.
+"""The phase table (README, "Phases and statuses"), as the phase modules declare it.
 
 Each phase's targets, and the transitions its chord callback derives from a
 rebuilt seed result, checked row by row without any I/O.
@@ -6,6 +6,7 @@ rebuilt seed result, checked row by row without any I/O.
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -19,10 +20,13 @@ from workers.domain import (
     DeploymentExecutionResult,
     DeploymentLifecycle,
     OutcomeBucket,
+    RouteData,
     RouteExecutionError,
     RouteExecutionResult,
     RouteStatus,
+    StatusTransition,
 )
+from workers.phase_names import PhaseName
 from workers.phase_runs import task_count
 
 R = RouteStatus
@@ -54,8 +58,17 @@ def test_every_scheduled_phase_is_declared_with_the_design_targets() -> None:
     assert {name: set(phase.targets) for name, phase in PHASES.items()} == DESIGN_TARGETS
 
 
-def _route_moves(phase: str, result: RouteExecutionResult) -> dict[str, tuple[str | None, str]]:
-    changes = PHASES[phase].transitions(result)
+def _transitions(phase: str, result: Any, *entities: Any) -> list[StatusTransition[Any]]:
+    """What the callback derives for `result`: outcome records made once, then the phase
+    table's transitions for the entities as they are."""
+    row = PHASES[phase]
+    return row.transitions(row.outcomes(result), {entity.id: entity for entity in entities})
+
+
+def _route_moves(
+    phase: str, result: RouteExecutionResult, route: RouteData
+) -> dict[str, tuple[str | None, str]]:
+    changes = _transitions(phase, result, route)
     for change in changes:
         assert change.expected == PHASES[phase].targets
         assert change.phase == phase
@@ -95,7 +108,7 @@ def test_route_phase_transitions(
         result.stale.append(route)
     else:
         result.errors.append(RouteExecutionError(route, "Boom", "detail", "code"))
-    moves = _route_moves(phase, result)
+    moves = _route_moves(phase, result, route)
     assert moves.get(str(route.id)) == expected
 
 
@@ -104,7 +117,7 @@ def test_route_phase_transitions(
     [
         ("deployments.check_pending", "success", L.PENDING, ("scaling", "success")),
         ("deployments.check_pending", "error", L.PENDING, (None, "error")),
-        ("deployments.check_pending", "skipped", L.PENDING, (None, "skipped")),
+        ("deployments.check_pending", "waiting", L.PENDING, (None, "waiting")),
         ("deployments.check_replicas", "success", L.READY, ("scaling", "success")),
         ("deployments.check_replicas", "skipped", L.READY, None),
         ("deployments.scale", "success", L.SCALING, ("ready", "success")),
@@ -116,7 +129,7 @@ def test_route_phase_transitions(
         ("deployments.destroy", "error", L.DESTROYING, (None, "error")),
         ("deployments.rollout", "success", L.DEPLOYING, ("ready", "success")),  # finished
         ("deployments.rollout", "error", L.DEPLOYING, ("ready", "error")),  # rolled back
-        ("deployments.rollout", "skipped", L.DEPLOYING, None),  # in progress
+        ("deployments.rollout", "waiting", L.DEPLOYING, None),  # in progress
     ],
 )
 def test_deployment_phase_transitions(
@@ -128,9 +141,12 @@ def test_deployment_phase_transitions(
         result.successes.append(deployment)
     elif bucket == "skipped":
         result.skipped.append(deployment)
+    elif bucket == "waiting":
+        result.waiting.append(deployment)
+        result.reasons[deployment.id] = DeploymentExecutionError(deployment, "Waits", "for x")
     else:
         result.errors.append(DeploymentExecutionError(deployment, "Boom", "detail", "code"))
-    changes = PHASES[phase].transitions(result)
+    changes = _transitions(phase, result, deployment)
     found = {
         c.entity_id: (None if c.to_status is None else c.to_status.value, c.result.value)
         for c in changes
@@ -144,7 +160,8 @@ def test_destroy_gives_up_on_the_fifth_failed_try_and_keeps_the_error(
 ) -> None:
     deployment = make_deployment(lifecycle=L.DESTROYING, retry_count=retry_count)
     error = DeploymentExecutionError(deployment, "Failed to unregister", "HTTP 500", "app_proxy")
-    [change] = PHASES["deployments.destroy"].transitions(DeploymentExecutionResult(errors=[error]))
+    [change] = _transitions("deployments.destroy", DeploymentExecutionResult(errors=[error]),
+                            deployment)  # fmt: skip
     assert change.to_status == to_status
     assert change.result is OutcomeBucket.ERROR
     assert (change.error_code, change.message) == ("app_proxy", "Failed to unregister: HTTP 500")
@@ -212,9 +229,22 @@ def test_every_phase_that_takes_routes_out_of_service_republishes_at_once(
 
 
 @pytest.mark.parametrize(
-    "bucket", [OutcomeBucket.SUCCESS, OutcomeBucket.ERROR, OutcomeBucket.SKIPPED]
+    "bucket", [OutcomeBucket.SUCCESS, OutcomeBucket.ERROR, OutcomeBucket.WAITING]
 )
 def test_every_rollout_step_announces_its_route_changes_at_once(bucket: OutcomeBucket) -> None:
     """A step starts and drains routes while the deployment stays deploying."""
     follow_ups = PHASES["deployments.rollout"].follow_ups_after(set(), {bucket})
     assert {"routes.provision", "routes.sync_service_discovery", "routes.drain"} <= follow_ups
+
+
+def test_every_follow_up_names_a_registered_phase() -> None:
+    """A follow-up is started by name: one naming no phase would be sent and never run."""
+    named = {
+        (phase.name, follow_up)
+        for phase in PHASES.values()
+        for follow_ups in (*phase.follow_ups.values(), *phase.follow_ups_on_outcome.values())
+        for follow_up in follow_ups
+    }
+    assert named
+    assert {follow_up for _, follow_up in named} <= set(PHASES)
+    assert set(PHASES) == set(PhaseName)

@@ -24,7 +24,7 @@ from workers.cli.output import (
 )
 from workers.cli.params import FiniteFloat
 from workers.cli.root import CliContext, bad_input, find_deployment, main, reported_failures
-from workers.cli.waiting import Deadline, progress_line
+from workers.cli.waiting import Deadline, wait_until
 from workers.cli.watching import show_or_watch, watch_option
 from workers.domain import (
     DeploymentInfo,
@@ -35,6 +35,7 @@ from workers.domain import (
 )
 from workers.errors import InfrastructureUnavailable
 from workers.inputs import name_problem
+from workers.rollouts import describe_progress
 
 LIFECYCLES = [lifecycle.value for lifecycle in DeploymentLifecycle]
 
@@ -174,37 +175,29 @@ def check_replicas(cli: CliContext, field: str, replicas: int) -> None:
 
 
 def with_rollout(row: dict[str, Any]) -> dict[str, Any]:
-    """The row with READY (healthy / desired), why it is not simply serving, and its
-    rollout's progress ('revision 3: 2/3 new healthy, 1 old remaining')."""
+    """The row with READY (healthy / desired) and REASON, both as the controller wrote
+    them: its condition, or its rollout's progress ('revision 3: 2/3 new healthy, 1 old
+    remaining', the step's own counts)."""
     desired = row["desired"]
-    progress = None
-    if row.get("deploying_revision") is not None:
-        progress = (
-            f"revision {row['deploying_revision']}: {row['new_healthy']}/"
-            f"{row['rollout_desired']} new healthy, {row['old_remaining']} old remaining"
-        )
+    stored = row.get("rollout_progress")
+    progress = describe_progress(stored) if stored and row["lifecycle"] == "deploying" else None
     ready = f"{row['healthy_routes']}/{desired}"
     return {**row, "ready": ready, "reason": _reason(row, desired, progress), "rollout": progress}
 
 
 def _reason(row: dict[str, Any], desired: int, progress: str | None) -> str:
-    """Why the deployment is not simply serving everything it was asked for ('' when it is)."""
+    """Why the deployment is not simply serving everything it was asked for ('' when it is):
+    what the controller said (its condition), else how many replicas are not healthy."""
     lifecycle, healthy = row["lifecycle"], row["healthy_routes"]
-    if lifecycle == "pending" and not row["group_has_app_proxy"]:
-        return f"resource group {row['resource_group']} has no app proxy address"
-    if lifecycle == "pending" and row["image"] is None:
-        return "no revision to run"
     if lifecycle == "deploying":
-        return progress or "rolling out"
+        return progress or row.get("condition_message") or "rolling out"
     if lifecycle in {"destroying", "destroyed"}:
         stopping = row.get("live_sessions") or 0
         return f"{lifecycle}; {stopping} model servers still stopping" if stopping else lifecycle
-    return _replicas_reason(row, healthy, desired)
-
-
-def _replicas_reason(row: dict[str, Any], healthy: int, desired: int) -> str:
-    if healthy == 0 < desired and row.get("never_healthy"):
-        return str(row["never_healthy"])  # nothing can roll it back: the controller says why
+    if row.get("condition_message"):
+        return str(row["condition_message"])
+    if lifecycle == "pending":
+        return "not registered yet: the controller has not run"
     if healthy < desired:
         return f"{desired - healthy} of {desired} replicas not healthy"
     return ""
@@ -393,14 +386,13 @@ def _wait_deployment(
     reached: Callable[[dict[str, Any]], bool],
 ) -> dict[str, Any]:
     """Poll the deployment until `reached`; exit 1 saying where it is and why, after --timeout-s."""
-    deadline = Deadline(timeout_s)
-    with progress_line() as show:
-        while True:
-            with reported_failures(f"waiting for {goal}"):
-                row = with_rollout(find_deployment(cli, str(deployment_id)))
-            if reached(row):
-                return row
-            why = f" ({row['reason']})" if row["reason"] else ""
-            where = f"it is {row['lifecycle']}, {row['ready']} ready{why}"
-            show(f"waiting for {row['name']} to be {goal}: {where}")
-            deadline.pause(f"{row['name']} not {goal}", where)
+
+    def read() -> dict[str, Any]:
+        with reported_failures(f"waiting for {goal}"):
+            return with_rollout(find_deployment(cli, str(deployment_id)))
+
+    def describe(row: dict[str, Any]) -> tuple[str, str]:
+        why = f" ({row['reason']})" if row["reason"] else ""
+        return f"{row['name']} not {goal}", f"it is {row['lifecycle']}, {row['ready']} ready{why}"
+
+    return wait_until(read, reached, Deadline(timeout_s), describe)

@@ -20,7 +20,7 @@ from workers.celery import ModelfleetCelery
 from workers.cli.output import emit, emit_json, emit_records, emit_table, json_option, wide_option
 from workers.cli.params import FiniteFloat
 from workers.cli.root import CliContext, main, one_line, reported_failures
-from workers.cli.waiting import Deadline
+from workers.cli.waiting import Deadline, wait_until
 from workers.phase_runs import PhaseRun, PhaseRunState
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ RUN_WIDE_COLUMNS = [
     "success",
     "stale",
     "skipped",
+    "waiting",
     "missing",
     "transition_count",
     "error_text",
@@ -91,7 +92,7 @@ def run(cli: CliContext, name: str, wait: bool, timeout_s: float, as_json: bool)
         emit_json({**run_row(closed), "outcomes": outcomes})
     else:
         emit_records(f"{name} run", [run_row(closed)], [*RUN_COLUMNS, *RUN_WIDE_COLUMNS])
-        for bucket in ("success", "error", "stale", "skipped"):
+        for bucket in ("success", "error", "stale", "skipped", "waiting"):
             rows = [o for o in outcomes if o["bucket"] == bucket]
             if rows:
                 emit_table(bucket, rows, ["id", "reason", "detail", "error_code"])
@@ -195,11 +196,17 @@ def run_row(run: PhaseRun) -> dict[str, Any]:
 
 
 def _wait_closed(cli: CliContext, run_id: UUID, deadline: Deadline) -> PhaseRun:
-    while True:
-        found = cli.phase_store.get_run(run_id)
-        if found is not None and found.state is not PhaseRunState.RUNNING:
-            return found
-        deadline.pause(f"run {run_id} still open", "see `modelfleet phase history`")
+    def read() -> PhaseRun | None:
+        return cli.phase_store.get_run(run_id)
+
+    closed = wait_until(
+        read,
+        lambda run: run is not None and run.state is not PhaseRunState.RUNNING,
+        deadline,
+        lambda run: (f"run {run_id} still open", "see `modelfleet phase history`"),
+    )
+    assert closed is not None  # reached: a closed run was read
+    return closed
 
 
 def _outcomes(cli: CliContext, run_id: UUID) -> list[dict[str, Any]]:

@@ -12,15 +12,22 @@ from typing import Any
 
 import click
 
-from workers.cli.deployments import HEALTH_OPTIONS, deployment, environ_pairs, health_options
+from workers.cli.deployments import (
+    HEALTH_OPTIONS,
+    deployment,
+    environ_pairs,
+    health_options,
+    with_rollout,
+)
 from workers.cli.output import done, emit, json_option, wide_option
 from workers.cli.params import FiniteFloat
 from workers.cli.root import CliContext, bad_input, find_deployment, reported_failures
-from workers.cli.waiting import Deadline
+from workers.cli.waiting import Deadline, wait_until
 from workers.domain import RolloutSpec, RolloutStrategy
 from workers.rollouts import SpecError, check_spec
 
 WAIT_POLL_S = 0.5
+DEFAULTS = RolloutSpec()  # the rollout defaults, written once (workers.domain)
 STRATEGIES = [s.value for s in RolloutStrategy]
 
 
@@ -33,18 +40,21 @@ def rollout_options(command: Any) -> Any:
             ),
             click.option(
                 "--max-surge",
-                default="25%",
+                default=DEFAULTS.max_surge,
                 show_default=True,
                 help="Routes above the desired count: N or P%.",
             ),
             click.option(
                 "--max-unavailable",
-                default="0",
+                default=DEFAULTS.max_unavailable,
                 show_default=True,
                 help="Serving routes below the desired count: N or P%.",
             ),
             click.option(
-                "--promote-delay-s", type=FiniteFloat(min=0), default=0.0, show_default=True
+                "--promote-delay-s",
+                type=FiniteFloat(min=0),
+                default=DEFAULTS.promote_delay_s,
+                show_default=True,
             ),
             click.option(
                 "--no-auto-promote",
@@ -53,10 +63,16 @@ def rollout_options(command: Any) -> Any:
                 help="Blue-green: wait for `deployment promote`.",
             ),
             click.option(
-                "--failure-threshold", type=click.IntRange(min=1), default=3, show_default=True
+                "--failure-threshold",
+                type=click.IntRange(min=1),
+                default=DEFAULTS.failure_threshold,
+                show_default=True,
             ),
             click.option(
-                "--progress-deadline-s", type=FiniteFloat(min=1), default=600.0, show_default=True
+                "--progress-deadline-s",
+                type=FiniteFloat(min=1),
+                default=DEFAULTS.progress_deadline_s,
+                show_default=True,
             ),
             click.option("--wait", is_flag=True, help="Return when the rollout ends."),
             click.option(
@@ -221,15 +237,21 @@ def _report(cli: CliContext, found: dict[str, Any], number: int, options: dict[s
 
 def _wait(cli: CliContext, found: dict[str, Any], number: int, timeout_s: float) -> None:
     """Until the rollout to `number` ends; exit 1 with the reason if it was rolled back."""
-    deadline = Deadline(timeout_s)
-    while True:
+
+    def read() -> dict[str, Any]:
         with reported_failures("deployment update --wait"):
-            now = find_deployment(cli, str(found["id"]))
-            if now["deploying_revision"] != number or now["lifecycle"] != "deploying":
-                if now["current_revision"] == number:
-                    return
-                reason = cli.reports.revision_failure(found["id"], number)
-                raise click.ClickException(
-                    f"revision {number} did not roll out: {reason or now['lifecycle']}"
-                )
-        deadline.pause(f"revision {number}: still rolling out", pause_s=WAIT_POLL_S)
+            return with_rollout(find_deployment(cli, str(found["id"])))
+
+    def ended(now: dict[str, Any]) -> bool:
+        return bool(now["deploying_revision"] != number or now["lifecycle"] != "deploying")
+
+    def describe(now: dict[str, Any]) -> tuple[str, str]:
+        return f"revision {number}: still rolling out", now["reason"]
+
+    now = wait_until(read, ended, Deadline(timeout_s), describe, pause_s=WAIT_POLL_S)
+    if now["current_revision"] != number:
+        with reported_failures("deployment update --wait"):
+            reason = cli.reports.revision_failure(found["id"], number)
+        raise click.ClickException(
+            f"revision {number} did not roll out: {reason or now['lifecycle']}"
+        )

@@ -1,10 +1,12 @@
-"""`--wait` and `--timeout-s`: how long a command waits, and the one line when it gives up."""
+"""`--wait` and `--timeout-s`: the one way a command waits (`wait_until`), and the one line
+when it gives up."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import click
 from rich.console import Console
@@ -12,6 +14,7 @@ from rich.console import Console
 from workers.cli.output import as_text
 
 POLL_INTERVAL_S = 0.2
+T = TypeVar("T")
 
 
 class Deadline:
@@ -42,3 +45,22 @@ def progress_line() -> Iterator[Callable[[str], None]]:
         return
     with console.status("") as status:
         yield lambda text: status.update(as_text(text))
+
+
+def wait_until(
+    read: Callable[[], T],
+    reached: Callable[[T], bool],
+    deadline: Deadline,
+    describe: Callable[[T], tuple[str, str]],
+    pause_s: float = POLL_INTERVAL_S,
+) -> T:
+    """Read until `reached`, showing where it stands on a terminal; when the deadline
+    passes, exit 1 with `describe(last)`: what is still true, and where it is."""
+    with progress_line() as show:
+        while True:
+            value = read()
+            if reached(value):
+                return value
+            still, where = describe(value)
+            show(f"{still}: {where}" if where else still)
+            deadline.pause(still, where, pause_s)

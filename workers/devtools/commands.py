@@ -20,6 +20,7 @@ from workers.cli.output import as_text
 from workers.cli.params import FiniteFloat
 from workers.cli.root import main, reported_failures
 from workers.devtools import dev as dev_system
+from workers.devtools import smoke as smoke_check
 
 VIEW_REFRESH_S = 1.0
 
@@ -53,7 +54,7 @@ def dev(smoke: bool, timeout_s: float, replicas: int) -> None:
     with reported_failures("modelfleet dev"), dev_system.running_system(say=click.echo) as system:
         if smoke:
             try:
-                timings = dev_system.smoke(system, timeout_s, click.echo)
+                timings = smoke_check.smoke(system, timeout_s, click.echo)
             except AssertionError as error:
                 raise click.ClickException(f"smoke failed: {error}") from None
             click.echo(

@@ -10,21 +10,16 @@ created. Leaving stops every child, every session process and both servers.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import secrets
 import shutil
 import tempfile
 import threading
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -33,18 +28,15 @@ from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.engine import create_database_engine, transaction
 from workers.adapters.postgres.migrate import upgrade_to_head
 from workers.adapters.postgres.rows import deployment_from_row
-from workers.adapters.postgres.schema import deployments, routes, sessions
-from workers.adapters.redis.client import create_redis_client, redis_errors
-from workers.config import interval_variable, masked_url
-from workers.devtools.processes import Process, celery, modelfleet, stop_all, wait_for
+from workers.adapters.postgres.schema import deployments, sessions
+from workers.config import interval_variable
+from workers.devtools.processes import Process, celery, modelfleet, stop_all
+from workers.devtools.stores import check_reachable, stores
 from workers.devtools.throwaway_servers import (
     create_database,
     free_port,
-    start_postgres,
-    start_redis,
 )
-from workers.domain import DeploymentInfo, HealthCheckConfig, ModelRevision, RouteStatus
-from workers.errors import InfrastructureUnavailable
+from workers.domain import DeploymentInfo, HealthCheckConfig, ModelRevision
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +180,7 @@ def running_system(
     The folder with every process's log is removed afterwards, unless leaving
     raised an error (a failed smoke run): then it is kept and named for the operator.
     """
-    _check_reachable(environ.get("MODELFLEET_DATABASE_URL"), environ.get("MODELFLEET_REDIS_URL"))
+    check_reachable(environ.get("MODELFLEET_DATABASE_URL"), environ.get("MODELFLEET_REDIS_URL"))
     folder = Path(tempfile.mkdtemp(prefix="modelfleet-dev-"))
     failed = False
     try:
@@ -258,34 +250,6 @@ def _supervise(system: DevSystem, stop: threading.Event) -> None:
         system.restart_dead()
 
 
-def smoke(system: DevSystem, timeout_s: float, say: Callable[[str], None]) -> dict[str, float]:
-    """Serve, break one replica, serve from a replacement; returns seconds to each step."""
-    started = time.monotonic()
-    demo = system.demo()
-    url: str = wait_for(
-        lambda: _deployment_url(system.engine, demo.id) or "",
-        timeout_s=timeout_s,
-        what="the demo deployment's endpoint URL",
-    )
-    say(f"endpoint {url}")
-    wait_for(lambda: _answer(url), timeout_s=timeout_s, what="an answer through the proxy")
-    first_answer_s = time.monotonic() - started
-    say(f"first answer after {first_answer_s:.1f}s")
-    originals = _healthy_routes(system.engine, demo.id)
-    victim_id, host, port = originals[0]
-    _post(f"http://{host}:{port}/admin/fail-health")
-    say(f"route {victim_id} made unhealthy")
-    wait_for(
-        lambda: [r for r in _healthy_routes(system.engine, demo.id) if r not in originals],
-        timeout_s=timeout_s,
-        what="a healthy replacement route",
-    )
-    wait_for(lambda: _answer(url), timeout_s=timeout_s, what="an answer after the replacement")
-    recovered_s = time.monotonic() - started
-    say(f"replacement serving after {recovered_s:.1f}s")
-    return {"first_answer_s": first_answer_s, "recovered_s": recovered_s}
-
-
 def _start_all(system: DevSystem, proxy_port: int, sd_port: int, flower_port: int) -> None:
     system.start("worker", celery("worker", "--loglevel=INFO", "--concurrency=2"))
     system.start("beat", celery("beat", "--loglevel=INFO", f"--schedule={system.folder / 'beat'}"))
@@ -308,63 +272,6 @@ def _start_all(system: DevSystem, proxy_port: int, sd_port: int, flower_port: in
         MODELFLEET_PROXY_TOKEN=system.proxy_token,
     )
     system.start("service-discovery", modelfleet("service-discovery", "serve", f"--port={sd_port}"))
-
-
-class StoreUnreachable(InfrastructureUnavailable):
-    """A store the environment names cannot be reached (one line for the operator)."""
-
-
-@contextlib.contextmanager
-def stores(
-    environ: Mapping[str, str], say: Callable[[str], None] = lambda _: None
-) -> Iterator[tuple[str, str]]:
-    """The database and Redis URLs `environ` names (checked, and said), or throwaway
-    servers for those it does not (stopped on exit)."""
-    database_url = environ.get("MODELFLEET_DATABASE_URL")
-    redis_url = environ.get("MODELFLEET_REDIS_URL")
-    named = [name for name, url in (("PostgreSQL", database_url), ("Redis", redis_url)) if url]
-    if named:
-        say(f"using the {' and '.join(named)} your MODELFLEET_*_URL variables name")
-    postgres = None if database_url else start_postgres()
-    redis = None if redis_url else start_redis()
-    try:
-        if postgres is not None:
-            database_url = create_database(postgres.url, "modelfleet")
-        yield str(database_url), str(redis_url or redis.url)  # type: ignore[union-attr]
-    finally:
-        for name, server in (("Redis", redis), ("PostgreSQL", postgres)):
-            if server is not None:
-                server.stop()
-                say(f"throwaway {name}: stopped")
-
-
-def _check_reachable(database_url: str | None, redis_url: str | None) -> None:
-    """Configured stores answer, or one line says which does not: the `export` line of an
-    earlier `modelfleet dev`, pasted and kept, names servers that stopped with it."""
-    hint = "unset it to start throwaway servers (those of an earlier modelfleet dev stop with it)"
-    if database_url:
-        engine = create_database_engine(database_url, pool_size=1)
-        try:
-            with engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-        except sa.exc.SQLAlchemyError as error:
-            raise StoreUnreachable(
-                f"MODELFLEET_DATABASE_URL: {masked_url(database_url)} cannot be reached"
-                f" ({type(getattr(error, 'orig', None) or error).__name__}); {hint}"
-            ) from None
-        finally:
-            engine.dispose()
-    if redis_url:
-        client = create_redis_client(redis_url)
-        try:
-            with redis_errors():
-                client.ping()
-        except InfrastructureUnavailable:
-            raise StoreUnreachable(
-                f"MODELFLEET_REDIS_URL: {masked_url(redis_url)} cannot be reached; {hint}"
-            ) from None
-        finally:
-            client.close()
 
 
 def _stop_sessions(engine: sa.Engine, runner_name: str) -> int:
@@ -420,43 +327,3 @@ def _live_demo(engine: sa.Engine) -> DeploymentInfo:
             .one()
         )
     return deployment_from_row(row)
-
-
-def _deployment_url(engine: sa.Engine, deployment_id: uuid.UUID) -> str | None:
-    with transaction(engine) as conn:
-        row = conn.execute(
-            sa.select(deployments.c.url, deployments.c.lifecycle).where(
-                deployments.c.id == deployment_id
-            )
-        ).one()
-    return row.url if row.lifecycle == "ready" else None
-
-
-def _healthy_routes(engine: sa.Engine, deployment_id: uuid.UUID) -> list[tuple[Any, str, int]]:
-    query = (
-        sa.select(routes.c.id, sessions.c.host, sessions.c.port)
-        .join(sessions, sessions.c.id == routes.c.session_id)
-        .where(routes.c.deployment_id == deployment_id, routes.c.status == RouteStatus.HEALTHY)
-        .order_by(routes.c.created_at)
-    )
-    with transaction(engine) as conn:
-        return [(row.id, row.host, row.port) for row in conn.execute(query)]
-
-
-def _answer(url: str) -> str | None:
-    try:
-        reply = _post(f"{url}/v1/completions", {"prompt": "hello fleet"})
-    except (OSError, ValueError):
-        return None
-    choices = reply.get("choices") or [{}]
-    text = choices[0].get("text")
-    return text if isinstance(text, str) and text.startswith("echo:") else None
-
-
-def _post(url: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body or {}).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        answer: dict[str, Any] = json.load(response)
-    return answer

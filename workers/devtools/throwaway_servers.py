@@ -3,7 +3,7 @@
 For the test suite (and a local demo) on a machine where neither runs. Only
 the wheels' binaries are used, never the packages' own start-up code, which
 as root would add users and change permissions outside our folder (see
-FACTS.md). Everything lives in one temporary folder that `stop()` removes.
+measured here). Everything lives in one temporary folder that `stop()` removes.
 
 As root, PostgreSQL refuses to run, so its binaries are copied into the
 folder (keeping the layout their `$ORIGIN` library paths expect) and run as

@@ -1,7 +1,8 @@
 """DeploymentExecutor: what happens to a batch of deployments in each deployment phase.
 
 Each method takes a list of deployments, reads in one call per dependency,
-and sorts every deployment into successes, errors or skipped; a deployment's
+and sorts every deployment into successes, errors, skipped (nothing to do) or
+waiting (not done yet: the phase comes back to it); a deployment's
 failure is an error record, never an exception.
 """
 
@@ -51,7 +52,8 @@ class DeploymentExecutor:
     ) -> DeploymentExecutionResult:
         """Register each deployment's endpoint with its resource group's app proxy.
 
-        A deployment with no revision to run, or whose group has no proxy, is skipped.
+        A deployment with no revision to run, or whose group has no proxy, waits (the
+        reason says for what).
         """
         deployments = unique_by_id(deployments)
         if not deployments:
@@ -65,8 +67,8 @@ class DeploymentExecutor:
             revision, target = deployment.target_revision, targets.get(deployment.resource_group)
             if revision is None or target is None:
                 _log_unregistrable(deployment, revision)
-                result.skipped.append(deployment)
-                result.skip_notes[deployment.id] = _unregistrable(deployment, revision)
+                result.waiting.append(deployment)
+                result.reasons[deployment.id] = _unregistrable(deployment, revision)
                 continue
             url = capture(partial(self._register_endpoint, deployment, revision, target))
             if isinstance(url, Exception):
@@ -215,7 +217,7 @@ class DeploymentExecutor:
 
         Success: the new revision serves and the rollout is over. Error: it
         failed and was rolled back (new routes drain; the previous revision
-        stays current). Skipped: still in progress. A deployment left deploying
+        stays current). Waiting: still in progress. A deployment left deploying
         with no rollout (its last step committed, the move to ready lost) succeeds.
         A step that cannot be planned (a bug) aborts the rollout like a failure.
         """
@@ -281,12 +283,12 @@ def _sort_rollout(
         failure = RolloutFailed(state.new_revision, step.summary)
         result.errors.append(_deployment_error(deployment, "Rollout failed", step.summary, failure))
     else:
-        result.skipped.append(deployment)
+        result.waiting.append(deployment)  # in progress: the phase comes back to it
 
 
 def _log_unregistrable(deployment: DeploymentInfo, revision: ModelRevision | None) -> None:
     why = "has no target revision" if revision is None else "has no app proxy in its group"
-    log.warning("deployment %s: %s; skipped", deployment.id, why)
+    log.warning("deployment %s: %s; waiting", deployment.id, why)
 
 
 def _unregistrable(

@@ -82,7 +82,7 @@ def test_SC_DE_002_deployment_without_target_revision_skipped(
         result = deployment_executor.check_pending_deployments([d1])
 
     assert (result.successes, result.errors) == ([], [])
-    assert result.skipped == [d1]
+    assert result.waiting == [d1]  # it is not done: the phase comes back to it
     assert f"deployment {d1.id}: has no target revision" in caplog.text
     proxy_client.create_endpoint.assert_not_called()
     repo.update_endpoint_urls_bulk.assert_not_called()
@@ -630,7 +630,7 @@ def test_a_rollout_step_is_planned_and_applied_once_per_deployment(
     state = RolloutState(desired=1, old_revision=1, new_revision=2, spec=RolloutSpec(), routes=[])
     repo.fetch_rollout_states.return_value = {rolling.id: state}
     result = deployment_executor.rollout_deployment([rolling, rolling])
-    assert result.skipped == [rolling]
+    assert result.waiting == [rolling]  # in progress
     [call] = repo.apply_rollout_step.call_args_list
     deployment_id, applied_state, step = call.args
     assert (deployment_id, applied_state, step.create) == (rolling.id, state, 1)

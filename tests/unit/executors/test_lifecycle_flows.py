@@ -1,6 +1,6 @@
 """The seeds' integration scenarios: whole flows through both executors over one in-memory world.
 
-Between steps the test applies what DESIGN.md's phase table says the phase would
+Between steps the test applies what the phase table (README) says the phase would
 (e.g. a provisioned route becomes degraded) and re-reads every entity, as the
 next phase would load it fresh.
 """

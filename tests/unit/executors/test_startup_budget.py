@@ -142,7 +142,8 @@ ROUTE_PHASES = sorted(name for name, phase in PHASES.items() if phase.kind is RO
 def test_errors_count_against_the_revision_only_where_the_phase_row_says(phase: str) -> None:
     route = make_route(status=next(iter(PHASES[phase].targets)))
     error = RouteExecutionError(route, "Failed", "detail", "code")
-    changes = PHASES[phase].transitions(RouteExecutionResult(errors=[error]))
+    row = PHASES[phase]
+    changes = row.transitions(row.outcomes(RouteExecutionResult(errors=[error])), {route.id: route})
     assert [c.revision_failure for c in changes] == ([True] if phase in JUDGING else
                                                      [False] * len(changes))  # fmt: skip
     assert set(ROUTE_PHASES) >= JUDGING
@@ -150,7 +151,9 @@ def test_errors_count_against_the_revision_only_where_the_phase_row_says(phase: 
 
 def test_successes_never_count_against_a_revision() -> None:
     route = make_route(status=RouteStatus.DEGRADED)
-    [change] = PHASES["routes.health_check"].transitions(RouteExecutionResult(successes=[route]))
+    row = PHASES["routes.health_check"]
+    [change] = row.transitions(row.outcomes(RouteExecutionResult(successes=[route])),
+                               {route.id: route})  # fmt: skip
     assert (change.result, change.revision_failure) == (OutcomeBucket.SUCCESS, False)
 
 

@@ -24,7 +24,6 @@ from workers.adapters.postgres.schema import (
     sessions,
 )
 from workers.domain import ACTIVE_ROUTE_STATUSES
-from workers.errors import NeverHealthy
 
 Row = dict[str, Any]
 
@@ -214,16 +213,6 @@ def _deployments_query() -> sa.Select[Any]:
         )
         .scalar_subquery()
     )
-    never_healthy = (  # why a deployment no rollout can save does not serve
-        sa.select(deployment_history.c.message)
-        .where(
-            deployment_history.c.deployment_id == deployments.c.id,
-            deployment_history.c.error_code == NeverHealthy.error_code,
-        )
-        .order_by(deployment_history.c.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
     has_proxy = (
         sa.select(scaling_groups.c.app_proxy_addr.is_not(None))
         .where(scaling_groups.c.name == deployments.c.resource_group)
@@ -244,37 +233,20 @@ def _deployments_query() -> sa.Select[Any]:
         healthy.label("healthy_routes"),
         live_sessions.label("live_sessions"),
         has_proxy.label("group_has_app_proxy"),
-        never_healthy.label("never_healthy"),
         deployments.c.url,
         deployments.c.image,
         deployments.c.retry_count,
         deployments.c.current_revision,
         deployments.c.deploying_revision,
-        _rollout_count(healthy=True).label("new_healthy"),
-        _rollout_count(healthy=False).label("old_remaining"),
-        deployments.c.rollout_desired,
+        deployments.c.rollout_progress,
+        deployments.c.condition_reason,
+        deployments.c.condition_message,
+        deployments.c.condition_at,
         deployments.c.created_at,
         sa.func.extract("epoch", sa.func.now() - deployments.c.destroyed_at).label(
             "destroyed_for_s"
         ),
     ).order_by(deployments.c.created_at)
-
-
-def _rollout_count(*, healthy: bool) -> sa.ScalarSelect[Any]:
-    """During a rollout: healthy routes of the new revision, or active routes of the others."""
-    if healthy:
-        which = sa.and_(
-            routes.c.revision == deployments.c.deploying_revision, routes.c.status == "healthy"
-        )
-    else:
-        which = sa.and_(
-            routes.c.revision != deployments.c.deploying_revision, routes.c.status.in_(_ACTIVE)
-        )
-    return (
-        sa.select(sa.func.count())
-        .where(routes.c.deployment_id == deployments.c.id, which)
-        .scalar_subquery()
-    )
 
 
 def _history_columns(table: sa.Table) -> list[sa.Column[Any]]:

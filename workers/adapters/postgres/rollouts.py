@@ -18,7 +18,7 @@ from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import distinct_on
+from sqlalchemy.dialects.postgresql import JSONB, distinct_on
 
 from workers.adapters.postgres.bulk import any_of
 from workers.adapters.postgres.rows import ROUTE_COLUMNS, route_from_row
@@ -47,6 +47,7 @@ from workers.phase_names import PhaseName
 from workers.rollouts import describe_failures
 
 PHASE = PhaseName.ROLLOUT
+_DEFAULTS = RolloutSpec()  # where a column was left empty
 # A route that never passed its health check failed with one of these.
 _NEVER_HEALTHY_CODES = (NeverHealthy.error_code, RouteUnhealthy.error_code)
 TAKING_PART = [
@@ -113,6 +114,8 @@ def apply_step(
     if state.spec.strategy is RolloutStrategy.BLUE_GREEN:  # only its promote delay reads it
         all_healthy = step.counts.get("new_healthy", 0) >= state.desired
         _track_all_new_healthy(conn, deployment_id, all_healthy)
+    if step.outcome is RolloutOutcome.IN_PROGRESS and step.counts:
+        _note_progress(conn, deployment_id, step)
     if step.outcome is RolloutOutcome.FINISHED:
         _finish(conn, deployment_id, new)
     elif step.outcome is RolloutOutcome.FAILED:
@@ -123,13 +126,13 @@ def apply_step(
 
 def _state(row: Any, taking_part: list[Any], failures: RevisionFailures) -> RolloutState:
     spec = RolloutSpec(
-        strategy=RolloutStrategy(row["rollout_strategy"] or RolloutStrategy.ROLLING.value),
-        max_surge=row["rollout_max_surge"] or "25%",
-        max_unavailable=row["rollout_max_unavailable"] or "0",
-        promote_delay_s=row["rollout_promote_delay_s"] or 0.0,
+        strategy=RolloutStrategy(row["rollout_strategy"] or _DEFAULTS.strategy.value),
+        max_surge=row["rollout_max_surge"] or _DEFAULTS.max_surge,
+        max_unavailable=row["rollout_max_unavailable"] or _DEFAULTS.max_unavailable,
+        promote_delay_s=row["rollout_promote_delay_s"] or _DEFAULTS.promote_delay_s,
         auto_promote=row["rollout_auto_promote"] is not False,
-        failure_threshold=row["rollout_failure_threshold"] or 3,
-        progress_deadline_s=row["rollout_progress_deadline_s"] or 600.0,
+        failure_threshold=row["rollout_failure_threshold"] or _DEFAULTS.failure_threshold,
+        progress_deadline_s=row["rollout_progress_deadline_s"] or _DEFAULTS.progress_deadline_s,
     )
     now: datetime = row["db_now"]
     healthy_at = row["rollout_all_new_healthy_at"]
@@ -287,6 +290,20 @@ def _promote(conn: sa.Connection, deployment_id: UUID, new: int) -> None:
     )
 
 
+def _note_progress(conn: sa.Connection, deployment_id: UUID, step: RolloutStep) -> None:
+    """The step's own counts, for `deployment list`, `--wait` and the dev view to read
+    (written only when they change: a rollout steps every second)."""
+    progress = dict(step.counts)
+    conn.execute(
+        deployments.update()
+        .where(
+            deployments.c.id == deployment_id,
+            deployments.c.rollout_progress.is_distinct_from(sa.cast(progress, JSONB)),
+        )
+        .values(rollout_progress=progress)
+    )
+
+
 def _track_all_new_healthy(conn: sa.Connection, deployment_id: UUID, all_healthy: bool) -> None:
     since = sa.func.coalesce(deployments.c.rollout_all_new_healthy_at, sa.func.now())
     conn.execute(
@@ -336,6 +353,7 @@ def _rollout_over() -> dict[str, Any]:
         "rollout_all_new_healthy_at": None,
         "rollout_promoted_at": None,
         "rollout_promote_requested": False,
+        "rollout_progress": None,
         "updated_at": sa.func.now(),
     }
 

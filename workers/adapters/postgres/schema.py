@@ -132,6 +132,14 @@ deployments = sa.Table(
     sa.Column("rollout_all_new_healthy_at", sa.DateTime(timezone=True)),  # blue-green
     sa.Column("rollout_promoted_at", sa.DateTime(timezone=True)),
     sa.Column("rollout_promote_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The rollout step's own counts (new healthy, new total, old total, desired): what
+    # `deployment list` and `--wait` show, never counted again elsewhere.
+    sa.Column("rollout_progress", JSONB),
+    # Why it is not simply serving, as the controller last said (an error, or what it
+    # waits for), set in the same transaction as that change; None when nothing is wrong.
+    sa.Column("condition_reason", sa.Text),
+    sa.Column("condition_message", sa.Text),
+    sa.Column("condition_at", sa.DateTime(timezone=True)),
     _created_at(),
     _updated_at(),
     sa.Column("destroyed_at", sa.DateTime(timezone=True)),
@@ -299,6 +307,7 @@ phase_runs = sa.Table(
     sa.Column("error_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("stale_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("skipped_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("waiting_count", sa.Integer, nullable=False, server_default="0"),
     # Items no outcome was stored for (a recovered run): they stay where they are.
     sa.Column("missing_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("transition_count", sa.Integer, nullable=False, server_default="0"),

@@ -33,6 +33,7 @@ from workers.domain import (
     RouteTransition,
     StatusTransition,
 )
+from workers.errors import NeverHealthy
 
 _UUID = PG_UUID(as_uuid=True)
 _TEXT = sa.Text()
@@ -57,7 +58,7 @@ class _Applied:
     @property
     def changes_row(self) -> bool:
         """Whether the entity's own row is written (history is written either way)."""
-        return self.moves or self.change.result is OutcomeBucket.ERROR
+        return self.moves or self.change.result is OutcomeBucket.ERROR or self.change.explains
 
 
 def apply_route_transitions(conn: sa.Connection, changes: Sequence[RouteTransition]) -> list[UUID]:
@@ -98,6 +99,9 @@ def apply_route_transitions(conn: sa.Connection, changes: Sequence[RouteTransiti
             )
         )
     _record_history(conn, route_history, route_history.c.route_id, applied)
+    clear_never_healthy(
+        conn, [a.change.entity_id for a in touched if a.to_status == RouteStatus.HEALTHY.value]
+    )
     return [a.change.entity_id for a in applied]
 
 
@@ -107,7 +111,9 @@ def apply_deployment_transitions(
     """Apply each change whose guard holds; returns the ids that were applied.
 
     `retry_count` counts errors in the current lifecycle and restarts at 0 when
-    the lifecycle moves; reaching `destroyed` stamps `destroyed_at`.
+    the lifecycle moves; reaching `destroyed` stamps `destroyed_at`. A change that
+    explains (an error, or what it waits for) becomes the deployment's condition;
+    a move that does not clears it.
     """
     applied = _guarded(conn, deployments, deployments.c.lifecycle, changes)
     touched = [a for a in applied if a.changes_row]
@@ -118,9 +124,11 @@ def apply_deployment_transitions(
                 "id": (_UUID, [a.change.entity_id for a in touched]),
                 "lifecycle": (_TEXT, [a.to_status for a in touched]),
                 "retry_count": (sa.Integer(), [_next_retry_count(a) for a in touched]),
+                "explains": (sa.Boolean(), [a.change.explains for a in touched]),
+                "reason": (_TEXT, [a.change.error_code or a.change.phase for a in touched]),
+                "message": (_TEXT, [a.change.message for a in touched]),
             },
         )
-        destroyed = DeploymentLifecycle.DESTROYED.value
         conn.execute(
             deployments.update()
             .where(deployments.c.id == v.c.id)
@@ -129,12 +137,43 @@ def apply_deployment_transitions(
                 retry_count=v.c.retry_count,
                 updated_at=sa.func.now(),
                 destroyed_at=sa.case(
-                    (v.c.lifecycle == destroyed, sa.func.now()), else_=deployments.c.destroyed_at
+                    (v.c.lifecycle == DeploymentLifecycle.DESTROYED.value, sa.func.now()),
+                    else_=deployments.c.destroyed_at,
                 ),
+                **_condition(v),
             )
         )
     _record_history(conn, deployment_history, deployment_history.c.deployment_id, applied)
     return [a.change.entity_id for a in applied]
+
+
+def _condition(v: Any) -> dict[str, sa.ColumnElement[Any]]:
+    """The condition columns: what an explaining change says; cleared by a plain move."""
+    moved = v.c.lifecycle != deployments.c.lifecycle
+
+    def column(name: str, said: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return sa.case((v.c.explains, said), (moved, sa.null()), else_=deployments.c[name])
+
+    return {
+        "condition_reason": column("condition_reason", v.c.reason),
+        "condition_message": column("condition_message", v.c.message),
+        "condition_at": column("condition_at", sa.func.now()),
+    }
+
+
+def clear_never_healthy(conn: sa.Connection, healthy_route_ids: Collection[UUID]) -> None:
+    """A replica that turned healthy ends its deployment's 'no route became healthy'."""
+    if not healthy_route_ids:
+        return
+    theirs = sa.select(routes.c.deployment_id).where(any_of(routes.c.id, healthy_route_ids))
+    conn.execute(
+        deployments.update()
+        .where(
+            deployments.c.id.in_(theirs),
+            deployments.c.condition_reason == NeverHealthy.error_code,
+        )
+        .values(condition_reason=None, condition_message=None, condition_at=None)
+    )
 
 
 def _guarded(

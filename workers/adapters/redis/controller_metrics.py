@@ -28,7 +28,7 @@ DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 # Queue lag (seconds from a tick being sent to its run starting).
 START_DELAY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RUN_STATES = tuple(s.value for s in PhaseRunState if s is not PhaseRunState.RUNNING)
-BUCKETS = ("success", "error", "stale", "skipped", "missing")
+BUCKETS = ("success", "error", "stale", "skipped", "waiting", "missing")
 DIRECTIONS = ("up", "down")
 
 RUNS = "phase_runs_total"

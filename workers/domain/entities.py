@@ -1,8 +1,5 @@
-"""The words modelfleet speaks: statuses, entities and the executors' result types.
-
-Plain values only: no I/O, no clock, no library beyond the standard one. Every
-other layer imports from here; this module imports from nobody.
-"""
+"""Entities: deployments and the revision they run, routes, sessions, resource groups,
+and what the health checker, the metrics and service discovery know of them."""
 
 from __future__ import annotations
 
@@ -10,70 +7,14 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Generic, NewType, TypeVar
+from typing import NewType
 from uuid import UUID
+
+from workers.domain.statuses import DeploymentLifecycle, HealthCheckStatus, RouteStatus
 
 SessionId = NewType("SessionId", UUID)
 # Every session learns which revision of its deployment it runs (the sessions contract).
 REVISION_VARIABLE = "MODELFLEET_REVISION"
-
-
-class RouteStatus(StrEnum):
-    """Where one replica of a deployment is in its life."""
-
-    PROVISIONING = "provisioning"
-    HEALTHY = "healthy"
-    UNHEALTHY = "unhealthy"
-    DEGRADED = "degraded"
-    # Out of traffic, its session still running: requests in flight finish (drain_s).
-    DRAINING = "draining"
-    TERMINATING = "terminating"
-    TERMINATED = "terminated"
-    FAILED_TO_START = "failed_to_start"
-
-
-# Routes that count towards a deployment's replicas.
-ACTIVE_ROUTE_STATUSES = frozenset(
-    {RouteStatus.PROVISIONING, RouteStatus.HEALTHY, RouteStatus.UNHEALTHY, RouteStatus.DEGRADED}
-)
-
-
-class DeploymentLifecycle(StrEnum):
-    PENDING = "pending"
-    SCALING = "scaling"
-    READY = "ready"
-    DEPLOYING = "deploying"  # a rollout to another revision is in progress
-    DESTROYING = "destroying"
-    DESTROYED = "destroyed"
-
-
-class SessionStatus(StrEnum):
-    """A scheduler session's status (upper case, as schedulers spell them)."""
-
-    PENDING = "PENDING"
-    SCHEDULED = "SCHEDULED"
-    PREPARING = "PREPARING"
-    CREATING = "CREATING"
-    RUNNING = "RUNNING"
-    TERMINATING = "TERMINATING"
-    TERMINATED = "TERMINATED"
-    ERROR = "ERROR"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in _TERMINAL_SESSION_STATUSES
-
-
-_TERMINAL_SESSION_STATUSES = frozenset(
-    {SessionStatus.TERMINATED, SessionStatus.ERROR, SessionStatus.CANCELLED}
-)
-
-
-class HealthCheckStatus(StrEnum):
-    HEALTHY = "healthy"
-    UNHEALTHY = "unhealthy"
-    STALE = "stale"
 
 
 @dataclass(frozen=True)
@@ -302,146 +243,3 @@ class ModelServiceMetadata:
     port: int
     metrics_path: str = "/metrics"
     labels: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class RouteExecutionError:
-    route_info: RouteData
-    reason: str
-    error_detail: str
-    error_code: str | None = None
-
-
-@dataclass
-class RouteExecutionResult:
-    successes: list[RouteData] = field(default_factory=list)
-    errors: list[RouteExecutionError] = field(default_factory=list)
-    stale: list[RouteData] = field(default_factory=list)
-
-
-@dataclass
-class DeploymentExecutionError:
-    deployment_info: DeploymentInfo
-    reason: str
-    error_detail: str
-    error_code: str | None = None
-
-
-@dataclass
-class DeploymentExecutionResult:
-    successes: list[DeploymentInfo] = field(default_factory=list)
-    errors: list[DeploymentExecutionError] = field(default_factory=list)
-    skipped: list[DeploymentInfo] = field(default_factory=list)
-    # Why a skipped deployment waits (by id), for its history and `deployment show`.
-    skip_notes: dict[UUID, DeploymentExecutionError] = field(default_factory=dict)
-
-
-class OutcomeBucket(StrEnum):
-    """Which list of an executor's result an entity ended up in."""
-
-    SUCCESS = "success"
-    ERROR = "error"
-    STALE = "stale"
-    SKIPPED = "skipped"
-
-
-StatusT = TypeVar("StatusT", RouteStatus, DeploymentLifecycle)
-
-
-@dataclass(frozen=True)
-class StatusTransition(Generic[StatusT]):
-    """Move one entity to `to_status` if it is still in an `expected` status; record why.
-
-    `to_status=None` keeps the status and still writes the history row, so an
-    error that leaves an entity where it is stays visible (and, for a
-    deployment, counts as a retry).
-    """
-
-    entity_id: UUID
-    expected: frozenset[StatusT]
-    to_status: StatusT | None
-    phase: str
-    result: OutcomeBucket
-    error_code: str | None = None
-    message: str = ""
-    # An error that counts against the revision the route runs (a rollout judges it).
-    revision_failure: bool = False
-
-
-RouteTransition = StatusTransition[RouteStatus]
-DeploymentTransition = StatusTransition[DeploymentLifecycle]
-
-
-# -- rollouts (the step itself is in workers.rollouts) --
-
-
-class RolloutStrategy(StrEnum):
-    ROLLING = "rolling"
-    BLUE_GREEN = "blue-green"
-
-
-class RolloutOutcome(StrEnum):
-    IN_PROGRESS = "in_progress"
-    FINISHED = "finished"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class RolloutSpec:
-    """How a rollout proceeds; counts or percentages of the desired replicas."""
-
-    strategy: RolloutStrategy = RolloutStrategy.ROLLING
-    max_surge: str = "25%"
-    max_unavailable: str = "0"
-    promote_delay_s: float = 0.0
-    auto_promote: bool = True
-    failure_threshold: int = 3
-    progress_deadline_s: float = 600.0
-
-
-@dataclass(frozen=True)
-class RevisionFailures:
-    """What went wrong with a revision's routes since its rollout began (for the reason
-    of a rollback)."""
-
-    count: int = 0  # routes of the revision that failed (each once)
-    exit_codes: Mapping[int | None, int] = field(default_factory=dict)  # code -> sessions
-    last_output: str = ""  # the last line an exited session wrote
-    never_healthy: int = 0  # routes that never passed their health check in time
-    budget_s: float | None = None  # the revision's health budget
-    health_path: str | None = None
-    probe_saw: str | None = None  # what the health check's last probe saw
-
-
-@dataclass(frozen=True)
-class RolloutState:
-    """What is true of one rollout now."""
-
-    desired: int  # replicas asked for when the rollout began
-    old_revision: int
-    new_revision: int
-    spec: RolloutSpec
-    routes: Sequence[RouteData]  # the deployment's routes taking part (not draining or gone)
-    failures: int = 0  # failures of the new revision since the rollout began
-    elapsed_s: float = 0.0
-    promoted: bool = False  # blue-green: traffic switched to the new routes
-    promote_requested: bool = False  # blue-green: `deployment promote` was run
-    all_new_healthy_for_s: float | None = None  # blue-green: since when all new are healthy
-    evidence: str = ""  # what failed, for the reason of a rollback (exit codes, output)
-
-
-@dataclass(frozen=True)
-class RolloutStep:
-    outcome: RolloutOutcome = RolloutOutcome.IN_PROGRESS
-    create: int = 0  # new routes of the new revision to start
-    create_in_traffic: bool = True
-    drain: tuple[UUID, ...] = ()  # routes to take out of traffic
-    promote: bool = False  # switch traffic to the new routes now
-    summary: str = ""  # for history: where the rollout stands, or why it failed
-    counts: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def acts(self) -> bool:
-        """Whether the step changes anything (worth a history row)."""
-        moving = bool(self.create or self.drain or self.promote)
-        return moving or self.outcome is not RolloutOutcome.IN_PROGRESS

@@ -1,0 +1,73 @@
+"""Statuses: where routes, deployments and sessions are in their lives, and health as read."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RouteStatus(StrEnum):
+    """Where one replica of a deployment is in its life."""
+
+    PROVISIONING = "provisioning"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    DEGRADED = "degraded"
+    # Out of traffic, its session still running: requests in flight finish (drain_s).
+    DRAINING = "draining"
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+    FAILED_TO_START = "failed_to_start"
+
+
+# Routes that count towards a deployment's replicas.
+ACTIVE_ROUTE_STATUSES = frozenset(
+    {RouteStatus.PROVISIONING, RouteStatus.HEALTHY, RouteStatus.UNHEALTHY, RouteStatus.DEGRADED}
+)
+
+
+class DeploymentLifecycle(StrEnum):
+    PENDING = "pending"
+    SCALING = "scaling"
+    READY = "ready"
+    DEPLOYING = "deploying"  # a rollout to another revision is in progress
+    DESTROYING = "destroying"
+    DESTROYED = "destroyed"
+
+
+class SessionStatus(StrEnum):
+    """A scheduler session's status (upper case, as schedulers spell them)."""
+
+    PENDING = "PENDING"
+    SCHEDULED = "SCHEDULED"
+    PREPARING = "PREPARING"
+    CREATING = "CREATING"
+    RUNNING = "RUNNING"
+    TERMINATING = "TERMINATING"
+    TERMINATED = "TERMINATED"
+    ERROR = "ERROR"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL_SESSION_STATUSES
+
+
+_TERMINAL_SESSION_STATUSES = frozenset(
+    {SessionStatus.TERMINATED, SessionStatus.ERROR, SessionStatus.CANCELLED}
+)
+
+
+class HealthCheckStatus(StrEnum):
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    STALE = "stale"
+
+
+class OutcomeBucket(StrEnum):
+    """Which list of an executor's result an entity ended up in."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+    STALE = "stale"
+    SKIPPED = "skipped"  # nothing to do for it
+    WAITING = "waiting"  # not done yet: the phase comes back to it
