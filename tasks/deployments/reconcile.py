@@ -13,6 +13,7 @@ PHASE = Phase(
         adapters.deployment_executor().check_ready_deployments_that_need_scaling(items)
     ),
     on={OutcomeBucket.ERROR: Move(DeploymentLifecycle.SCALING)},
+    explains=False,  # a count to correct is routine, not why it does not serve
     follow_ups={OutcomeBucket.ERROR: (PhaseName.SCALE,)},
 )
 

@@ -168,7 +168,7 @@ def test_a_deployment_waiting_for_an_app_proxy_says_why_through_real_workers(
         timeout=120
     )
     [outcome] = json.loads(stdout)["outcomes"]
-    assert (outcome["bucket"], outcome["error_code"]) == ("skipped", "no_app_proxy"), stderr
+    assert (outcome["bucket"], outcome["error_code"]) == ("waiting", "no_app_proxy"), stderr
     [row] = stack.query(
         sa.select(deployment_history).where(deployment_history.c.deployment_id == waiting.id)
     )

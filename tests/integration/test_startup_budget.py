@@ -163,3 +163,32 @@ def _exited(
                 id=uuid4(), route_id=dead.id, name="s", spec={}, status="ERROR", terminated_at=ended
             )
         )
+
+
+def test_never_healthy_is_the_deployments_condition_until_a_replica_turns_healthy(
+    engine: sa.Engine, catalog: Catalog, repository: PostgresDeploymentRepository
+) -> None:
+    catalog.create_scaling_group("sg1")
+    deployment = _deployment(catalog)
+    route = _starting(engine, catalog, deployment, age_s=9)
+    note = "no route of revision 1 became healthy within 7 s: /nowhere answered 404"
+    repository.note_never_healthy({deployment.id: note})
+
+    def condition() -> tuple[str | None, str | None]:
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.select(deployments.c.condition_reason, deployments.c.condition_message).where(
+                    deployments.c.id == deployment.id
+                )
+            ).one()
+        return row.condition_reason, row.condition_message
+
+    assert condition() == ("never_healthy", note)
+    catalog.scale_deployment(deployment.id, 2)  # ready -> scaling: a plain move keeps it
+    assert condition() == ("never_healthy", note)
+    with engine.begin() as conn:
+        healthy = RouteTransition(
+            route.id, frozenset(RouteStatus), RouteStatus.HEALTHY, "test", OutcomeBucket.SUCCESS
+        )
+        apply_route_transitions(conn, [healthy])
+    assert condition() == (None, None)

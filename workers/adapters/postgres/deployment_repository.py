@@ -258,6 +258,7 @@ class PostgresDeploymentRepository:
                 result=OutcomeBucket.ERROR,
                 error_code=NeverHealthy.error_code,
                 message=note,
+                explains=True,
             )
             for deployment_id, note in notes.items()
         ]

@@ -148,8 +148,13 @@ def apply_deployment_transitions(
 
 
 def _condition(v: Any) -> dict[str, sa.ColumnElement[Any]]:
-    """The condition columns: what an explaining change says; cleared by a plain move."""
-    moved = v.c.lifecycle != deployments.c.lifecycle
+    """The condition columns: what an explaining change says; cleared by a plain move,
+    except "no route became healthy", which only a replica turning healthy ends (a
+    deployment cycling through such replicas moves between scaling and ready)."""
+    moved = sa.and_(
+        v.c.lifecycle != deployments.c.lifecycle,
+        deployments.c.condition_reason.is_distinct_from(NeverHealthy.error_code),
+    )
 
     def column(name: str, said: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         return sa.case((v.c.explains, said), (moved, sa.null()), else_=deployments.c[name])
