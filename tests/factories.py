@@ -6,13 +6,18 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
+import sqlalchemy as sa
+
+from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.phase_store import PostgresPhaseStore
+from workers.adapters.postgres.schema import sessions
 from workers.domain import (
     DeploymentContext,
     DeploymentInfo,
     HealthCheckConfig,
     ModelRevision,
     RouteData,
+    RouteStatus,
     SessionId,
 )
 from workers.phase_runs import PhaseRun
@@ -86,3 +91,23 @@ def open_run(
     )
     assert run is not None, f"a run of {phase} is open already"
     return run
+
+
+def add_exited_session(
+    catalog: Catalog,
+    engine: sa.Engine,
+    deployment: DeploymentInfo,
+    *,
+    age_s: float,
+    revision: int | None = None,
+) -> None:
+    """A terminated route of `deployment` whose session exited on its own `age_s` ago."""
+    dead = make_route(deployment, status=RouteStatus.TERMINATED, revision=revision)
+    catalog.add_routes([dead])
+    ended = sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, age_s)
+    with engine.begin() as conn:
+        conn.execute(
+            sessions.insert().values(
+                id=uuid4(), route_id=dead.id, name="s", spec={}, status="ERROR", terminated_at=ended
+            )
+        )

@@ -10,14 +10,13 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from tests.factories import make_deployment, make_revision, make_route, open_run
+from tests.factories import add_exited_session, make_deployment, make_revision, make_route, open_run
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.phase_store import PostgresPhaseStore
-from workers.adapters.postgres.schema import phase_runs, sessions
+from workers.adapters.postgres.schema import phase_runs
 from workers.adapters.redis.keys import RedisKeys
 from workers.adapters.redis.phase_runs import RedisOutcomeStore, RedisPhaseLock
 from workers.domain import (
-    DeploymentInfo,
     DeploymentLifecycle,
     HealthCheckConfig,
     OutcomeBucket,
@@ -178,21 +177,7 @@ def test_routes_of_a_deployment_in_crash_loop_back_off_wait_to_be_provisioned(
     catalog.add_routes([make_route(deployment) for deployment, _ in exits])
     for deployment, ages_s in exits:
         for age_s in ages_s:
-            _exited_session(catalog, engine, deployment, age_s)
+            add_exited_session(catalog, engine, deployment, age_s=age_s)
     found = {route.endpoint_id for route in phase_store.load_routes_to_provision()}
     # 3 exits, the last 5 s ago: 20 s to wait. One exit: replaced at once. Old exits: forgotten.
     assert found == {once.id, long_ago.id}
-
-
-def _exited_session(
-    catalog: Catalog, engine: sa.Engine, deployment: DeploymentInfo, age_s: float
-) -> None:
-    dead = make_route(deployment, status=RouteStatus.TERMINATED)
-    catalog.add_routes([dead])
-    ended = sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, age_s)
-    with engine.begin() as conn:
-        conn.execute(
-            sessions.insert().values(
-                id=uuid4(), route_id=dead.id, name="s", spec={}, status="ERROR", terminated_at=ended
-            )
-        )

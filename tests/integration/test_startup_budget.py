@@ -9,7 +9,7 @@ from uuid import uuid4
 
 import sqlalchemy as sa
 
-from tests.factories import make_deployment, make_revision, make_route
+from tests.factories import add_exited_session, make_deployment, make_revision, make_route
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.deployment_repository import PostgresDeploymentRepository
 from workers.adapters.postgres.phase_store import PostgresPhaseStore
@@ -145,24 +145,10 @@ def test_a_rollouts_new_revision_skips_the_crash_loop_back_off_and_does_not_caus
             .values(lifecycle="deploying", deploying_revision=2)
         )
     for age_s in (5, 30, 60):  # three exits of the new revision: a steady fleet would wait
-        _exited(catalog, engine, deployment, revision=2, age_s=age_s)
+        add_exited_session(catalog, engine, deployment, revision=2, age_s=age_s)
     new, old = make_route(deployment, revision=2), make_route(deployment, revision=1)
     catalog.add_routes([new, old])
     assert {r.id for r in phase_store.load_routes_to_provision()} == {new.id, old.id}
-
-
-def _exited(
-    catalog: Catalog, engine: sa.Engine, deployment: DeploymentInfo, *, revision: int, age_s: float
-) -> None:
-    dead = make_route(deployment, status=RouteStatus.TERMINATED, revision=revision)
-    catalog.add_routes([dead])
-    ended = sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, age_s)
-    with engine.begin() as conn:
-        conn.execute(
-            sessions.insert().values(
-                id=uuid4(), route_id=dead.id, name="s", spec={}, status="ERROR", terminated_at=ended
-            )
-        )
 
 
 def test_never_healthy_is_the_deployments_condition_until_a_replica_turns_healthy(

@@ -39,15 +39,21 @@ def _route_on(
         path="/health", interval_s=0.0, timeout_s=0.5, initial_delay_s=initial_delay_s,
         max_retries=2,
     )  # fmt: skip
+    return _route_with(engine, catalog, port, health)
+
+
+def _route_with(
+    engine: sa.Engine, catalog: Catalog, port: int, health: HealthCheckConfig, **route: object
+) -> UUID:
     catalog.create_scaling_group(f"sg-{port}")
     deployment = catalog.create_deployment(
         make_deployment(
             resource_group=f"sg-{port}", target_revision=make_revision(health_check=health)
         )
     )
-    route = make_route(deployment, status=RouteStatus.DEGRADED)
-    run_route_on(engine, catalog, deployment, route, port)
-    return route.id
+    added = make_route(deployment, status=RouteStatus.DEGRADED, **route)
+    run_route_on(engine, catalog, deployment, added, port)
+    return added.id
 
 
 def _status(store: RedisHealthStore, route_id: UUID) -> HealthCheckStatus | None:
@@ -122,20 +128,6 @@ def test_only_changes_of_readiness_are_announced_on_the_feed(
     prober.tick(pool)
     prober.tick(pool)
     assert health_store.take_changes() == [str(route_id)]
-
-
-def _route_with(
-    engine: sa.Engine, catalog: Catalog, port: int, health: HealthCheckConfig, **route: object
-) -> UUID:
-    catalog.create_scaling_group(f"sg-{port}")
-    deployment = catalog.create_deployment(
-        make_deployment(
-            resource_group=f"sg-{port}", target_revision=make_revision(health_check=health)
-        )
-    )
-    added = make_route(deployment, status=RouteStatus.DEGRADED, **route)
-    run_route_on(engine, catalog, deployment, added, port)
-    return added.id
 
 
 def test_a_route_not_yet_healthy_is_probed_every_second_not_every_interval(
