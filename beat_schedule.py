@@ -32,6 +32,8 @@ PHASE_INTERVALS_S: Final[Mapping[str, float]] = MappingProxyType(
         PhaseName.DRAIN: 1.0,
         PhaseName.TERMINATE: 2.0,
         PhaseName.SYNC_SERVICE_DISCOVERY: 10.0,
+        PhaseName.CHECK_HOSTS: 1.0,
+        PhaseName.DRAIN_HOSTS: 2.0,
     }
 )
 

@@ -5,6 +5,8 @@ this package registers every task; the worker does it before forking.
 """
 
 from tasks.deployments import check_pending, check_replicas, destroy, reconcile, rollout, scale
+from tasks.hosts import check as check_hosts
+from tasks.hosts import drain as drain_hosts
 from tasks.phase_runs import sweep
 from tasks.routes import (
     check_running,
@@ -19,12 +21,14 @@ from tasks.routes import (
 )
 
 __all__ = [
+    "check_hosts",
     "check_pending",
     "check_replicas",
     "check_running",
     "check_startup",
     "destroy",
     "drain",
+    "drain_hosts",
     "evict",
     "health_changed",
     "health_check",

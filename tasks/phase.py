@@ -25,6 +25,9 @@ from workers.domain import (
     DeploymentExecutionResult,
     DeploymentInfo,
     DeploymentLifecycle,
+    HostExecutionResult,
+    HostInfo,
+    HostStatus,
     OutcomeBucket,
     RouteData,
     RouteExecutionResult,
@@ -32,11 +35,11 @@ from workers.domain import (
     StatusTransition,
 )
 from workers.phase_names import PhaseName
-from workers.phase_runs import Outcome, deployment_outcomes, route_outcomes
+from workers.phase_runs import Outcome, deployment_outcomes, host_outcomes, route_outcomes
 
-StatusT = TypeVar("StatusT", RouteStatus, DeploymentLifecycle)
-EntityT = TypeVar("EntityT", RouteData, DeploymentInfo)
-ResultT = TypeVar("ResultT", RouteExecutionResult, DeploymentExecutionResult)
+StatusT = TypeVar("StatusT", RouteStatus, DeploymentLifecycle, HostStatus)
+EntityT = TypeVar("EntityT", RouteData, DeploymentInfo, HostInfo)
+ResultT = TypeVar("ResultT", RouteExecutionResult, DeploymentExecutionResult, HostExecutionResult)
 
 # What follows at once when routes leave service: traffic first (they leave service
 # discovery now), then the process (routes.drain stops them after drain_s).
@@ -106,6 +109,16 @@ DEPLOYMENTS: EntityKind[DeploymentInfo, DeploymentLifecycle, DeploymentExecution
         retries_of=lambda deployment: deployment.retry_count,
         apply=lambda store, changes, conn: store.apply_deployment_transitions(changes, conn=conn),
     )
+)
+
+HOSTS: EntityKind[HostInfo, HostStatus, HostExecutionResult] = EntityKind(
+    name="host",
+    all_statuses=frozenset(HostStatus),
+    load=lambda store, statuses, ids, conn: store.load_hosts(statuses, ids, conn=conn),
+    outcomes=host_outcomes,
+    status_of=lambda host: host.status,
+    retries_of=lambda host: 0,
+    apply=lambda store, changes, conn: store.apply_host_transitions(changes, conn=conn),
 )
 
 

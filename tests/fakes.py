@@ -20,6 +20,7 @@ from workers.domain import (
     AutoScalingMetricsData,
     AutoScalingRule,
     CleanupConfig,
+    Condition,
     DeploymentContext,
     DeploymentInfo,
     HealthCheckStatus,
@@ -121,7 +122,7 @@ class FakeRepository:
     ) -> Mapping[UUID, StartupProgress]:
         return {}  # the fake world's sessions start at once (tests/unit/executors judge budgets)
 
-    def note_never_healthy(self, notes: Mapping[UUID, str]) -> None:
+    def note_conditions(self, notes: Mapping[UUID, Condition]) -> None:
         raise AssertionError("the fake world never times out a route")
 
     def get_endpoints_by_ids(self, endpoint_ids: AbstractSet[UUID]) -> list[DeploymentInfo]:

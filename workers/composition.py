@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from workers.adapters.app_proxy_http import HttpAppProxy
 from workers.adapters.postgres.deployment_repository import PostgresDeploymentRepository
 from workers.adapters.postgres.engine import create_database_engine
+from workers.adapters.postgres.hosts import PostgresHostRegistry
 from workers.adapters.postgres.phase_store import PostgresPhaseStore
 from workers.adapters.postgres.scheduler import SessionTableScheduler
 from workers.adapters.redis.client import create_redis_client
@@ -26,7 +27,7 @@ from workers.adapters.redis.phase_runs import RedisOutcomeStore, RedisPhaseLock,
 from workers.autoscaling import ScalingDecision, direction
 from workers.config import Settings
 from workers.domain import DeploymentInfo
-from workers.executors import DeploymentExecutor, RouteExecutor
+from workers.executors import DeploymentExecutor, HostExecutor, RouteExecutor
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Adapters:
     outcomes: RedisOutcomeStore
     run_progress: RedisRunProgress
     controller_metrics: RedisControllerMetrics
+    host_registry: PostgresHostRegistry
 
     def route_executor(self) -> RouteExecutor:
         return RouteExecutor(
@@ -52,6 +54,11 @@ class Adapters:
             scheduling_controller=self.scheduler,
             health_store=self.health_store,
             service_discovery=self.service_discovery,
+        )
+
+    def host_executor(self) -> HostExecutor:
+        return HostExecutor(
+            host_registry=self.host_registry, lost_after_s=self.settings.hosts.lost_after_s
         )
 
     def deployment_executor(self) -> DeploymentExecutor:
@@ -96,4 +103,5 @@ def build_adapters(settings: Settings) -> Adapters:
         outcomes=RedisOutcomeStore(client=client, keys=keys),
         run_progress=RedisRunProgress(client=client, keys=keys),
         controller_metrics=controller_metrics,
+        host_registry=PostgresHostRegistry(engine=engine),
     )

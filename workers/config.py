@@ -39,6 +39,15 @@ class ServiceDiscoveryHttpSettings:
 
 
 @dataclass(frozen=True)
+class HostSettings:
+    """The machines that run sessions: how often their agents say they live, and how long
+    a silent one has before it is declared lost."""
+
+    heartbeat_s: float = 2.0
+    lost_after_s: float = 10.0
+
+
+@dataclass(frozen=True)
 class PhaseSettings:
     """How phases fan out and how long their pieces may take."""
 
@@ -75,6 +84,7 @@ class Settings:
     service_discovery_http: ServiceDiscoveryHttpSettings = field(
         default_factory=ServiceDiscoveryHttpSettings
     )
+    hosts: HostSettings = field(default_factory=HostSettings)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -108,6 +118,7 @@ class Settings:
                 host=reader.text("MODELFLEET_SD_HTTP_HOST", sd.host),
                 port=_port(reader.number("MODELFLEET_SD_HTTP_PORT", sd.port)),
             ),
+            hosts=_host_settings(reader),
         )
 
     def __repr__(self) -> str:
@@ -117,6 +128,22 @@ class Settings:
         shown["broker_url"] = masked_url(self.broker_url)
         shown["result_backend"] = masked_url(self.result_backend)
         return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+
+def _host_settings(reader: _Reader) -> HostSettings:
+    defaults = HostSettings()
+    settings = HostSettings(
+        heartbeat_s=reader.number("MODELFLEET_HOST_HEARTBEAT_S", defaults.heartbeat_s),
+        lost_after_s=reader.number("MODELFLEET_HOST_LOST_AFTER_S", defaults.lost_after_s),
+    )
+    if settings.heartbeat_s <= 0:
+        raise SettingsError("MODELFLEET_HOST_HEARTBEAT_S: must be > 0")
+    if settings.lost_after_s < 2 * settings.heartbeat_s:
+        raise SettingsError(
+            "MODELFLEET_HOST_LOST_AFTER_S: must be at least twice MODELFLEET_HOST_HEARTBEAT_S "
+            f"({settings.heartbeat_s:g}), or a host would be lost between two heartbeats"
+        )
+    return settings
 
 
 def interval_variable(phase: str) -> str:

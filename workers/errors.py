@@ -23,6 +23,28 @@ class InfrastructureUnavailable(ModelfleetError):
     error_code = "infrastructure_unavailable"
 
 
+class ComeBackLater(ModelfleetError):
+    """Not a failure: the item cannot be done now and the phase comes back to it (a waiting
+    outcome, its message saying for what)."""
+
+    error_code = "come_back_later"
+
+
+class NoHostAvailable(ComeBackLater):
+    """No ready host has a free slot for one more session."""
+
+    error_code = "no_host_slot"
+
+
+class HostLost(ModelfleetError):
+    """A host's agent said nothing for too long: nothing on it can be trusted."""
+
+    error_code = "host_lost"
+
+    def __init__(self, name: str, silent_s: float) -> None:
+        super().__init__(f"host {name} lost (no heartbeat for {silent_s:.0f} s)")
+
+
 class EndpointNotFound(ModelfleetError):
     error_code = "endpoint_not_found"
 

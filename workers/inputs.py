@@ -27,6 +27,17 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+HOST_NAME_RULE = "1-253 lower-case letters, digits, '-' or '.', starting and ending alphanumeric"
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")
+
+
+def host_name_problem(name: str) -> str | None:
+    """A host's name (what its agent registers it as): a DNS-1123 subdomain."""
+    if _HOST_NAME.fullmatch(name) is None:
+        return f"must be {HOST_NAME_RULE}"
+    return None
+
+
 def token_problem(token: str) -> str | None:
     """An API token: non-empty, no whitespace, no control characters."""
     if not token:

@@ -26,6 +26,8 @@ class PhaseName(StrEnum):
     DRAIN = "routes.drain"
     TERMINATE = "routes.terminate"
     SYNC_SERVICE_DISCOVERY = "routes.sync_service_discovery"
+    CHECK_HOSTS = "hosts.check"
+    DRAIN_HOSTS = "hosts.drain"
 
 
 # Housekeeping beat also runs: finishing runs whose chord never fired (not a phase).

@@ -19,6 +19,8 @@ from uuid import UUID
 from workers.domain import (
     DeploymentExecutionError,
     DeploymentExecutionResult,
+    HostExecutionError,
+    HostExecutionResult,
     OutcomeBucket,
     RouteExecutionError,
     RouteExecutionResult,
@@ -132,6 +134,7 @@ def route_outcomes(result: RouteExecutionResult) -> list[Outcome]:
         *(Outcome(route.id, OutcomeBucket.SUCCESS) for route in result.successes),
         *(_said(e.route_info.id, OutcomeBucket.ERROR, e) for e in result.errors),
         *(Outcome(route.id, OutcomeBucket.STALE) for route in result.stale),
+        *(_said(r.id, OutcomeBucket.WAITING, result.reasons.get(r.id)) for r in result.waiting),
     ]
 
 
@@ -145,10 +148,19 @@ def deployment_outcomes(result: DeploymentExecutionResult) -> list[Outcome]:
     ]
 
 
+def host_outcomes(result: HostExecutionResult) -> list[Outcome]:
+    """A host executor's result as outcome records, one per host."""
+    return [
+        *(Outcome(h.id, OutcomeBucket.SUCCESS) for h in result.successes),
+        *(_said(e.host_info.id, OutcomeBucket.ERROR, e) for e in result.errors),
+        *(_said(h.id, OutcomeBucket.WAITING, result.reasons.get(h.id)) for h in result.waiting),
+    ]
+
+
 def _said(
     entity_id: UUID,
     bucket: OutcomeBucket,
-    said: RouteExecutionError | DeploymentExecutionError | None,
+    said: RouteExecutionError | DeploymentExecutionError | HostExecutionError | None,
 ) -> Outcome:
     if said is None:
         return Outcome(entity_id, bucket)

@@ -19,9 +19,12 @@ from workers.domain import (
     AutoScalingMetricsData,
     AutoScalingRule,
     CleanupConfig,
+    Condition,
     DeploymentContext,
     DeploymentInfo,
     HealthStatus,
+    HostInfo,
+    HostRoute,
     ModelServiceMetadata,
     RolloutState,
     RolloutStep,
@@ -79,9 +82,10 @@ class DeploymentRepository(Protocol):
         they have been starting, against their revision's health budget."""
         ...
 
-    def note_never_healthy(self, notes: Mapping[UUID, str]) -> None:
-        """Say in each deployment's history why it does not serve (no route of its
-        revision became healthy in time); a repeat counts an attempt."""
+    def note_conditions(self, notes: Mapping[UUID, Condition]) -> None:
+        """Say why each deployment does not serve (no route of its revision became healthy
+        in time, no host has room): its condition and a history row (a repeat counts an
+        attempt)."""
         ...
 
     # -- read and written by the deployment executor --
@@ -147,6 +151,32 @@ class SchedulingController(Protocol):
         ...
 
     def mark_sessions_for_termination(self, session_ids: Sequence[SessionId]) -> None: ...
+
+
+class HostRegistry(Protocol):
+    """The machines that run sessions (`hosts`), their agents' heartbeats and load."""
+
+    def fetch_hosts(self, names: AbstractSet[str] | None = None) -> list[HostInfo]:
+        """Every host (or those named) with its heartbeat's age and live sessions."""
+        ...
+
+    def give_up_lost_hosts(self, reasons: Mapping[str, str]) -> Mapping[str, int]:
+        """Each named host's sessions are given up (LOST) and their routes leave service at
+        once, the reason in their history; how many routes each host gave up."""
+        ...
+
+    def fetch_routes_on(self, names: AbstractSet[str]) -> list[HostRoute]:
+        """Active routes with a live session on the named hosts, with how many healthy
+        replicas their deployments have on hosts that are not leaving."""
+        ...
+
+    def count_live_sessions(self, names: AbstractSet[str]) -> Mapping[str, int]:
+        """Live sessions per named host (hosts with none are absent)."""
+        ...
+
+    def move_off(self, route_ids: AbstractSet[UUID], why: str) -> None:
+        """Take routes out of service (traffic first, then drain), history saying why."""
+        ...
 
 
 class HealthStore(Protocol):

@@ -5,7 +5,7 @@ back-off first (`workers.crash_loop`): a replacement every few seconds forever
 helps nobody.
 """
 
-from tasks.phase import ROUTES, Move, Phase
+from tasks.phase import ROUTES, Move, Phase, Stay
 from tasks.runs import phase_task
 from workers.domain import OutcomeBucket, RouteStatus
 from workers.phase_names import PhaseName
@@ -19,6 +19,7 @@ PHASE = Phase(
     on={
         OutcomeBucket.SUCCESS: Move(RouteStatus.DEGRADED),
         OutcomeBucket.ERROR: Move(RouteStatus.FAILED_TO_START),
+        OutcomeBucket.WAITING: Stay(),  # no host has room: the history says so, it waits
     },
     judges_revision=True,  # a session that cannot start
     follow_ups={OutcomeBucket.ERROR: (PhaseName.RECONCILE, PhaseName.ROLLOUT)},

@@ -19,6 +19,7 @@ from tests.factories import make_deployment, make_route
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.reports import Reports
 from workers.adapters.postgres.schema import deployments as deployments_table
+from workers.adapters.postgres.schema import hosts
 from workers.adapters.postgres.schema import routes as routes_table
 from workers.adapters.redis.controller_metrics import RedisControllerMetrics
 from workers.adapters.redis.keys import RedisKeys
@@ -227,6 +228,8 @@ def test_the_dashboard_asks_only_for_names_the_endpoint_serves(
     counters.lock_busy("routes.drain")
     counters.start_delay("routes.drain", 0.1)
     counters.autoscaling_decision("svc", "up", "m", 1.0)
+    with engine.begin() as conn:  # a host its agent registered
+        conn.execute(hosts.insert().values(id=uuid4(), name="h1", address="10.0.0.1"))
     served = set(_parsed(exposition(counters, Reports(engine=engine), PHASES)))
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]

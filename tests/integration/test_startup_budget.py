@@ -16,6 +16,7 @@ from workers.adapters.postgres.phase_store import PostgresPhaseStore
 from workers.adapters.postgres.schema import deployment_history, deployments, routes, sessions
 from workers.adapters.postgres.transitions import apply_route_transitions
 from workers.domain import (
+    Condition,
     DeploymentInfo,
     DeploymentLifecycle,
     HealthCheckConfig,
@@ -98,8 +99,8 @@ def test_a_deployment_that_cannot_roll_back_notes_why_once_and_counts_repeats(
     catalog.create_scaling_group("sg1")
     deployment = _deployment(catalog)
     note = "no route of revision 1 became healthy within 7 s: /nowhere answered 404"
-    repository.note_never_healthy({deployment.id: note})
-    repository.note_never_healthy({deployment.id: note})
+    repository.note_conditions({deployment.id: Condition("never_healthy", note)})
+    repository.note_conditions({deployment.id: Condition("never_healthy", note)})
     with engine.connect() as conn:
         [row] = conn.execute(
             sa.select(deployment_history).where(deployment_history.c.error_code == "never_healthy")
@@ -158,7 +159,7 @@ def test_never_healthy_is_the_deployments_condition_until_a_replica_turns_health
     deployment = _deployment(catalog)
     route = _starting(engine, catalog, deployment, age_s=9)
     note = "no route of revision 1 became healthy within 7 s: /nowhere answered 404"
-    repository.note_never_healthy({deployment.id: note})
+    repository.note_conditions({deployment.id: Condition("never_healthy", note)})
 
     def condition() -> tuple[str | None, str | None]:
         with engine.connect() as conn:

@@ -20,6 +20,8 @@ DESIGN_PHASES = {
     "routes.drain",
     "routes.terminate",
     "routes.sync_service_discovery",
+    "hosts.check",  # a silent host is lost; its routes leave service at once
+    "hosts.drain",  # a draining host's replicas move off, surge first
 }
 
 

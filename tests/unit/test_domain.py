@@ -48,11 +48,13 @@ def test_enum_values_are_the_contract_spelling() -> None:
     assert all(s.value == s.value.upper() for s in SessionStatus)
 
 
-def test_terminal_sessions_are_terminated_error_and_cancelled() -> None:
+def test_terminal_sessions_are_terminated_error_cancelled_and_lost() -> None:
+    """LOST: its host was lost and the controller gave it up (a replacement runs)."""
     assert {s for s in SessionStatus if s.is_terminal} == {
         SessionStatus.TERMINATED,
         SessionStatus.ERROR,
         SessionStatus.CANCELLED,
+        SessionStatus.LOST,
     }
 
 

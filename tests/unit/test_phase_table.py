@@ -19,6 +19,7 @@ from workers.domain import (
     DeploymentExecutionError,
     DeploymentExecutionResult,
     DeploymentLifecycle,
+    HostStatus,
     OutcomeBucket,
     RouteData,
     RouteExecutionError,
@@ -31,6 +32,7 @@ from workers.phase_runs import task_count
 
 R = RouteStatus
 L = DeploymentLifecycle
+H = HostStatus
 
 DESIGN_TARGETS = {
     "deployments.check_pending": {L.PENDING},
@@ -50,6 +52,8 @@ DESIGN_TARGETS = {
     "routes.drain": {R.DRAINING},
     "routes.terminate": {R.TERMINATING},
     "routes.sync_service_discovery": {R.HEALTHY},
+    "hosts.check": {H.READY, H.CORDONED, H.DRAINING},
+    "hosts.drain": {H.DRAINING},
 }
 
 

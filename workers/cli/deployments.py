@@ -253,7 +253,9 @@ def show(cli: CliContext, ref: str, limit: int, as_json: bool) -> None:
                    "exited_sessions": exited})  # fmt: skip
         return
     emit_records(f"deployment {found['name']}", [found], SHOW_FIELDS)
-    emit_table("routes", routes, ["id", "revision", "status", "health", "health_age_s"])
+    emit_table(
+        "routes", routes, ["id", "revision", "status", "host_name", "health", "health_age_s"]
+    )
     emit_table("history (newest first)", history,
                ["updated_at", "phase", "to_status", "result", "message"])  # fmt: skip
     if errors:
@@ -264,6 +266,7 @@ def show(cli: CliContext, ref: str, limit: int, as_json: bool) -> None:
                    ["terminated_at", "route_id", "exit_code", "last_output"])  # fmt: skip
 
 
+ROUTE_FIELDS = ["id", "revision", "status", "host_name", "health", "health_age_s"]
 SHOW_FIELDS = [
     "name",
     "id",

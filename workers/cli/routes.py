@@ -25,7 +25,7 @@ def list_routes(cli: CliContext, ref: str | None, wide: bool, as_json: bool) -> 
     emit(
         "routes",
         rows,
-        ["id", "deployment", "revision", "status"],
+        ["id", "deployment", "revision", "status", "host_name"],
         wide=["session_status", "host", "port", "status_changed_at"] if wide else None,
         as_json=as_json,
     )

@@ -45,6 +45,14 @@ class HealthCheckConfig:
 
 
 @dataclass(frozen=True)
+class Condition:
+    """Why a deployment is not simply serving, as the controller says it (REASON)."""
+
+    reason: str  # a stable code: no_app_proxy, never_healthy, no_host_slot ...
+    message: str
+
+
+@dataclass(frozen=True)
 class StartupProgress:
     """How long a replica that never passed its health check has been starting."""
 
@@ -114,6 +122,9 @@ class RouteData:
     revision: int | None = None  # the deployment revision its session runs
     in_traffic: bool = True  # False: a blue-green route waiting for its promotion
     ever_healthy: bool = False  # it passed its health check at least once
+    # Its session's host is draining or lost: the route no longer counts as a replica
+    # (its replacement starts elsewhere; set where the reader knows hosts).
+    host_leaving: bool = False
 
 
 @dataclass(frozen=True)
@@ -231,6 +242,8 @@ class RouteDiscoveryData:
     port: int
     runtime_variant: str = "custom"
     revision: int | None = None
+    host_name: str | None = None  # the host its session runs on, when hosts are registered
+    traffic_ratio: float = 1.0  # its share of requests relative to its deployment's others
 
 
 @dataclass(frozen=True)

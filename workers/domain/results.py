@@ -7,7 +7,8 @@ from typing import Generic, TypeVar
 from uuid import UUID
 
 from workers.domain.entities import DeploymentInfo, RouteData
-from workers.domain.statuses import DeploymentLifecycle, OutcomeBucket, RouteStatus
+from workers.domain.hosts import HostInfo
+from workers.domain.statuses import DeploymentLifecycle, HostStatus, OutcomeBucket, RouteStatus
 
 
 @dataclass
@@ -23,6 +24,9 @@ class RouteExecutionResult:
     successes: list[RouteData] = field(default_factory=list)
     errors: list[RouteExecutionError] = field(default_factory=list)
     stale: list[RouteData] = field(default_factory=list)
+    # Not done yet: the phase comes back to them (a session no host has room for).
+    waiting: list[RouteData] = field(default_factory=list)
+    reasons: dict[UUID, RouteExecutionError] = field(default_factory=dict)
 
 
 @dataclass
@@ -45,7 +49,24 @@ class DeploymentExecutionResult:
     reasons: dict[UUID, DeploymentExecutionError] = field(default_factory=dict)
 
 
-StatusT = TypeVar("StatusT", RouteStatus, DeploymentLifecycle)
+@dataclass
+class HostExecutionError:
+    host_info: HostInfo
+    reason: str
+    error_detail: str
+    error_code: str | None = None
+
+
+@dataclass
+class HostExecutionResult:
+    successes: list[HostInfo] = field(default_factory=list)
+    errors: list[HostExecutionError] = field(default_factory=list)
+    # Not done yet (replicas still moving off): the phase comes back to them.
+    waiting: list[HostInfo] = field(default_factory=list)
+    reasons: dict[UUID, HostExecutionError] = field(default_factory=dict)
+
+
+StatusT = TypeVar("StatusT", RouteStatus, DeploymentLifecycle, HostStatus)
 
 
 @dataclass(frozen=True)
@@ -73,3 +94,4 @@ class StatusTransition(Generic[StatusT]):
 
 RouteTransition = StatusTransition[RouteStatus]
 DeploymentTransition = StatusTransition[DeploymentLifecycle]
+HostTransition = StatusTransition[HostStatus]

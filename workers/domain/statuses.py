@@ -46,6 +46,8 @@ class SessionStatus(StrEnum):
     TERMINATED = "TERMINATED"
     ERROR = "ERROR"
     CANCELLED = "CANCELLED"
+    # Its host was lost: the controller gave it up (its host stops it if it comes back).
+    LOST = "LOST"
 
     @property
     def is_terminal(self) -> bool:
@@ -53,8 +55,17 @@ class SessionStatus(StrEnum):
 
 
 _TERMINAL_SESSION_STATUSES = frozenset(
-    {SessionStatus.TERMINATED, SessionStatus.ERROR, SessionStatus.CANCELLED}
+    {SessionStatus.TERMINATED, SessionStatus.ERROR, SessionStatus.CANCELLED, SessionStatus.LOST}
 )
+
+
+class HostStatus(StrEnum):
+    """Where a machine that runs sessions is in its life."""
+
+    READY = "ready"  # takes new sessions
+    CORDONED = "cordoned"  # takes no new sessions; its replicas stay
+    DRAINING = "draining"  # cordoned, and its replicas are moving off (surge first)
+    LOST = "lost"  # no heartbeat for MODELFLEET_HOST_LOST_AFTER_S: nothing on it is trusted
 
 
 class HealthCheckStatus(StrEnum):

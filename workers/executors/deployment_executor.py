@@ -35,7 +35,7 @@ from workers.errors import (
 )
 from workers.executors.outcomes import capture, unique_by_id
 from workers.executors.payloads import endpoint_registration_body
-from workers.executors.scaling import manual_desired_replicas, plan_scaling
+from workers.executors.scaling import manual_desired_replicas, plan_scaling, replicas
 from workers.ports import AppProxy, DeploymentRepository
 from workers.rollouts import abort_step, plan_step
 
@@ -93,7 +93,8 @@ class DeploymentExecutor:
         routes = self._repo.fetch_active_routes_by_endpoint_ids({d.id for d in deployments})
         result = DeploymentExecutionResult()
         for deployment in deployments:
-            actual, expected = len(routes.get(deployment.id, ())), deployment.target_replica_count
+            actual = len(replicas(routes.get(deployment.id, ())))
+            expected = deployment.target_replica_count
             if actual == expected:
                 result.successes.append(deployment)
                 continue

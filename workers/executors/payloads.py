@@ -89,6 +89,8 @@ def _revision_variable(context: DeploymentContext) -> dict[str, str]:
 
 def scrape_target(data: RouteDiscoveryData) -> ModelServiceMetadata:
     revision = {} if data.revision is None else {"revision": str(data.revision)}
+    host = {} if data.host_name is None else {"host": data.host_name}
+    weight = {} if data.traffic_ratio == 1.0 else {"traffic_ratio": f"{data.traffic_ratio:g}"}
     return ModelServiceMetadata(
         route_id=data.route_id,
         model_service_name=data.endpoint_name,
@@ -101,5 +103,7 @@ def scrape_target(data: RouteDiscoveryData) -> ModelServiceMetadata:
             "model_service_name": data.endpoint_name,
             "runtime_variant": data.runtime_variant,
             **revision,
+            **host,
+            **weight,
         },
     )

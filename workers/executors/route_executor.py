@@ -13,6 +13,7 @@ from functools import partial
 from uuid import UUID
 
 from workers.domain import (
+    Condition,
     DeploymentContext,
     DeploymentInfo,
     DeploymentLifecycle,
@@ -27,6 +28,7 @@ from workers.domain import (
     StartupProgress,
 )
 from workers.errors import (
+    ComeBackLater,
     DeploymentNotActive,
     EndpointNotFound,
     ModelfleetError,
@@ -78,7 +80,10 @@ class RouteExecutor:
                 result.successes.append(route)
                 continue
             outcome = capture(partial(self._start_session, route, deployments, contexts))
-            if isinstance(outcome, Exception):
+            if isinstance(outcome, ComeBackLater):  # no host has room: it waits, saying why
+                result.waiting.append(route)
+                result.reasons[route.id] = _route_error(route, "Waiting for a host", outcome)
+            elif isinstance(outcome, Exception):
                 log.warning("route %s: failed to provision: %s", route.id, outcome)
                 result.errors.append(_route_error(route, "Failed to provision", outcome))
             else:
@@ -86,7 +91,19 @@ class RouteExecutor:
                 result.successes.append(route)
         if started:
             self._repo.update_route_sessions(started)
+        self._note_waiting(result)
         return result
+
+    def _note_waiting(self, result: RouteExecutionResult) -> None:
+        """Deployments whose new routes wait for room say so (REASON)."""
+        notes = {
+            error.route_info.endpoint_id: Condition(error.error_code or "", error.error_detail)
+            for error in result.reasons.values()
+        }
+        if notes:
+            log.info("%d routes wait for a host: %s", len(result.waiting),
+                     next(iter(notes.values())).message)  # fmt: skip
+            self._repo.note_conditions(notes)
 
     def terminate_routes(self, routes: Sequence[RouteData]) -> RouteExecutionResult:
         """Ask the scheduler to stop every route's session; each route is then done."""
@@ -170,13 +187,13 @@ class RouteExecutor:
             if any(r.status is RouteStatus.HEALTHY for r in active.get(deployment.id, ())):
                 continue
             seen = health.get(str(route.id))
-            notes[deployment.id] = never_healthy_note(
+            notes[deployment.id] = Condition(NeverHealthy.error_code, never_healthy_note(
                 route.revision or deployment.current_revision,
                 progress[route.id].budget_s,
                 seen.detail if seen is not None else None,
-            )
+            ))  # fmt: skip
         if notes:
-            self._repo.note_never_healthy(notes)
+            self._repo.note_conditions(notes)
 
     def _lost_records(
         self, routes: Sequence[RouteData], health: Mapping[str, HealthStatus]

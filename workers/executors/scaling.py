@@ -28,11 +28,19 @@ class ScalePlan:
         return not self.creators and not self.routes_to_stop
 
 
+def replicas(routes: Sequence[RouteData]) -> list[RouteData]:
+    """The routes that count toward a deployment's target: not those on a leaving host
+    (draining or lost), whose replacements start elsewhere."""
+    return [route for route in routes if not route.host_leaving]
+
+
 def plan_scaling(deployment: DeploymentInfo, routes: Sequence[RouteData]) -> ScalePlan:
-    """Routes to add or stop so that `deployment` has its target replica count."""
+    """Routes to add or stop so that `deployment` has its target replica count (routes on
+    a leaving host are neither counted nor stopped here: the host's drain moves them)."""
     target = deployment.target_replica_count
     if target < 0:
         raise InvalidReplicaCount(target)
+    routes = replicas(routes)
     surplus = len(routes) - target
     if surplus < 0:
         return ScalePlan(creators=tuple(RouteCreator(deployment.id) for _ in range(-surplus)))
@@ -60,6 +68,6 @@ def manual_desired_replicas(deployment: DeploymentInfo, routes: Sequence[RouteDa
     the manual count takes over again.
     """
     manual = deployment.replica_count
-    if len(routes) != manual or deployment.target_replica_count != manual:
+    if len(replicas(routes)) != manual or deployment.target_replica_count != manual:
         return manual
     return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import click
 
@@ -20,8 +20,9 @@ from workers.adapters.redis.keys import RedisKeys
 from workers.adapters.redis.metrics import RedisMetricsStore
 from workers.cli.params import FiniteFloat
 from workers.cli.root import CliContext, bad_input, log_level_option, main, reported_failures
-from workers.inputs import token_problem
+from workers.inputs import host_name_problem, token_problem
 from workers.standalone.collector import MetricsCollector
+from workers.standalone.heartbeat import Heartbeat
 from workers.standalone.prober import HealthProber
 from workers.standalone.proxy import DevProxy, serve
 from workers.standalone.runner import SessionRunner
@@ -42,9 +43,9 @@ from workers.standalone.runner import SessionRunner
 )
 @click.option(
     "--name",
-    default=socket.gethostname(),
+    default=socket.gethostname().lower(),
     show_default="this host's name",
-    help="This runner's name; it looks after the sessions it claimed under it.",
+    help="This host's name: its agent registers it, and runs the sessions placed on it.",
 )
 @click.option(
     "--advertise-host",
@@ -52,23 +53,39 @@ from workers.standalone.runner import SessionRunner
     show_default=True,
     help="The host recorded for sessions, which others reach them by.",
 )
+@click.option(
+    "--slots",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="The most sessions this host may run; 0: no limit.",
+)
 @click.pass_obj
-def runner(
-    cli: CliContext,
-    interval_s: float,
-    grace_s: float,
-    log_dir: str | None,
-    name: str,
-    advertise_host: str,
-) -> None:
-    """Run sessions as local processes (the `sessions` table contract)."""
+def runner(cli: CliContext, /, **options: Any) -> None:
+    """The host agent: register this host, keep it alive, run the sessions placed on it.
+
+    Heartbeats every MODELFLEET_HOST_HEARTBEAT_S; the controller declares the host
+    lost after MODELFLEET_HOST_LOST_AFTER_S without one.
+    """
+    name = options["name"]
+    if (problem := host_name_problem(name)) is not None:
+        bad_input("--name", problem)
+    heartbeat = Heartbeat(
+        engine=cli.engine,
+        name=name,
+        every_s=cli.settings.hosts.heartbeat_s,
+        redis_client=create_redis_client(cli.settings.redis_url),
+        keys=RedisKeys(cli.settings.redis_key_prefix),
+    )
     SessionRunner(
         engine=cli.engine,
         name=name,
-        host=advertise_host,
-        grace_s=grace_s,
-        log_dir=Path(log_dir) if log_dir else None,
-    ).run_forever(interval_s)
+        host=options["advertise_host"],
+        grace_s=options["grace_s"],
+        log_dir=Path(options["log_dir"]) if options["log_dir"] else None,
+        slots=options["slots"],
+        heartbeat=heartbeat,
+    ).run_forever(options["interval_s"])
 
 
 @main.command()

@@ -1,17 +1,23 @@
-"""A session runner on this machine: `modelfleet runner`.
+"""The host agent: `modelfleet runner`, one per machine.
 
-It honours the `sessions` table contract. It claims PENDING sessions with
-`FOR UPDATE SKIP LOCKED` (several runners never start one session twice) and
-starts each as a local process in its own process group, telling it its port in
-`PORT`. It records host, port, pid and RUNNING, records ERROR when a process
-exits on its own, and stops TERMINATING sessions (SIGTERM, a grace period,
-SIGKILL) before recording TERMINATED.
+It registers its host (`hosts`: name, the address its sessions are reached by,
+its slots) and keeps it alive with a heartbeat (`workers.standalone.heartbeat`).
+It honours the `sessions` table contract: it claims the PENDING sessions the
+controller placed on its host (and unplaced ones, made while no host was
+registered) with `FOR UPDATE SKIP LOCKED`, starts each as a local process in its
+own process group, telling it its port in `PORT`, records host, port, pid and
+RUNNING, records ERROR when a process exits on its own, and stops TERMINATING
+sessions (SIGTERM, a grace period, SIGKILL) before recording TERMINATED.
 
-Each runner has a name (the host's, by default) written on the sessions it
-claims, and it looks after those only: pids mean something on one host alone.
-The processes outlive the runner, so a restarted runner of the same name finds
-them by pid instead of starting them again; a session it claimed but had not
-started yet goes back to PENDING.
+Fencing: a host the controller declared lost (no heartbeat) had its sessions
+given up (LOST) and replaced elsewhere. When its agent hears of it (it comes back,
+or was only cut off), it stops every such session of its own before it takes new
+work, then marks its host ready again.
+
+The agent looks after its own sessions only: pids mean something on one host
+alone. The processes outlive the agent, so a restarted agent of the same name
+finds them by pid instead of starting them again; a session it claimed but had
+not started yet goes back to PENDING.
 """
 
 from __future__ import annotations
@@ -28,12 +34,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
 
 from workers.adapters.postgres.engine import transaction
-from workers.adapters.postgres.schema import sessions
+from workers.adapters.postgres.schema import hosts, sessions
+from workers.domain import HostStatus
+from workers.standalone.heartbeat import Heartbeat
 from workers.standalone.loop import repeat
 from workers.standalone.machine import BIND_HOST_VARIABLE, PORT_VARIABLE, free_port, process_alive
 
@@ -52,8 +61,62 @@ class SessionRunner:
     host: str = "127.0.0.1"  # the address recorded for others to reach the sessions by
     grace_s: float = 5.0
     log_dir: Path | None = None  # each session's output goes to {log_dir}/{session id}.log
+    slots: int = 0  # the most sessions this host may run; 0: no limit
+    heartbeat: Heartbeat | None = None  # started by run_forever, once the host is registered
     _children: dict[UUID, subprocess.Popen[bytes]] = field(default_factory=dict)
     _signalled: dict[UUID, float] = field(default_factory=dict)
+    _status: str = HostStatus.READY.value  # the host's status, as last read
+
+    def register(self) -> None:
+        """The host row: a new host is ready; a known one keeps its status (cordoned,
+        draining, or lost until fenced) and gets this address and slots."""
+        statement = (
+            insert(hosts)
+            .values(id=uuid4(), name=self.name, address=self.host, slots=self.slots)
+            .on_conflict_do_update(
+                index_elements=[hosts.c.name],
+                set_={"address": self.host, "slots": self.slots,
+                      "last_heartbeat_at": sa.func.now()},
+            )
+            .returning(hosts.c.status)
+        )  # fmt: skip
+        with transaction(self.engine) as conn:
+            self._status = conn.execute(statement).scalar_one()
+        log.info("host %s: registered at %s (%s, slots %s)", self.name, self.host,
+                 self._status, self.slots or "no limit")  # fmt: skip
+
+    def fence(self) -> bool:
+        """While the controller holds this host lost: stop every session of its own it gave
+        up; once none runs, the host is ready again. True while fenced (no new work)."""
+        with transaction(self.engine) as conn:
+            status = conn.execute(
+                sa.select(hosts.c.status).where(hosts.c.name == self.name)
+            ).scalar_one_or_none()
+        self._status = status or HostStatus.READY.value  # unregistered: nothing to fence
+        if self._status != HostStatus.LOST.value:
+            return False
+        given_up = self._sessions_with_pid(("LOST",))
+        still = [(sid, pid) for sid, pid in given_up if pid is not None and self._alive(sid, pid)]
+        for session_id, _ in set(given_up) - set(still):
+            self._children.pop(session_id, None)
+            self._signalled.pop(session_id, None)
+        for session_id, pid in still:
+            self._signal_stop(session_id, pid)
+        if still:
+            log.warning("host %s: lost; stopping %d sessions the controller gave up",
+                        self.name, len(still))  # fmt: skip
+            return True
+        with transaction(self.engine) as conn:
+            conn.execute(
+                hosts.update()
+                .where(hosts.c.name == self.name, hosts.c.status == HostStatus.LOST.value)
+                .values(status=HostStatus.READY.value, changed_at=sa.func.now(),
+                        last_heartbeat_at=sa.func.now())
+            )  # fmt: skip
+        log.warning("host %s: back; %d given-up sessions stopped, ready for work",
+                    self.name, len(given_up))  # fmt: skip
+        self._status = HostStatus.READY.value
+        return False
 
     def recover(self) -> None:
         """After a restart: unstarted claims go back to PENDING; started ones are kept by pid."""
@@ -69,21 +132,25 @@ class SessionRunner:
             )
 
     def tick(self) -> None:
-        self.start_pending()
+        if not self.fence():
+            self.start_pending()
         self.reap_exited()
         self.stop_terminating()
 
     def run_forever(self, interval_s: float = 0.5) -> None:
-        recovered = False
+        registered = False
 
         def one_pass() -> None:
-            nonlocal recovered
-            if not recovered:  # the database may be down at start: recover once it is up
+            nonlocal registered
+            if not registered:  # the database may be down at start: register once it is up
+                self.register()
                 self.recover()
-                recovered = True
+                if self.heartbeat is not None:
+                    self.heartbeat.start()
+                registered = True
             self.tick()
 
-        repeat("session runner", one_pass, interval_s)
+        repeat(f"host agent {self.name}", one_pass, interval_s)
 
     def start_pending(self) -> int:
         claimed = self._claim()
@@ -112,14 +179,20 @@ class SessionRunner:
             if pid is None or not self._alive(session_id, pid):
                 self._finish(session_id, "TERMINATED", expected=("TERMINATING",))
                 continue
-            first = self._signalled.setdefault(session_id, time.monotonic())
-            late = time.monotonic() - first > self.grace_s
-            _signal_group(pid, signal.SIGKILL if late else signal.SIGTERM)
+            self._signal_stop(session_id, pid)
+
+    def _signal_stop(self, session_id: UUID, pid: int) -> None:
+        """SIGTERM first (requests in flight finish), SIGKILL after the grace period."""
+        first = self._signalled.setdefault(session_id, time.monotonic())
+        late = time.monotonic() - first > self.grace_s
+        _signal_group(pid, signal.SIGKILL if late else signal.SIGTERM)
 
     def _claim(self) -> list[tuple[UUID, dict[str, Any]]]:
+        """PENDING sessions placed on this host, or unplaced (no host was registered)."""
+        here = sa.or_(sessions.c.placed_on == self.name, sessions.c.placed_on.is_(None))
         waiting = (
             sa.select(sessions.c.id)
-            .where(sessions.c.status.in_(["PENDING", "SCHEDULED"]))
+            .where(sessions.c.status.in_(["PENDING", "SCHEDULED"]), here)
             .order_by(sessions.c.created_at)
             .limit(CLAIM_BATCH)
             .with_for_update(skip_locked=True)

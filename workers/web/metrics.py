@@ -50,7 +50,7 @@ from workers.adapters.redis.controller_metrics import (
     RedisControllerMetrics,
     le,
 )
-from workers.domain import DeploymentLifecycle, RouteStatus
+from workers.domain import DeploymentLifecycle, HostStatus, RouteStatus
 from workers.errors import InfrastructureUnavailable
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,22 @@ def _fleet_families(reports: Reports, deployments: Sequence[Mapping[str, Any]]) 
     by_status = reports.route_counts(live_only=True)
     for status in RouteStatus:
         routes.add_metric([status.value], by_status.get(status.value, 0))
-    yield from (lifecycles, routes, *_replica_families(deployments))
+    yield from (lifecycles, routes, *_replica_families(deployments), *_host_families(reports))
+
+
+def _host_families(reports: Reports) -> list[Metric]:
+    hosts = reports.hosts()
+    by_status = GaugeMetricFamily(f"{PREFIX}hosts", "Hosts by status.", labels=["status"])
+    for status in HostStatus:
+        by_status.add_metric([status.value], sum(1 for h in hosts if h["status"] == status))
+    ages = GaugeMetricFamily(f"{PREFIX}host_heartbeat_age_seconds",
+                             "Seconds since each host's agent last said it lives (database "
+                             "clock).", labels=["host"])  # fmt: skip
+    for host in hosts:
+        ages.add_metric([host["name"]], host["heartbeat_age_s"])
+    lost = CounterMetricFamily(f"{PREFIX}host_lost", "Times a host was declared lost.")
+    lost.add_metric([], reports.host_losses())
+    return [by_status, ages, lost]
 
 
 def _replica_families(deployments: Sequence[Mapping[str, Any]]) -> list[Metric]:

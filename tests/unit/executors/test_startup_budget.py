@@ -15,6 +15,7 @@ from tasks.phase import ROUTES
 from tasks.runs import PHASES
 from tests.factories import make_deployment, make_route
 from workers.domain import (
+    Condition,
     DeploymentLifecycle,
     HealthCheckConfig,
     HealthCheckStatus,
@@ -73,7 +74,7 @@ def test_a_route_past_its_budget_fails_saying_what_the_probe_saw(
     assert (error.route_info, error.error_code) == (world.route, NeverHealthy.error_code)
     assert error.error_detail.startswith("never became healthy within 7 s")
     assert probe_saw(error.error_detail) == "/nowhere answered 404"
-    repo.note_never_healthy.assert_not_called()  # its rollout says why when it rolls back
+    repo.note_conditions.assert_not_called()  # its rollout says why when it rolls back
 
 
 def test_a_route_within_its_budget_is_left_alone(
@@ -105,7 +106,9 @@ def test_a_deployment_no_rollout_can_save_says_why_in_its_history(
     }
     assert len(route_executor.check_startup([world.route]).errors) == 1
     note = "no route of revision 1 became healthy within 7 s: /nowhere answered 404"
-    repo.note_never_healthy.assert_called_once_with({world.deployment.id: note})
+    repo.note_conditions.assert_called_once_with(
+        {world.deployment.id: Condition("never_healthy", note)}
+    )
 
 
 def test_with_nothing_written_by_the_health_checker_the_route_still_fails(

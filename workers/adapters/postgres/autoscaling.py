@@ -32,7 +32,9 @@ from workers.adapters.postgres.schema import (
     autoscaling_rules,
     deployment_history,
     deployments,
+    hosts,
     routes,
+    sessions,
 )
 from workers.autoscaling import ScalingDecision, decide_replicas, describe_decision
 from workers.domain import (
@@ -40,12 +42,15 @@ from workers.domain import (
     AutoScalingMetricsData,
     AutoScalingRule,
     DeploymentInfo,
+    HostStatus,
     RouteData,
     SessionId,
 )
 from workers.phase_names import PhaseName
 
 _ACTIVE = [status.value for status in ACTIVE_ROUTE_STATUSES]
+# A route whose session's host is one of these no longer counts as a replica.
+LEAVING_HOST_STATUSES = (HostStatus.DRAINING.value, HostStatus.LOST.value)
 _UUID = PG_UUID(as_uuid=True)
 MetricValues = Mapping[str, float]
 
@@ -69,8 +74,10 @@ class Decided:
 def active_routes(
     conn: sa.Connection, endpoint_ids: Collection[UUID]
 ) -> dict[UUID, list[RouteData]]:
+    """Routes that count as replicas, per deployment, each saying whether its host is
+    leaving (draining or lost): such a route no longer counts toward the target."""
     query = (
-        sa.select(*ROUTE_COLUMNS)
+        sa.select(*ROUTE_COLUMNS, _host_leaving().label("host_leaving"))
         .where(any_of(routes.c.deployment_id, endpoint_ids), routes.c.status.in_(_ACTIVE))
         .order_by(routes.c.created_at, routes.c.id)
     )
@@ -78,6 +85,15 @@ def active_routes(
     for row in conn.execute(query).mappings():
         grouped[row["deployment_id"]].append(route_from_row(row))
     return dict(grouped)
+
+
+def _host_leaving() -> sa.ColumnElement[bool]:
+    on_it = sa.func.coalesce(sessions.c.placed_on, sessions.c.runner)
+    return sa.exists(
+        sa.select(1)
+        .select_from(sessions.join(hosts, hosts.c.name == on_it))
+        .where(sessions.c.id == routes.c.session_id, hosts.c.status.in_(LEAVING_HOST_STATUSES))
+    )
 
 
 def load_rules(

@@ -21,15 +21,21 @@ from workers.adapters.postgres.schema import (
     autoscaling_rules,
     deployment_revisions,
     deployments,
+    hosts,
     routes,
     scaling_groups,
 )
-from workers.adapters.postgres.transitions import apply_deployment_transitions
+from workers.adapters.postgres.transitions import (
+    apply_deployment_transitions,
+    apply_host_transitions,
+)
 from workers.domain import (
     AutoScalingRule,
     DeploymentInfo,
     DeploymentLifecycle,
     DeploymentTransition,
+    HostStatus,
+    HostTransition,
     OutcomeBucket,
     RolloutSpec,
     RolloutStrategy,
@@ -219,6 +225,29 @@ class Catalog:
                 apply_deployment_transitions(conn, [stay])
         return bool(asked)
 
+    def move_host(self, name: str, to: HostStatus, allowed: set[HostStatus]) -> HostStatus | None:
+        """An operator's change of a host's status (cordon, uncordon, drain), with a history
+        row; the status it had, or None when no host has that name. Nothing changes when
+        its status is not one of `allowed` (the caller says why)."""
+        with transaction(self._engine) as conn:
+            found = conn.execute(
+                sa.select(hosts.c.id, hosts.c.status).where(hosts.c.name == name).with_for_update()
+            ).one_or_none()
+            if found is None:
+                return None
+            had = HostStatus(found.status)
+            if had in allowed and had is not to:
+                change = HostTransition(
+                    entity_id=found.id,
+                    expected=frozenset(allowed),
+                    to_status=to,
+                    phase=OPERATOR_PHASE,
+                    result=OutcomeBucket.SUCCESS,
+                    message=f"operator asked: {_HOST_VERBS[to]}",
+                )
+                apply_host_transitions(conn, [change])
+        return had
+
     def remove_autoscaling_rule(self, rule_id: UUID) -> bool:
         with transaction(self._engine) as conn:
             removed = conn.execute(
@@ -231,6 +260,13 @@ class Catalog:
         with transaction(self._engine) as conn:
             conn.execute(autoscaling_rules.insert().values(rule_values(deployment_id, stored)))
         return stored
+
+
+_HOST_VERBS = {
+    HostStatus.CORDONED: "cordon",
+    HostStatus.READY: "uncordon",
+    HostStatus.DRAINING: "drain",
+}
 
 
 def _operator_move(

@@ -50,6 +50,7 @@ from workers.domain import (
     AutoScalingMetricsData,
     AutoScalingRule,
     CleanupConfig,
+    Condition,
     DeploymentContext,
     DeploymentInfo,
     DeploymentLifecycle,
@@ -67,7 +68,7 @@ from workers.domain import (
     SessionStatus,
     StartupProgress,
 )
-from workers.errors import EndpointNotFound, NeverHealthy, RevisionMissing
+from workers.errors import EndpointNotFound, NeverHealthy, NoHostAvailable, RevisionMissing
 from workers.phase_names import PhaseName
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,8 @@ class PostgresDeploymentRepository:
                 sessions.c.host,
                 sessions.c.port,
                 routes.c.revision,
+                sa.func.coalesce(sessions.c.placed_on, sessions.c.runner).label("host_name"),
+                routes.c.traffic_ratio,
             )
             .join(sessions, sessions.c.id == routes.c.session_id)
             .join(deployments, deployments.c.id == routes.c.deployment_id)
@@ -201,6 +204,8 @@ class PostgresDeploymentRepository:
                     port=row.port,
                     runtime_variant=row.runtime_variant,
                     revision=row.revision,
+                    host_name=row.host_name,
+                    traffic_ratio=row.traffic_ratio,
                 )
                 for row in conn.execute(query)
             ]
@@ -248,16 +253,16 @@ class PostgresDeploymentRepository:
             if (check := health_check_of(row)) is not None
         }
 
-    def note_never_healthy(self, notes: Mapping[UUID, str]) -> None:
+    def note_conditions(self, notes: Mapping[UUID, Condition]) -> None:
         changes = [
             DeploymentTransition(
                 entity_id=deployment_id,
                 expected=frozenset({DeploymentLifecycle.READY, DeploymentLifecycle.SCALING}),
                 to_status=None,
-                phase=PhaseName.CHECK_STARTUP,
+                phase=_NOTED_BY.get(note.reason, PhaseName.PROVISION),
                 result=OutcomeBucket.ERROR,
-                error_code=NeverHealthy.error_code,
-                message=note,
+                error_code=note.reason,
+                message=note.message,
                 explains=True,
             )
             for deployment_id, note in notes.items()
@@ -383,6 +388,9 @@ class PostgresDeploymentRepository:
 
 # Why a route left service, as its history row says (the phases that call these methods).
 SCALE_IN = (PhaseName.SCALE, "scaled in")
+# Which phase notes a condition (its history row's phase).
+_NOTED_BY = {NeverHealthy.error_code: PhaseName.CHECK_STARTUP, NoHostAvailable.error_code:
+             PhaseName.PROVISION}  # fmt: skip
 DESTROY = (PhaseName.DESTROY, "its deployment is being destroyed")
 
 

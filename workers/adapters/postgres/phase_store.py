@@ -23,6 +23,9 @@ from workers.domain import (
     DeploymentInfo,
     DeploymentLifecycle,
     DeploymentTransition,
+    HostInfo,
+    HostStatus,
+    HostTransition,
     RouteData,
     RouteStatus,
     RouteTransition,
@@ -75,6 +78,20 @@ class PostgresPhaseStore:
         with transaction(self._engine) as conn:
             return phase_targets.load_drained_routes(conn)
 
+    def load_hosts(
+        self,
+        statuses: AbstractSet[HostStatus],
+        ids: Collection[UUID] | None = None,
+        *,
+        conn: sa.Connection | None = None,
+    ) -> list[HostInfo]:
+        with joined(self._engine, conn) as c:
+            return phase_targets.load_hosts(c, statuses, ids)
+
+    def load_silent_hosts(self, lost_after_s: float) -> list[HostInfo]:
+        with transaction(self._engine) as conn:
+            return phase_targets.load_silent_hosts(conn, lost_after_s)
+
     def load_routes_starting(self) -> list[RouteData]:
         with transaction(self._engine) as conn:
             return phase_targets.load_routes_starting(conn)
@@ -93,6 +110,13 @@ class PostgresPhaseStore:
         """Guarded lifecycle changes plus history; see `transitions`."""
         with joined(self._engine, conn) as c:
             return transitions.apply_deployment_transitions(c, changes)
+
+    def apply_host_transitions(
+        self, changes: Sequence[HostTransition], *, conn: sa.Connection | None = None
+    ) -> list[UUID]:
+        """Guarded host status changes plus history; see `transitions`."""
+        with joined(self._engine, conn) as c:
+            return transitions.apply_host_transitions(c, changes)
 
     # -- phase runs --
     def open_run(

@@ -16,6 +16,7 @@ from uuid import UUID
 import sqlalchemy as sa
 
 from workers.adapters.postgres.bulk import any_of
+from workers.adapters.postgres.hosts import host_columns, host_from_row
 from workers.adapters.postgres.rows import (
     DEPLOYMENT_COLUMNS,
     ROUTE_COLUMNS,
@@ -25,12 +26,20 @@ from workers.adapters.postgres.rows import (
 from workers.adapters.postgres.schema import (
     deployment_revisions,
     deployments,
+    hosts,
     routes,
     scaling_groups,
     sessions,
 )
 from workers.crash_loop import WINDOW_S, start_allowed_at
-from workers.domain import DeploymentInfo, DeploymentLifecycle, RouteData, RouteStatus
+from workers.domain import (
+    DeploymentInfo,
+    DeploymentLifecycle,
+    HostInfo,
+    HostStatus,
+    RouteData,
+    RouteStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -213,3 +222,22 @@ def load_routes_starting(conn: sa.Connection) -> list[RouteData]:
         .order_by(routes.c.created_at, routes.c.id)
     )
     return [route_from_row(row) for row in conn.execute(query).mappings()]
+
+
+def load_hosts(
+    conn: sa.Connection, statuses: AbstractSet[HostStatus], ids: Collection[UUID] | None = None
+) -> list[HostInfo]:
+    """Hosts in `statuses` (and among `ids`, when given), by name."""
+    query = sa.select(*host_columns()).where(hosts.c.status.in_([s.value for s in statuses]))
+    if ids is not None:
+        query = query.where(any_of(hosts.c.id, ids))
+    return [host_from_row(row) for row in conn.execute(query.order_by(hosts.c.name)).mappings()]
+
+
+def load_silent_hosts(conn: sa.Connection, lost_after_s: float) -> list[HostInfo]:
+    """Hosts not lost yet whose agent has said nothing for `lost_after_s` (database clock)."""
+    silent = hosts.c.last_heartbeat_at <= sa.func.now() - sa.func.make_interval(
+        0, 0, 0, 0, 0, 0, lost_after_s
+    )
+    query = sa.select(*host_columns()).where(hosts.c.status != HostStatus.LOST.value, silent)
+    return [host_from_row(row) for row in conn.execute(query.order_by(hosts.c.name)).mappings()]

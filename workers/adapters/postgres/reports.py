@@ -18,6 +18,8 @@ from workers.adapters.postgres.schema import (
     deployment_history,
     deployment_revisions,
     deployments,
+    host_history,
+    hosts,
     route_history,
     routes,
     scaling_groups,
@@ -85,6 +87,7 @@ class Reports:
                 routes.c.traffic_ratio,
                 routes.c.session_id,
                 sessions.c.status.label("session_status"),
+                sa.func.coalesce(sessions.c.placed_on, sessions.c.runner).label("host_name"),
                 sessions.c.host,
                 sessions.c.port,
                 routes.c.status_changed_at,
@@ -96,6 +99,50 @@ class Reports:
         )
         if deployment_id is not None:
             query = query.where(routes.c.deployment_id == deployment_id)
+        return self._rows(query)
+
+    def hosts(self) -> list[Row]:
+        """Every host: address, status, slots, live sessions, heartbeat age (database clock)."""
+        on_it = sa.func.coalesce(sessions.c.placed_on, sessions.c.runner)
+        live = (
+            sa.select(sa.func.count())
+            .where(on_it == hosts.c.name, sessions.c.status.not_in(TERMINAL_SESSION_STATUSES))
+            .scalar_subquery()
+        )
+        age = sa.func.round(
+            sa.cast(
+                sa.func.extract("epoch", sa.func.now() - hosts.c.last_heartbeat_at), sa.Numeric
+            ),
+            1,
+        )
+        query = sa.select(
+            hosts.c.name,
+            hosts.c.address,
+            hosts.c.status,
+            live.label("sessions"),
+            hosts.c.slots,
+            sa.cast(age, sa.Float).label("heartbeat_age_s"),
+            hosts.c.registered_at,
+            hosts.c.changed_at,
+        ).order_by(hosts.c.name)
+        return self._rows(query)
+
+    def host_losses(self) -> int:
+        """How many times a host was declared lost (its history keeps every time)."""
+        query = sa.select(sa.func.count()).where(
+            host_history.c.to_status == "lost", host_history.c.from_status != "lost"
+        )
+        with transaction(self._engine) as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def host_history(self, name: str, limit: int = 10) -> list[Row]:
+        query = (
+            sa.select(*_history_columns(host_history))
+            .join(hosts, hosts.c.id == host_history.c.host_id)
+            .where(hosts.c.name == name)
+            .order_by(host_history.c.id.desc())
+            .limit(limit)
+        )
         return self._rows(query)
 
     def route_errors(self, deployment_id: UUID, limit: int = 10) -> list[Row]:

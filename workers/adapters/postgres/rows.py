@@ -146,6 +146,7 @@ def route_from_row(m: sa.RowMapping) -> RouteData:
         revision=m["revision"],
         in_traffic=m["traffic_status"] != "standby",
         ever_healthy=m["first_healthy_at"] is not None,
+        host_leaving=bool(m.get("host_leaving", False)),
     )
 
 

@@ -1,10 +1,15 @@
 """`SchedulingController` on the `sessions` table: the contract with whatever runs model servers.
 
-modelfleet writes PENDING rows and termination requests; a session runner
-claims PENDING rows, starts the model server, and reports RUNNING (with host
-and port), ERROR or TERMINATED. A partial unique index allows one non-terminal
-session per route, so an enqueue repeated by a redelivered task, or racing
+modelfleet writes PENDING rows and termination requests; a host's agent claims
+the PENDING rows placed on it, starts the model server, and reports RUNNING
+(with host and port), ERROR or TERMINATED. A partial unique index allows one
+live session per route, so an enqueue repeated by a redelivered task, or racing
 another worker, returns the session that exists instead of starting a second.
+
+Placement is the controller's (`workers.placement`): while hosts are registered,
+each new session is placed on one (`placed_on`), under a lock on the host rows so
+that concurrent placements see each other; with no host registered at all (another
+scheduler, like Backend.AI's) sessions are left unplaced.
 """
 
 from __future__ import annotations
@@ -18,12 +23,15 @@ from sqlalchemy.dialects.postgresql import insert
 
 from workers.adapters.postgres.bulk import any_of
 from workers.adapters.postgres.engine import transaction
+from workers.adapters.postgres.hosts import host_loads
 from workers.adapters.postgres.schema import (
     LIVE_SESSION_PREDICATE,
     TERMINAL_SESSION_STATUSES,
     sessions,
 )
 from workers.domain import SessionId, SessionSpec, SessionStatus
+from workers.errors import NoHostAvailable
+from workers.placement import choose_host, why_no_room
 
 # Sessions nobody has started yet are cancelled outright; the others must be stopped.
 _NOT_STARTED = (SessionStatus.PENDING.value, SessionStatus.SCHEDULED.value)
@@ -36,23 +44,29 @@ class SessionTableScheduler:
         self._engine = engine
 
     def enqueue_session(self, spec: SessionSpec) -> SessionId:
-        """A PENDING session for `spec.route_id`, or the route's live session if it has one."""
-        statement = (
-            insert(sessions)
-            .values(
-                id=uuid.uuid4(),
-                route_id=spec.route_id,
-                name=spec.name,
-                status=SessionStatus.PENDING.value,
-                spec=_spec_json(spec),
-            )
-            .on_conflict_do_nothing(
-                index_elements=[sessions.c.route_id], index_where=sa.text(LIVE_SESSION_PREDICATE)
-            )
-            .returning(sessions.c.id)
-        )
+        """A PENDING session for `spec.route_id`, or the route's live session if it has one;
+        `NoHostAvailable` when hosts are registered and none has room."""
         existing = sa.select(sessions.c.id).where(sessions.c.route_id == spec.route_id, _LIVE)
         with transaction(self._engine) as conn:
+            found = conn.execute(existing).scalar_one_or_none()
+            if found is not None:
+                return SessionId(found)
+            statement = (
+                insert(sessions)
+                .values(
+                    id=uuid.uuid4(),
+                    route_id=spec.route_id,
+                    name=spec.name,
+                    status=SessionStatus.PENDING.value,
+                    spec=_spec_json(spec),
+                    placed_on=_place(conn, spec),
+                )
+                .on_conflict_do_nothing(
+                    index_elements=[sessions.c.route_id],
+                    index_where=sa.text(LIVE_SESSION_PREDICATE),
+                )
+                .returning(sessions.c.id)
+            )
             # Two tries: the live session we collided with may finish before we read it.
             for _ in range(2):
                 created = conn.execute(statement).scalar_one_or_none()
@@ -95,3 +109,14 @@ def _spec_json(spec: SessionSpec) -> dict[str, object]:
     document["route_id"] = str(spec.route_id)
     document["deployment_id"] = str(spec.deployment_id)
     return document
+
+
+def _place(conn: sa.Connection, spec: SessionSpec) -> str | None:
+    """The host the session goes to; None while no host is registered at all."""
+    loads = host_loads(conn, lock=True)
+    if not loads:
+        return None
+    chosen = choose_host(loads, spec.deployment_id)
+    if chosen is None:
+        raise NoHostAvailable(why_no_room(loads))
+    return chosen.name

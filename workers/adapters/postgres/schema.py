@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from workers.domain import (
     Comparator,
     DeploymentLifecycle,
+    HostStatus,
     MetricSource,
     RouteStatus,
     SessionStatus,
@@ -170,6 +171,33 @@ deployment_revisions = sa.Table(
     sa.Column("failed_reason", sa.Text),  # why a rollout to it was rolled back
 )
 
+# The machines that run sessions; each one's agent (`modelfleet runner`) registers it and
+# keeps `last_heartbeat_at` fresh (database clock). The controller places sessions on
+# them (`sessions.placed_on`) and declares a silent one lost.
+hosts = sa.Table(
+    "hosts",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("address", sa.Text, nullable=False),  # what its sessions are reached by
+    sa.Column("slots", sa.Integer, nullable=False, server_default="0"),  # 0: no limit
+    sa.Column("status", sa.Text, nullable=False, server_default=HostStatus.READY.value),
+    sa.Column(
+        "last_heartbeat_at",
+        sa.DateTime(timezone=True),
+        nullable=False,
+        server_default=sa.func.now(),
+    ),
+    sa.Column(
+        "registered_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column(
+        "changed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    _one_of("status", _values(HostStatus), "status"),
+    sa.CheckConstraint("slots >= 0", name="slots"),
+)
+
 sessions = sa.Table(
     "sessions",
     metadata,
@@ -181,7 +209,8 @@ sessions = sa.Table(
     sa.Column("host", sa.Text),
     sa.Column("port", sa.Integer),
     sa.Column("pid", sa.Integer),  # the process a local runner started for it
-    sa.Column("runner", sa.Text),  # the name of the runner that claimed it
+    sa.Column("runner", sa.Text),  # the name of the runner (its host) that claimed it
+    sa.Column("placed_on", sa.Text),  # the host the controller chose for it (None: unplaced)
     # How its process ended on its own (ERROR): exit code (negative: killed by that signal)
     # and the last lines it wrote, for `deployment show`.
     sa.Column("exit_code", sa.Integer),
@@ -199,6 +228,7 @@ sessions = sa.Table(
         postgresql_where=sa.text(LIVE_SESSION_PREDICATE),
     ),
     sa.Index("ix_sessions_status", "status"),
+    sa.Index("ix_sessions_placed_on", "placed_on"),
 )
 
 routes = sa.Table(
@@ -280,6 +310,7 @@ def _history_table(name: str, entity: str, parent: str, *extra: sa.Column[Any]) 
 
 
 deployment_history = _history_table("deployment_history", "deployment_id", "deployments")
+host_history = _history_table("host_history", "host_id", "hosts")
 route_history = _history_table(
     "route_history",
     "route_id",

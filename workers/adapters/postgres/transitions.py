@@ -11,7 +11,7 @@ scale-in or destroy take out of traffic.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
@@ -22,18 +22,26 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.types import TypeEngine
 
 from workers.adapters.postgres.bulk import any_of, unnest_rows
-from workers.adapters.postgres.schema import deployment_history, deployments, route_history, routes
+from workers.adapters.postgres.schema import (
+    deployment_history,
+    deployments,
+    host_history,
+    hosts,
+    route_history,
+    routes,
+)
 from workers.domain import (
     ACTIVE_ROUTE_STATUSES,
     DeploymentLifecycle,
     DeploymentTransition,
+    HostTransition,
     OutcomeBucket,
     RouteCreator,
     RouteStatus,
     RouteTransition,
     StatusTransition,
 )
-from workers.errors import NeverHealthy
+from workers.errors import NeverHealthy, NoHostAvailable
 
 _UUID = PG_UUID(as_uuid=True)
 _TEXT = sa.Text()
@@ -99,9 +107,7 @@ def apply_route_transitions(conn: sa.Connection, changes: Sequence[RouteTransiti
             )
         )
     _record_history(conn, route_history, route_history.c.route_id, applied)
-    clear_never_healthy(
-        conn, [a.change.entity_id for a in touched if a.to_status == RouteStatus.HEALTHY.value]
-    )
+    end_route_conditions(conn, {a.change.entity_id: a.to_status for a in touched if a.moves})
     return [a.change.entity_id for a in applied]
 
 
@@ -147,13 +153,17 @@ def apply_deployment_transitions(
     return [a.change.entity_id for a in applied]
 
 
+# Ended only by a route reaching a status (`end_route_conditions`), not by a lifecycle move.
+_KEPT_ACROSS_MOVES = (NeverHealthy.error_code, NoHostAvailable.error_code)
+
+
 def _condition(v: Any) -> dict[str, sa.ColumnElement[Any]]:
     """The condition columns: what an explaining change says; cleared by a plain move,
     except "no route became healthy", which only a replica turning healthy ends (a
     deployment cycling through such replicas moves between scaling and ready)."""
     moved = sa.and_(
         v.c.lifecycle != deployments.c.lifecycle,
-        deployments.c.condition_reason.is_distinct_from(NeverHealthy.error_code),
+        deployments.c.condition_reason.not_in(_KEPT_ACROSS_MOVES),
     )
 
     def column(name: str, said: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
@@ -166,19 +176,48 @@ def _condition(v: Any) -> dict[str, sa.ColumnElement[Any]]:
     }
 
 
-def clear_never_healthy(conn: sa.Connection, healthy_route_ids: Collection[UUID]) -> None:
-    """A replica that turned healthy ends its deployment's 'no route became healthy'."""
-    if not healthy_route_ids:
-        return
-    theirs = sa.select(routes.c.deployment_id).where(any_of(routes.c.id, healthy_route_ids))
-    conn.execute(
-        deployments.update()
-        .where(
-            deployments.c.id.in_(theirs),
-            deployments.c.condition_reason == NeverHealthy.error_code,
+def apply_host_transitions(conn: sa.Connection, changes: Sequence[HostTransition]) -> list[UUID]:
+    """Apply each change whose guard holds (a host that moves gets a new `changed_at`),
+    with its history row; returns the ids that were applied."""
+    applied = _guarded(conn, hosts, hosts.c.status, changes)
+    moved = [a for a in applied if a.moves]
+    if moved:
+        v = unnest_rows(
+            "v",
+            {
+                "id": (_UUID, [a.change.entity_id for a in moved]),
+                "status": (_TEXT, [a.to_status for a in moved]),
+            },
         )
-        .values(condition_reason=None, condition_message=None, condition_at=None)
-    )
+        conn.execute(
+            hosts.update()
+            .where(hosts.c.id == v.c.id)
+            .values(status=v.c.status, changed_at=sa.func.now())
+        )
+    _record_history(conn, host_history, host_history.c.host_id, applied)
+    return [a.change.entity_id for a in applied]
+
+
+# Conditions a route ends by reaching a status: a replica provisioned ends "no host has
+# room"; a replica healthy ends that and "no route became healthy".
+_ENDED_BY = {
+    RouteStatus.DEGRADED.value: (NoHostAvailable.error_code,),
+    RouteStatus.HEALTHY.value: (NoHostAvailable.error_code, NeverHealthy.error_code),
+}
+
+
+def end_route_conditions(conn: sa.Connection, moved_to: Mapping[UUID, str]) -> None:
+    """The conditions of deployments whose routes reached a status that ends them."""
+    for status, ended in _ENDED_BY.items():
+        route_ids = [route_id for route_id, to in moved_to.items() if to == status]
+        if not route_ids:
+            continue
+        theirs = sa.select(routes.c.deployment_id).where(any_of(routes.c.id, route_ids))
+        conn.execute(
+            deployments.update()
+            .where(deployments.c.id.in_(theirs), deployments.c.condition_reason.in_(ended))
+            .values(condition_reason=None, condition_message=None, condition_at=None)
+        )
 
 
 def _guarded(

@@ -48,6 +48,12 @@ class RedisKeys:
         """Set of the route ids whose scrape target hash was last published."""
         return f"{self.prefix}service_discovery.model-services"
 
+    @property
+    def host_heartbeats(self) -> str:
+        """Hash: host name -> Redis time (unix s) its agent last said it lives; the proxy
+        sends no new request to a replica on a host silent for two heartbeats."""
+        return f"{self.prefix}modelfleet:host-heartbeats"
+
     def deployment_metrics(self, deployment_id: UUID | str) -> str:
         """Hash: metric name -> number, exported by the model servers of one deployment."""
         return f"{self.prefix}autoscaling:metrics:deployment:{deployment_id}"

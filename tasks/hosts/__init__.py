@@ -1,0 +1,1 @@
+"""Host phases: declare silent hosts lost, move replicas off draining ones."""

@@ -1,0 +1,125 @@
+"""`modelfleet host list | cordon | uncordon | drain`: the machines sessions run on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from workers.cli.output import done, emit, json_option, wide_option
+from workers.cli.params import FiniteFloat
+from workers.cli.root import CliContext, bad_input, main, reported_failures
+from workers.cli.waiting import Deadline, wait_until
+from workers.cli.watching import show_or_watch, watch_option
+from workers.domain import HostStatus
+
+READY, CORDONED, DRAINING, LOST = (
+    HostStatus.READY,
+    HostStatus.CORDONED,
+    HostStatus.DRAINING,
+    HostStatus.LOST,
+)
+
+
+@main.group()
+def host() -> None:
+    """Hosts: the machines sessions run on (each one's `modelfleet runner` registers it)."""
+
+
+@host.command("list")
+@watch_option
+@wide_option
+@json_option
+@click.pass_obj
+def list_hosts(cli: CliContext, watch: float | None, wide: bool, as_json: bool) -> None:
+    """Hosts by name: status, sessions (running/slots) and seconds since the heartbeat."""
+    show_or_watch(lambda: _list(cli, wide, as_json), watch, as_json=as_json)
+
+
+def _list(cli: CliContext, wide: bool, as_json: bool) -> None:
+    with reported_failures("host list"):
+        rows = cli.reports.hosts()
+    shown = rows if as_json else [_shown(row) for row in rows]
+    emit(
+        "hosts",
+        shown,
+        ["name", "address", "status", "sessions", "heartbeat"],
+        wide=["registered_at", "changed_at"] if wide else None,
+        as_json=as_json,
+    )
+
+
+def _shown(row: dict[str, Any]) -> dict[str, Any]:
+    """A table row: SESSIONS as running/slots ("-": no limit), HEARTBEAT as its age in s."""
+    slots = row["slots"] or "-"
+    return {**row, "sessions": f"{row['sessions']}/{slots}", "heartbeat": row["heartbeat_age_s"]}
+
+
+@host.command("cordon")
+@click.argument("name")
+@json_option
+@click.pass_obj
+def cordon(cli: CliContext, name: str, as_json: bool) -> None:
+    """Take no new sessions on NAME; its replicas stay."""
+    _move(cli, name, CORDONED, {READY, CORDONED}, as_json)
+
+
+@host.command("uncordon")
+@click.argument("name")
+@json_option
+@click.pass_obj
+def uncordon(cli: CliContext, name: str, as_json: bool) -> None:
+    """Take new sessions on NAME again (after cordon or drain)."""
+    _move(cli, name, READY, {CORDONED, DRAINING, READY}, as_json)
+
+
+@host.command("drain")
+@click.argument("name")
+@click.option("--wait", is_flag=True, help="Return when no session of the host is left.")
+@click.option("--timeout-s", type=FiniteFloat(min=1), default=600.0, show_default=True,
+              help="With --wait: exit 1 saying why after this long.")  # fmt: skip
+@json_option
+@click.pass_obj
+def drain(cli: CliContext, name: str, wait: bool, timeout_s: float, as_json: bool) -> None:
+    """Cordon NAME and move each replica off it with no failed request: its replacement
+    starts on another host and serves first, then the old one drains."""
+    _move(cli, name, DRAINING, {READY, CORDONED, DRAINING}, as_json=False, say=not wait)
+    if wait:
+        left = _wait_empty(cli, name, timeout_s)
+        document = {"host": name, "status": left["status"], "sessions": left["sessions"]}
+        done(f"host {name} drained: no session left", document, as_json=as_json)
+    elif as_json:
+        done("", {"host": name, "status": DRAINING.value}, as_json=True)
+
+
+def _move(
+    cli: CliContext,
+    name: str,
+    to: HostStatus,
+    allowed: set[HostStatus],
+    as_json: bool,
+    *,
+    say: bool = True,
+) -> None:
+    with reported_failures(f"host {to.value}"):
+        had = cli.catalog.move_host(name, to, allowed)
+    if had is None:
+        bad_input("NAME", f"no host named {name!r}; see `modelfleet host list`")
+    if had not in allowed:
+        bad_input("NAME", f"host {name} is {had.value}; only a host that is "
+                  f"{' or '.join(sorted(s.value for s in allowed))} can be so moved")  # fmt: skip
+    if say:
+        done(f"host {name} is {to.value}", {"host": name, "status": to.value}, as_json=as_json)
+
+
+def _wait_empty(cli: CliContext, name: str, timeout_s: float) -> dict[str, Any]:
+    def read() -> dict[str, Any]:
+        with reported_failures("host drain --wait"):
+            [row] = [r for r in cli.reports.hosts() if r["name"] == name]
+        reason = cli.reports.host_history(name, limit=1)
+        return {**row, "why": reason[0]["message"] if reason else ""}
+
+    def describe(row: dict[str, Any]) -> tuple[str, str]:
+        return f"host {name} not drained", f"{row['sessions']} sessions left; {row['why']}"
+
+    return wait_until(read, lambda row: row["sessions"] == 0, Deadline(timeout_s), describe)
