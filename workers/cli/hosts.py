@@ -83,13 +83,11 @@ def uncordon(cli: CliContext, name: str, as_json: bool) -> None:
 def drain(cli: CliContext, name: str, wait: bool, timeout_s: float, as_json: bool) -> None:
     """Cordon NAME and move each replica off it with no failed request: its replacement
     starts on another host and serves first, then the old one drains."""
-    _move(cli, name, DRAINING, {READY, CORDONED, DRAINING}, as_json=False, say=not wait)
+    _move(cli, name, DRAINING, {READY, CORDONED, DRAINING}, as_json, say=not wait)
     if wait:
         left = _wait_empty(cli, name, timeout_s)
         document = {"host": name, "status": left["status"], "sessions": left["sessions"]}
         done(f"host {name} drained: no session left", document, as_json=as_json)
-    elif as_json:
-        done("", {"host": name, "status": DRAINING.value}, as_json=True)
 
 
 def _move(

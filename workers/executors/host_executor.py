@@ -85,14 +85,14 @@ def _waiting_for(on_them: Sequence[HostRoute], leaving: set[UUID]) -> dict[str, 
 
 
 def _drain_progress(left: int, waiting: Sequence[HostRoute], every: Sequence[HostInfo]) -> str:
-    """'3 sessions left: 2 wait for replacements to serve elsewhere (no host with a free
-    slot: 2 hosts, all full)'."""
+    """'3 sessions left: 2 wait for replacements to serve elsewhere; no host with a free
+    slot: 2 hosts, all full'."""
     said = f"{left} session{'s' if left > 1 else ''} left"
     if not waiting:
         return f"{said}: stopping"
     said = f"{said}: {len(waiting)} wait for replacements to serve elsewhere"
     if any(choose_host(every, route.deployment_id) is None for route in waiting):
-        said = f"{said} ({why_no_room(every)})"
+        said = f"{said}; {why_no_room(every)}"
     return said
 
 
