@@ -48,6 +48,16 @@ class HostSettings:
 
 
 @dataclass(frozen=True)
+class ProxySettings:
+    """`modelfleet proxy`: the request path in front of the replicas."""
+
+    connect_timeout_s: float = 1.0  # a frozen host's replica must not hold a request long
+    forward_timeout_s: float = 300.0  # a whole answer (an LLM may generate for minutes)
+    max_body_bytes: int = 10 * 1024 * 1024
+    resync_s: float = 5.0  # a full read of service discovery, beside the change feed
+
+
+@dataclass(frozen=True)
 class PhaseSettings:
     """How phases fan out and how long their pieces may take."""
 
@@ -85,6 +95,7 @@ class Settings:
         default_factory=ServiceDiscoveryHttpSettings
     )
     hosts: HostSettings = field(default_factory=HostSettings)
+    proxy: ProxySettings = field(default_factory=ProxySettings)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -119,6 +130,7 @@ class Settings:
                 port=_port(reader.number("MODELFLEET_SD_HTTP_PORT", sd.port)),
             ),
             hosts=_host_settings(reader),
+            proxy=_proxy_settings(reader),
         )
 
     def __repr__(self) -> str:
@@ -143,6 +155,28 @@ def _host_settings(reader: _Reader) -> HostSettings:
             "MODELFLEET_HOST_LOST_AFTER_S: must be at least twice MODELFLEET_HOST_HEARTBEAT_S "
             f"({settings.heartbeat_s:g}), or a host would be lost between two heartbeats"
         )
+    return settings
+
+
+def _proxy_settings(reader: _Reader) -> ProxySettings:
+    defaults = ProxySettings()
+    settings = ProxySettings(
+        connect_timeout_s=reader.number(
+            "MODELFLEET_PROXY_CONNECT_TIMEOUT_S", defaults.connect_timeout_s
+        ),
+        forward_timeout_s=reader.number(
+            "MODELFLEET_PROXY_FORWARD_TIMEOUT_S", defaults.forward_timeout_s
+        ),
+        max_body_bytes=int(
+            reader.number("MODELFLEET_PROXY_MAX_BODY_BYTES", defaults.max_body_bytes)
+        ),
+        resync_s=reader.number("MODELFLEET_PROXY_RESYNC_S", defaults.resync_s),
+    )
+    for name, value in (("MODELFLEET_PROXY_CONNECT_TIMEOUT_S", settings.connect_timeout_s),
+                        ("MODELFLEET_PROXY_FORWARD_TIMEOUT_S", settings.forward_timeout_s),
+                        ("MODELFLEET_PROXY_RESYNC_S", settings.resync_s)):  # fmt: skip
+        if value <= 0:
+            raise SettingsError(f"{name}: must be > 0")
     return settings
 
 

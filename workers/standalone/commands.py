@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import click
 
 from workers.adapters.redis.client import create_redis_client
-from workers.adapters.redis.discovery import RedisServiceDiscovery
 from workers.adapters.redis.health import RedisHealthStore
 from workers.adapters.redis.keys import RedisKeys
 from workers.adapters.redis.metrics import RedisMetricsStore
@@ -24,7 +23,7 @@ from workers.inputs import host_name_problem, token_problem
 from workers.standalone.collector import MetricsCollector
 from workers.standalone.heartbeat import Heartbeat
 from workers.standalone.prober import HealthProber
-from workers.standalone.proxy import DevProxy, serve
+from workers.standalone.proxy.server import ProxyFactory, serve
 from workers.standalone.runner import SessionRunner
 
 
@@ -121,30 +120,31 @@ def collector(cli: CliContext, interval_s: float) -> None:
 # Kept for old scripts; a token on the command line is readable in /proc by any user.
 @click.option("--token", envvar="MODELFLEET_PROXY_TOKEN", hidden=True)
 @click.option("--public-url", help="Base of the URLs handed out [http://HOST:PORT].")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes sharing the port (SO_REUSEPORT), each with its own event loop.",
+)
 @log_level_option
 @click.pass_obj
-def proxy(
-    cli: CliContext,
-    host: str,
-    port: int,
-    token_file: TextIO | None,
-    token: str | None,
-    public_url: str | None,
-) -> None:
-    """A dev app proxy: registers endpoints and forwards to their healthy routes.
+def proxy(cli: CliContext, /, **options: Any) -> None:
+    """The modelfleet proxy: the app-proxy v2 registration API, and the request path.
 
-    Its API token comes from MODELFLEET_PROXY_TOKEN or --token-file, never argv.
+    Forwards /e/{endpoint}/... to the endpoint's replicas by their weights, from a
+    routing table kept in memory; counts every request (/metrics, and Redis for the
+    controller). Its API token comes from MODELFLEET_PROXY_TOKEN or --token-file,
+    never argv.
     """
-    if token_file is not None:
-        token = token_file.read().strip()
+    token = options["token"]
+    if options["token_file"] is not None:
+        token = options["token_file"].read().strip()
     if token is None:
         bad_input("MODELFLEET_PROXY_TOKEN", "set it, or give --token-file")
     if (problem := token_problem(token)) is not None:
         bad_input("MODELFLEET_PROXY_TOKEN", problem)
-    client = create_redis_client(cli.settings.redis_url)
-    discovery = RedisServiceDiscovery(client=client, keys=RedisKeys(cli.settings.redis_key_prefix))
-    proxied = DevProxy(
-        discovery=discovery, token=token, public_url=public_url or f"http://{host}:{port}"
-    )
+    host, port = options["host"], options["port"]
+    factory = ProxyFactory(cli.settings, token, options["public_url"] or f"http://{host}:{port}")
     with reported_failures("proxy"):  # e.g. the port is taken
-        serve(proxied, host=host, port=port)
+        serve(factory, host=host, port=port, workers=options["workers"])

@@ -3,21 +3,24 @@
 Each healthy route has a hash `service_discovery.model-services.{route_id}`
 (TTL 300 s) with name, host, port, metrics_path and labels (JSON); a set beside
 them lists the route ids of the last sync, so a sync can remove what it no
-longer publishes.
+longer publishes. A sync that changes the set also announces which routes it
+added, changed or removed on a stream beside them (`service_discovery.changes`),
+in the same transaction: the proxy keeps its routing table in memory and
+reloads only those, with a full read every few seconds as the safety net.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, cast
 from uuid import UUID
 
 import redis
 
 from workers.adapters.redis.client import redis_errors
-from workers.adapters.redis.keys import SERVICE_DISCOVERY_TTL_S, RedisKeys
+from workers.adapters.redis.keys import CHANGES_KEPT, SERVICE_DISCOVERY_TTL_S, RedisKeys
 from workers.domain import ModelServiceMetadata
 
 log = logging.getLogger(__name__)
@@ -39,19 +42,26 @@ class RedisServiceDiscovery:
 
         def replace(pipe: redis.client.Pipeline) -> None:
             previous = cast("set[str]", pipe.smembers(index))
+            before = _fields_of(pipe, self._keys, targets.keys() & previous)
             pipe.multi()
             gone = previous - targets.keys()
             if gone:
                 pipe.delete(*(self._keys.scrape_target(route_id) for route_id in gone))
             pipe.delete(index)
+            changed = set(gone)
             for route_id, route in targets.items():
                 key = self._keys.scrape_target(route_id)
+                fields = _target_fields(route)
+                changed |= {route_id} if before.get(route_id) != fields else set()
                 pipe.delete(key)
-                pipe.hset(key, mapping=_target_fields(route))
+                pipe.hset(key, mapping=fields)
                 pipe.expire(key, SERVICE_DISCOVERY_TTL_S)
             if targets:
                 pipe.sadd(index, *targets)
                 pipe.expire(index, SERVICE_DISCOVERY_TTL_S)
+            if changed:
+                pipe.xadd(self._keys.scrape_target_changes, {"routes": ",".join(sorted(changed))},
+                          maxlen=CHANGES_KEPT, approximate=True)  # fmt: skip
 
         with redis_errors():
             self._client.transaction(replace, index)
@@ -76,12 +86,24 @@ class RedisServiceDiscovery:
         for route_id, fields in zip(route_ids, hashes, strict=True):
             if not fields:
                 continue  # expired since the index was written
-            target = _target_from_fields(route_id, fields)
+            target = target_from_fields(route_id, fields)
             if target is None:
                 log.warning("route %s: malformed scrape target %r; left out", route_id, fields)
             else:
                 targets.append(target)
         return targets
+
+
+def _fields_of(
+    pipe: redis.client.Pipeline, keys: RedisKeys, route_ids: Collection[str]
+) -> dict[str, dict[Any, str]]:
+    """The published fields of `route_ids` (read in the WATCHed part of a sync)."""
+    if not route_ids:
+        return {}
+    ordered = sorted(route_ids)
+    # replies are str (decode_responses); redis-py's types say bytes | str
+    found: list[Any] = [pipe.hgetall(keys.scrape_target(route_id)) for route_id in ordered]
+    return {route_id: dict(fields) for route_id, fields in zip(ordered, found, strict=True)}
 
 
 def prometheus_http_sd(targets: Sequence[ModelServiceMetadata]) -> list[dict[str, Any]]:
@@ -110,7 +132,7 @@ def _target_fields(route: ModelServiceMetadata) -> dict[Any, str]:
     }
 
 
-def _target_from_fields(route_id: str, fields: Mapping[str, str]) -> ModelServiceMetadata | None:
+def target_from_fields(route_id: str, fields: Mapping[str, str]) -> ModelServiceMetadata | None:
     try:
         labels = json.loads(fields["labels"])
         if not isinstance(labels, dict):

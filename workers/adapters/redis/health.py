@@ -18,7 +18,12 @@ from typing import Any
 import redis
 
 from workers.adapters.redis.client import redis_errors, server_time_s
-from workers.adapters.redis.keys import HEALTH_STALE_AFTER_S, HEALTH_TTL_S, RedisKeys
+from workers.adapters.redis.keys import (
+    CHANGES_KEPT,
+    HEALTH_STALE_AFTER_S,
+    HEALTH_TTL_S,
+    RedisKeys,
+)
 from workers.domain import HealthCheckStatus, HealthStatus
 
 log = logging.getLogger(__name__)
@@ -32,7 +37,6 @@ CLOCK_SKEW_ALLOWANCE_S = 30.0
 RESTART_GRACE_S = 30
 _EXCERPT_CHARS = 120
 _REMEMBERED_KEYS = 10_000
-CHANGES_KEPT = 10_000  # change-feed entries Redis keeps (approximately); older ones drop
 CHANGES_READ = 10_000  # the most entries one `take_changes` reads
 
 

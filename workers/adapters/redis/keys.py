@@ -14,6 +14,7 @@ HEALTH_TTL_S = 120  # a route's health hash expires unless the prober refreshes 
 HEALTH_STALE_AFTER_S = 300  # readiness older than this (by the Redis clock) is STALE
 SERVICE_DISCOVERY_TTL_S = 300  # a scrape target expires unless a sync refreshes it
 METRICS_TTL_S = 60  # a collector that stops writing leaves no metric behind for long
+CHANGES_KEPT = 10_000  # entries a change feed (stream) keeps, approximately
 OUTCOMES_KEPT_AFTER_CLOSE_S = 120  # a closed run's outcomes stay this long, for `phase run`
 WORKER_ALIVE_TTL_S = 6  # a worker process that stops refreshing its key is taken for gone
 WORKER_ALIVE_EVERY_S = 2  # how often each worker process refreshes it
@@ -49,10 +50,35 @@ class RedisKeys:
         return f"{self.prefix}service_discovery.model-services"
 
     @property
+    def scrape_target_changes(self) -> str:
+        """Stream, beside the scrape targets: entries {"routes": "id,id"} a sync adds for the
+        routes it added, changed or removed (the proxy reloads only those)."""
+        return f"{self.prefix}service_discovery.changes"
+
+    @property
     def host_heartbeats(self) -> str:
         """Hash: host name -> Redis time (unix s) its agent last said it lives; the proxy
         sends no new request to a replica on a host silent for two heartbeats."""
         return f"{self.prefix}modelfleet:host-heartbeats"
+
+    @property
+    def proxy_endpoints(self) -> str:
+        """Hash: endpoint id -> registration (JSON), what the proxy's registration API was told
+        (every proxy process reads it: an endpoint not in it is unknown, 404)."""
+        return f"{self.prefix}modelfleet:proxy-endpoints"
+
+    def request_window(self, endpoint_id: UUID | str, window_s: int) -> str:
+        """Hash: what the proxies counted of one endpoint in the 10 s window starting at
+        `window_s` (unix s): `{revision}|{class}` -> requests, `{revision}|le|{bound}` ->
+        requests answered within `bound` s, `{revision}|sum` -> seconds (expires after 10
+        minutes)."""
+        return f"{self.prefix}modelfleet:requests:{endpoint_id}:{window_s}"
+
+    @property
+    def last_requests(self) -> str:
+        """Sorted set: endpoint id scored by the unix s the proxies last saw a request for
+        it (each proxy's clock; a score only moves forward)."""
+        return f"{self.prefix}modelfleet:last-request"
 
     def deployment_metrics(self, deployment_id: UUID | str) -> str:
         """Hash: metric name -> number, exported by the model servers of one deployment."""

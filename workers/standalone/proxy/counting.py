@@ -1,0 +1,139 @@
+"""Every request the proxy forwards, counted twice: on its own `GET /metrics`
+(prometheus_client; several worker processes share one directory, multiprocess mode)
+and in 10 s windows in Redis, per endpoint and revision, which the controller reads to
+judge a rollout by its requests and to see when an endpoint was last used. Several
+proxies add up there (HINCRBY). No route id is ever a label: cardinality stays bounded
+by endpoints x revisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import redis
+import redis.asyncio as aioredis
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client import (
+    Counter as PromCounter,
+)
+
+from workers.adapters.redis.keys import RedisKeys
+
+log = logging.getLogger(__name__)
+
+WINDOW_S = 10  # the controller judges a revision by whole windows of this length
+WINDOW_KEPT_S = 600
+FLUSH_EVERY_S = 1.0
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                     120.0, 300.0)  # fmt: skip
+ERROR = "error"  # no answer at all: refused, reset, timed out
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own
+
+REQUESTS = PromCounter(
+    "modelfleet_proxy_requests", "Requests forwarded, by endpoint, revision and status class "
+    "(2xx, 3xx, 4xx, 5xx, error: no answer).", ["endpoint", "revision", "code_class"],
+)  # fmt: skip
+DURATION = Histogram(
+    "modelfleet_proxy_request_duration_seconds",
+    "From the request to the last byte of its answer.",
+    ["endpoint", "revision"],
+    buckets=LATENCY_BUCKETS_S,
+)
+IN_FLIGHT = Gauge(
+    "modelfleet_proxy_in_flight", "Requests being answered now.", ["endpoint"],
+    multiprocess_mode="livesum",
+)  # fmt: skip
+RETRIES = PromCounter(
+    "modelfleet_proxy_retries", "Requests sent again to another host, by why.",
+    ["endpoint", "reason"],
+)  # fmt: skip
+TABLE_AGE = Gauge(
+    "modelfleet_proxy_routing_table_age_seconds",
+    "Seconds since the routing table last changed or was read whole.",
+    multiprocess_mode="max",
+)
+
+
+def code_class(status: int | None) -> str:
+    return ERROR if status is None else f"{status // 100}xx"
+
+
+def exposition() -> bytes:
+    """This proxy's metrics text: its processes' together when there are several."""
+    if os.environ.get(MULTIPROCESS_DIR_VARIABLE):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest()
+
+
+@dataclass
+class RequestWindows:
+    """What this process counted since its last flush, sent to Redis every second."""
+
+    client: aioredis.Redis
+    keys: RedisKeys
+    _counts: dict[tuple[str, int], Counter[str]] = field(
+        default_factory=lambda: defaultdict(Counter)
+    )
+    _last_seen: dict[str, float] = field(default_factory=dict)
+    _task: asyncio.Task[None] | None = None
+
+    def count(self, endpoint: str, revision: str, status: int | None, seconds: float) -> None:
+        REQUESTS.labels(endpoint, revision, code_class(status)).inc()
+        DURATION.labels(endpoint, revision).observe(seconds)
+        now_s = time.time()
+        window = self._counts[(endpoint, int(now_s // WINDOW_S) * WINDOW_S)]
+        window[f"{revision}|{code_class(status)}"] += 1
+        window[f"{revision}|sum_ms"] += round(seconds * 1000)
+        for bound in LATENCY_BUCKETS_S:
+            if seconds <= bound:
+                window[f"{revision}|le|{bound:g}"] += 1
+        self._last_seen[endpoint] = now_s
+
+    def seen(self, endpoint: str) -> None:
+        """A request arrived for `endpoint` (also one that waits for a replica)."""
+        self._last_seen[endpoint] = time.time()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._flush_forever())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.flush()
+
+    async def flush(self) -> None:
+        counts, self._counts = self._counts, defaultdict(Counter)
+        seen, self._last_seen = self._last_seen, {}
+        if not counts and not seen:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for (endpoint, window_s), fields in counts.items():
+            key = self.keys.request_window(endpoint, window_s)
+            for name, amount in fields.items():
+                pipe.hincrby(key, name, amount)
+            pipe.expire(key, WINDOW_KEPT_S)
+        if seen:  # the latest of every proxy's: a score only ever moves forward
+            pipe.zadd(self.keys.last_requests, seen, gt=True)
+        try:
+            await pipe.execute()
+        except (redis.RedisError, OSError) as error:  # counts never fail a request
+            log.warning("proxy: request counts not recorded: %s", error)
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_EVERY_S)
+            await self.flush()

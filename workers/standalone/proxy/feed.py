@@ -1,0 +1,142 @@
+"""Keeping the proxy's routing table current, off the request path.
+
+Three loops on the proxy's event loop: one follows the service-discovery change
+feed (a blocking read; each entry names the routes a sync added, changed or
+removed, and only those are read again), one reads everything every
+`resync_s` (the safety net: a missed entry, a Redis restart), and one reads the
+hosts' heartbeats and which endpoints are registered every second. A Redis that is
+down leaves the table as it is: the proxy keeps serving what it last knew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from workers.adapters.redis.discovery import target_from_fields
+from workers.adapters.redis.keys import RedisKeys
+from workers.domain import ModelServiceMetadata
+from workers.standalone.proxy.routing import RoutingTable
+
+log = logging.getLogger(__name__)
+
+BLOCK_MS = 2000  # one blocking read of the change feed; under the client's socket timeout
+RETRY_S = 1.0
+
+
+@dataclass
+class Endpoints:
+    """The endpoints the registration API was told of (every proxy process shares them)."""
+
+    known: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __contains__(self, endpoint: object) -> bool:
+        return endpoint in self.known
+
+
+@dataclass
+class TableFeed:
+    client: aioredis.Redis
+    keys: RedisKeys
+    table: RoutingTable
+    endpoints: Endpoints
+    resync_s: float = 5.0
+    heartbeat_s: float = 2.0  # a host silent for two of these gets no new request
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        """A first full read (so the first request finds the table), then the loops."""
+        await self._guarded(self.resync)
+        await self._guarded(self.read_hosts_and_endpoints)
+        self._tasks = [
+            asyncio.create_task(self._every(self.resync_s, self.resync)),
+            asyncio.create_task(self._every(1.0, self.read_hosts_and_endpoints)),
+            asyncio.create_task(self._follow()),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def resync(self) -> None:
+        route_ids = sorted(await self.client.smembers(self.keys.scrape_target_index))
+        self.table.replace_all((await self._targets(route_ids)).values())  # type: ignore[arg-type]
+
+    async def read_hosts_and_endpoints(self) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.time()
+        pipe.hgetall(self.keys.host_heartbeats)
+        pipe.hgetall(self.keys.proxy_endpoints)
+        (seconds, micros), beats, registered = await pipe.execute()
+        now_s = int(seconds) + int(micros) / 1_000_000
+        self.table.stale_hosts = frozenset(
+            host for host, at in beats.items() if now_s - float(at) > 2 * self.heartbeat_s
+        )
+        self.endpoints.known = {key: _document(value) for key, value in registered.items()}
+
+    async def _follow(self) -> None:
+        after = "$"  # what is published from now on (the first resync read the rest)
+        while True:
+            try:
+                # decode_responses: ids and fields are str (redis-py's types say bytes | str)
+                reply: Any = await self.client.xread(
+                    {self.keys.scrape_target_changes: after}, block=BLOCK_MS, count=1000
+                )
+                if not reply:
+                    continue
+                entries = reply[0][1]
+                after = entries[-1][0]
+                self.table.apply(await self._targets(_announced(entries)))
+            except asyncio.CancelledError:
+                raise
+            except (redis.RedisError, OSError) as error:
+                log.warning("proxy: change feed unreadable (%s); retrying", error)
+                await asyncio.sleep(RETRY_S)
+
+    async def _targets(self, route_ids: list[str]) -> dict[str, ModelServiceMetadata | None]:
+        if not route_ids:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for route_id in route_ids:
+            pipe.hgetall(self.keys.scrape_target(route_id))
+        found = await pipe.execute()
+        return {
+            route_id: target_from_fields(route_id, fields) if fields else None
+            for route_id, fields in zip(route_ids, found, strict=True)
+        }
+
+    async def _every(self, period_s: float, read: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        while True:
+            await asyncio.sleep(period_s)
+            await self._guarded(read)
+
+    async def _guarded(self, read: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        started = time.monotonic()
+        try:
+            await read()
+        except (redis.RedisError, OSError) as error:
+            log.warning("proxy: %s failed after %.1fs: %s", read.__name__,
+                        time.monotonic() - started, error)  # fmt: skip
+
+
+def _announced(entries: list[Any]) -> list[str]:
+    """The route ids change-feed entries name, each once."""
+    named = (route for _, fields in entries for route in fields.get("routes", "").split(","))
+    return sorted({route for route in named if route})
+
+
+def _document(raw: str) -> dict[str, Any]:
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}

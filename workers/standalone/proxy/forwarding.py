@@ -1,0 +1,227 @@
+"""The proxy's HTTP handlers: the app-proxy v2 registration API, `/e/{endpoint}/...`
+forwarded to a replica, and `/metrics`.
+
+A request goes to one replica of its endpoint (`RoutingTable.pick`). A replica that
+refuses the connection, resets it before any byte of an answer, or does not accept it
+within the connect timeout processed nothing: the request goes once more, to a replica
+on another host. An answer that has begun is never retried; it is streamed through as
+it comes (an LLM server's tokens), never buffered whole.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from uuid import UUID
+
+import redis
+import redis.asyncio as aioredis
+from aiohttp import (
+    ClientConnectionError,
+    ClientConnectorError,
+    ClientOSError,
+    ClientPayloadError,
+    ClientSession,
+    ClientTimeout,
+    ServerDisconnectedError,
+    ServerTimeoutError,
+    TCPConnector,
+    web,
+)
+
+from workers.adapters.app_proxy_http import TOKEN_HEADER
+from workers.adapters.redis.keys import RedisKeys
+from workers.config import ProxySettings
+from workers.standalone.proxy import counting
+from workers.standalone.proxy.counting import RequestWindows
+from workers.standalone.proxy.feed import Endpoints, TableFeed
+from workers.standalone.proxy.routing import Replica, RoutingTable
+
+log = logging.getLogger(__name__)
+
+# Not forwarded: they describe one hop, not the request (RFC 9110, 7.6.1).
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "host", "content-length",
+               "proxy-connection", "te", "trailer", "upgrade"}  # fmt: skip
+CHUNK_BYTES = 64 * 1024
+
+
+class _NotStarted(Exception):
+    """The replica refused, reset or did not accept the connection: nothing was processed."""
+
+
+@dataclass
+class Proxy:
+    redis_client: aioredis.Redis
+    keys: RedisKeys
+    token: str
+    public_url: str
+    settings: ProxySettings
+    heartbeat_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        self.public_url = self.public_url.rstrip("/")
+        self.table = RoutingTable()
+        self.endpoints = Endpoints()
+        self.feed = TableFeed(self.redis_client, self.keys, self.table, self.endpoints,
+                              resync_s=self.settings.resync_s,
+                              heartbeat_s=self.heartbeat_s)  # fmt: skip
+        self.windows = RequestWindows(self.redis_client, self.keys)
+        self._client: ClientSession | None = None
+
+    def app(self) -> web.Application:
+        application = web.Application(client_max_size=self.settings.max_body_bytes)
+        application.router.add_post("/v2/endpoints/{id}", self.register)
+        application.router.add_delete("/v2/endpoints/{id}", self.unregister)
+        application.router.add_get("/metrics", self.metrics)
+        application.router.add_route("*", "/e/{id}/{tail:.*}", self.forward)
+        application.on_startup.append(self._start)
+        application.on_cleanup.append(self._stop)
+        return application
+
+    async def register(self, request: web.Request) -> web.Response:
+        if (denied := self._check(request)) is not None:
+            return denied
+        endpoint_id = request.match_info["id"]
+        registration = json.dumps({"registered_at": time.time()})
+        if (failed := await self._in_redis(
+            self.redis_client.hset(self.keys.proxy_endpoints, endpoint_id, registration)
+        )) is not None:  # fmt: skip
+            return failed
+        self.endpoints.known[endpoint_id] = {}
+        log.info("endpoint %s registered", endpoint_id)
+        return web.json_response({"endpoint": f"{self.public_url}/e/{endpoint_id}"})
+
+    async def unregister(self, request: web.Request) -> web.Response:
+        if (denied := self._check(request)) is not None:
+            return denied
+        endpoint_id = request.match_info["id"]
+        if (failed := await self._in_redis(
+            self.redis_client.hdel(self.keys.proxy_endpoints, endpoint_id)
+        )) is not None:  # fmt: skip
+            return failed
+        self.endpoints.known.pop(endpoint_id, None)
+        log.info("endpoint %s unregistered", endpoint_id)
+        return web.Response(status=204)
+
+    async def metrics(self, _: web.Request) -> web.Response:
+        counting.TABLE_AGE.set(time.monotonic() - self.table.updated_at)
+        return web.Response(body=counting.exposition(), content_type="text/plain")
+
+    async def forward(self, request: web.Request) -> web.StreamResponse:
+        endpoint = request.match_info["id"]
+        replica = self.table.pick(endpoint)
+        if replica is None:
+            return await self._none_ready(endpoint)
+        self.windows.seen(endpoint)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            limit = self.settings.max_body_bytes
+            return _error(413, f"request body over {limit} bytes (MODELFLEET_PROXY_MAX_BODY_BYTES)")
+        counting.IN_FLIGHT.labels(endpoint).inc()
+        try:
+            return await self._send(request, endpoint, replica, body)
+        finally:
+            counting.IN_FLIGHT.labels(endpoint).dec()
+
+    async def _none_ready(self, endpoint: str) -> web.Response:
+        if endpoint not in self.endpoints and not self.table.replicas(endpoint):
+            return _error(404, f"no endpoint {endpoint} is registered with this proxy")
+        return _error(503, f"no healthy replica for endpoint {endpoint}")
+
+    async def _send(
+        self, request: web.Request, endpoint: str, first: Replica, body: bytes
+    ) -> web.StreamResponse:
+        started = time.monotonic()
+        try:
+            try:
+                return await self._relay(request, first, body, started)
+            except _NotStarted as refused:
+                second = self.table.pick(endpoint, avoid_hosts={first.host} if first.host else ())
+                if second is None or second.route_id == first.route_id:
+                    raise
+                counting.RETRIES.labels(endpoint, "not_started").inc()
+                log.info("replica %s: %s; retrying on %s", first.route_id, refused, second.route_id)
+                return await self._relay(request, second, body, started)
+        except (_NotStarted, ClientConnectionError, TimeoutError) as error:
+            self.windows.count(endpoint, first.revision, None, time.monotonic() - started)
+            return _error(502, f"no replica answered: {error}")
+
+    async def _relay(
+        self, request: web.Request, target: Replica, body: bytes, started: float
+    ) -> web.StreamResponse:
+        url = f"http://{target.address}/{request.match_info['tail']}"
+        if request.query_string:
+            url = f"{url}?{request.query_string}"
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        try:
+            answer = await self._session().request(request.method, url, headers=headers,
+                                                   data=body)  # fmt: skip
+        except (ClientConnectorError, ServerDisconnectedError, ClientOSError,
+                ServerTimeoutError) as error:  # fmt: skip
+            raise _NotStarted(str(error) or type(error).__name__) from error
+        async with answer:  # from here on the replica has begun to answer: no retry
+            streamed = web.StreamResponse(status=answer.status, reason=answer.reason)
+            for name, value in answer.headers.items():
+                if name.lower() not in _HOP_BY_HOP:
+                    streamed.headers.add(name, value)
+            await streamed.prepare(request)
+            status: int | None = answer.status
+            try:
+                async for chunk in answer.content.iter_any():
+                    await streamed.write(chunk)
+                await streamed.write_eof()
+            except (ClientPayloadError, ClientConnectionError, TimeoutError) as error:
+                # The answer began and broke off: the client must see it cut, not complete.
+                log.info("replica %s: answer cut short: %s", target.route_id, error)
+                status = None
+                if request.transport is not None:
+                    request.transport.close()
+        self.windows.count(target.endpoint, target.revision, status, time.monotonic() - started)
+        return streamed
+
+    def _check(self, request: web.Request) -> web.Response | None:
+        try:
+            UUID(request.match_info["id"])
+        except ValueError:
+            return _error(400, "endpoint id must be a UUID")
+        if request.headers.get(TOKEN_HEADER) != self.token:
+            return _error(403, f"missing or wrong {TOKEN_HEADER}")
+        return None
+
+    async def _in_redis(self, call: Awaitable[object]) -> web.Response | None:
+        try:
+            await call
+        except (redis.RedisError, OSError) as error:
+            return _error(503, f"the proxy's Redis is unavailable: {type(error).__name__}")
+        return None
+
+    def _session(self) -> ClientSession:
+        if self._client is None:
+            timeout = ClientTimeout(
+                total=self.settings.forward_timeout_s,
+                sock_connect=self.settings.connect_timeout_s,
+            )
+            # Connections to replicas are kept and reused (keep-alive), per replica.
+            connector = TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30)
+            self._client = ClientSession(timeout=timeout, connector=connector,
+                                         auto_decompress=False)  # fmt: skip
+        return self._client
+
+    async def _start(self, _: web.Application) -> None:
+        await self.feed.start()
+        self.windows.start()
+
+    async def _stop(self, _: web.Application) -> None:
+        await self.feed.stop()
+        await self.windows.stop()
+        if self._client is not None:
+            await self._client.close()
+        await self.redis_client.aclose()
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
