@@ -1,4 +1,5 @@
-"""The dev app proxy as its own process: registration, token, round robin, and 503."""
+"""The modelfleet proxy as its own process: registration, token, routing by weight, retries on
+another host, streaming, limits and counts."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
+import redis
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.sample_servers import SampleServer
 from workers.adapters.redis.discovery import RedisServiceDiscovery
@@ -74,6 +78,7 @@ def test_it_registers_with_the_token_and_forwards_round_robin_to_healthy_routes(
         ]
         + [ModelServiceMetadata(uuid4(), "other", "127.0.0.1", 1, labels={"endpoint_id": "x"})]
     )
+    _routed(proxy_url, endpoint_id, 2)
     models = {
         requests.post(f"{url}/v1/completions", json={"prompt": "a b"}, timeout=5).json()["model"]
         for _ in range(4)
@@ -91,6 +96,7 @@ def test_a_refused_connection_is_retried_once_on_another_replica(
     dead_port = free_port()  # nothing listens there: a replica that died unannounced
     _publish(service_discovery, endpoint_id, [alive.port, dead_port])
     url = _register(proxy_url, endpoint_id)
+    _routed(proxy_url, endpoint_id, 2)
     answers = [_complete(url) for _ in range(6)]
     assert [a.status_code for a in answers] == [200] * 6
     assert {a.json()["model"] for a in answers} == {"alive"}
@@ -105,6 +111,7 @@ def test_a_replica_that_began_to_answer_is_not_retried(
     with _half_answering_server() as broken_port:
         _publish(service_discovery, endpoint_id, [alive.port, broken_port])
         url = _register(proxy_url, endpoint_id)
+        _routed(proxy_url, endpoint_id, 2)
         outcomes = sorted(_status_or_cut(url) for _ in range(6))
     # Round robin; a cut answer reaches the client cut (it was streamed), never completed.
     assert outcomes == [CUT, CUT, CUT, 200, 200, 200]
@@ -126,6 +133,14 @@ def _publish(discovery: RedisServiceDiscovery, endpoint_id: UUID, ports: list[in
     discovery.sync_model_service_routes(
         [ModelServiceMetadata(uuid4(), "svc", "127.0.0.1", port, labels=labels) for port in ports]
     )
+
+
+def _routed(proxy_url: str, endpoint_id: UUID, replicas: int) -> None:
+    """Until the proxy's routing table holds the endpoint's replicas (the change feed)."""
+    wait_for(lambda: requests.get(f"{proxy_url}/v2/endpoints/{endpoint_id}",
+                                  headers={"X-BackendAI-Token": TOKEN}, timeout=5).json(),
+             lambda known: len(known["replicas"]) == replicas, timeout_s=10,
+             what=f"{replicas} replicas in the proxy's table")  # fmt: skip
 
 
 def _register(proxy_url: str, endpoint_id: UUID) -> str:
@@ -201,3 +216,242 @@ def _cmdline(proc: Path) -> bytes:
         return (proc / "cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def _target(endpoint_id: UUID, port: int, **labels: str) -> ModelServiceMetadata:
+    return ModelServiceMetadata(uuid4(), "svc", "127.0.0.1", port,
+                                labels={"endpoint_id": str(endpoint_id), **labels})  # fmt: skip
+
+
+def test_requests_spread_by_weight_and_weight_zero_gets_none(
+    proxy_url: str, service_discovery: RedisServiceDiscovery,
+    sample_server: Callable[[str], SampleServer],
+) -> None:  # fmt: skip
+    endpoint_id = uuid4()
+    one, three, none = sample_server("one"), sample_server("three"), sample_server("none")
+    service_discovery.sync_model_service_routes([
+        _target(endpoint_id, one.port, traffic_ratio="1"),
+        _target(endpoint_id, three.port, traffic_ratio="3"),
+        _target(endpoint_id, none.port, traffic_ratio="0"),
+    ])  # fmt: skip
+    url = _register(proxy_url, endpoint_id)
+    _routed(proxy_url, endpoint_id, 3)
+    with requests.Session() as session:
+        for _ in range(2000):
+            assert session.post(f"{url}/v1/completions", json={"prompt": "x"}, timeout=10).ok
+    assert none.state.served == 0
+    assert abs(three.state.served / 2000 - 0.75) <= 0.05
+    assert one.state.served + three.state.served == 2000
+
+
+def test_a_streamed_answer_arrives_in_pieces_as_it_is_written(
+    proxy_url: str, service_discovery: RedisServiceDiscovery
+) -> None:
+    endpoint_id = uuid4()
+    with _streaming_server() as (port, release):
+        service_discovery.sync_model_service_routes([_target(endpoint_id, port)])
+        url = _register(proxy_url, endpoint_id)
+        _routed(proxy_url, endpoint_id, 1)
+        with requests.get(f"{url}/stream", stream=True, timeout=10) as answer:
+            pieces = answer.iter_content(chunk_size=None)
+            first = next(pieces)  # before the server wrote the last piece
+            release.set()
+            rest = b"".join(pieces)
+    assert answer.headers["Content-Type"] == "text/event-stream"
+    assert first == b"data: first\n\n"
+    assert rest == b"data: last\n\n"
+
+
+def test_a_body_over_the_limit_is_413_and_other_bodies_pass_untouched(
+    redis_url: str, redis_keys: RedisKeys, tmp_path: Path,
+    service_discovery: RedisServiceDiscovery,
+) -> None:  # fmt: skip
+    endpoint_id = uuid4()
+    with _proxy(redis_url, redis_keys, tmp_path, MODELFLEET_PROXY_MAX_BODY_BYTES="1000") as url, \
+            _echoing_server() as port:  # fmt: skip
+        service_discovery.sync_model_service_routes([_target(endpoint_id, port)])
+        endpoint = _register(url, endpoint_id)
+        _routed(url, endpoint_id, 1)
+        too_big = requests.post(f"{endpoint}/x", data=b"a" * 1001, timeout=10)
+        raw = b"\x00not json \xff" * 10
+        echoed = requests.post(f"{endpoint}/echo?q=1", data=raw, timeout=10)
+    assert too_big.status_code == 413
+    assert too_big.json() == {
+        "error": "request body over 1000 bytes (MODELFLEET_PROXY_MAX_BODY_BYTES)"
+    }
+    assert (echoed.status_code, echoed.content) == (200, b"/echo?q=1 " + raw)
+
+
+def test_an_unknown_endpoint_is_404_in_one_line(proxy_url: str) -> None:
+    unknown = uuid4()
+    answer = requests.get(f"{proxy_url}/e/{unknown}/v1/models", timeout=5)
+    assert answer.status_code == 404
+    assert answer.json() == {"error": f"no endpoint {unknown} is registered with this proxy"}
+
+
+def test_the_table_follows_publish_and_unpublish(
+    proxy_url: str, service_discovery: RedisServiceDiscovery,
+    sample_server: Callable[[str], SampleServer],
+) -> None:  # fmt: skip
+    endpoint_id, server = uuid4(), sample_server("s")
+    url = _register(proxy_url, endpoint_id)
+    service_discovery.sync_model_service_routes([_target(endpoint_id, server.port)])
+    _routed(proxy_url, endpoint_id, 1)
+    assert _complete(url).status_code == 200
+    service_discovery.sync_model_service_routes([])
+    _routed(proxy_url, endpoint_id, 0)
+    assert _complete(url).status_code == 503
+
+
+def test_a_refused_connection_is_retried_on_another_host_and_a_silent_host_skipped(
+    proxy_url: str, service_discovery: RedisServiceDiscovery, redis_client: redis.Redis,
+    redis_keys: RedisKeys, sample_server: Callable[[str], SampleServer],
+) -> None:  # fmt: skip
+    endpoint_id = uuid4()
+    a_live, b_live = sample_server("a-live"), sample_server("b-live")
+    dead = free_port()
+    service_discovery.sync_model_service_routes([
+        _target(endpoint_id, dead, host="host-a"),
+        _target(endpoint_id, a_live.port, host="host-a"),
+        _target(endpoint_id, b_live.port, host="host-b"),
+    ])  # fmt: skip
+    url = _register(proxy_url, endpoint_id)
+    _routed(proxy_url, endpoint_id, 3)
+    assert [_complete(url).status_code for _ in range(9)] == [200] * 9
+    # The three turns of the dead replica were each retried on host b, never host a:
+    assert (a_live.state.served, b_live.state.served) == (3, 6)
+    now_s = float(redis_client.time()[0])
+    redis_client.hset(redis_keys.host_heartbeats, mapping={"host-a": now_s - 10, "host-b": now_s})
+    wait_for(lambda: {_complete(url).json()["model"] for _ in range(3)},
+             lambda models: models == {"b-live"}, timeout_s=5,
+             what="host a's replicas left out")  # fmt: skip
+    served = b_live.state.served
+    assert {_complete(url).json()["model"] for _ in range(6)} == {"b-live"}
+    assert b_live.state.served == served + 6
+
+
+def test_requests_are_counted_per_revision_and_class_and_two_proxies_add_up(
+    redis_url: str, redis_keys: RedisKeys, tmp_path: Path, redis_client: redis.Redis,
+    service_discovery: RedisServiceDiscovery, sample_server: Callable[[str], SampleServer],
+) -> None:  # fmt: skip
+    endpoint_id = uuid4()
+    server = sample_server("s")
+    with _proxy(redis_url, redis_keys, tmp_path) as first, \
+            _proxy(redis_url, redis_keys, tmp_path) as second:  # fmt: skip
+        service_discovery.sync_model_service_routes(
+            [_target(endpoint_id, server.port, revision="7")]
+        )
+        for url in (first, second):
+            endpoint = _register(url, endpoint_id)
+            _routed(url, endpoint_id, 1)
+            for _ in range(3):
+                assert _complete(endpoint).status_code == 200
+            assert requests.get(f"{endpoint}/nope", timeout=5).status_code == 404
+        text = requests.get(f"{first}/metrics", timeout=5).text
+        windows = wait_for(
+            lambda: _window_totals(redis_client, redis_keys, endpoint_id),
+            lambda found: found.get("7|2xx") == 6, timeout_s=10,
+            what="both proxies' counts in Redis",
+        )  # fmt: skip
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text) for s in family.samples
+    }  # fmt: skip
+    labels = (("code_class", "2xx"), ("endpoint", str(endpoint_id)), ("revision", "7"))
+    assert samples[("modelfleet_proxy_requests_total", labels)] == 3
+    not_found = (("code_class", "4xx"), ("endpoint", str(endpoint_id)), ("revision", "7"))
+    assert samples[("modelfleet_proxy_requests_total", not_found)] == 1
+    assert ("modelfleet_proxy_routing_table_age_seconds", ()) in samples
+    assert windows["7|4xx"] == 2
+    assert redis_client.zscore(redis_keys.last_requests, str(endpoint_id)) is not None
+
+
+def _window_totals(client: redis.Redis, keys: RedisKeys, endpoint_id: UUID) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for key in client.scan_iter(match=keys.request_window(endpoint_id, 0)[:-1] + "*"):
+        found: dict[str, str] = client.hgetall(key)  # type: ignore[assignment]
+        for name, value in found.items():
+            totals[name] = totals.get(name, 0) + int(value)
+    return totals
+
+
+@contextmanager
+def _proxy(redis_url: str, redis_keys: RedisKeys, tmp_path: Path, **env: str) -> Iterator[str]:
+    port = free_port()
+    environ = {**os.environ, "MODELFLEET_REDIS_URL": redis_url,
+               "MODELFLEET_REDIS_KEY_PREFIX": redis_keys.prefix, "MODELFLEET_PROXY_TOKEN": TOKEN,
+               **env}  # fmt: skip
+    process = Process(f"proxy-{port}", [sys.executable, "-m", "workers", "proxy",
+                                        f"--port={port}"], environ, tmp_path)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _listening(url), timeout_s=30, what="the proxy to listen")
+        yield url
+    finally:
+        process.stop()
+
+
+def _listening(url: str) -> bool:
+    try:
+        requests.get(f"{url}/metrics", timeout=1)
+    except requests.RequestException:
+        return False
+    return True
+
+
+@contextmanager
+def _streaming_server() -> Iterator[tuple[int, threading.Event]]:
+    """Answers with an event stream: one piece at once, the last once the test releases it."""
+    release = threading.Event()
+
+    class Streaming(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for piece, wait in ((b"data: first\n\n", False), (b"data: last\n\n", True)):
+                if wait:
+                    release.wait(timeout=10)
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+
+        def log_message(self, *_: object) -> None:
+            """Quiet."""
+
+    with _serving(Streaming) as port:
+        yield port, release
+
+
+@contextmanager
+def _echoing_server() -> Iterator[int]:
+    """Answers every POST with its path, a space and its body, as received."""
+
+    class Echoing(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            payload = self.path.encode() + b" " + body
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *_: object) -> None:
+            """Quiet."""
+
+    with _serving(Echoing) as port:
+        yield port
+
+
+@contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)  # fmt: skip
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -74,6 +74,7 @@ class Proxy:
     def app(self) -> web.Application:
         application = web.Application(client_max_size=self.settings.max_body_bytes)
         application.router.add_post("/v2/endpoints/{id}", self.register)
+        application.router.add_get("/v2/endpoints/{id}", self.describe)
         application.router.add_delete("/v2/endpoints/{id}", self.unregister)
         application.router.add_get("/metrics", self.metrics)
         application.router.add_route("*", "/e/{id}/{tail:.*}", self.forward)
@@ -93,6 +94,22 @@ class Proxy:
         self.endpoints.known[endpoint_id] = {}
         log.info("endpoint %s registered", endpoint_id)
         return web.json_response({"endpoint": f"{self.public_url}/e/{endpoint_id}"})
+
+    async def describe(self, request: web.Request) -> web.Response:
+        """What this proxy process routes the endpoint to now (its routing table)."""
+        if (denied := self._check(request)) is not None:
+            return denied
+        endpoint_id = request.match_info["id"]
+        replicas = [
+            {"route_id": r.route_id, "address": r.address, "revision": r.revision,
+             "host": r.host, "weight": r.weight}
+            for r in sorted(self.table.replicas(endpoint_id), key=lambda r: r.route_id)
+        ]  # fmt: skip
+        return web.json_response({
+            "endpoint": f"{self.public_url}/e/{endpoint_id}",
+            "registered": endpoint_id in self.endpoints,
+            "replicas": replicas,
+        })  # fmt: skip
 
     async def unregister(self, request: web.Request) -> web.Response:
         if (denied := self._check(request)) is not None:
