@@ -182,6 +182,36 @@ def _half_answering_server() -> Iterator[int]:
         listener.close()
 
 
+@contextmanager
+def _never_answering_server() -> Iterator[tuple[int, threading.Event]]:
+    """Accepts connections and reads requests, and never answers (a frozen machine)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    received, stop = threading.Event(), threading.Event()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.recv(65536)
+            held.append(conn)
+            received.set()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], received
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
 def test_the_token_is_never_on_the_command_line_and_a_missing_one_is_one_line(
     proxy_url: str, tmp_path: Path
 ) -> None:
@@ -328,6 +358,33 @@ def test_a_refused_connection_is_retried_on_another_host_and_a_silent_host_skipp
     served = b_live.state.served
     assert {_complete(url).json()["model"] for _ in range(6)} == {"b-live"}
     assert b_live.state.served == served + 6
+
+
+def test_a_request_waiting_on_a_host_that_goes_silent_is_sent_to_another_host(
+    proxy_url: str, service_discovery: RedisServiceDiscovery, redis_client: redis.Redis,
+    redis_keys: RedisKeys, sample_server: Callable[[str], SampleServer],
+) -> None:  # fmt: skip
+    endpoint_id, b_live = uuid4(), sample_server("b-live")
+    now_s = float(redis_client.time()[0])
+    redis_client.hset(redis_keys.host_heartbeats, mapping={"host-a": now_s, "host-b": now_s})
+    with _never_answering_server() as (frozen_port, received):
+        service_discovery.sync_model_service_routes([
+            _target(endpoint_id, frozen_port, host="host-a"),
+            _target(endpoint_id, b_live.port, host="host-b"),
+        ])  # fmt: skip
+        url = _register(proxy_url, endpoint_id)
+        _routed(proxy_url, endpoint_id, 2)
+        answers: list[int] = []
+        sent = [threading.Thread(target=lambda: answers.append(_complete(url).status_code))
+                for _ in range(2)]  # fmt: skip
+        for thread in sent:
+            thread.start()
+        assert received.wait(timeout=5)  # one of them waits on host a (a partitioned machine)
+        redis_client.hset(redis_keys.host_heartbeats, "host-a", now_s - 10)
+        for thread in sent:
+            thread.join(timeout=15)
+    assert answers == [200, 200]
+    assert b_live.state.served == 2
 
 
 def test_requests_are_counted_per_revision_and_class_and_two_proxies_add_up(

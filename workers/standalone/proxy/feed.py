@@ -50,6 +50,8 @@ class TableFeed:
     endpoints: Endpoints
     resync_s: float = 5.0
     heartbeat_s: float = 2.0  # a host silent for two of these gets no new request
+    # Told of the hosts that have just gone silent (the requests waiting on them go elsewhere).
+    on_silent: Callable[[frozenset[str]], None] = lambda _: None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -78,9 +80,14 @@ class TableFeed:
         pipe.hgetall(self.keys.proxy_endpoints)
         (seconds, micros), beats, registered = await pipe.execute()
         now_s = int(seconds) + int(micros) / 1_000_000
-        self.table.stale_hosts = frozenset(
+        stale = frozenset(
             host for host, at in beats.items() if now_s - float(at) > 2 * self.heartbeat_s
         )
+        silenced, self.table.stale_hosts = stale - self.table.stale_hosts, stale
+        if silenced:
+            log.warning("proxy: hosts silent (no heartbeat for %gs): %s",
+                        2 * self.heartbeat_s, ", ".join(sorted(silenced)))  # fmt: skip
+            self.on_silent(silenced)
         self.endpoints.known = {key: _document(value) for key, value in registered.items()}
 
     async def _follow(self) -> None:

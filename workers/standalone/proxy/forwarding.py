@@ -4,12 +4,16 @@ forwarded to a replica, and `/metrics`.
 A request goes to one replica of its endpoint (`RoutingTable.pick`). A replica that
 refuses the connection, resets it before any byte of an answer, or does not accept it
 within the connect timeout processed nothing: the request goes once more, to a replica
-on another host. An answer that has begun is never retried; it is streamed through as
-it comes (an LLM server's tokens), never buffered whole.
+on another host. So does a request still waiting for the first byte of its answer when
+the replica's host goes silent (a partitioned machine: a kept-alive connection to it
+would otherwise hold the request until the forward timeout; whatever it computed there
+could never come back). An answer that has begun is never retried; it is streamed
+through as it comes (an LLM server's tokens), never buffered whole.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -66,10 +70,12 @@ class Proxy:
         self.table = RoutingTable()
         self.endpoints = Endpoints()
         self.feed = TableFeed(self.redis_client, self.keys, self.table, self.endpoints,
-                              resync_s=self.settings.resync_s,
-                              heartbeat_s=self.heartbeat_s)  # fmt: skip
+                              resync_s=self.settings.resync_s, heartbeat_s=self.heartbeat_s,
+                              on_silent=self._give_up_waiting)  # fmt: skip
         self.windows = RequestWindows(self.redis_client, self.keys)
         self._client: ClientSession | None = None
+        # host -> the deadlines of requests sent there that have no answer yet
+        self._waiting: dict[str, set[asyncio.Timeout]] = {}
 
     def app(self) -> web.Application:
         application = web.Application(client_max_size=self.settings.max_body_bytes)
@@ -174,12 +180,22 @@ class Proxy:
         if request.query_string:
             url = f"{url}?{request.query_string}"
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        until_silent = asyncio.timeout(None)  # brought forward when the host goes silent
+        waiting = self._waiting.setdefault(target.host, set())
+        waiting.add(until_silent)
         try:
-            answer = await self._session().request(request.method, url, headers=headers,
-                                                   data=body)  # fmt: skip
+            async with until_silent:
+                answer = await self._session().request(request.method, url, headers=headers,
+                                                       data=body)  # fmt: skip
         except (ClientConnectorError, ServerDisconnectedError, ClientOSError,
                 ServerTimeoutError) as error:  # fmt: skip
             raise _NotStarted(str(error) or type(error).__name__) from error
+        except TimeoutError:
+            if not until_silent.expired():
+                raise
+            raise _NotStarted(f"host {target.host} went silent") from None
+        finally:
+            waiting.discard(until_silent)
         async with answer:  # from here on the replica has begun to answer: no retry
             streamed = web.StreamResponse(status=answer.status, reason=answer.reason)
             for name, value in answer.headers.items():
@@ -199,6 +215,12 @@ class Proxy:
                     request.transport.close()
         self.windows.count(target.endpoint, target.revision, status, time.monotonic() - started)
         return streamed
+
+    def _give_up_waiting(self, hosts: frozenset[str]) -> None:
+        now = asyncio.get_running_loop().time()
+        for host in hosts:
+            for until_silent in self._waiting.pop(host, set()):
+                until_silent.reschedule(now)
 
     def _check(self, request: web.Request) -> web.Response | None:
         try:
