@@ -67,10 +67,15 @@ def test_sync_replaces_the_whole_set(
 def test_an_empty_sync_purges_everything(
     service_discovery: RedisServiceDiscovery, redis_client: redis.Redis, redis_keys: RedisKeys
 ) -> None:
-    service_discovery.sync_model_service_routes([_target(1), _target(2)])
+    first, second = _target(1), _target(2)
+    service_discovery.sync_model_service_routes([first, second])
     service_discovery.sync_model_service_routes([])
     assert service_discovery.registered_targets() == []
-    assert list(redis_client.scan_iter(match=f"{redis_keys.prefix}*")) == []
+    # Only the change feed is left, its last entry naming both routes gone (for the proxies).
+    left = list(redis_client.scan_iter(match=f"{redis_keys.prefix}*"))
+    assert left == [redis_keys.scrape_target_changes]
+    [(_, last)] = redis_client.xrevrange(redis_keys.scrape_target_changes, count=1)
+    assert last == {"routes": ",".join(sorted([str(first.route_id), str(second.route_id)]))}
 
 
 def test_malformed_targets_are_left_out(

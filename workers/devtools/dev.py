@@ -204,21 +204,9 @@ def _system_in(
         engine = create_database_engine(database_url)
         upgrade_to_head(engine)
         proxy_port, sd_port, flower_port = free_port(), free_port(), free_port()
-        env = {
-            **environ,
-            "MODELFLEET_DATABASE_URL": database_url,
-            "MODELFLEET_REDIS_URL": redis_url,
-            "MODELFLEET_BROKER_URL": environ.get("MODELFLEET_BROKER_URL", redis_url),
-            "MODELFLEET_RESULT_BACKEND": environ.get("MODELFLEET_RESULT_BACKEND", redis_url),
-            **(
-                {interval_variable(p): FAST_INTERVAL_S for p in SCHEDULED_INTERVALS_S}
-                if fast
-                else {}
-            ),
-        }
         system = DevSystem(
             folder,
-            env,
+            system_environ(environ, database_url, redis_url, fast=fast),
             engine,
             proxy_url=f"http://127.0.0.1:{proxy_port}",
             flower_url=f"http://127.0.0.1:{flower_port}",
@@ -238,11 +226,26 @@ def _system_in(
             if supervisor.is_alive():
                 supervisor.join(timeout=10)
             stop_all(list(reversed(system.processes)), STOP_GRACE_S, say)
-            say(f"sessions: {_stop_sessions(engine, system.runner_name)} stopped")
+            say(f"sessions: {stop_sessions(engine, system.runner_name)} stopped")
             if not system.owns_database:
                 _retire(engine, system.created)
                 say(f"deployments this run made: {len(system.created)} destroyed")
             engine.dispose()
+
+
+def system_environ(
+    environ: Mapping[str, str], database_url: str, redis_url: str, *, fast: bool
+) -> dict[str, str]:
+    """Every child's environment: these stores (Redis the broker too, unless one is
+    configured), and with `fast` every phase each second."""
+    return {
+        **environ,
+        "MODELFLEET_DATABASE_URL": database_url,
+        "MODELFLEET_REDIS_URL": redis_url,
+        "MODELFLEET_BROKER_URL": environ.get("MODELFLEET_BROKER_URL", redis_url),
+        "MODELFLEET_RESULT_BACKEND": environ.get("MODELFLEET_RESULT_BACKEND", redis_url),
+        **({interval_variable(p): FAST_INTERVAL_S for p in SCHEDULED_INTERVALS_S} if fast else {}),
+    }
 
 
 def _supervise(system: DevSystem, stop: threading.Event) -> None:
@@ -251,30 +254,38 @@ def _supervise(system: DevSystem, stop: threading.Event) -> None:
 
 
 def _start_all(system: DevSystem, proxy_port: int, sd_port: int, flower_port: int) -> None:
-    system.start("worker", celery("worker", "--loglevel=INFO", "--concurrency=2"))
-    system.start("beat", celery("beat", "--loglevel=INFO", f"--schedule={system.folder / 'beat'}"))
     system.start(
         "flower",
         celery("flower", f"--port={flower_port}", "--address=127.0.0.1"),
         FLOWER_BASIC_AUTH=system.env.get("FLOWER_BASIC_AUTH", "admin:admin"),
     )
+    start_controller(system, proxy_port=proxy_port, sd_port=sd_port)
     system.start(
         "runner",
         modelfleet(
             "runner", f"--name={system.runner_name}", f"--log-dir={system.folder / 'sessions'}"
         ),
     )
+
+
+def start_controller(
+    system: DevSystem, *, proxy_port: int, sd_port: int, proxy_host: str = "127.0.0.1"
+) -> None:
+    """Everything but the hosts' agents: a worker, beat, the prober, the metrics collector,
+    the proxy (on `proxy_host`) and the service-discovery endpoint."""
+    system.start("worker", celery("worker", "--loglevel=INFO", "--concurrency=2"))
+    system.start("beat", celery("beat", "--loglevel=INFO", f"--schedule={system.folder / 'beat'}"))
     system.start("prober", modelfleet("prober"))
     system.start("collector", modelfleet("collector", "--interval-s=1"))
     system.start(
         "proxy",
-        modelfleet("proxy", f"--port={proxy_port}"),
+        modelfleet("proxy", f"--host={proxy_host}", f"--port={proxy_port}"),
         MODELFLEET_PROXY_TOKEN=system.proxy_token,
     )
     system.start("service-discovery", modelfleet("service-discovery", "serve", f"--port={sd_port}"))
 
 
-def _stop_sessions(engine: sa.Engine, runner_name: str) -> int:
+def stop_sessions(engine: sa.Engine, runner_name: str) -> int:
     """The session processes this run's runner started are stopped (they outlive the
     runner); sessions of any other runner on the same database are not touched."""
     ours = sessions.c.runner == runner_name

@@ -89,6 +89,9 @@ def start_postgres(host: str = "127.0.0.1") -> ThrowawayPostgres:
             _give_to(folder, user)
         data, port = folder / "data", free_port(host)
         _run([bin_dir / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"], user)
+        if host != "127.0.0.1":  # reached from the other addresses of host's network too
+            with (data / "pg_hba.conf").open("a") as rules:
+                rules.write("host all all samenet trust\n")
         options = f"-p {port} -k {folder} -c listen_addresses={host} -c fsync=off"
         _run(
             [

@@ -4,7 +4,8 @@
 every answer (status, latency, the revision that answered). `LivenessWatch`
 polls the Prometheus service-discovery endpoint and every published replica's
 port, and records each moment a replica was published while nothing listened
-on its port: the window in which a request can fail.
+on its port: the window in which a request can fail. `PublishedWatch` keeps which
+routes each poll saw published (a route that must never come back).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,33 +133,74 @@ class LivenessWatch:
     interval_s: float = 0.2
     violations: list[DeadWhilePublished] = field(default_factory=list)
     polls: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
 
     @contextmanager
     def running(self) -> Iterator[LivenessWatch]:
-        thread = threading.Thread(target=self._watch, daemon=True)
-        thread.start()
-        try:
+        with _polling(self.sd_url, self.interval_s, self._check):
             yield self
-        finally:
-            self._stop.set()
-            thread.join(timeout=10)
 
-    def _watch(self) -> None:
-        while not self._stop.wait(self.interval_s):
+    def _check(self, groups: list[dict[str, Any]]) -> None:
+        self.polls += 1
+        for group in groups:
+            for address in group["targets"]:
+                if not _listening(address):
+                    self.violations.append(
+                        DeadWhilePublished(
+                            time.monotonic(), group["labels"].get("route_id", "?"), address
+                        )
+                    )
+
+
+@dataclass(frozen=True)
+class Publication:
+    seen_at: float  # time.monotonic() of the poll
+    routes: frozenset[str]  # the route ids published then
+
+
+@dataclass
+class PublishedWatch:
+    """Polls service discovery (`sd_url`) every `interval_s` and keeps what each poll saw."""
+
+    sd_url: str
+    interval_s: float = 0.2
+    seen: list[Publication] = field(default_factory=list)
+
+    @contextmanager
+    def running(self) -> Iterator[PublishedWatch]:
+        with _polling(self.sd_url, self.interval_s, self._keep):
+            yield self
+
+    def last_seen(self, route_ids: set[str]) -> float | None:
+        """When a poll last saw any of `route_ids` published (None: never)."""
+        return max((p.seen_at for p in self.seen if p.routes & route_ids), default=None)
+
+    def _keep(self, groups: list[dict[str, Any]]) -> None:
+        routes = frozenset(group["labels"].get("route_id", "?") for group in groups)
+        self.seen.append(Publication(time.monotonic(), routes))
+
+
+@contextmanager
+def _polling(
+    sd_url: str, interval_s: float, seen: Callable[[list[dict[str, Any]]], None]
+) -> Iterator[None]:
+    """A thread handing `seen` the service-discovery document every `interval_s`."""
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(interval_s):
             try:
-                groups = requests.get(self.sd_url, timeout=2).json()
+                groups = requests.get(sd_url, timeout=2).json()
             except (requests.RequestException, ValueError):
                 continue
-            self.polls += 1
-            for group in groups:
-                for address in group["targets"]:
-                    if not _listening(address):
-                        self.violations.append(
-                            DeadWhilePublished(
-                                time.monotonic(), group["labels"].get("route_id", "?"), address
-                            )
-                        )
+            seen(groups)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 def _listening(address: str) -> bool:

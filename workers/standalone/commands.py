@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from workers.adapters.postgres.engine import create_agent_engine
 from workers.adapters.redis.client import create_redis_client
 from workers.adapters.redis.health import RedisHealthStore
 from workers.adapters.redis.keys import RedisKeys
@@ -69,15 +70,16 @@ def runner(cli: CliContext, /, **options: Any) -> None:
     name = options["name"]
     if (problem := host_name_problem(name)) is not None:
         bad_input("--name", problem)
+    engine = create_agent_engine(cli.settings.database_url)
     heartbeat = Heartbeat(
-        engine=cli.engine,
+        engine=engine,
         name=name,
         every_s=cli.settings.hosts.heartbeat_s,
         redis_client=create_redis_client(cli.settings.redis_url),
         keys=RedisKeys(cli.settings.redis_key_prefix),
     )
     SessionRunner(
-        engine=cli.engine,
+        engine=engine,
         name=name,
         host=options["advertise_host"],
         grace_s=options["grace_s"],

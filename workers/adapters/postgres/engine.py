@@ -16,6 +16,27 @@ def create_database_engine(url: str, *, pool_size: int = 5) -> sa.Engine:
     return sa.create_engine(url, pool_size=pool_size, pool_pre_ping=True, future=True)
 
 
+# A host agent can vanish in the middle of a transaction (its machine cut off). The server
+# then ends that session within seconds (idle in a transaction, or its peer silent to TCP
+# keepalives) instead of holding its locks (its own host's row) for hours, so the
+# controller can declare the host lost; the agent's side notices a dead server alike.
+_AGENT_SESSION = {
+    "idle_in_transaction_session_timeout": "5s",
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "2",
+    "tcp_keepalives_count": "3",
+}
+_AGENT_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+                     "keepalives_count": 3}  # fmt: skip
+
+
+def create_agent_engine(url: str) -> sa.Engine:
+    """The engine of an agent on another machine (`modelfleet runner`)."""
+    options = " ".join(f"-c {name}={value}" for name, value in _AGENT_SESSION.items())
+    return sa.create_engine(url, pool_size=2, pool_pre_ping=True, future=True,
+                            connect_args={"options": options, **_AGENT_KEEPALIVES})  # fmt: skip
+
+
 @contextmanager
 def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
     """A connection inside one transaction, committed on success.
