@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -74,7 +75,8 @@ def test_an_empty_sync_purges_everything(
     # Only the change feed is left, its last entry naming both routes gone (for the proxies).
     left = list(redis_client.scan_iter(match=f"{redis_keys.prefix}*"))
     assert left == [redis_keys.scrape_target_changes]
-    [(_, last)] = redis_client.xrevrange(redis_keys.scrape_target_changes, count=1)
+    newest: Any = redis_client.xrevrange(redis_keys.scrape_target_changes, count=1)
+    [(_, last)] = newest
     assert last == {"routes": ",".join(sorted([str(first.route_id), str(second.route_id)]))}
 
 
