@@ -147,6 +147,6 @@ def proxy(cli: CliContext, /, **options: Any) -> None:
     if (problem := token_problem(token)) is not None:
         bad_input("MODELFLEET_PROXY_TOKEN", problem)
     host, port = options["host"], options["port"]
-    factory = ProxyFactory(cli.settings, token, options["public_url"] or f"http://{host}:{port}")
+    factory = ProxyFactory.of(cli.settings, token, options["public_url"] or f"http://{host}:{port}")
     with reported_failures("proxy"):  # e.g. the port is taken
         serve(factory, host=host, port=port, workers=options["workers"])

@@ -433,19 +433,70 @@ def _window_totals(client: redis.Redis, keys: RedisKeys, endpoint_id: UUID) -> d
 
 
 @contextmanager
-def _proxy(redis_url: str, redis_keys: RedisKeys, tmp_path: Path, **env: str) -> Iterator[str]:
+def _proxy(redis_url: str, redis_keys: RedisKeys, tmp_path: Path, *options: str,
+           **env: str) -> Iterator[str]:  # fmt: skip
+    with _proxy_process(redis_url, redis_keys, tmp_path, *options, **env) as (url, _):
+        yield url
+
+
+@contextmanager
+def _proxy_process(redis_url: str, redis_keys: RedisKeys, tmp_path: Path, *options: str,
+                   **env: str) -> Iterator[tuple[str, Process]]:  # fmt: skip
     port = free_port()
     environ = {**os.environ, "MODELFLEET_REDIS_URL": redis_url,
                "MODELFLEET_REDIS_KEY_PREFIX": redis_keys.prefix, "MODELFLEET_PROXY_TOKEN": TOKEN,
                **env}  # fmt: skip
     process = Process(f"proxy-{port}", [sys.executable, "-m", "workers", "proxy",
-                                        f"--port={port}"], environ, tmp_path)  # fmt: skip
+                                        f"--port={port}", *options], environ, tmp_path)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _listening(url), timeout_s=30, what="the proxy to listen")
-        yield url
+        yield url, process
     finally:
         process.stop()
+
+
+def test_workers_share_one_port_and_their_metrics_add_up(
+    redis_url: str, redis_keys: RedisKeys, tmp_path: Path,
+    service_discovery: RedisServiceDiscovery, sample_server: Callable[[str], SampleServer],
+) -> None:  # fmt: skip
+    endpoint_id, server = uuid4(), sample_server("s")
+    with _proxy_process(redis_url, redis_keys, tmp_path, "--workers=2") as (url, process):
+        children = wait_for(lambda: _children(process.popen.pid), lambda c: len(c) == 2,
+                            timeout_s=30, what="two worker processes")  # fmt: skip
+        service_discovery.sync_model_service_routes([_target(endpoint_id, server.port)])
+        endpoint = _register(url, endpoint_id)
+        wait_for(lambda: _complete(endpoint).status_code, lambda s: s == 200, timeout_s=10,
+                 what="every worker routing the endpoint")  # fmt: skip
+        served_before = server.state.served
+        for _ in range(40):  # a new connection each: the kernel spreads them over both
+            assert _complete(endpoint).status_code == 200
+        text = requests.get(f"{url}/metrics", timeout=5).text
+        assert server.state.served == served_before + 40
+        process.stop()
+        assert not any(_alive(child) for child in children)
+    counted = sum(
+        s.value
+        for family in text_string_to_metric_families(text) for s in family.samples
+        if s.name == "modelfleet_proxy_requests_total" and s.labels["code_class"] == "2xx"
+    )  # fmt: skip
+    assert counted >= 40  # every request either worker forwarded, in one exposition
+
+
+def _children(pid: int) -> list[int]:
+    """The worker processes `pid` spawned (not multiprocessing's resource tracker)."""
+    tasks = Path(f"/proc/{pid}/task")
+    found = (t / "children" for t in tasks.iterdir()) if tasks.exists() else ()
+    children = [int(child) for path in found for child in path.read_text().split()]
+    return [child for child in children if b"spawn_main" in _cmdline(Path(f"/proc/{child}"))]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _listening(url: str) -> bool:

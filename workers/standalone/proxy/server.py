@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from workers.adapters.redis.keys import RedisKeys
-from workers.config import Settings
+from workers.config import ProxySettings, Settings
 from workers.standalone.proxy.counting import MULTIPROCESS_DIR_VARIABLE
 from workers.standalone.proxy.forwarding import Proxy
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def serve(make_proxy: Callable[[], Proxy], *, host: str, port: int, workers: int = 1) -> None:
+def serve(make_proxy: ProxyFactory, *, host: str, port: int, workers: int = 1) -> None:
     """Serve until interrupted; the port is bound (or refused) before anything is said."""
     listening = socket.create_server((host, port), reuse_port=True)
     if workers <= 1:
@@ -49,7 +49,7 @@ def _serve_one(make_proxy: Callable[[], Proxy], listening: socket.socket, host: 
     web.run_app(make_proxy().app(), sock=listening, print=None, handle_signals=True)
 
 
-def _serve_many(make_proxy: Callable[[], Proxy], listening: socket.socket, host: str, port: int,
+def _serve_many(make_proxy: ProxyFactory, listening: socket.socket, host: str, port: int,
                 workers: int) -> None:  # fmt: skip
     listening.close()  # each worker binds its own socket on the port (SO_REUSEPORT)
     folder = tempfile.mkdtemp(prefix="modelfleet-proxy-metrics-")
@@ -76,10 +76,8 @@ def _serve_many(make_proxy: Callable[[], Proxy], listening: socket.socket, host:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _worker(make_proxy: Callable[[], Proxy], host: str, port: int) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def _worker(make_proxy: ProxyFactory, host: str, port: int) -> None:
+    logging.basicConfig(level=make_proxy.log_level, format=LOG_FORMAT)
     _serve_one(make_proxy, socket.create_server((host, port), reuse_port=True), host, port)
 
 
@@ -95,21 +93,28 @@ def _use_uvloop() -> None:
 class ProxyFactory:
     """What each worker process builds its proxy from (picklable: workers are spawned)."""
 
-    settings: Settings
+    redis_url: str = field(repr=False)  # may hold a password
+    redis_key_prefix: str
+    settings: ProxySettings
+    heartbeat_s: float
     token: str = field(repr=False)
     public_url: str
+    log_level: int = logging.INFO
+
+    @classmethod
+    def of(cls, settings: Settings, token: str, public_url: str) -> ProxyFactory:
+        return cls(settings.redis_url, settings.redis_key_prefix, settings.proxy,
+                   settings.hosts.heartbeat_s, token, public_url,
+                   logging.getLogger().getEffectiveLevel())  # fmt: skip
 
     def __call__(self) -> Proxy:
         return Proxy(
             redis_client=aioredis.Redis.from_url(
-                self.settings.redis_url,
-                decode_responses=True,
-                socket_timeout=5,
-                socket_connect_timeout=5,
+                self.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5
             ),
-            keys=RedisKeys(self.settings.redis_key_prefix),
+            keys=RedisKeys(self.redis_key_prefix),
             token=self.token,
             public_url=self.public_url,
-            settings=self.settings.proxy,
-            heartbeat_s=self.settings.hosts.heartbeat_s,
+            settings=self.settings,
+            heartbeat_s=self.heartbeat_s,
         )
