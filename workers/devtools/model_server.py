@@ -25,6 +25,8 @@ from typing import Any
 from workers.domain import REVISION_VARIABLE  # the deployment revision it runs
 from workers.standalone.machine import BIND_HOST_VARIABLE, PORT_VARIABLE
 
+IDLE_CONNECTION_S = 5.0  # uvicorn's keep-alive timeout, which many model servers run on
+
 
 class ModelState:
     def __init__(self, name: str, latency_s: float = 0.0, revision: int | None = None) -> None:
@@ -73,6 +75,7 @@ class _Server(ThreadingHTTPServer):
     # Requests in flight are joined at close (a graceful stop waits for them).
     daemon_threads = False
     block_on_close = True
+    request_queue_size = 128  # connections waiting to be accepted (socketserver's is 5)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hung up (a probe that timed out) is routine, not a traceback."""
@@ -87,6 +90,13 @@ def make_server(host: str, port: int, state: ModelState) -> ThreadingHTTPServer:
 
 def _handler_for(state: ModelState) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        # Keep-alive, as model servers speak it: a proxy reuses its connections.
+        protocol_version = "HTTP/1.1"
+        timeout = IDLE_CONNECTION_S  # an idle kept-alive connection closes (a stop joins it)
+        # Headers and body go out as two writes: on a kept-alive connection Nagle's
+        # algorithm would hold the body for the client's delayed ACK (40 ms).
+        disable_nagle_algorithm = True
+
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: a model server's access log is noise in the demo."""
 

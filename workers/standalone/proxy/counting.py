@@ -37,6 +37,7 @@ WINDOW_KEPT_S = 600
 FLUSH_EVERY_S = 1.0
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                      120.0, 300.0)  # fmt: skip
+_BUCKET_LABELS = tuple((bound, f"{bound:g}") for bound in LATENCY_BUCKETS_S)
 ERROR = "error"  # no answer at all: refused, reset, timed out
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own
 
@@ -97,9 +98,9 @@ class RequestWindows:
         window = self._counts[(endpoint, int(now_s // WINDOW_S) * WINDOW_S)]
         window[f"{revision}|{code_class(status)}"] += 1
         window[f"{revision}|sum_ms"] += round(seconds * 1000)
-        for bound in LATENCY_BUCKETS_S:
+        for bound, label in _BUCKET_LABELS:
             if seconds <= bound:
-                window[f"{revision}|le|{bound:g}"] += 1
+                window[f"{revision}|le|{label}"] += 1
         self._last_seen[endpoint] = now_s
 
     def seen(self, endpoint: str) -> None:

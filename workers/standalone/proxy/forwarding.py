@@ -163,8 +163,8 @@ class Proxy:
             try:
                 return await self._relay(request, first, body, started)
             except _NotStarted as refused:
-                second = self.table.pick(endpoint, avoid_hosts={first.host} if first.host else ())
-                if second is None or second.route_id == first.route_id:
+                second = self._another(endpoint, first)
+                if second is None:
                     raise
                 counting.RETRIES.labels(endpoint, "not_started").inc()
                 log.info("replica %s: %s; retrying on %s", first.route_id, refused, second.route_id)
@@ -216,6 +216,14 @@ class Proxy:
         self.windows.count(target.endpoint, target.revision, status, time.monotonic() - started)
         return streamed
 
+    def _another(self, endpoint: str, first: Replica) -> Replica | None:
+        """A replica on another host; else another replica on the same one."""
+        if first.host:
+            elsewhere = self.table.pick(endpoint, avoid_hosts={first.host})
+            if elsewhere is not None:
+                return elsewhere
+        return self.table.pick(endpoint, avoid_routes={first.route_id})
+
     def _give_up_waiting(self, hosts: frozenset[str]) -> None:
         now = asyncio.get_running_loop().time()
         for host in hosts:
@@ -244,8 +252,10 @@ class Proxy:
                 total=self.settings.forward_timeout_s,
                 sock_connect=self.settings.connect_timeout_s,
             )
-            # Connections to replicas are kept and reused (keep-alive), per replica.
-            connector = TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30)
+            # Connections to replicas are kept and reused (keep-alive), per replica; an idle
+            # one is closed before a model server's own idle timeout (uvicorn: 5 s) can
+            # close it under a request being sent on it.
+            connector = TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=4)
             self._client = ClientSession(timeout=timeout, connector=connector,
                                          auto_decompress=False)  # fmt: skip
         return self._client

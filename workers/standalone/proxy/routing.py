@@ -10,7 +10,7 @@ share must be what its weight says.) A replica of weight 0 gets nothing.
 
 A replica whose host went silent (its agent missed two heartbeats) gets no new
 request while another can take it; a retry after a refused connection goes to a
-replica on another host.
+replica on another host, or else to another replica on the same one.
 """
 
 from __future__ import annotations
@@ -52,9 +52,15 @@ class _Endpoint:
     replicas: dict[str, Replica] = field(default_factory=dict)
     scores: dict[str, float] = field(default_factory=dict)
 
-    def pick(self, avoid_hosts: Collection[str], stale_hosts: Collection[str]) -> Replica | None:
-        weighted = [r for r in self.replicas.values() if r.weight > 0]
-        candidates = [r for r in weighted if r.host not in avoid_hosts] if avoid_hosts else weighted
+    def pick(self, avoid_hosts: Collection[str], avoid_routes: Collection[str],
+             stale_hosts: Collection[str]) -> Replica | None:  # fmt: skip
+        candidates = [r for r in self.replicas.values() if r.weight > 0]
+        if avoid_hosts or avoid_routes:
+            candidates = [
+                r
+                for r in candidates
+                if r.host not in avoid_hosts and r.route_id not in avoid_routes
+            ]
         fresh = [r for r in candidates if r.host not in stale_hosts]
         candidates = fresh or candidates  # a silent host is better than no answer at all
         if not candidates:
@@ -87,8 +93,10 @@ class RoutingTable:
     def apply(self, changes: Mapping[str, ModelServiceMetadata | None]) -> None:
         """Routes published (or changed), and routes gone (None)."""
         for route_id, target in changes.items():
-            self._remove(route_id)
             replica = None if target is None else Replica.of(target)
+            if replica is not None and replica == self._replica(route_id):
+                continue  # unchanged (a full read): its place in the rotation is kept
+            self._remove(route_id)
             if replica is not None:
                 self._endpoints.setdefault(replica.endpoint, _Endpoint()).replicas[route_id] = (
                     replica
@@ -96,13 +104,26 @@ class RoutingTable:
                 self._where[route_id] = replica.endpoint
         self.updated_at = time.monotonic()
 
-    def pick(self, endpoint: str, *, avoid_hosts: Collection[str] = ()) -> Replica | None:
+    def pick(
+        self,
+        endpoint: str,
+        *,
+        avoid_hosts: Collection[str] = (),
+        avoid_routes: Collection[str] = (),
+    ) -> Replica | None:
         found = self._endpoints.get(endpoint)
-        return None if found is None else found.pick(avoid_hosts, self.stale_hosts)
+        return None if found is None else found.pick(avoid_hosts, avoid_routes, self.stale_hosts)
+
+    def route_ids(self) -> set[str]:
+        return set(self._where)
 
     def replicas(self, endpoint: str) -> list[Replica]:
         found = self._endpoints.get(endpoint)
         return [] if found is None else list(found.replicas.values())
+
+    def _replica(self, route_id: str) -> Replica | None:
+        endpoint = self._where.get(route_id)
+        return None if endpoint is None else self._endpoints[endpoint].replicas.get(route_id)
 
     def _remove(self, route_id: str) -> None:
         endpoint = self._where.pop(route_id, None)
