@@ -70,8 +70,8 @@ class RedisKeys:
     def request_window(self, endpoint_id: UUID | str, window_s: int) -> str:
         """Hash: what the proxies counted of one endpoint in the 10 s window starting at
         `window_s` (unix s): `{revision}|{class}` -> requests, `{revision}|le|{bound}` ->
-        requests answered within `bound` s, `{revision}|sum` -> seconds (expires after 10
-        minutes)."""
+        requests answered within `bound` s, `{revision}|sum_ms` -> milliseconds in all
+        (expires after 10 minutes)."""
         return f"{self.prefix}modelfleet:requests:{endpoint_id}:{window_s}"
 
     @property
