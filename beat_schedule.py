@@ -23,6 +23,8 @@ PHASE_INTERVALS_S: Final[Mapping[str, float]] = MappingProxyType(
         PhaseName.RECONCILE: 30.0,
         PhaseName.DESTROY: 2.0,
         PhaseName.ROLLOUT: 1.0,
+        PhaseName.SCALE_TO_ZERO: 2.0,
+        PhaseName.WAKE: 1.0,  # also started by beat's watcher as wakes are announced
         PhaseName.PROVISION: 2.0,
         PhaseName.CHECK_RUNNING: 5.0,
         PhaseName.CHECK_STARTUP: 1.0,

@@ -4,7 +4,16 @@
 this package registers every task; the worker does it before forking.
 """
 
-from tasks.deployments import check_pending, check_replicas, destroy, reconcile, rollout, scale
+from tasks.deployments import (
+    check_pending,
+    check_replicas,
+    destroy,
+    reconcile,
+    rollout,
+    scale,
+    scale_to_zero,
+    wake,
+)
 from tasks.hosts import check as check_hosts
 from tasks.hosts import drain as drain_hosts
 from tasks.phase_runs import sweep
@@ -36,7 +45,9 @@ __all__ = [
     "reconcile",
     "rollout",
     "scale",
+    "scale_to_zero",
     "sweep",
     "sync_service_discovery",
     "terminate",
+    "wake",
 ]

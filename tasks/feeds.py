@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
+from uuid import UUID
 
 from workers.celery import app
 from workers.phase_names import PhaseName
@@ -30,6 +31,17 @@ class Feed(Protocol):
     def wait_for_changes(self, after: str, block_s: float) -> str | None:
         """Block until entries after `after` land; the newest one's id, or None."""
         ...
+
+
+def announced_ids(texts: Iterable[str]) -> list[UUID]:
+    """The ids a feed announced, in order; anything else a writer put there is passed over."""
+    found = []
+    for text in texts:
+        try:
+            found.append(UUID(text))
+        except ValueError:
+            continue
+    return found
 
 
 def start_watcher(phase: PhaseName, feed: Callable[[], Feed]) -> None:

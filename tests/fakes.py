@@ -23,6 +23,7 @@ from workers.domain import (
     Condition,
     DeploymentContext,
     DeploymentInfo,
+    DeploymentLifecycle,
     HealthCheckStatus,
     HealthStatus,
     ModelServiceMetadata,
@@ -68,6 +69,7 @@ class World:
     readiness: dict[str, HealthStatus] = field(default_factory=dict)
     scrape_targets: list[ModelServiceMetadata] = field(default_factory=list)
     proxy_endpoints: dict[UUID, Mapping[str, Any]] = field(default_factory=dict)
+    endpoint_modes: dict[UUID, str] = field(default_factory=dict)
 
     def add_deployment(self, deployment: DeploymentInfo) -> DeploymentInfo:
         self.deployments[deployment.id] = deployment
@@ -228,6 +230,31 @@ class FakeRepository:
     def mark_terminating_route_status_bulk(self, route_ids: AbstractSet[UUID]) -> None:
         self._w.set_route_status(list(route_ids), RouteStatus.TERMINATING)
 
+    def scale_to_zero(self, counts: Mapping[UUID, int]) -> set[UUID]:
+        went = set()
+        for deployment_id, count in counts.items():
+            deployment = self._w.deployments[deployment_id]
+            if deployment.zeroed_from is None and deployment.lifecycle is DeploymentLifecycle.READY:
+                self._w.deployments[deployment_id] = replace(
+                    deployment, zeroed_from=count, replica_count=0, desired_replica_count=None
+                )
+                went.add(deployment_id)
+        return went
+
+    def restore_from_zero(self, counts: Mapping[UUID, int]) -> set[UUID]:
+        woken = set()
+        for deployment_id, count in counts.items():
+            deployment = self._w.deployments[deployment_id]
+            if deployment.zeroed_from is not None:
+                self._w.deployments[deployment_id] = replace(
+                    deployment, zeroed_from=None, replica_count=count
+                )
+                woken.add(deployment_id)
+        return woken
+
+    def fetch_endpoint_modes(self) -> dict[UUID, str]:
+        return {}  # this world runs no proxy
+
 
 class FakeScheduler:
     def __init__(self, world: World) -> None:
@@ -268,6 +295,9 @@ class FakeServiceDiscovery:
 
     def published_route_ids(self) -> set[UUID]:
         return {target.route_id for target in self._w.scrape_targets}
+
+    def publish_endpoint_modes(self, modes: Mapping[UUID, str]) -> None:
+        self._w.endpoint_modes = dict(modes)
 
 
 class FakeAppProxyClient:

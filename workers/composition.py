@@ -17,9 +17,11 @@ from workers.adapters.postgres.engine import create_database_engine
 from workers.adapters.postgres.hosts import PostgresHostRegistry
 from workers.adapters.postgres.phase_store import PostgresPhaseStore
 from workers.adapters.postgres.scheduler import SessionTableScheduler
+from workers.adapters.redis.activity import RedisRequestActivity, wake_feed
 from workers.adapters.redis.client import create_redis_client
 from workers.adapters.redis.controller_metrics import RedisControllerMetrics
 from workers.adapters.redis.discovery import RedisServiceDiscovery
+from workers.adapters.redis.feeds import RedisFeed
 from workers.adapters.redis.health import RedisHealthStore
 from workers.adapters.redis.keys import RedisKeys
 from workers.adapters.redis.metrics import RedisMetricsStore
@@ -47,6 +49,8 @@ class Adapters:
     run_progress: RedisRunProgress
     controller_metrics: RedisControllerMetrics
     host_registry: PostgresHostRegistry
+    activity: RedisRequestActivity
+    wakes: RedisFeed
 
     def route_executor(self) -> RouteExecutor:
         return RouteExecutor(
@@ -62,7 +66,9 @@ class Adapters:
         )
 
     def deployment_executor(self) -> DeploymentExecutor:
-        return DeploymentExecutor(deployment_repo=self.repository, app_proxy=self.app_proxy)
+        return DeploymentExecutor(
+            deployment_repo=self.repository, app_proxy=self.app_proxy, activity=self.activity
+        )
 
     def close(self) -> None:
         self.run_progress.close()
@@ -104,4 +110,6 @@ def build_adapters(settings: Settings) -> Adapters:
         run_progress=RedisRunProgress(client=client, keys=keys),
         controller_metrics=controller_metrics,
         host_registry=PostgresHostRegistry(engine=engine),
+        activity=RedisRequestActivity(client=client, keys=keys),
+        wakes=wake_feed(client, keys),
     )

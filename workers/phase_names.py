@@ -17,6 +17,8 @@ class PhaseName(StrEnum):
     RECONCILE = "deployments.reconcile"
     DESTROY = "deployments.destroy"
     ROLLOUT = "deployments.rollout"
+    SCALE_TO_ZERO = "deployments.scale_to_zero"
+    WAKE = "deployments.wake"
     PROVISION = "routes.provision"
     CHECK_RUNNING = "routes.check_running"
     CHECK_STARTUP = "routes.check_startup"

@@ -141,7 +141,7 @@ def route_outcomes(result: RouteExecutionResult) -> list[Outcome]:
 def deployment_outcomes(result: DeploymentExecutionResult) -> list[Outcome]:
     """A deployment executor's result as outcome records, one per deployment."""
     return [
-        *(Outcome(d.id, OutcomeBucket.SUCCESS) for d in result.successes),
+        *(_said(d.id, OutcomeBucket.SUCCESS, result.reasons.get(d.id)) for d in result.successes),
         *(_said(e.deployment_info.id, OutcomeBucket.ERROR, e) for e in result.errors),
         *(Outcome(d.id, OutcomeBucket.SKIPPED) for d in result.skipped),
         *(_said(d.id, OutcomeBucket.WAITING, result.reasons.get(d.id)) for d in result.waiting),

@@ -128,6 +128,21 @@ class DeploymentRepository(Protocol):
 
     def update_desired_replicas_bulk(self, desired_replicas: Mapping[UUID, int]) -> None: ...
 
+    def scale_to_zero(self, counts: Mapping[UUID, int]) -> AbstractSet[UUID]:
+        """Each (ready, not yet zeroed) deployment to 0 replicas, remembering its count;
+        the ids that went."""
+        ...
+
+    def restore_from_zero(self, counts: Mapping[UUID, int]) -> AbstractSet[UUID]:
+        """Each deployment still at zero by idleness back to `count` replicas (one wake
+        wins); the ids restored."""
+        ...
+
+    def fetch_endpoint_modes(self) -> Mapping[UUID, str]:
+        """What a proxy does with a request for a live deployment that has no replica:
+        `EndpointMode` values by deployment id (absent: 503 at once)."""
+        ...
+
     def mark_terminating_route_status_bulk(self, route_ids: AbstractSet[UUID]) -> None: ...
 
     def fetch_rollout_states(
@@ -199,6 +214,10 @@ class ServiceDiscovery(Protocol):
         """Replace the whole registered set with `routes`."""
         ...
 
+    def publish_endpoint_modes(self, modes: Mapping[UUID, str]) -> None:
+        """Replace what the proxies do for endpoints without a replica (`EndpointMode`)."""
+        ...
+
     def published_route_ids(self) -> AbstractSet[UUID]:
         """The routes the registered set holds now (what the app proxy routes to)."""
         ...
@@ -220,3 +239,16 @@ class AppProxy(Protocol):
     """Hands out a client per resource group's proxy target (pooled by the adapter)."""
 
     def client_for(self, target: ScalingGroupProxyTarget) -> AppProxyClient: ...
+
+
+class RequestActivity(Protocol):
+    """When each deployment last saw a request, as the proxies and the metrics collector
+    recorded it, by the clock of the store that keeps it."""
+
+    def last_requests(self, deployment_ids: AbstractSet[UUID]) -> Mapping[UUID, float]:
+        """Unix seconds of each deployment's latest request (absent: none recorded)."""
+        ...
+
+    def now_s(self) -> float:
+        """Unix seconds by the same clock."""
+        ...

@@ -9,11 +9,10 @@ within about a second. `routes.health_check` stays the safety net over every rou
 
 from dataclasses import replace
 from typing import Any
-from uuid import UUID
 
 from celery.signals import beat_init
 
-from tasks.feeds import start_watcher
+from tasks.feeds import announced_ids, start_watcher
 from tasks.routes import health_check
 from tasks.runs import phase_task
 from workers.celery import app
@@ -26,19 +25,10 @@ NAME = PhaseName.HEALTH_CHANGED
 
 def changed_routes(adapters: Adapters) -> list[RouteData]:
     """The announced routes that are still in one of health_check's statuses."""
-    ids = [route_id for text in adapters.health_store.take_changes()
-           if (route_id := _uuid(text)) is not None]  # fmt: skip
+    ids = announced_ids(adapters.health_store.take_changes())
     if not ids:
         return []
     return list(adapters.phase_store.load_routes(health_check.PHASE.targets, ids))
-
-
-def _uuid(text: str) -> UUID | None:
-    """A route id from the feed; anything else a writer put there is passed over."""
-    try:
-        return UUID(text)
-    except ValueError:
-        return None
 
 
 PHASE = replace(health_check.PHASE, name=NAME, load_targets=changed_routes)

@@ -11,6 +11,8 @@ DESIGN_PHASES = {
     "deployments.reconcile",
     "deployments.destroy",
     "deployments.rollout",
+    "deployments.scale_to_zero",  # an idle deployment gives its replicas back
+    "deployments.wake",  # a request held for a deployment at zero brings them back
     "routes.provision",
     "routes.check_running",
     "routes.check_startup",  # a new route past its health budget fails its revision

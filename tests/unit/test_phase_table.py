@@ -41,6 +41,9 @@ DESIGN_TARGETS = {
     "deployments.reconcile": {L.READY},
     "deployments.destroy": {L.DESTROYING},
     "deployments.rollout": {L.DEPLOYING},
+    # This stage: idle deployments give their replicas back; a held request wakes them.
+    "deployments.scale_to_zero": {L.READY},
+    "deployments.wake": {L.READY},
     "routes.provision": {R.PROVISIONING},
     "routes.check_running": {R.DEGRADED, R.HEALTHY, R.UNHEALTHY, R.FAILED_TO_START},
     # A route never healthy within its health budget: drained, counted against its revision.
@@ -134,6 +137,10 @@ def test_route_phase_transitions(
         ("deployments.rollout", "success", L.DEPLOYING, ("ready", "success")),  # finished
         ("deployments.rollout", "error", L.DEPLOYING, ("ready", "error")),  # rolled back
         ("deployments.rollout", "waiting", L.DEPLOYING, None),  # in progress
+        ("deployments.scale_to_zero", "success", L.READY, ("scaling", "success")),  # drains
+        ("deployments.scale_to_zero", "skipped", L.READY, None),  # not idle long enough
+        ("deployments.wake", "success", L.READY, ("scaling", "success")),  # provisions
+        ("deployments.wake", "skipped", L.READY, None),  # another wake won
     ],
 )
 def test_deployment_phase_transitions(

@@ -53,7 +53,9 @@ from workers.domain.rollouts import (
 )
 from workers.domain.statuses import (
     ACTIVE_ROUTE_STATUSES,
+    LIVE_LIFECYCLES,
     DeploymentLifecycle,
+    EndpointMode,
     HealthCheckStatus,
     HostStatus,
     OutcomeBucket,
@@ -63,6 +65,7 @@ from workers.domain.statuses import (
 
 __all__ = [
     "ACTIVE_ROUTE_STATUSES",
+    "LIVE_LIFECYCLES",
     "REVISION_VARIABLE",
     "AutoScalingMetricsData",
     "AutoScalingRule",
@@ -75,6 +78,7 @@ __all__ = [
     "DeploymentInfo",
     "DeploymentLifecycle",
     "DeploymentTransition",
+    "EndpointMode",
     "HealthCheckConfig",
     "HealthCheckStatus",
     "HealthStatus",

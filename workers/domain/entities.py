@@ -99,6 +99,15 @@ class DeploymentInfo:
     drain_s: float = 10.0
     current_revision: int = 1  # the revision number it serves
     deploying_revision: int | None = None  # the revision a rollout is moving to
+    # Idle this long (no request), it scales to zero and wakes on request (None: never).
+    scale_to_zero_after_s: float | None = None
+    # While at zero by idleness: the replica count a wake restores (None otherwise).
+    zeroed_from: int | None = None
+    idle_counts_from: datetime | None = None  # creation, the setting's change, its last wake
+
+    @property
+    def at_zero_by_idleness(self) -> bool:
+        return self.zeroed_from is not None
 
     @property
     def target_replica_count(self) -> int:

@@ -45,7 +45,8 @@ class DeploymentExecutionResult:
     # Not done yet: the phase comes back to them (a rollout in progress, a registration
     # waiting for an app proxy).
     waiting: list[DeploymentInfo] = field(default_factory=list)
-    # Why a waiting deployment waits (by id), for its history and `deployment show`.
+    # Why a waiting deployment waits, or what a success did that is worth a history row
+    # (by id), for its history and `deployment show`.
     reasons: dict[UUID, DeploymentExecutionError] = field(default_factory=dict)
 
 

@@ -34,6 +34,19 @@ class DeploymentLifecycle(StrEnum):
     DESTROYED = "destroyed"
 
 
+# A deployment that still serves or will (not on its way out).
+LIVE_LIFECYCLES = frozenset({DeploymentLifecycle.PENDING, DeploymentLifecycle.SCALING,
+                             DeploymentLifecycle.READY, DeploymentLifecycle.DEPLOYING})  # fmt: skip
+
+
+class EndpointMode(StrEnum):
+    """What a proxy does with a request for a deployment that has no replica to send it to
+    (a deployment with neither answers 503 at once: nothing ready)."""
+
+    WAKES = "wakes"  # scale to zero is on: hold the request and announce a wake
+    OPERATOR_ZERO = "operator-zero"  # an operator asked for 0 replicas: 503 at once
+
+
 class SessionStatus(StrEnum):
     """A scheduler session's status (upper case, as schedulers spell them)."""
 

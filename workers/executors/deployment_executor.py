@@ -36,16 +36,24 @@ from workers.errors import (
 from workers.executors.outcomes import capture, unique_by_id
 from workers.executors.payloads import endpoint_registration_body
 from workers.executors.scaling import manual_desired_replicas, plan_scaling, replicas
-from workers.ports import AppProxy, DeploymentRepository
+from workers.idleness import due_for_zero, idle_for_s, wake_count, woken_note, zeroed_note
+from workers.ports import AppProxy, DeploymentRepository, RequestActivity
 from workers.rollouts import abort_step, plan_step
 
 log = logging.getLogger(__name__)
 
 
 class DeploymentExecutor:
-    def __init__(self, *, deployment_repo: DeploymentRepository, app_proxy: AppProxy) -> None:
+    def __init__(
+        self,
+        *,
+        deployment_repo: DeploymentRepository,
+        app_proxy: AppProxy,
+        activity: RequestActivity | None = None,
+    ) -> None:
         self._repo = deployment_repo
         self._app_proxy = app_proxy
+        self._activity = activity  # when deployments last saw a request (scale to zero)
 
     def check_pending_deployments(
         self, deployments: Sequence[DeploymentInfo]
@@ -151,6 +159,9 @@ class DeploymentExecutor:
         result = DeploymentExecutionResult()
         desired: dict[UUID, int] = {}
         for deployment in deployments:
+            if deployment.zeroed_from is not None:  # at zero by idleness: a request wakes it
+                result.skipped.append(deployment)
+                continue
             count = capture(
                 partial(self._desired_replicas, deployment, rules.get(deployment.id, ()), metrics)
             )
@@ -168,6 +179,55 @@ class DeploymentExecutor:
                 result.successes.append(deployment)
         if desired:
             self._repo.update_desired_replicas_bulk(desired)
+        return result
+
+    def scale_idle_to_zero(
+        self, deployments: Sequence[DeploymentInfo]
+    ) -> DeploymentExecutionResult:
+        """Deployments idle past their scale-to-zero setting give their replicas back
+        (success: the scale phase drains them); the others are skipped."""
+        deployments = unique_by_id(deployments)
+        if not deployments or self._activity is None:
+            return DeploymentExecutionResult(skipped=list(deployments))
+        last = self._activity.last_requests({d.id for d in deployments})
+        now_s = self._activity.now_s()
+        idle = {d.id: idle_for_s(d, last.get(d.id), now_s) for d in deployments}
+        due = {d.id: d.target_replica_count for d in deployments if due_for_zero(d, idle[d.id])}
+        went = self._repo.scale_to_zero(due) if due else set()
+        result = DeploymentExecutionResult()
+        for deployment in deployments:
+            if deployment.id not in went:
+                result.skipped.append(deployment)
+                continue
+            note = zeroed_note(idle[deployment.id], due[deployment.id])
+            log.info("deployment %s: scaled to zero %s", deployment.id, note)
+            result.successes.append(deployment)
+            result.reasons[deployment.id] = DeploymentExecutionError(
+                deployment, "scaled to zero", note
+            )
+        return result
+
+    def wake(self, deployments: Sequence[DeploymentInfo]) -> DeploymentExecutionResult:
+        """Deployments at zero by idleness that requests wait for get their replicas back
+        (within their autoscaling rules' maximum); one wake wins, the others are skipped."""
+        at_zero = [d for d in unique_by_id(deployments) if d.zeroed_from is not None]
+        if not at_zero:
+            return DeploymentExecutionResult(skipped=list(deployments))
+        rules = self._repo.fetch_auto_scaling_rules_by_endpoint_ids({d.id for d in at_zero})
+        counts = {d.id: wake_count(d.zeroed_from or 1, rules.get(d.id, ())) for d in at_zero}
+        woken = self._repo.restore_from_zero(counts)
+        now_s = self._activity.now_s() if self._activity is not None else None
+        result = DeploymentExecutionResult()
+        for deployment in unique_by_id(deployments):
+            if deployment.id not in woken:
+                result.skipped.append(deployment)
+                continue
+            note = woken_note(counts[deployment.id], _at_zero_s(deployment, now_s))
+            log.info("deployment %s: woken by a request: %s", deployment.id, note)
+            result.successes.append(deployment)
+            result.reasons[deployment.id] = DeploymentExecutionError(
+                deployment, "woken by a request", note
+            )
         return result
 
     def destroy_deployment(
@@ -318,3 +378,18 @@ def _deployment_error(
         error_detail=detail,
         error_code=error_code_of(failure),
     )
+
+
+def _succeeded(
+    result: DeploymentExecutionResult, deployment: DeploymentInfo, what: str, note: str
+) -> None:
+    """A success its history row tells of."""
+    result.successes.append(deployment)
+    result.reasons[deployment.id] = DeploymentExecutionError(deployment, what, note)
+
+
+def _at_zero_s(deployment: DeploymentInfo, now_s: float | None) -> float | None:
+    """How long it stayed at zero (idle time counts from when it went there)."""
+    if now_s is None or deployment.idle_counts_from is None:
+        return None
+    return max(0.0, now_s - deployment.idle_counts_from.timestamp())

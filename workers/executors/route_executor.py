@@ -223,6 +223,11 @@ class RouteExecutor:
         self._service_discovery.sync_model_service_routes([scrape_target(d) for d in found])
         return RouteExecutionResult()
 
+    def publish_endpoint_modes(self) -> None:
+        """What the proxies do for live deployments without a replica to send a request to:
+        hold it and wake the deployment, or refuse at once (an operator asked for 0)."""
+        self._service_discovery.publish_endpoint_modes(self._repo.fetch_endpoint_modes())
+
     def cleanup_routes_by_config(self, routes: Sequence[RouteData]) -> RouteExecutionResult:
         """The routes whose status their resource group's cleanup config names."""
         routes = unique_by_id(routes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from typing import Any
 from uuid import UUID
@@ -30,6 +31,7 @@ from workers.adapters.postgres.transitions import (
     apply_host_transitions,
 )
 from workers.domain import (
+    LIVE_LIFECYCLES,
     AutoScalingRule,
     DeploymentInfo,
     DeploymentLifecycle,
@@ -131,8 +133,10 @@ class Catalog:
             conn.execute(
                 deployments.update()
                 .where(deployments.c.id == deployment_id)
-                .values(replica_count=replica_count, desired_replica_count=None)
-            )
+                # The operator's count wins over a scale to zero (and over its wake).
+                .values(replica_count=replica_count, desired_replica_count=None,
+                        zeroed_from=None, idle_counts_from=sa.func.now())
+            )  # fmt: skip
             what = f"scale to {replica_count}"
             moved = apply_deployment_transitions(
                 conn,
@@ -145,8 +149,8 @@ class Catalog:
 
     def request_destroy(self, deployment_id: UUID) -> bool:
         """Move a live deployment to destroying; False if it is already on its way out."""
-        live = {PENDING, SCALING, READY, DEPLOYING}
-        change = _operator_move(deployment_id, live, DeploymentLifecycle.DESTROYING, "destroy")
+        destroying = DeploymentLifecycle.DESTROYING
+        change = _operator_move(deployment_id, LIVE_LIFECYCLES, destroying, "destroy")
         with transaction(self._engine) as conn:
             return bool(apply_deployment_transitions(conn, [change]))
 
@@ -271,7 +275,7 @@ _HOST_VERBS = {
 
 def _operator_move(
     deployment_id: UUID,
-    expected: set[DeploymentLifecycle],
+    expected: AbstractSet[DeploymentLifecycle],
     to: DeploymentLifecycle | None,
     what: str,
 ) -> DeploymentTransition:

@@ -92,6 +92,10 @@ class PostgresPhaseStore:
         with transaction(self._engine) as conn:
             return phase_targets.load_silent_hosts(conn, lost_after_s)
 
+    def load_scale_to_zero_candidates(self) -> list[DeploymentInfo]:
+        with transaction(self._engine) as conn:
+            return phase_targets.load_scale_to_zero_candidates(conn)
+
     def load_routes_starting(self) -> list[RouteData]:
         with transaction(self._engine) as conn:
             return phase_targets.load_routes_starting(conn)

@@ -59,6 +59,20 @@ def load_deployments(
     return [deployment_from_row(row) for row in conn.execute(query).mappings()]
 
 
+def load_scale_to_zero_candidates(conn: sa.Connection) -> list[DeploymentInfo]:
+    """Ready deployments with scale to zero on that still have replicas to give back."""
+    query = (
+        sa.select(*DEPLOYMENT_COLUMNS)
+        .where(
+            deployments.c.lifecycle == DeploymentLifecycle.READY.value,
+            deployments.c.scale_to_zero_after_s.is_not(None),
+            deployments.c.zeroed_from.is_(None),
+        )
+        .order_by(deployments.c.created_at, deployments.c.id)
+    )
+    return [deployment_from_row(row) for row in conn.execute(query).mappings()]
+
+
 def load_routes(
     conn: sa.Connection, statuses: AbstractSet[RouteStatus], ids: Collection[UUID] | None = None
 ) -> list[RouteData]:

@@ -54,6 +54,9 @@ def deployment_from_row(m: sa.RowMapping) -> DeploymentInfo:
         drain_s=m["drain_s"],
         current_revision=m["current_revision"],
         deploying_revision=m["deploying_revision"],
+        scale_to_zero_after_s=m["scale_to_zero_after_s"],
+        zeroed_from=m["zeroed_from"],
+        idle_counts_from=m["idle_counts_from"],
     )
 
 
@@ -129,6 +132,8 @@ def deployment_values(deployment: DeploymentInfo) -> dict[str, Any]:
         "drain_s": deployment.drain_s,
         "current_revision": deployment.current_revision,
         "deploying_revision": deployment.deploying_revision,
+        "scale_to_zero_after_s": deployment.scale_to_zero_after_s,
+        "zeroed_from": deployment.zeroed_from,
         **revision_values(deployment.target_revision),
     }
 

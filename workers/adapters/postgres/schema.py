@@ -141,6 +141,15 @@ deployments = sa.Table(
     sa.Column("condition_reason", sa.Text),
     sa.Column("condition_message", sa.Text),
     sa.Column("condition_at", sa.DateTime(timezone=True)),
+    # Scale to zero: idle this long (no request), it gives its replicas back (None: never).
+    sa.Column("scale_to_zero_after_s", sa.Float),
+    # The replica count it had when it went to zero by idleness; set only while it is
+    # there (a request wakes it back to this). None at zero: an operator asked for 0.
+    sa.Column("zeroed_from", sa.Integer),
+    # Idle time counts from the latest request or this (creation, setting, last wake).
+    sa.Column(
+        "idle_counts_from", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
     _created_at(),
     _updated_at(),
     sa.Column("destroyed_at", sa.DateTime(timezone=True)),
@@ -148,6 +157,8 @@ deployments = sa.Table(
     sa.CheckConstraint("replica_count >= 0", name="replica_count"),
     sa.CheckConstraint("desired_replica_count >= 0", name="desired_replica_count"),
     sa.CheckConstraint("drain_s >= 0", name="drain_s"),
+    sa.CheckConstraint("scale_to_zero_after_s > 0", name="scale_to_zero_after_s"),
+    sa.CheckConstraint("zeroed_from > 0", name="zeroed_from"),
     sa.Index(
         "uq_deployments_name_live",
         "name",

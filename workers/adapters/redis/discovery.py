@@ -66,6 +66,16 @@ class RedisServiceDiscovery:
         with redis_errors():
             self._client.transaction(replace, index)
 
+    def publish_endpoint_modes(self, modes: Mapping[UUID, str]) -> None:
+        """Replace the whole modes hash (one transaction: proxies never see it half)."""
+        with redis_errors():
+            pipe = self._client.pipeline(transaction=True)
+            pipe.delete(self._keys.endpoint_modes)
+            if modes:
+                pipe.hset(self._keys.endpoint_modes,
+                          mapping={str(i): str(mode) for i, mode in modes.items()})  # fmt: skip
+            pipe.execute()
+
     def published_route_ids(self) -> set[UUID]:
         """The route ids of the last sync."""
         with redis_errors():

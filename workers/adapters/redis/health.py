@@ -18,8 +18,8 @@ from typing import Any
 import redis
 
 from workers.adapters.redis.client import redis_errors, server_time_s
+from workers.adapters.redis.feeds import RedisFeed
 from workers.adapters.redis.keys import (
-    CHANGES_KEPT,
     HEALTH_STALE_AFTER_S,
     HEALTH_TTL_S,
     RedisKeys,
@@ -37,7 +37,6 @@ CLOCK_SKEW_ALLOWANCE_S = 30.0
 RESTART_GRACE_S = 30
 _EXCERPT_CHARS = 120
 _REMEMBERED_KEYS = 10_000
-CHANGES_READ = 10_000  # the most entries one `take_changes` reads
 
 
 class RedisHealthStore:
@@ -48,6 +47,8 @@ class RedisHealthStore:
         self._keys = keys
         self._restart_grace_s = restart_grace_s
         self._malformed = MalformedRecords()
+        self._changes = RedisFeed(client, keys.route_health_changes,
+                                  keys.route_health_changes_cursor, "routes")  # fmt: skip
 
     def check_route_health_status(self, route_ids: Sequence[str]) -> dict[str, HealthStatus]:
         """Readiness of each route, read with the server's clock in one round trip.
@@ -106,41 +107,14 @@ class RedisHealthStore:
         self._write(readiness, changed, seen or {})
 
     def take_changes(self) -> list[str]:
-        """Route ids announced since the last call, oldest first, each once; the cursor
-        moves past them (a reader holding the phase lock is the only one)."""
-        with redis_errors():
-            # replies are str (decode_responses); redis-py's types say bytes | str
-            cursor: Any = self._client.get(self._keys.route_health_changes_cursor)
-            start = f"({cursor}" if cursor else "-"
-            entries: Any = self._client.xrange(
-                self._keys.route_health_changes, min=start, count=CHANGES_READ
-            )
-            if not entries:
-                return []
-            self._client.set(self._keys.route_health_changes_cursor, entries[-1][0])
-        announced = (
-            route for _, fields in entries for route in fields.get("routes", "").split(",")
-        )
-        return list(dict.fromkeys(r for r in announced if r))
+        """Route ids announced since the last call (`RedisFeed.take`)."""
+        return self._changes.take()
 
     def last_taken(self) -> str:
-        """The id of the last feed entry `take_changes` took ("0": none yet); a watcher
-        starting there wakes at once for anything announced and not yet acted on."""
-        with redis_errors():
-            cursor: Any = self._client.get(self._keys.route_health_changes_cursor)
-        return str(cursor) if cursor else "0"
+        return self._changes.last_taken()
 
     def wait_for_changes(self, after: str, block_s: float) -> str | None:
-        """Block until the feed has entries after `after`; the newest one's
-        id, or None when `block_s` passed with nothing (keep it under the client's socket
-        timeout)."""
-        with redis_errors():
-            reply: Any = self._client.xread(
-                {self._keys.route_health_changes: after},
-                count=CHANGES_READ,
-                block=int(block_s * 1000),
-            )
-        return str(reply[0][1][-1][0]) if reply else None
+        return self._changes.wait_for_changes(after, block_s)
 
     def _write(
         self,
@@ -173,8 +147,7 @@ class RedisHealthStore:
                 pipe.hsetnx(key, "created_at", f"{now_s:.6f}")
                 pipe.expire(key, HEALTH_TTL_S)
             if changed:
-                pipe.xadd(self._keys.route_health_changes, {"routes": ",".join(changed)},
-                          maxlen=CHANGES_KEPT, approximate=True)  # fmt: skip
+                self._changes.announce(list(changed), pipe)
             pipe.execute()
 
 

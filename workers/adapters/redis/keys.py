@@ -40,6 +40,24 @@ class RedisKeys:
         """String: the id of the last change-feed entry the controller took."""
         return f"{self.prefix}modelfleet:health-changes-cursor"
 
+    @property
+    def wakes(self) -> str:
+        """Stream: entries {"deployments": "id,id"} a proxy adds while it holds requests for
+        deployments at zero; beat's watcher starts `deployments.wake` at once."""
+        return f"{self.prefix}modelfleet:wakes"
+
+    @property
+    def wakes_cursor(self) -> str:
+        """String: the id of the last wake entry the controller took."""
+        return f"{self.prefix}modelfleet:wakes-cursor"
+
+    @property
+    def endpoint_modes(self) -> str:
+        """Hash: deployment id -> what a proxy does with a request it has no replica for
+        (`EndpointMode`: "wakes" holds it and announces a wake, "operator-zero" answers 503
+        at once); replaced whole by each service-discovery sync."""
+        return f"{self.prefix}modelfleet:endpoint-modes"
+
     def scrape_target(self, route_id: UUID | str) -> str:
         """Hash: name, host, port, metrics_path, labels (JSON object)."""
         return f"{self.prefix}service_discovery.model-services.{route_id}"
