@@ -55,6 +55,10 @@ class ProxySettings:
     forward_timeout_s: float = 300.0  # a whole answer (an LLM may generate for minutes)
     max_body_bytes: int = 10 * 1024 * 1024
     resync_s: float = 5.0  # a full read of service discovery, beside the change feed
+    # Scale to zero: a request for a deployment at zero waits this long for a replica,
+    hold_s: float = 300.0
+    hold_max: int = 1000  # at most this many wait per deployment (per proxy process),
+    wake_concurrency: int = 4  # and a fresh replica gets at most this many of them at once
 
 
 @dataclass(frozen=True)
@@ -171,12 +175,24 @@ def _proxy_settings(reader: _Reader) -> ProxySettings:
             reader.number("MODELFLEET_PROXY_MAX_BODY_BYTES", defaults.max_body_bytes)
         ),
         resync_s=reader.number("MODELFLEET_PROXY_RESYNC_S", defaults.resync_s),
+        hold_s=reader.number("MODELFLEET_PROXY_HOLD_S", defaults.hold_s),
+        hold_max=int(reader.number("MODELFLEET_PROXY_HOLD_MAX", defaults.hold_max)),
+        wake_concurrency=int(
+            reader.number("MODELFLEET_PROXY_WAKE_CONCURRENCY", defaults.wake_concurrency)
+        ),
     )
-    for name, value in (("MODELFLEET_PROXY_CONNECT_TIMEOUT_S", settings.connect_timeout_s),
-                        ("MODELFLEET_PROXY_FORWARD_TIMEOUT_S", settings.forward_timeout_s),
-                        ("MODELFLEET_PROXY_RESYNC_S", settings.resync_s)):  # fmt: skip
+    positive = {
+        "CONNECT_TIMEOUT_S": settings.connect_timeout_s,
+        "FORWARD_TIMEOUT_S": settings.forward_timeout_s,
+        "RESYNC_S": settings.resync_s,
+        "MAX_BODY_BYTES": settings.max_body_bytes,
+        "HOLD_S": settings.hold_s,
+        "HOLD_MAX": settings.hold_max,
+        "WAKE_CONCURRENCY": settings.wake_concurrency,
+    }
+    for name, value in positive.items():
         if value <= 0:
-            raise SettingsError(f"{name}: must be > 0")
+            raise SettingsError(f"MODELFLEET_PROXY_{name}: must be > 0")
     return settings
 
 

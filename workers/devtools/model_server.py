@@ -2,7 +2,8 @@
 
 GET /health answers 200 (or 503 once told to fail); POST /v1/completions gives a
 deterministic toy completion; GET /metrics is Prometheus text (requests in
-flight, requests served). MODEL_LATENCY_S makes each completion take that long.
+flight, requests served). MODEL_LATENCY_S makes each completion take that long;
+MODEL_STARTUP_S makes it load that long first (port open, health and completions 503).
 POST /admin/fail-health and /admin/recover switch the
 health answer, so a demo or a test can make one replica sick.
 
@@ -29,8 +30,13 @@ IDLE_CONNECTION_S = 5.0  # uvicorn's keep-alive timeout, which many model server
 
 
 class ModelState:
-    def __init__(self, name: str, latency_s: float = 0.0, revision: int | None = None) -> None:
+    def __init__(
+        self, name: str, latency_s: float = 0.0, revision: int | None = None, startup_s: float = 0.0
+    ) -> None:
         self.name = name
+        # MODEL_STARTUP_S: its port is open at once, but it loads its weights until then
+        # (health 503, completions 503): what "up but not ready" looks like.
+        self.loaded_at = time.monotonic() + startup_s
         self.revision = revision  # MODELFLEET_REVISION: every answer says which one answered
         self.latency_s = latency_s  # how long a completion takes: lets a demo build up load
         self.healthy = True
@@ -56,8 +62,16 @@ class ModelState:
                 self.in_flight -= 1
                 self.served += 1
 
+    @property
+    def loaded(self) -> bool:
+        return time.monotonic() >= self.loaded_at
+
+    @property
+    def ready(self) -> bool:
+        return self.healthy and self.loaded
+
     def health(self) -> dict[str, Any]:
-        answer: dict[str, Any] = {"healthy": self.healthy}
+        answer: dict[str, Any] = {"healthy": self.ready, "loaded": self.loaded}
         if self.revision is not None:
             answer["revision"] = self.revision
         return answer
@@ -88,51 +102,60 @@ def make_server(host: str, port: int, state: ModelState) -> ThreadingHTTPServer:
     return _Server((host, port), _handler_for(state))
 
 
+class _Handler(BaseHTTPRequestHandler):
+    state: ModelState  # the server's model, set by `_handler_for`
+
+    # Keep-alive, as model servers speak it: a proxy reuses its connections.
+    protocol_version = "HTTP/1.1"
+    timeout = IDLE_CONNECTION_S  # an idle kept-alive connection closes (a stop joins it)
+    # Headers and body go out as two writes: on a kept-alive connection Nagle's
+    # algorithm would hold the body for the client's delayed ACK (40 ms).
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: a model server's access log is noise in the demo."""
+
+    def do_GET(self) -> None:  # http.server's naming
+        if self.path == "/health":
+            self._send(200 if self.state.ready else 503, self.state.health())
+        elif self.path == "/metrics":
+            self._send(200, self.state.metrics(), content_type="text/plain; version=0.0.4")
+        else:
+            self._send(404, {"error": f"no GET {self.path}"})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b"{}"
+        if self.path == "/v1/completions":
+            self._complete(raw)
+        elif self.path in {"/admin/fail-health", "/admin/recover"}:
+            self.state.healthy = self.path == "/admin/recover"
+            self._send(200, {"healthy": self.state.healthy})
+        else:
+            self._send(404, {"error": f"no POST {self.path}"})
+
+    def _complete(self, raw: bytes) -> None:
+        if not self.state.loaded:
+            self._send(503, {"error": "the model is still loading"})
+            return
+        try:
+            prompt = str(json.loads(raw or b"{}").get("prompt", ""))
+        except (ValueError, AttributeError):
+            self._send(400, {"error": "body must be a JSON object with 'prompt'"})
+            return
+        self._send(200, self.state.complete(prompt))
+
+    def _send(self, status: int, body: Any, content_type: str = "application/json") -> None:
+        payload = (body if isinstance(body, str) else json.dumps(body)).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
 def _handler_for(state: ModelState) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        # Keep-alive, as model servers speak it: a proxy reuses its connections.
-        protocol_version = "HTTP/1.1"
-        timeout = IDLE_CONNECTION_S  # an idle kept-alive connection closes (a stop joins it)
-        # Headers and body go out as two writes: on a kept-alive connection Nagle's
-        # algorithm would hold the body for the client's delayed ACK (40 ms).
-        disable_nagle_algorithm = True
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Quiet: a model server's access log is noise in the demo."""
-
-        def do_GET(self) -> None:  # http.server's naming
-            if self.path == "/health":
-                self._send(200 if state.healthy else 503, state.health())
-            elif self.path == "/metrics":
-                self._send(200, state.metrics(), content_type="text/plain; version=0.0.4")
-            else:
-                self._send(404, {"error": f"no GET {self.path}"})
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b"{}"
-            if self.path == "/v1/completions":
-                try:
-                    prompt = str(json.loads(raw or b"{}").get("prompt", ""))
-                except (ValueError, AttributeError):
-                    self._send(400, {"error": "body must be a JSON object with 'prompt'"})
-                    return
-                self._send(200, state.complete(prompt))
-            elif self.path in {"/admin/fail-health", "/admin/recover"}:
-                state.healthy = self.path == "/admin/recover"
-                self._send(200, {"healthy": state.healthy})
-            else:
-                self._send(404, {"error": f"no POST {self.path}"})
-
-        def _send(self, status: int, body: Any, content_type: str = "application/json") -> None:
-            payload = (body if isinstance(body, str) else json.dumps(body)).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-    return Handler
+    return type("Handler", (_Handler,), {"state": state})
 
 
 def main() -> None:
@@ -143,9 +166,14 @@ def main() -> None:
     parser.add_argument(
         "--latency-s", type=float, default=float(os.environ.get("MODEL_LATENCY_S", "0"))
     )
+    parser.add_argument(
+        "--startup-s", type=float, default=float(os.environ.get("MODEL_STARTUP_S", "0"))
+    )
     args = parser.parse_args()
     revision = os.environ.get(REVISION_VARIABLE)
-    state = ModelState(args.name, args.latency_s, int(revision) if revision else None)
+    state = ModelState(
+        args.name, args.latency_s, int(revision) if revision else None, startup_s=args.startup_s
+    )
     server = make_server(args.host, args.port, state)
     stop_on_sigterm(server)
     try:

@@ -71,5 +71,34 @@ def _answers(url: str) -> bool:
 def test_every_answer_says_which_revision_answered() -> None:
     state = ModelState("demo", revision=3)
     assert state.complete("a")["revision"] == 3
-    assert state.health() == {"healthy": True, "revision": 3}
+    assert state.health() == {"healthy": True, "loaded": True, "revision": 3}
     assert "revision" not in ModelState("demo").complete("a")
+
+
+def test_while_it_loads_its_port_is_open_but_health_and_completions_are_503(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    argv = [sys.executable, "-m", "workers.devtools.model_server", f"--port={port}"]
+    server = subprocess.Popen([*argv, "--startup-s=3"], cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        health = wait_for(lambda: _status(f"{url}/health"), lambda s: s != 0, timeout_s=20,
+                          what="the port open")  # fmt: skip
+        loading = requests.post(f"{url}/v1/completions", json={"prompt": "a"}, timeout=2)
+        assert (health, loading.status_code) == (503, 503)
+        assert loading.json() == {"error": "the model is still loading"}
+        wait_for(lambda: _status(f"{url}/health"), lambda s: s == 200, timeout_s=20,
+                 what="the model loaded")  # fmt: skip
+        done = requests.post(f"{url}/v1/completions", json={"prompt": "a"}, timeout=2)
+        assert done.status_code == 200
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _status(url: str) -> int:
+    try:
+        return requests.get(url, timeout=1).status_code
+    except requests.RequestException:
+        return 0

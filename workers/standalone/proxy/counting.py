@@ -59,6 +59,15 @@ RETRIES = PromCounter(
     "modelfleet_proxy_retries", "Requests sent again to another host, by why.",
     ["endpoint", "reason"],
 )  # fmt: skip
+HELD = Gauge(
+    "modelfleet_proxy_held_requests", "Requests waiting for a replica of a deployment at zero.",
+    ["endpoint"], multiprocess_mode="livesum",
+)  # fmt: skip
+COLD_START = Histogram(
+    "modelfleet_cold_start_seconds",
+    "A wake: from the first request held for a deployment at zero to its answer.",
+    buckets=(0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0),
+)
 TABLE_AGE = Gauge(
     "modelfleet_proxy_routing_table_age_seconds",
     "Seconds since the routing table last changed or was read whole.",

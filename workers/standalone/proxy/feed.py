@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,9 +42,15 @@ class Endpoints:
     """The endpoints the registration API was told of (every proxy process shares them)."""
 
     known: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # What to do with a request for a deployment without replicas (`EndpointMode`).
+    modes: dict[str, str] = field(default_factory=dict)
 
     def __contains__(self, endpoint: object) -> bool:
         return endpoint in self.known
+
+
+async def _nothing() -> None:
+    return None
 
 
 @dataclass
@@ -57,6 +63,7 @@ class TableFeed:
     heartbeat_s: float = 2.0  # a host silent for two of these gets no new request
     # Told of the hosts that have just gone silent (the requests waiting on them go elsewhere).
     on_silent: Callable[[frozenset[str]], None] = lambda _: None
+    on_changed: Callable[[], Awaitable[None]] = _nothing  # the table changed
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -78,6 +85,7 @@ class TableFeed:
     async def read_all(self) -> None:
         route_ids = sorted(await self.client.smembers(self.keys.scrape_target_index))
         self.table.replace_all((await self._targets(route_ids)).values())  # type: ignore[arg-type]
+        await self.on_changed()
 
     async def resync(self) -> None:
         """Routes published or withdrawn that the table does not know of yet."""
@@ -85,13 +93,15 @@ class TableFeed:
         known = self.table.route_ids()
         gone: dict[str, ModelServiceMetadata | None] = dict.fromkeys(known - published)
         self.table.apply({**gone, **await self._targets(sorted(published - known))})
+        await self.on_changed()
 
     async def read_hosts_and_endpoints(self) -> None:
         pipe = self.client.pipeline(transaction=False)
         pipe.time()
         pipe.hgetall(self.keys.host_heartbeats)
         pipe.hgetall(self.keys.proxy_endpoints)
-        (seconds, micros), beats, registered = await pipe.execute()
+        pipe.hgetall(self.keys.endpoint_modes)
+        (seconds, micros), beats, registered, modes = await pipe.execute()
         now_s = int(seconds) + int(micros) / 1_000_000
         stale = frozenset(
             host for host, at in beats.items() if now_s - float(at) > 2 * self.heartbeat_s
@@ -102,6 +112,7 @@ class TableFeed:
                         2 * self.heartbeat_s, ", ".join(sorted(silenced)))  # fmt: skip
             self.on_silent(silenced)
         self.endpoints.known = {key: _document(value) for key, value in registered.items()}
+        self.endpoints.modes = modes
 
     async def _follow(self) -> None:
         after = "$"  # what is published from now on (the first resync read the rest)
@@ -116,6 +127,7 @@ class TableFeed:
                 entries = reply[0][1]
                 after = entries[-1][0]
                 self.table.apply(await self._targets(_announced(entries)))
+                await self.on_changed()
             except asyncio.CancelledError:
                 raise
             except (redis.RedisError, OSError) as error:

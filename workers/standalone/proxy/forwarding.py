@@ -37,11 +37,13 @@ from aiohttp import (
 )
 
 from workers.adapters.app_proxy_http import TOKEN_HEADER
-from workers.adapters.redis.keys import RedisKeys
+from workers.adapters.redis.keys import CHANGES_KEPT, RedisKeys
 from workers.config import ProxySettings
+from workers.domain import EndpointMode
 from workers.standalone.proxy import counting
 from workers.standalone.proxy.counting import RequestWindows
 from workers.standalone.proxy.feed import Endpoints, TableFeed
+from workers.standalone.proxy.holding import HoldFull, Holds
 from workers.standalone.proxy.routing import Replica, RoutingTable
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "host", "content-length",
                "proxy-connection", "te", "trailer", "upgrade"}  # fmt: skip
 CHUNK_BYTES = 64 * 1024
+RETRY_AFTER_S = 5  # told to a client refused because too many requests wait already
 
 
 class _NotStarted(Exception):
@@ -69,9 +72,11 @@ class Proxy:
         self.public_url = self.public_url.rstrip("/")
         self.table = RoutingTable()
         self.endpoints = Endpoints()
+        self.holds = Holds(self.table, self.settings, self._announce_wake)
         self.feed = TableFeed(self.redis_client, self.keys, self.table, self.endpoints,
                               resync_s=self.settings.resync_s, heartbeat_s=self.heartbeat_s,
-                              on_silent=self._give_up_waiting)  # fmt: skip
+                              on_silent=self._give_up_waiting,
+                              on_changed=self.holds.table_changed)  # fmt: skip
         self.windows = RequestWindows(self.redis_client, self.keys)
         self._client: ClientSession | None = None
         # host -> the deadlines of requests sent there that have no answer yet
@@ -136,8 +141,8 @@ class Proxy:
     async def forward(self, request: web.Request) -> web.StreamResponse:
         endpoint = request.match_info["id"]
         replica = self.table.pick(endpoint)
-        if replica is None:
-            return await self._none_ready(endpoint)
+        if replica is None and (refused := self._without_replica(endpoint)) is not None:
+            return refused
         self.windows.seen(endpoint)
         try:
             body = await request.read()
@@ -146,14 +151,35 @@ class Proxy:
             return _error(413, f"request body over {limit} bytes (MODELFLEET_PROXY_MAX_BODY_BYTES)")
         counting.IN_FLIGHT.labels(endpoint).inc()
         try:
+            if replica is None:
+                return await self._held(request, endpoint, body)
             return await self._send(request, endpoint, replica, body)
         finally:
             counting.IN_FLIGHT.labels(endpoint).dec()
 
-    async def _none_ready(self, endpoint: str) -> web.Response:
-        if endpoint not in self.endpoints and not self.table.replicas(endpoint):
+    def _without_replica(self, endpoint: str) -> web.Response | None:
+        """The answer to a request no replica can take now; None: hold it (a wake)."""
+        mode = self.endpoints.modes.get(endpoint)
+        if mode == EndpointMode.WAKES:
+            return None
+        if endpoint not in self.endpoints and mode is None:
             return _error(404, f"no endpoint {endpoint} is registered with this proxy")
+        if mode == EndpointMode.OPERATOR_ZERO:
+            return _error(503, f"endpoint {endpoint} is scaled to 0 by an operator")
         return _error(503, f"no healthy replica for endpoint {endpoint}")
+
+    async def _held(self, request: web.Request, endpoint: str, body: bytes) -> web.StreamResponse:
+        """Wait for a replica of a deployment at zero (or still starting), then send."""
+        try:
+            async with self.holds.turn(endpoint) as (replica, _):
+                return await self._send(request, endpoint, replica, body)
+        except HoldFull as full:
+            answer = _error(503, f"{full}; try again later")
+            answer.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return answer
+        except TimeoutError:
+            return _error(504, f"no replica of endpoint {endpoint} became ready within "
+                               f"{self.settings.hold_s:g} s (MODELFLEET_PROXY_HOLD_S)")  # fmt: skip
 
     async def _send(
         self, request: web.Request, endpoint: str, first: Replica, body: bytes
@@ -215,6 +241,10 @@ class Proxy:
                     request.transport.close()
         self.windows.count(target.endpoint, target.revision, status, time.monotonic() - started)
         return streamed
+
+    async def _announce_wake(self, endpoint: str) -> None:
+        await self.redis_client.xadd(self.keys.wakes, {"deployments": endpoint},
+                                     maxlen=CHANGES_KEPT, approximate=True)  # fmt: skip
 
     def _another(self, endpoint: str, first: Replica) -> Replica | None:
         """A replica on another host; else another replica on the same one."""

@@ -1,0 +1,120 @@
+"""Requests held for a deployment that has no replica yet, the way Knative's activator holds
+them: a deployment at zero (scale to zero) is woken by its first request, and every
+request that arrives meanwhile waits here instead of failing.
+
+While requests wait, a wake is announced every second on the wake feed (beat's watcher
+starts `deployments.wake` at once; repeats are harmless: one wake wins). Each waits for a
+replica in the routing table (published only once its health check passed: an open port
+is not enough), at most `hold_s`; then they go out in turns: a fresh replica never gets
+more than `wake_concurrency` held requests at once (a burst would otherwise land on the
+first replica while it warms up). At most `hold_max` wait per deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import cast
+
+from workers.config import ProxySettings
+from workers.standalone.proxy import counting
+from workers.standalone.proxy.routing import Replica, RoutingTable
+
+log = logging.getLogger(__name__)
+
+ANNOUNCE_EVERY_S = 1.0
+
+
+class HoldFull(Exception):
+    """As many requests as allowed already wait for this deployment."""
+
+
+@dataclass
+class _Waiting:
+    """The requests held for one deployment."""
+
+    held: int = 0
+    since: float | None = None  # when the first of this wake's requests arrived
+    sending: Counter[str] = field(default_factory=Counter)  # route id -> held requests there
+    turn: asyncio.Condition = field(default_factory=asyncio.Condition)
+    announcer: asyncio.Task[None] | None = None
+
+
+@dataclass
+class Holds:
+    table: RoutingTable
+    settings: ProxySettings
+    announce: Callable[[str], Awaitable[None]]  # a wake for this deployment, on the feed
+    _waiting: dict[str, _Waiting] = field(default_factory=dict)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, endpoint: str) -> AsyncIterator[tuple[Replica, bool]]:
+        """Wait (at most `hold_s`, else TimeoutError) for a replica with room for one more
+        held request; yield it, and whether this was the wake's first request."""
+        waiting = self._waiting.setdefault(endpoint, _Waiting())
+        if waiting.held >= self.settings.hold_max:
+            raise HoldFull(f"{waiting.held} requests already wait for endpoint {endpoint}")
+        arrived = time.monotonic()
+        first = waiting.since is None
+        waiting.since = waiting.since or arrived
+        self._held(endpoint, waiting, +1)
+        try:
+            async with asyncio.timeout(self.settings.hold_s), waiting.turn:
+                # wait_for returns the predicate's first true value: a replica
+                replica = cast(
+                    Replica, await waiting.turn.wait_for(lambda: self._free(endpoint, waiting))
+                )
+        except BaseException:
+            self._held(endpoint, waiting, -1)
+            raise
+        self._held(endpoint, waiting, -1)
+        waiting.sending[replica.route_id] += 1
+        try:
+            yield replica, first
+        finally:
+            waiting.sending[replica.route_id] -= 1
+            await self._notify(waiting)
+            if first:  # from the wake's first request to its answer
+                counting.COLD_START.observe(time.monotonic() - arrived)
+            if not waiting.held and not any(waiting.sending.values()):
+                self._waiting.pop(endpoint, None)
+
+    async def table_changed(self) -> None:
+        """The routing table changed: waiting requests look for their replica again."""
+        for waiting in list(self._waiting.values()):
+            await self._notify(waiting)
+
+    def _free(self, endpoint: str, waiting: _Waiting) -> Replica | None:
+        """A replica of the endpoint with room for one more held request (fewest first)."""
+        ready = [r for r in self.table.replicas(endpoint) if r.weight > 0]
+        room = [r for r in ready if waiting.sending[r.route_id] < self.settings.wake_concurrency]
+        return min(room, key=lambda r: (waiting.sending[r.route_id], r.route_id), default=None)
+
+    def _held(self, endpoint: str, waiting: _Waiting, change: int) -> None:
+        waiting.held += change
+        counting.HELD.labels(endpoint).inc(change)
+        if waiting.held and waiting.announcer is None:
+            waiting.announcer = asyncio.create_task(self._announce_while_held(endpoint, waiting))
+
+    async def _announce_while_held(self, endpoint: str, waiting: _Waiting) -> None:
+        try:
+            while waiting.held:
+                try:
+                    await self.announce(endpoint)
+                except Exception as error:  # Redis down: the held requests keep waiting
+                    log.warning("proxy: wake of %s not announced: %s", endpoint, error)
+                await asyncio.sleep(ANNOUNCE_EVERY_S)
+        finally:
+            waiting.announcer = None
+            if not waiting.held:
+                waiting.since = None  # the next request starts a new wake
+
+    @staticmethod
+    async def _notify(waiting: _Waiting) -> None:
+        async with waiting.turn:
+            waiting.turn.notify_all()
