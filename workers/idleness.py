@@ -48,10 +48,10 @@ def woken_note(replicas: int, at_zero_s: float | None) -> str:
     return f"{replicas} replicas{since}"
 
 
-def at_zero_reason(deployment: DeploymentInfo) -> str:
-    """REASON of a deployment at zero ('' when it is not)."""
-    if deployment.zeroed_from is not None and deployment.scale_to_zero_after_s is not None:
-        return f"scaled to zero after {deployment.scale_to_zero_after_s:g} s idle; wakes on request"
-    if deployment.target_replica_count == 0:
-        return "scaled to 0 by an operator"
-    return ""
+def at_zero_reason(target: int, zeroed_from: int | None, after_s: float | None) -> str:
+    """REASON of a deployment with no replica asked for ('' when some are)."""
+    if target > 0:
+        return ""
+    if zeroed_from is not None and after_s is not None:
+        return f"scaled to zero after {after_s:g} s idle; wakes on request"
+    return "scaled to 0 by an operator"

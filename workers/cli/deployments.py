@@ -11,6 +11,7 @@ import click
 import redis
 import sqlalchemy as sa
 
+from workers.adapters.redis.activity import RedisRequestActivity
 from workers.adapters.redis.client import server_time_s
 from workers.adapters.redis.health import RedisHealthStore
 from workers.cli.output import (
@@ -34,6 +35,7 @@ from workers.domain import (
     ModelRevision,
 )
 from workers.errors import InfrastructureUnavailable
+from workers.idleness import at_zero_reason
 from workers.inputs import name_problem
 from workers.rollouts import describe_progress
 
@@ -105,6 +107,13 @@ def environ_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
     return environ
 
 
+DRAIN_HELP = "Seconds a replica leaving service stays out of traffic before it is stopped."
+SCALE_TO_ZERO_HELP = (
+    "Seconds without a request after which it gives its replicas back; the next request "
+    "wakes it (held by the modelfleet proxy meanwhile). 0: never."
+)
+
+
 @deployment.command("create")
 @click.argument("name")
 @click.option("--group", "resource_group", required=True, help="Resource group to run in.")
@@ -122,8 +131,10 @@ def environ_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
     type=FiniteFloat(min=0, max=3600),
     default=10.0,
     show_default=True,
-    help="Seconds a replica leaving service stays out of traffic before it is stopped.",
+    help=DRAIN_HELP,
 )
+@click.option("--scale-to-zero-after-s", type=FiniteFloat(min=0), default=0.0, show_default=True,
+              help=SCALE_TO_ZERO_HELP)  # fmt: skip
 @wait_options
 @json_option
 @click.pass_obj
@@ -149,6 +160,7 @@ def create(cli: CliContext, /, name: str, resource_group: str, **options: Any) -
         target_revision=revision,
         open_to_public=options["public"],
         drain_s=options["drain_s"],
+        scale_to_zero_after_s=options["scale_to_zero_after_s"] or None,
     )
     with reported_failures("deployment create"):
         if resource_group not in {g["name"] for g in cli.reports.scaling_groups()}:
@@ -200,7 +212,30 @@ def _reason(row: dict[str, Any], desired: int, progress: str | None) -> str:
         return "not registered yet: the controller has not run"
     if healthy < desired:
         return f"{desired - healthy} of {desired} replicas not healthy"
-    return ""
+    return at_zero_reason(desired, row.get("zeroed_from"), row.get("scale_to_zero_after_s"))
+
+
+@deployment.command("set")
+@click.argument("ref", metavar="DEPLOYMENT")
+@click.option("--scale-to-zero-after-s", type=FiniteFloat(min=0), help=SCALE_TO_ZERO_HELP)
+@click.option("--drain-s", type=FiniteFloat(min=0, max=3600), help=DRAIN_HELP)
+@json_option
+@click.pass_obj
+def set_settings(cli: CliContext, /, ref: str, as_json: bool, **options: float | None) -> None:
+    """Change settings that are not part of a revision (nothing is rolled out)."""
+    asked: dict[str, float | None] = {n: v for n, v in options.items() if v is not None}
+    if not asked:
+        bad_input("options", "give --scale-to-zero-after-s or --drain-s")
+    if "scale_to_zero_after_s" in asked:  # 0 turns it off
+        asked["scale_to_zero_after_s"] = asked["scale_to_zero_after_s"] or None
+    with reported_failures("deployment set"):
+        found = find_deployment(cli, ref)
+        if found["lifecycle"] in {"destroying", "destroyed"}:
+            bad_input("DEPLOYMENT", f"{found['name']} is {found['lifecycle']}")
+        changed = cli.catalog.set_settings(found["id"], asked)
+    document = {"deployment": found["name"], "id": str(found["id"]), "changed": changed}
+    said = "; ".join(changed) if changed else "nothing changed"
+    done(f"deployment {found['name']}: {said}", document, as_json=as_json)
 
 
 @deployment.command("list")
@@ -245,6 +280,7 @@ def show(cli: CliContext, ref: str, limit: int, as_json: bool) -> None:
         errors = cli.reports.route_errors(found["id"], limit)
         exited = cli.reports.exited_sessions(found["id"], limit)
     routes = with_health(cli, routes)
+    found["idle_s"] = _idle_s(cli, found["id"])
     found["routes"] = ", ".join(
         f"{n} {status}" for status, n in Counter(r["status"] for r in routes).most_common()
     )
@@ -274,6 +310,8 @@ SHOW_FIELDS = [
     "ready",
     "reason",
     "routes",
+    "scale_to_zero_after_s",
+    "idle_s",
     "current_revision",
     "deploying_revision",
     "rollout",
@@ -283,6 +321,18 @@ SHOW_FIELDS = [
     "url",
     "created_at",
 ]
+
+
+def _idle_s(cli: CliContext, deployment_id: uuid.UUID) -> float | None:
+    """Seconds since its latest request by the Redis clock (None: none recorded, or Redis
+    unavailable)."""
+    try:
+        with cli.redis() as (client, keys):
+            activity = RedisRequestActivity(client=client, keys=keys)
+            last = activity.last_requests({deployment_id}).get(deployment_id)
+            return None if last is None else round(max(0.0, activity.now_s() - last), 1)
+    except (InfrastructureUnavailable, redis.RedisError, OSError):
+        return None
 
 
 def with_health(cli: CliContext, routes: list[dict[str, Any]]) -> list[dict[str, Any]]:

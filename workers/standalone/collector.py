@@ -4,7 +4,10 @@ It scrapes each healthy route's `/metrics` (Prometheus text; only samples
 without labels are read) and writes the autoscaling metric keys. Each session
 gets its own values, and each deployment gets the average over its healthy
 routes, which is the load per replica that autoscaling rules compare with
-their thresholds.
+their thresholds. A replica whose own request counter (any sample named
+`*_requests_total`) grew since the last scrape saw requests: its deployment's latest
+request moves to now (scale to zero counts requests that did not pass a modelfleet
+proxy too).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sqlalchemy as sa
 
 from workers.adapters.postgres.engine import transaction
 from workers.adapters.postgres.schema import routes, sessions
+from workers.adapters.redis.activity import RedisRequestActivity
 from workers.adapters.redis.metrics import RedisMetricsStore
 from workers.domain import RouteStatus, SessionId
 from workers.standalone.loop import repeat
@@ -43,7 +47,9 @@ class MetricsCollector:
     engine: sa.Engine
     metrics: RedisMetricsStore
     workers: int = 16
+    activity: RedisRequestActivity | None = None
     _http: requests.Session = field(default_factory=requests.Session)
+    _served: dict[SessionId, float] = field(default_factory=dict)  # requests_total last seen
 
     def run_forever(self, interval_s: float = 2.0) -> None:
         with ThreadPoolExecutor(self.workers) as pool:
@@ -62,7 +68,26 @@ class MetricsCollector:
         averages = {d: _average(samples) for d, samples in per_deployment.items()}
         for deployment_id, values in averages.items():
             self.metrics.write_deployment_metrics(deployment_id, values)
+        if self.activity is not None:
+            self.activity.seen(self._requested(targets, scraped))
         return averages
+
+    def _requested(
+        self, targets: list[ScrapeTarget], scraped: list[dict[str, float] | None]
+    ) -> set[UUID]:
+        """Deployments with a replica whose request counter grew since the last scrape."""
+        grew = set()
+        served = {}
+        for target, values in zip(targets, scraped, strict=True):
+            if values is None:
+                continue
+            total = sum(v for name, v in values.items() if name.endswith("_requests_total"))
+            before = self._served.get(target.session_id)
+            if before is not None and total > before:
+                grew.add(target.deployment_id)
+            served[target.session_id] = total
+        self._served = served
+        return grew
 
     def targets(self) -> list[ScrapeTarget]:
         query = (

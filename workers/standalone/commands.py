@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from workers.adapters.postgres.engine import create_agent_engine
+from workers.adapters.redis.activity import RedisRequestActivity
 from workers.adapters.redis.client import create_redis_client
 from workers.adapters.redis.health import RedisHealthStore
 from workers.adapters.redis.keys import RedisKeys
@@ -108,7 +109,8 @@ def collector(cli: CliContext, interval_s: float) -> None:
     """Scrape healthy routes' /metrics into the autoscaling metric keys in Redis."""
     client = create_redis_client(cli.settings.redis_url)
     store = RedisMetricsStore(client=client, keys=RedisKeys(cli.settings.redis_key_prefix))
-    MetricsCollector(engine=cli.engine, metrics=store).run_forever(interval_s)
+    activity = RedisRequestActivity(client=client, keys=RedisKeys(cli.settings.redis_key_prefix))
+    MetricsCollector(engine=cli.engine, metrics=store, activity=activity).run_forever(interval_s)
 
 
 @main.command()

@@ -52,6 +52,7 @@ from workers.adapters.redis.controller_metrics import (
 )
 from workers.domain import DeploymentLifecycle, HostStatus, RouteStatus
 from workers.errors import InfrastructureUnavailable
+from workers.phase_names import PhaseName
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,22 @@ def _fleet_families(reports: Reports, deployments: Sequence[Mapping[str, Any]]) 
     for status in RouteStatus:
         routes.add_metric([status.value], by_status.get(status.value, 0))
     yield from (lifecycles, routes, *_replica_families(deployments), *_host_families(reports))
+    yield from _idleness_families(reports, deployments)
+
+
+def _idleness_families(reports: Reports, deployments: Sequence[Mapping[str, Any]]) -> list[Metric]:
+    moves = reports.phase_moves([PhaseName.SCALE_TO_ZERO, PhaseName.WAKE])
+    families: list[Metric] = []
+    for name, phase, documentation in (
+        ("scaled_to_zero", PhaseName.SCALE_TO_ZERO, "Times a deployment went to zero, idle."),
+        ("wakes", PhaseName.WAKE, "Times a request woke a deployment at zero."),
+    ):
+        family = CounterMetricFamily(f"{PREFIX}{name}", documentation, labels=["deployment"])
+        for row in deployments:
+            if _live(row):
+                family.add_metric([row["name"]], moves.get((row["id"], phase), 0))
+        families.append(family)
+    return families
 
 
 def _host_families(reports: Reports) -> list[Metric]:

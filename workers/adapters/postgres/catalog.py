@@ -137,15 +137,42 @@ class Catalog:
                 .values(replica_count=replica_count, desired_replica_count=None,
                         zeroed_from=None, idle_counts_from=sa.func.now())
             )  # fmt: skip
-            what = f"scale to {replica_count}"
-            moved = apply_deployment_transitions(
-                conn,
-                [_operator_move(deployment_id, {READY}, DeploymentLifecycle.SCALING, what)],
-            )
-            if not moved:  # not ready: the count is read when it gets there
-                apply_deployment_transitions(
-                    conn, [_operator_move(deployment_id, {PENDING, SCALING, DEPLOYING}, None, what)]
+            _count_changed(conn, deployment_id, f"scale to {replica_count}")
+
+    def set_settings(self, deployment_id: UUID, changes: Mapping[str, Any]) -> list[str]:
+        """Settings outside any revision (`scale_to_zero_after_s`, `drain_s`; None: off), with
+        a history row; what changed, as 'name: old -> new'. Turning scale to zero off while
+        at zero brings the replicas it had back; any change restarts its idle time."""
+        with transaction(self._engine) as conn:
+            before = (
+                conn.execute(
+                    sa.select(*(deployments.c[name] for name in changes), deployments.c.zeroed_from)
+                    .where(deployments.c.id == deployment_id)
+                    .with_for_update()
                 )
+                .mappings()
+                .one()
+            )
+            said = [f"{name}: {_setting(before[name])} -> {_setting(value)}"
+                    for name, value in changes.items() if before[name] != value]  # fmt: skip
+            if not said:
+                return []
+            values: dict[str, Any] = {**changes, "idle_counts_from": sa.func.now()}
+            turned_off = "scale_to_zero_after_s" in changes and not changes["scale_to_zero_after_s"]
+            woken = turned_off and before["zeroed_from"] is not None
+            if woken:
+                values.update(replica_count=before["zeroed_from"], zeroed_from=None)
+            conn.execute(
+                deployments.update().where(deployments.c.id == deployment_id).values(values)
+            )
+            what = "set " + "; ".join(said)
+            if woken:
+                _count_changed(conn, deployment_id, what)
+            else:
+                apply_deployment_transitions(
+                    conn, [_operator_move(deployment_id, LIVE_LIFECYCLES, None, what)]
+                )
+        return said
 
     def request_destroy(self, deployment_id: UUID) -> bool:
         """Move a live deployment to destroying; False if it is already on its way out."""
@@ -271,6 +298,22 @@ _HOST_VERBS = {
     HostStatus.READY: "uncordon",
     HostStatus.DRAINING: "drain",
 }
+
+
+def _count_changed(conn: sa.Connection, deployment_id: UUID, what: str) -> None:
+    """An operator changed the replica count: a ready deployment scales now (history says
+    so); one that is not ready reads the count when it gets there."""
+    moved = apply_deployment_transitions(
+        conn, [_operator_move(deployment_id, {READY}, DeploymentLifecycle.SCALING, what)]
+    )
+    if not moved:
+        apply_deployment_transitions(
+            conn, [_operator_move(deployment_id, {PENDING, SCALING, DEPLOYING}, None, what)]
+        )
+
+
+def _setting(value: Any) -> str:
+    return "off" if value is None else f"{value:g}"
 
 
 def _operator_move(

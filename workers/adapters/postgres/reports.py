@@ -6,6 +6,7 @@ App proxy tokens are never selected.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 from uuid import UUID
 
@@ -134,6 +135,20 @@ class Reports:
         )
         with transaction(self._engine) as conn:
             return int(conn.execute(query).scalar_one())
+
+    def phase_moves(self, phases: Collection[str]) -> dict[tuple[UUID, str], int]:
+        """(deployment id, phase) -> how many times that phase moved the deployment (history
+        keeps every time): scale-to-zero and wake counts."""
+        query = (
+            sa.select(deployment_history.c.deployment_id, deployment_history.c.phase,
+                      sa.func.count().label("times"))
+            .where(deployment_history.c.phase.in_(list(phases)),
+                   deployment_history.c.result == "success",
+                   deployment_history.c.from_status != deployment_history.c.to_status)
+            .group_by(deployment_history.c.deployment_id, deployment_history.c.phase)
+        )  # fmt: skip
+        with transaction(self._engine) as conn:
+            return {(row.deployment_id, row.phase): row.times for row in conn.execute(query)}
 
     def host_history(self, name: str, limit: int = 10) -> list[Row]:
         query = (
@@ -289,6 +304,9 @@ def _deployments_query() -> sa.Select[Any]:
         deployments.c.condition_reason,
         deployments.c.condition_message,
         deployments.c.condition_at,
+        deployments.c.drain_s,
+        deployments.c.scale_to_zero_after_s,
+        deployments.c.zeroed_from,
         deployments.c.created_at,
         sa.func.extract("epoch", sa.func.now() - deployments.c.destroyed_at).label(
             "destroyed_for_s"
