@@ -8,10 +8,13 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -563,3 +566,96 @@ def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_requests_for_a_deployment_at_zero_wait_announce_a_wake_and_go_out_in_turns(
+    redis_url: str, redis_keys: RedisKeys, tmp_path: Path, redis_client: redis.Redis,
+    service_discovery: RedisServiceDiscovery, sample_server: Callable[[str], SampleServer],
+) -> None:  # fmt: skip
+    endpoint_id, server = uuid4(), sample_server("woken")
+    server.state.latency_s = 0.3
+    service_discovery.publish_endpoint_modes({endpoint_id: "wakes"})
+    with _proxy(redis_url, redis_keys, tmp_path, MODELFLEET_PROXY_WAKE_CONCURRENCY="2") as url:
+        endpoint = _register(url, endpoint_id)
+        _mode_read()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            held = [pool.submit(_complete, endpoint) for _ in range(8)]
+            wait_for(lambda: _held(url), lambda n: n == 8, timeout_s=10, what="8 requests held")
+            wakes: Any = wait_for(lambda: redis_client.xrange(redis_keys.wakes), bool, timeout_s=5,
+                             what="a wake announced")  # fmt: skip
+            with _peak_in_flight(server) as peak:
+                service_discovery.sync_model_service_routes([_target(endpoint_id, server.port)])
+                statuses = [future.result(timeout=30).status_code for future in held]
+    assert statuses == [200] * 8
+    assert {fields["deployments"] for _, fields in wakes} == {str(endpoint_id)}
+    assert peak == [2]  # never more than MODELFLEET_PROXY_WAKE_CONCURRENCY at once
+
+
+def test_a_hold_ends_in_504_after_its_time_and_503_with_retry_after_when_full(
+    redis_url: str, redis_keys: RedisKeys, tmp_path: Path,
+    service_discovery: RedisServiceDiscovery,
+) -> None:  # fmt: skip
+    endpoint_id = uuid4()
+    service_discovery.publish_endpoint_modes({endpoint_id: "wakes"})
+    with _proxy(redis_url, redis_keys, tmp_path, MODELFLEET_PROXY_HOLD_S="2",
+                MODELFLEET_PROXY_HOLD_MAX="1") as url:  # fmt: skip
+        endpoint = _register(url, endpoint_id)
+        _mode_read()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            first = pool.submit(_complete, endpoint)
+            wait_for(lambda: _held(url), lambda n: n == 1, timeout_s=10, what="one held")
+            full = _complete(endpoint)
+            timed_out = first.result(timeout=15)
+    assert (full.status_code, full.headers["Retry-After"]) == (503, "5")
+    assert full.json() == {
+        "error": f"1 requests already wait for endpoint {endpoint_id}; try again later"
+    }
+    assert timed_out.status_code == 504
+    assert timed_out.json() == {"error": f"no replica of endpoint {endpoint_id} became ready "
+                                         "within 2 s (MODELFLEET_PROXY_HOLD_S)"}  # fmt: skip
+
+
+def test_a_deployment_an_operator_scaled_to_zero_is_503_at_once(
+    proxy_url: str, service_discovery: RedisServiceDiscovery, redis_client: redis.Redis,
+    redis_keys: RedisKeys,
+) -> None:  # fmt: skip
+    endpoint_id = uuid4()
+    service_discovery.publish_endpoint_modes({endpoint_id: "operator-zero"})
+    endpoint = _register(proxy_url, endpoint_id)
+    answer = wait_for(lambda: _complete(endpoint), lambda a: a.status_code == 503 and
+                      "operator" in a.text, timeout_s=5, what="the mode read")  # fmt: skip
+    assert answer.json() == {"error": f"endpoint {endpoint_id} is scaled to 0 by an operator"}
+    assert answer.elapsed.total_seconds() < 1  # not held
+    assert redis_client.xlen(redis_keys.wakes) == 0
+
+
+def _mode_read() -> None:
+    """The proxy reads the endpoint modes once a second."""
+    time.sleep(1.5)
+
+
+def _held(proxy_url: str) -> float:
+    text = requests.get(f"{proxy_url}/metrics", timeout=5).text
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text) for s in family.samples
+        if s.name == "modelfleet_proxy_held_requests"
+    )  # fmt: skip
+
+
+@contextmanager
+def _peak_in_flight(server: SampleServer) -> Iterator[list[int]]:
+    """The most requests the server was answering at once (sampled every 10 ms)."""
+    peak, stop = [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.01):
+            peak[0] = max(peak[0], server.state.in_flight)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        thread.join()
