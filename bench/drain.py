@@ -63,7 +63,9 @@ def main() -> None:
 def _scale_in_under_load(
     system: dev.DevSystem, rate: float, replicas: int, drain_s: float
 ) -> tuple[LoadLoop, list[Replica], float]:
-    deployment = system.sample_deployment("bench", replicas, drain_s=drain_s, latency_s=0.02)
+    deployment = system.sample_deployment(
+        "bench", replicas, drain_s=drain_s, model=dev.SampleModel(latency_s=0.02)
+    )
     url = wait_for(lambda: smoke.deployment_url(system.engine, deployment.id) or "",
                    timeout_s=TIMEOUT_S, what="the endpoint URL")  # fmt: skip
     wait_for(lambda: len(_running(system, deployment.id)), lambda n: n == replicas,

@@ -161,7 +161,7 @@ def _create_to_first_answer(system: dev.DevSystem) -> None:
     wait_for(lambda: _closed_runs(system), lambda n: n > 0, timeout_s=TIMEOUT_S,
              what="the worker and beat to be up (a phase run closed)")  # fmt: skip
     created_at = time.perf_counter()
-    deployment = system.sample_deployment("latency", 1, latency_s=0.0)
+    deployment = system.sample_deployment("latency", 1, model=dev.SampleModel(latency_s=0))
     seen: dict[str, float] = {}
     steps: list[tuple[str, Callable[[], bool]]] = [
         ("registered with the app proxy", lambda: _lifecycle(system) != "pending"),

@@ -84,7 +84,9 @@ def _row(system: dev.DevSystem, size: int, rate: float, health: HealthCheckConfi
 
 
 def _serving(system: dev.DevSystem, size: int, health: HealthCheckConfig) -> DeploymentInfo:
-    deployment = system.sample_deployment(NAME, size, drain_s=2, latency_s=0.02, health=health)
+    deployment = system.sample_deployment(
+        NAME, size, drain_s=2, model=dev.SampleModel(latency_s=0.02), health=health
+    )
     healthy = sa.select(sa.func.count()).where(
         routes.c.deployment_id == deployment.id, routes.c.status == "healthy"
     )

@@ -59,6 +59,18 @@ DEMO_HEALTH = HealthCheckConfig(
 )
 
 
+@dataclass(frozen=True)
+class SampleModel:
+    """How the sample model behaves: each completion's time, and its loading time."""
+
+    latency_s: float = 0.05
+    startup_s: float = 0.0
+
+    def environ(self, name: str) -> dict[str, str]:
+        return {"MODEL_NAME": name, "MODEL_LATENCY_S": f"{self.latency_s:g}",
+                "MODEL_STARTUP_S": f"{self.startup_s:g}"}  # fmt: skip
+
+
 @dataclass
 class DevSystem:
     folder: Path
@@ -115,7 +127,7 @@ class DevSystem:
     def demo(self, replicas: int = DEMO_REPLICAS) -> DeploymentInfo:
         """The demo deployment: made by this run, or the live one an earlier run left."""
         try:
-            return self.sample_deployment(DEMO_DEPLOYMENT, replicas, latency_s=0.0)
+            return self.sample_deployment(DEMO_DEPLOYMENT, replicas, model=SampleModel(latency_s=0))
         except sa.exc.IntegrityError:  # a live demo exists: use that one
             return _live_demo(self.engine)
 
@@ -124,9 +136,10 @@ class DevSystem:
         name: str,
         replicas: int,
         *,
+        model: SampleModel | None = None,
         drain_s: float = 10.0,
-        latency_s: float = 0.05,
         health: HealthCheckConfig = DEMO_HEALTH,
+        scale_to_zero_after_s: float | None = None,
     ) -> DeploymentInfo:
         """A deployment of the sample model in the demo group, pointed at this run's proxy."""
         catalog = Catalog(engine=self.engine)
@@ -139,12 +152,12 @@ class DevSystem:
         revision = ModelRevision(
             image="sample-model",
             startup_command=SAMPLE_MODEL_COMMAND,
-            environ={"MODEL_NAME": name, "MODEL_LATENCY_S": f"{latency_s:g}"},
+            environ=(model or SampleModel()).environ(name),
             health_check=health,
         )
-        deployment = DeploymentInfo(
-            uuid.uuid4(), name, DEMO_GROUP, replicas, revision, drain_s=drain_s
-        )
+        deployment = DeploymentInfo(uuid.uuid4(), name, DEMO_GROUP, replicas, revision,
+                                    drain_s=drain_s,
+                                    scale_to_zero_after_s=scale_to_zero_after_s)  # fmt: skip
         created = catalog.create_deployment(deployment)
         self.created.append(created.id)
         return created

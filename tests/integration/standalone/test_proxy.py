@@ -659,3 +659,19 @@ def _peak_in_flight(server: SampleServer) -> Iterator[list[int]]:
     finally:
         stop.set()
         thread.join()
+
+
+def test_a_held_request_is_let_go_when_an_operator_scales_its_deployment_to_zero(
+    proxy_url: str, service_discovery: RedisServiceDiscovery,
+) -> None:  # fmt: skip
+    endpoint_id = uuid4()
+    service_discovery.publish_endpoint_modes({endpoint_id: "wakes"})
+    endpoint = _register(proxy_url, endpoint_id)
+    _mode_read()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        held = pool.submit(_complete, endpoint)
+        wait_for(lambda: _held(proxy_url), lambda n: n == 1, timeout_s=10, what="one held")
+        service_discovery.publish_endpoint_modes({endpoint_id: "operator-zero"})
+        answer = held.result(timeout=10)  # not the 300 s hold
+    assert answer.status_code == 503
+    assert answer.json() == {"error": f"endpoint {endpoint_id} is scaled to 0 by an operator"}

@@ -112,7 +112,9 @@ class TableFeed:
                         2 * self.heartbeat_s, ", ".join(sorted(silenced)))  # fmt: skip
             self.on_silent(silenced)
         self.endpoints.known = {key: _document(value) for key, value in registered.items()}
-        self.endpoints.modes = modes
+        if modes != self.endpoints.modes:  # requests held for a deployment may be let go
+            self.endpoints.modes = modes
+            await self.on_changed()
 
     async def _follow(self) -> None:
         after = "$"  # what is published from now on (the first resync read the rest)

@@ -43,7 +43,7 @@ from workers.domain import EndpointMode
 from workers.standalone.proxy import counting
 from workers.standalone.proxy.counting import RequestWindows
 from workers.standalone.proxy.feed import Endpoints, TableFeed
-from workers.standalone.proxy.holding import HoldFull, Holds
+from workers.standalone.proxy.holding import HoldFull, Holds, NotWaking
 from workers.standalone.proxy.routing import Replica, RoutingTable
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class Proxy:
         self.public_url = self.public_url.rstrip("/")
         self.table = RoutingTable()
         self.endpoints = Endpoints()
-        self.holds = Holds(self.table, self.settings, self._announce_wake)
+        self.holds = Holds(self.table, self.settings, self._announce_wake, self._waking)
         self.feed = TableFeed(self.redis_client, self.keys, self.table, self.endpoints,
                               resync_s=self.settings.resync_s, heartbeat_s=self.heartbeat_s,
                               on_silent=self._give_up_waiting,
@@ -141,9 +141,10 @@ class Proxy:
     async def forward(self, request: web.Request) -> web.StreamResponse:
         endpoint = request.match_info["id"]
         replica = self.table.pick(endpoint)
+        if replica is not None or endpoint in self.endpoints:
+            self.windows.seen(endpoint)  # asked for, even if refused: not idle
         if replica is None and (refused := self._without_replica(endpoint)) is not None:
             return refused
-        self.windows.seen(endpoint)
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -173,6 +174,10 @@ class Proxy:
         try:
             async with self.holds.turn(endpoint) as (replica, _):
                 return await self._send(request, endpoint, replica, body)
+        except NotWaking:  # its mode changed while it waited
+            return self._without_replica(endpoint) or _error(
+                503, f"no healthy replica for endpoint {endpoint}"
+            )
         except HoldFull as full:
             answer = _error(503, f"{full}; try again later")
             answer.headers["Retry-After"] = str(RETRY_AFTER_S)
@@ -241,6 +246,9 @@ class Proxy:
                     request.transport.close()
         self.windows.count(target.endpoint, target.revision, status, time.monotonic() - started)
         return streamed
+
+    def _waking(self, endpoint: str) -> bool:
+        return self.endpoints.modes.get(endpoint) == EndpointMode.WAKES
 
     async def _announce_wake(self, endpoint: str) -> None:
         await self.redis_client.xadd(self.keys.wakes, {"deployments": endpoint},

@@ -34,6 +34,13 @@ class HoldFull(Exception):
     """As many requests as allowed already wait for this deployment."""
 
 
+class NotWaking(Exception):
+    """The deployment no longer wakes on request (an operator scaled it to 0, say)."""
+
+
+_GIVEN_UP = object()  # what a waiting request finds when its deployment stops waking
+
+
 @dataclass
 class _Waiting:
     """The requests held for one deployment."""
@@ -50,6 +57,7 @@ class Holds:
     table: RoutingTable
     settings: ProxySettings
     announce: Callable[[str], Awaitable[None]]  # a wake for this deployment, on the feed
+    waking: Callable[[str], bool]  # whether the deployment still wakes on request
     _waiting: dict[str, _Waiting] = field(default_factory=dict)
 
     @contextlib.asynccontextmanager
@@ -65,10 +73,10 @@ class Holds:
         self._held(endpoint, waiting, +1)
         try:
             async with asyncio.timeout(self.settings.hold_s), waiting.turn:
-                # wait_for returns the predicate's first true value: a replica
-                replica = cast(
-                    Replica, await waiting.turn.wait_for(lambda: self._free(endpoint, waiting))
-                )
+                found = await waiting.turn.wait_for(lambda: self._free_or_gone(endpoint, waiting))
+            if found is _GIVEN_UP:
+                raise NotWaking(endpoint)
+            replica = cast(Replica, found)
         except BaseException:
             self._held(endpoint, waiting, -1)
             raise
@@ -88,6 +96,12 @@ class Holds:
         """The routing table changed: waiting requests look for their replica again."""
         for waiting in list(self._waiting.values()):
             await self._notify(waiting)
+
+    def _free_or_gone(self, endpoint: str, waiting: _Waiting) -> object:
+        """A replica to send to, _GIVEN_UP when the deployment stopped waking, else None."""
+        if not self.waking(endpoint):
+            return _GIVEN_UP
+        return self._free(endpoint, waiting)
 
     def _free(self, endpoint: str, waiting: _Waiting) -> Replica | None:
         """A replica of the endpoint with room for one more held request (fewest first)."""
