@@ -675,3 +675,24 @@ def test_a_held_request_is_let_go_when_an_operator_scales_its_deployment_to_zero
         answer = held.result(timeout=10)  # not the 300 s hold
     assert answer.status_code == 503
     assert answer.json() == {"error": f"endpoint {endpoint_id} is scaled to 0 by an operator"}
+
+
+def test_a_request_being_answered_keeps_its_deployment_from_looking_idle(
+    proxy_url: str, service_discovery: RedisServiceDiscovery, redis_client: redis.Redis,
+    redis_keys: RedisKeys, sample_server: Callable[[str], SampleServer],
+) -> None:  # fmt: skip
+    endpoint_id, slow = uuid4(), sample_server("slow")
+    slow.state.latency_s = 3.0  # a long generation
+    service_discovery.sync_model_service_routes([_target(endpoint_id, slow.port)])
+    endpoint = _register(proxy_url, endpoint_id)
+    _routed(proxy_url, endpoint_id, 1)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        answering = pool.submit(_complete, endpoint)
+        time.sleep(1.2)
+        early = redis_client.zscore(redis_keys.last_requests, str(endpoint_id))
+        time.sleep(1.5)
+        late = redis_client.zscore(redis_keys.last_requests, str(endpoint_id))
+        assert answering.result(timeout=10).status_code == 200
+    assert early is not None
+    assert late is not None
+    assert late >= early + 1  # seen again at each flush while it was being answered

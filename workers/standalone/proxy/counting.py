@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import redis
@@ -94,6 +95,9 @@ class RequestWindows:
 
     client: aioredis.Redis
     keys: RedisKeys
+    # Endpoints with requests being answered or held now: busy, so seen at every flush
+    # (a long generation, or a wake's wait, is no idle time).
+    busy: Callable[[], Iterable[str]] = tuple
     _counts: dict[tuple[str, int], Counter[str]] = field(
         default_factory=lambda: defaultdict(Counter)
     )
@@ -126,6 +130,8 @@ class RequestWindows:
         await self.flush()
 
     async def flush(self) -> None:
+        for endpoint in self.busy():
+            self.seen(endpoint)
         counts, self._counts = self._counts, defaultdict(Counter)
         seen, self._last_seen = self._last_seen, {}
         if not counts and not seen:

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from uuid import UUID
@@ -77,7 +78,8 @@ class Proxy:
                               resync_s=self.settings.resync_s, heartbeat_s=self.heartbeat_s,
                               on_silent=self._give_up_waiting,
                               on_changed=self.holds.table_changed)  # fmt: skip
-        self.windows = RequestWindows(self.redis_client, self.keys)
+        self.windows = RequestWindows(self.redis_client, self.keys, busy=self._busy_endpoints)
+        self._answering: Counter[str] = Counter()  # endpoint -> requests being answered now
         self._client: ClientSession | None = None
         # host -> the deadlines of requests sent there that have no answer yet
         self._waiting: dict[str, set[asyncio.Timeout]] = {}
@@ -151,12 +153,16 @@ class Proxy:
             limit = self.settings.max_body_bytes
             return _error(413, f"request body over {limit} bytes (MODELFLEET_PROXY_MAX_BODY_BYTES)")
         counting.IN_FLIGHT.labels(endpoint).inc()
+        self._answering[endpoint] += 1
         try:
             if replica is None:
                 return await self._held(request, endpoint, body)
             return await self._send(request, endpoint, replica, body)
         finally:
             counting.IN_FLIGHT.labels(endpoint).dec()
+            self._answering[endpoint] -= 1
+            if not self._answering[endpoint]:
+                del self._answering[endpoint]
 
     def _without_replica(self, endpoint: str) -> web.Response | None:
         """The answer to a request no replica can take now; None: hold it (a wake)."""
@@ -246,6 +252,9 @@ class Proxy:
                     request.transport.close()
         self.windows.count(target.endpoint, target.revision, status, time.monotonic() - started)
         return streamed
+
+    def _busy_endpoints(self) -> list[str]:
+        return list(self._answering)
 
     def _waking(self, endpoint: str) -> bool:
         return self.endpoints.modes.get(endpoint) == EndpointMode.WAKES
