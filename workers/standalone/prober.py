@@ -6,8 +6,8 @@ expected status, an initial delay counted from the session's start, and a
 budget of consecutive failures (`max_retries`). It writes readiness through the
 health store's writer in one batch per pass.
 
-A route that has never answered as expected is probed every second
-(`FIRST_PROBES_EVERY_S`), so it turns ready within a second of its model
+A route that has never answered as expected is probed twice a second
+(`FIRST_PROBES_EVERY_S`), so it turns ready within half a second of its model
 server. Failures count once the initial delay has passed, and `max_retries` of
 them in a row make a route unhealthy, never one slow answer; a route that never
 answered as expected must also have spent its health budget (the initial
@@ -43,7 +43,7 @@ from workers.standalone.loop import repeat
 log = logging.getLogger(__name__)
 
 _PROBED = [s.value for s in (RouteStatus.DEGRADED, RouteStatus.HEALTHY, RouteStatus.UNHEALTHY)]
-FIRST_PROBES_EVERY_S = 1.0  # until a route first answers as expected
+FIRST_PROBES_EVERY_S = 0.5  # until a route first answers as expected (a wake waits on it)
 
 
 @dataclass(frozen=True)

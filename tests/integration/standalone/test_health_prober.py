@@ -130,7 +130,7 @@ def test_only_changes_of_readiness_are_announced_on_the_feed(
     assert health_store.take_changes() == [str(route_id)]
 
 
-def test_a_route_not_yet_healthy_is_probed_every_second_not_every_interval(
+def test_a_route_not_yet_healthy_is_probed_twice_a_second_not_every_interval(
     prober: HealthProber, pool: ThreadPoolExecutor, engine: sa.Engine, catalog: Catalog,
     sample_server: Callable[[str], SampleServer],
 ) -> None:  # fmt: skip
@@ -141,7 +141,7 @@ def test_a_route_not_yet_healthy_is_probed_every_second_not_every_interval(
     assert prober.tick(pool) == {}  # still loading
     requests.post(f"{server.url}/admin/recover", timeout=2)
     time.sleep(FIRST_PROBES_EVERY_S + 0.1)
-    assert prober.tick(pool) == {str(route_id): True}  # a second later, not ten
+    assert prober.tick(pool) == {str(route_id): True}  # half a second later, not ten
 
 
 def test_what_the_probe_saw_is_kept_beside_the_readiness(
