@@ -37,6 +37,7 @@ from workers.domain import (
     SessionSpec,
     SessionStatus,
     StartupProgress,
+    TrafficCounts,
 )
 
 
@@ -247,6 +248,13 @@ class RequestActivity(Protocol):
 
     def last_requests(self, deployment_ids: AbstractSet[UUID]) -> Mapping[UUID, float]:
         """Unix seconds of each deployment's latest request (absent: none recorded)."""
+        ...
+
+    def revision_traffic(
+        self, deployment_ids: AbstractSet[UUID]
+    ) -> Mapping[UUID, Mapping[int, TrafficCounts]]:
+        """What the proxies counted of each deployment's requests in the last window, by
+        revision (what a rollout is judged by)."""
         ...
 
     def now_s(self) -> float:

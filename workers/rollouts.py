@@ -12,9 +12,15 @@ max_unavailable`; only healthy routes of the new revision count as available
 new ones. Old routes leave through draining. Blue-green: every new route
 starts outside the traffic set; once all are healthy (and `promote_delay_s`
 has passed, or an operator promoted it) traffic switches at once, then the old
-routes drain. A rollout fails, and rolls back, when its new revision failed
-`failure_threshold` times (sessions that did not start or exited, routes that
-went unhealthy), or when `progress_deadline_s` passes.
+routes drain. Canary: every new route starts at weight 0 beside the old ones;
+once all are healthy, route weights give the new revision each step's share of
+the traffic in turn (10 %, then 50 %), each held `canary_interval_s`; after the
+last (or `deployment promote`) it finishes as a rolling update would: the new
+routes at full weight, the old ones drain. A rollout fails, and rolls back,
+when its new revision failed `failure_threshold` times (sessions that did not
+start or exited, routes that went unhealthy), when its own requests say it is
+bad (`judge_traffic`: the proxies' counts of the last window), or when
+`progress_deadline_s` passes.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from workers.domain import (
     RevisionFailures,
@@ -34,6 +41,7 @@ from workers.domain import (
     RolloutStrategy,
     RouteData,
     RouteStatus,
+    TrafficCounts,
 )
 
 _PERCENT = re.compile(r"(\d{1,3})%")
@@ -72,6 +80,30 @@ def check_spec(spec: RolloutSpec) -> None:
         raise SpecError("--progress-deadline-s: must be in (0, 86400]")
     if not 0 <= spec.promote_delay_s <= 86_400:
         raise SpecError("--promote-delay-s: must be in [0, 86400]")
+    _check_analysis(spec)
+    steps = spec.canary_steps
+    if not steps or any(not 1 <= s <= 99 for s in steps) or list(steps) != sorted(set(steps)):
+        raise SpecError("--canary-steps: percentages of traffic, ascending, each 1-99 (10,50)")
+    if not 0 < spec.canary_interval_s <= 86_400:
+        raise SpecError("--canary-interval-s: must be in (0, 86400]")
+
+
+def _check_analysis(spec: RolloutSpec) -> None:
+    if not 0 <= spec.max_error_rate <= 1:
+        raise SpecError("--max-error-rate: a fraction of requests, in [0, 1]")
+    if spec.min_requests < 1:
+        raise SpecError("--min-requests: must be at least 1")
+    ratio = spec.max_p95_latency_ratio
+    if ratio is not None and not 1 <= ratio <= 1000:
+        raise SpecError("--max-p95-latency-ratio: must be in [1, 1000]")
+
+
+def parse_steps(text: str) -> tuple[int, ...]:
+    """'10,50' -> (10, 50); anything else is a SpecError naming --canary-steps."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise SpecError(f"--canary-steps: {text!r} is not percentages like 10,50") from None
 
 
 def plan_step(state: RolloutState) -> RolloutStep:
@@ -85,6 +117,8 @@ def plan_step(state: RolloutState) -> RolloutStep:
     )
     if state.spec.strategy is RolloutStrategy.BLUE_GREEN:
         step = _blue_green(state, counts)
+    elif state.spec.strategy is RolloutStrategy.CANARY:
+        step = _canary(state, counts)
     else:
         step = _rolling(state, counts)
     if strays:  # routes of a rollout this one superseded: it cannot finish with them
@@ -140,6 +174,90 @@ def _blue_green(state: RolloutState, counts: dict[str, int]) -> RolloutStep:
     return RolloutStep(create=max(0, state.desired - len(new)), summary=summary, counts=counts)
 
 
+def _canary(state: RolloutState, counts: dict[str, Any]) -> RolloutStep:
+    new = [r for r in state.routes if r.revision == state.new_revision]
+    old = [r for r in state.routes if r.revision == state.old_revision]
+    steps, at = state.spec.canary_steps, state.canary_step
+    last_done = at is not None and at >= len(steps) - 1 and state.step_for_s >= _hold(state)
+    if state.promote_requested or last_done:
+        return _canary_finish(state, counts, new, old)
+    summary = describe_progress(counts)
+    if len(new) < state.desired:  # beside the old ones, with no traffic yet
+        return RolloutStep(create=state.desired - len(new), create_weight=0.0,
+                           summary=summary, counts=counts)  # fmt: skip
+    if _healthy(new) < state.desired:
+        return RolloutStep(summary=summary, counts=counts)
+    step, entering = _canary_position(state)
+    weights = _changed(_split(new, old, steps[step]), state.routes)
+    return RolloutStep(weights=weights, canary_step=step if entering else None,
+                       summary=summary, counts=counts)  # fmt: skip
+
+
+def _canary_position(state: RolloutState) -> tuple[int, bool]:
+    """The step the canary is at now, and whether it enters it now (its clock restarts)."""
+    at = state.canary_step
+    if at is None:
+        return 0, True
+    if state.step_for_s >= _hold(state):
+        return at + 1, True
+    return at, False
+
+
+def _canary_finish(
+    state: RolloutState, counts: dict[str, Any], new: list[RouteData], old: list[RouteData]
+) -> RolloutStep:
+    """After the last step (or a promote): as a rolling update ends, old routes drain."""
+    full = _changed(dict.fromkeys((r.id for r in new), 1.0), new)
+    summary = describe_progress(counts)
+    if old or full:
+        return RolloutStep(weights=full, drain=tuple(r.id for r in old), summary=summary,
+                           counts=counts)  # fmt: skip
+    if _healthy(new) >= state.desired:
+        return RolloutStep(RolloutOutcome.FINISHED, summary=summary, counts=counts)
+    return RolloutStep(create=max(0, state.desired - len(new)), summary=summary, counts=counts)
+
+
+def _changed(weights: Mapping[Any, float], routes: Sequence[RouteData]) -> dict[Any, float]:
+    """The weights that differ from the routes' own (a step writes only those)."""
+    now = {r.id: r.traffic_ratio for r in routes}
+    return {i: w for i, w in weights.items() if not math.isclose(now.get(i, -1.0), w)}
+
+
+def _hold(state: RolloutState) -> float:
+    return state.spec.canary_interval_s
+
+
+def _split(new: Sequence[RouteData], old: Sequence[RouteData], percent: int) -> dict[Any, float]:
+    """Route weights that give the new routes `percent` of the traffic together."""
+    serving_old = [r for r in old if r.status is RouteStatus.HEALTHY] or list(old)
+    weights = {r.id: percent / len(new) for r in new}
+    weights.update({r.id: (100 - percent) / len(serving_old) for r in serving_old})
+    return weights
+
+
+def judge_traffic(state: RolloutState) -> str:
+    """Why the new revision's own requests say it is bad ('' when they do not, or are too
+    few): its 5xx-or-no-answer rate, or its p95 latency against the old revision's."""
+    spec = state.spec
+    new = state.traffic.get(state.new_revision, TrafficCounts())
+    old = state.traffic.get(state.old_revision, TrafficCounts())
+    if new.requests < spec.min_requests:
+        return ""
+    rate, old_rate = new.error_rate, old.error_rate
+    if rate > spec.max_error_rate or rate > old_rate + spec.max_error_rate:
+        limit = spec.max_error_rate
+        return (
+            f"5xx rate {rate:.2f} over {new.requests} requests (limit {limit:g}); "
+            f"revision {state.old_revision}: {old_rate:.2f}"
+        )
+    ratio = spec.max_p95_latency_ratio
+    new_p95, old_p95 = new.p95_s, old.p95_s
+    if ratio is not None and new_p95 and old_p95 and new_p95 > ratio * old_p95:
+        return (f"p95 latency {new_p95:g} s over {ratio:g}x revision {state.old_revision}'s "
+                f"{old_p95:g} s ({new.requests} requests)")  # fmt: skip
+    return ""
+
+
 def _may_promote(state: RolloutState) -> bool:
     if state.promote_requested:
         return True
@@ -152,6 +270,8 @@ def _failure(state: RolloutState) -> str:
     if state.failures >= spec.failure_threshold:
         why = f"{state.failures} failures (threshold {spec.failure_threshold})"
         return f"{why}: {state.evidence}" if state.evidence else why
+    if judged := judge_traffic(state):
+        return judged
     if state.elapsed_s > spec.progress_deadline_s:
         return f"no progress within the deadline of {spec.progress_deadline_s:g}s"
     return ""
@@ -161,31 +281,54 @@ def _healthy(routes: Sequence[RouteData]) -> int:
     return sum(1 for r in routes if r.status is RouteStatus.HEALTHY)
 
 
-def _counts(state: RolloutState) -> dict[str, int]:
+def _counts(state: RolloutState) -> dict[str, Any]:
     tally = Counter(
         ("new" if r.revision == state.new_revision else "old", r.status is RouteStatus.HEALTHY)
         for r in state.routes
     )
-    return {
+    new = state.traffic.get(state.new_revision, TrafficCounts())
+    counts: dict[str, Any] = {
         "new_healthy": tally[("new", True)],
         "new_total": tally[("new", True)] + tally[("new", False)],
         "old_total": tally[("old", True)] + tally[("old", False)],
         "desired": state.desired,
         "revision": state.new_revision,
+        # the live analysis: the new revision's requests in the last window
+        "requests": new.requests,
+        "error_rate": round(new.error_rate, 3),
+        "max_error_rate": state.spec.max_error_rate,
     }
+    if state.spec.strategy is RolloutStrategy.CANARY and state.canary_step is not None:
+        steps = state.spec.canary_steps
+        counts.update(
+            step=state.canary_step + 1,
+            steps=len(steps),
+            share=steps[state.canary_step],
+            held_s=round(state.step_for_s),
+            hold_s=state.spec.canary_interval_s,
+        )
+    return counts
 
 
-def _progress(state: RolloutState, counts: dict[str, int]) -> str:
+def _progress(state: RolloutState, counts: dict[str, Any]) -> str:
     return describe_progress(counts)
 
 
-def describe_progress(progress: Mapping[str, int]) -> str:
+def describe_progress(progress: Mapping[str, Any]) -> str:
     """Where a rollout stands, from its step's counts (stored as `rollout_progress`):
-    'revision 3: 2/3 new healthy, 1 old remaining'."""
-    return (
+    'revision 3: 2/3 new healthy, 1 old remaining; canary step 1/2 (10 % of traffic,
+    14/60 s); its requests: 40, error rate 0.00 (limit 0.05)'."""
+    said = (
         f"revision {progress['revision']}: {progress['new_healthy']}/{progress['desired']} "
         f"new healthy, {progress['old_total']} old remaining"
     )
+    if "step" in progress:
+        said += (f"; canary step {progress['step']}/{progress['steps']} ({progress['share']} % "
+                 f"of traffic, {progress['held_s']:g}/{progress['hold_s']:g} s)")  # fmt: skip
+    if progress.get("requests"):
+        rate, limit = progress["error_rate"], progress["max_error_rate"]
+        said += f"; its requests: {progress['requests']}, error rate {rate:.2f} (limit {limit:g})"
+    return said
 
 
 def _amount(text: str, desired: int, rounding: object, option: str) -> int:

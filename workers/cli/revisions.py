@@ -24,7 +24,7 @@ from workers.cli.params import FiniteFloat
 from workers.cli.root import CliContext, bad_input, find_deployment, reported_failures
 from workers.cli.waiting import Deadline, wait_until
 from workers.domain import RolloutSpec, RolloutStrategy
-from workers.rollouts import SpecError, check_spec
+from workers.rollouts import SpecError, check_spec, parse_steps
 
 WAIT_POLL_S = 0.5
 DEFAULTS = RolloutSpec()  # the rollout defaults, written once (workers.domain)
@@ -73,6 +73,40 @@ def rollout_options(command: Any) -> Any:
                 type=FiniteFloat(min=1),
                 default=DEFAULTS.progress_deadline_s,
                 show_default=True,
+            ),
+            click.option(
+                "--canary-steps",
+                default=",".join(str(step) for step in DEFAULTS.canary_steps),
+                show_default=True,
+                help="Canary: percent of traffic at each step, ascending, each 1-99.",
+            ),
+            click.option(
+                "--canary-interval-s",
+                type=FiniteFloat(min=0, min_open=True),
+                default=DEFAULTS.canary_interval_s,
+                show_default=True,
+                help="Canary: how long each step holds while its requests are judged.",
+            ),
+            click.option(
+                "--max-error-rate",
+                type=FiniteFloat(min=0, max=1),
+                default=DEFAULTS.max_error_rate,
+                show_default=True,
+                help="The new revision fails when this share of its requests get 5xx or "
+                "no answer (any strategy).",
+            ),
+            click.option(
+                "--min-requests",
+                type=click.IntRange(min=1),
+                default=DEFAULTS.min_requests,
+                show_default=True,
+                help="Requests of the new revision before its error rate counts.",
+            ),
+            click.option(
+                "--max-p95-latency-ratio",
+                type=FiniteFloat(min=1),
+                help="The new revision fails when its p95 latency is over this many times "
+                "the old one's (off when not given).",
             ),
             click.option("--wait", is_flag=True, help="Return when the rollout ends."),
             click.option(
@@ -141,11 +175,12 @@ def rollback(cli: CliContext, /, ref: str, to_revision: int | None, **options: A
 @json_option
 @click.pass_obj
 def promote(cli: CliContext, ref: str, as_json: bool) -> None:
-    """Switch a blue-green rollout that waits for it."""
+    """Switch a blue-green rollout that waits for it, or end a canary's steps now."""
     with reported_failures("deployment promote"):
         found = find_deployment(cli, ref)
         if not cli.catalog.request_promote(found["id"]):
-            bad_input("DEPLOYMENT", f"{found['name']} has no blue-green rollout waiting to switch")
+            bad_input("DEPLOYMENT", f"{found['name']} has no blue-green rollout waiting to "
+                      "switch and no canary in progress")  # fmt: skip
     revision = found["deploying_revision"]
     done(
         f"deployment {found['name']}: revision {revision} promoted",
@@ -174,16 +209,21 @@ def revisions(cli: CliContext, ref: str, wide: bool, as_json: bool) -> None:
 
 
 def _spec(options: dict[str, Any]) -> RolloutSpec:
-    spec = RolloutSpec(
-        strategy=RolloutStrategy(options["strategy"]),
-        max_surge=options["max_surge"],
-        max_unavailable=options["max_unavailable"],
-        promote_delay_s=options["promote_delay_s"],
-        auto_promote=not options["manual_promote"],
-        failure_threshold=options["failure_threshold"],
-        progress_deadline_s=options["progress_deadline_s"],
-    )
     try:
+        spec = RolloutSpec(
+            strategy=RolloutStrategy(options["strategy"]),
+            max_surge=options["max_surge"],
+            max_unavailable=options["max_unavailable"],
+            promote_delay_s=options["promote_delay_s"],
+            auto_promote=not options["manual_promote"],
+            failure_threshold=options["failure_threshold"],
+            progress_deadline_s=options["progress_deadline_s"],
+            canary_steps=parse_steps(options["canary_steps"]),
+            canary_interval_s=options["canary_interval_s"],
+            max_error_rate=options["max_error_rate"],
+            min_requests=options["min_requests"],
+            max_p95_latency_ratio=options["max_p95_latency_ratio"],
+        )
         check_spec(spec)
     except SpecError as error:
         field, _, message = str(error).partition(": ")

@@ -3,7 +3,8 @@
 GET /health answers 200 (or 503 once told to fail); POST /v1/completions gives a
 deterministic toy completion; GET /metrics is Prometheus text (requests in
 flight, requests served). MODEL_LATENCY_S makes each completion take that long;
-MODEL_STARTUP_S makes it load that long first (port open, health and completions 503).
+MODEL_STARTUP_S makes it load that long first (port open, health and completions 503);
+MODEL_ERROR_RATE answers that share of completions 500 (exactly: 0.5 fails every second one).
 POST /admin/fail-health and /admin/recover switch the
 health answer, so a demo or a test can make one replica sick.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -31,9 +33,18 @@ IDLE_CONNECTION_S = 5.0  # uvicorn's keep-alive timeout, which many model server
 
 class ModelState:
     def __init__(
-        self, name: str, latency_s: float = 0.0, revision: int | None = None, startup_s: float = 0.0
+        self,
+        name: str,
+        latency_s: float = 0.0,
+        revision: int | None = None,
+        startup_s: float = 0.0,
+        error_rate: float = 0.0,
     ) -> None:
         self.name = name
+        # MODEL_ERROR_RATE: this share of completions answer 500, evenly spread and exactly
+        # (with 0.5, every second one), so a test knows how many fail.
+        self.error_rate = error_rate
+        self.completions = 0
         # MODEL_STARTUP_S: its port is open at once, but it loads its weights until then
         # (health 503, completions 503): what "up but not ready" looks like.
         self.loaded_at = time.monotonic() + startup_s
@@ -61,6 +72,13 @@ class ModelState:
             with self.lock:
                 self.in_flight -= 1
                 self.served += 1
+
+    def next_fails(self) -> bool:
+        """Whether the next completion is one of the injected failures."""
+        with self.lock:
+            self.completions += 1
+            n = self.completions
+        return math.floor(n * self.error_rate) > math.floor((n - 1) * self.error_rate)
 
     @property
     def loaded(self) -> bool:
@@ -143,6 +161,9 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, AttributeError):
             self._send(400, {"error": "body must be a JSON object with 'prompt'"})
             return
+        if self.state.next_fails():
+            self._send(500, {"error": "an injected failure (MODEL_ERROR_RATE)"})
+            return
         self._send(200, self.state.complete(prompt))
 
     def _send(self, status: int, body: Any, content_type: str = "application/json") -> None:
@@ -169,11 +190,13 @@ def main() -> None:
     parser.add_argument(
         "--startup-s", type=float, default=float(os.environ.get("MODEL_STARTUP_S", "0"))
     )
+    parser.add_argument(
+        "--error-rate", type=float, default=float(os.environ.get("MODEL_ERROR_RATE", "0"))
+    )
     args = parser.parse_args()
     revision = os.environ.get(REVISION_VARIABLE)
-    state = ModelState(
-        args.name, args.latency_s, int(revision) if revision else None, startup_s=args.startup_s
-    )
+    state = ModelState(args.name, args.latency_s, int(revision) if revision else None,
+                       startup_s=args.startup_s, error_rate=args.error_rate)  # fmt: skip
     server = make_server(args.host, args.port, state)
     stop_on_sigterm(server)
     try:

@@ -50,6 +50,7 @@ from workers.domain.rollouts import (
     RolloutState,
     RolloutStep,
     RolloutStrategy,
+    TrafficCounts,
 )
 from workers.domain.statuses import (
     ACTIVE_ROUTE_STATUSES,
@@ -112,4 +113,5 @@ __all__ = [
     "SessionStatus",
     "StartupProgress",
     "StatusTransition",
+    "TrafficCounts",
 ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
 from workers.domain.entities import RouteData
@@ -13,6 +15,7 @@ from workers.domain.entities import RouteData
 class RolloutStrategy(StrEnum):
     ROLLING = "rolling"
     BLUE_GREEN = "blue-green"
+    CANARY = "canary"
 
 
 class RolloutOutcome(StrEnum):
@@ -32,6 +35,16 @@ class RolloutSpec:
     auto_promote: bool = True
     failure_threshold: int = 3
     progress_deadline_s: float = 600.0
+    # Canary: the new revision's share of traffic at each step (percent, ascending, 1-99),
+    # each held this long while its requests are judged.
+    canary_steps: tuple[int, ...] = (10, 50)
+    canary_interval_s: float = 60.0
+    # Analysis by the requests (every strategy): the new revision fails when over the
+    # last window its 5xx-or-no-answer rate is over `max_error_rate` once it has seen
+    # `min_requests`, or (when set) its p95 latency over this many times the old one's.
+    max_error_rate: float = 0.05
+    min_requests: int = 20
+    max_p95_latency_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,27 @@ class RevisionFailures:
 
 
 @dataclass(frozen=True)
+class TrafficCounts:
+    """What the proxies counted of one revision's requests over the last window."""
+
+    requests: int = 0
+    failed: int = 0  # 5xx answers, and requests no replica answered
+    within: Mapping[float, int] = field(default_factory=dict)  # bound (s) -> answered within
+
+    @property
+    def error_rate(self) -> float:
+        return self.failed / self.requests if self.requests else 0.0
+
+    @property
+    def p95_s(self) -> float | None:
+        """The smallest bucket bound within which 95 % were answered (None: no requests)."""
+        if not self.requests:
+            return None
+        wanted = 0.95 * self.requests
+        return next((b for b, n in sorted(self.within.items()) if n >= wanted), math.inf)
+
+
+@dataclass(frozen=True)
 class RolloutState:
     """What is true of one rollout now."""
 
@@ -63,6 +97,10 @@ class RolloutState:
     promote_requested: bool = False  # blue-green: `deployment promote` was run
     all_new_healthy_for_s: float | None = None  # blue-green: since when all new are healthy
     evidence: str = ""  # what failed, for the reason of a rollback (exit codes, output)
+    canary_step: int | None = None  # the canary step reached (None: not started)
+    step_for_s: float = 0.0  # how long the canary has held its step
+    # What the proxies counted of each revision's requests in the last window (by number).
+    traffic: Mapping[int, TrafficCounts] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -70,13 +108,16 @@ class RolloutStep:
     outcome: RolloutOutcome = RolloutOutcome.IN_PROGRESS
     create: int = 0  # new routes of the new revision to start
     create_in_traffic: bool = True
+    create_weight: float = 1.0  # their traffic ratio (a canary's start at 0)
     drain: tuple[UUID, ...] = ()  # routes to take out of traffic
     promote: bool = False  # switch traffic to the new routes now
     summary: str = ""  # for history: where the rollout stands, or why it failed
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
+    weights: Mapping[UUID, float] = field(default_factory=dict)  # route -> its traffic ratio
+    canary_step: int | None = None  # the canary step entered now (its clock restarts)
 
     @property
     def acts(self) -> bool:
         """Whether the step changes anything (worth a history row)."""
-        moving = bool(self.create or self.drain or self.promote)
+        moving = bool(self.create or self.drain or self.promote or self.canary_step is not None)
         return moving or self.outcome is not RolloutOutcome.IN_PROGRESS

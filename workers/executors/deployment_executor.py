@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from uuid import UUID
 
@@ -274,7 +275,8 @@ class DeploymentExecutor:
     def rollout_deployment(
         self, deployments: Sequence[DeploymentInfo]
     ) -> DeploymentExecutionResult:
-        """Advance each rollout by one step (`workers.rollouts.plan_step`).
+        """Advance each rollout by one step (`workers.rollouts.plan_step`), judged also by
+        what the proxies counted of each revision's requests.
 
         Success: the new revision serves and the rollout is over. Error: it
         failed and was rolled back (new routes drain; the previous revision
@@ -286,12 +288,14 @@ class DeploymentExecutor:
         if not deployments:
             return DeploymentExecutionResult()
         states = self._repo.fetch_rollout_states(deployments)
+        traffic = self._activity.revision_traffic(set(states)) if self._activity else {}
         result = DeploymentExecutionResult()
         for deployment in deployments:
             state = states.get(deployment.id)
             if state is None:  # the rollout ended but the move to ready was lost: ready now
                 result.successes.append(deployment)
                 continue
+            state = replace(state, traffic=traffic.get(deployment.id, {}))
             step = capture(partial(plan_step, state))
             if isinstance(step, Exception):
                 log.error("deployment %s: rollout step failed", deployment.id, exc_info=step)

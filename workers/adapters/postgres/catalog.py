@@ -235,17 +235,28 @@ class Catalog:
                     rollout_all_new_healthy_at=None,
                     rollout_promoted_at=None,
                     rollout_promote_requested=False,
+                    rollout_canary_steps=",".join(str(step) for step in spec.canary_steps),
+                    rollout_canary_interval_s=spec.canary_interval_s,
+                    rollout_max_error_rate=spec.max_error_rate,
+                    rollout_min_requests=spec.min_requests,
+                    rollout_max_p95_latency_ratio=spec.max_p95_latency_ratio,
+                    rollout_step=None,
+                    rollout_step_started_at=None,
                 )
             )
         return True
 
     def request_promote(self, deployment_id: UUID) -> bool:
-        """Ask a blue-green rollout that waits for it to switch traffic; False if none does."""
+        """Ask a blue-green rollout that waits for it to switch traffic, or a canary to skip
+        its remaining steps; False if none does."""
+        blue_green = sa.and_(
+            deployments.c.rollout_strategy == RolloutStrategy.BLUE_GREEN.value,
+            deployments.c.rollout_promoted_at.is_(None),
+        )
         waiting = sa.and_(
             deployments.c.id == deployment_id,
             deployments.c.lifecycle == DEPLOYING.value,
-            deployments.c.rollout_strategy == RolloutStrategy.BLUE_GREEN.value,
-            deployments.c.rollout_promoted_at.is_(None),
+            sa.or_(blue_green, deployments.c.rollout_strategy == RolloutStrategy.CANARY.value),
         )
         with transaction(self._engine) as conn:
             asked = conn.execute(

@@ -12,15 +12,16 @@ phases saw it fail.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, distinct_on
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
-from workers.adapters.postgres.bulk import any_of
+from workers.adapters.postgres.bulk import any_of, unnest_rows
 from workers.adapters.postgres.rows import ROUTE_COLUMNS, route_from_row
 from workers.adapters.postgres.schema import (
     deployment_history,
@@ -99,29 +100,42 @@ def load_states(conn: sa.Connection, deployment_ids: Collection[UUID]) -> dict[U
 def apply_step(
     conn: sa.Connection, state: RolloutState, deployment_id: UUID, step: RolloutStep
 ) -> None:
-    """Start, drain and switch routes as `step` says; close the rollout when it ended."""
-    new = state.new_revision
-    if step.create:
-        creator = RouteCreator(deployment_id, revision=new, in_traffic=step.create_in_traffic)
-        insert_routes(conn, [creator] * step.create)
-    if step.promote:
-        _promote(conn, deployment_id, new)
-    if step.drain:
-        why = (
-            "rolled back" if step.outcome is RolloutOutcome.FAILED else f"revision {new} rolls out"
-        )
-        take_out_of_service(conn, step.drain, (PHASE, why))
+    """Start, weigh, drain and switch routes as `step` says; close the rollout when it
+    ended."""
+    _move_routes(conn, state, deployment_id, step)
     if state.spec.strategy is RolloutStrategy.BLUE_GREEN:  # only its promote delay reads it
         all_healthy = step.counts.get("new_healthy", 0) >= state.desired
         _track_all_new_healthy(conn, deployment_id, all_healthy)
+    if step.canary_step is not None:
+        conn.execute(deployments.update().where(deployments.c.id == deployment_id)
+                     .values(rollout_step=step.canary_step,
+                             rollout_step_started_at=sa.func.now()))  # fmt: skip
     if step.outcome is RolloutOutcome.IN_PROGRESS and step.counts:
         _note_progress(conn, deployment_id, step)
     if step.outcome is RolloutOutcome.FINISHED:
-        _finish(conn, deployment_id, new)
+        _finish(conn, deployment_id, state.new_revision)
     elif step.outcome is RolloutOutcome.FAILED:
-        _roll_back(conn, deployment_id, new, step.summary)
+        _roll_back(conn, deployment_id, state.new_revision, step.summary)
     if step.acts and step.outcome is not RolloutOutcome.FAILED:  # a rollback's row: the phase's
         _progress_row(conn, deployment_id, step)
+
+
+def _move_routes(
+    conn: sa.Connection, state: RolloutState, deployment_id: UUID, step: RolloutStep
+) -> None:
+    new = state.new_revision
+    if step.create:
+        creator = RouteCreator(deployment_id, traffic_ratio=step.create_weight, revision=new,
+                               in_traffic=step.create_in_traffic)  # fmt: skip
+        insert_routes(conn, [creator] * step.create)
+    if step.weights:
+        _weigh(conn, step.weights)
+    if step.promote:
+        _promote(conn, deployment_id, new)
+    if step.drain:
+        failed = step.outcome is RolloutOutcome.FAILED
+        why = "rolled back" if failed else f"revision {new} rolls out"
+        take_out_of_service(conn, step.drain, (PHASE, why))
 
 
 def _state(row: Any, taking_part: list[Any], failures: RevisionFailures) -> RolloutState:
@@ -133,9 +147,15 @@ def _state(row: Any, taking_part: list[Any], failures: RevisionFailures) -> Roll
         auto_promote=row["rollout_auto_promote"] is not False,
         failure_threshold=row["rollout_failure_threshold"] or _DEFAULTS.failure_threshold,
         progress_deadline_s=row["rollout_progress_deadline_s"] or _DEFAULTS.progress_deadline_s,
+        canary_steps=_steps(row["rollout_canary_steps"]),
+        canary_interval_s=row["rollout_canary_interval_s"] or _DEFAULTS.canary_interval_s,
+        max_error_rate=_or(row["rollout_max_error_rate"], _DEFAULTS.max_error_rate),
+        min_requests=row["rollout_min_requests"] or _DEFAULTS.min_requests,
+        max_p95_latency_ratio=row["rollout_max_p95_latency_ratio"],
     )
     now: datetime = row["db_now"]
     healthy_at = row["rollout_all_new_healthy_at"]
+    step_at = row["rollout_step_started_at"]
     return RolloutState(
         desired=row["rollout_desired"]
         if row["rollout_desired"] is not None
@@ -150,7 +170,27 @@ def _state(row: Any, taking_part: list[Any], failures: RevisionFailures) -> Roll
         promote_requested=row["rollout_promote_requested"],
         all_new_healthy_for_s=None if healthy_at is None else (now - healthy_at).total_seconds(),
         evidence=describe_failures(failures),
+        canary_step=row["rollout_step"],
+        step_for_s=0.0 if step_at is None else (now - step_at).total_seconds(),
     )
+
+
+def _steps(text: str | None) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",")) if text else _DEFAULTS.canary_steps
+
+
+def _or(value: Any, default: Any) -> Any:
+    """`value` unless the column was left empty (0 is a value here)."""
+    return default if value is None else value
+
+
+def _weigh(conn: sa.Connection, weights: Mapping[UUID, float]) -> None:
+    """Each route's share of its deployment's traffic (the proxies read it when the
+    routes are published again)."""
+    given = unnest_rows("w", {"id": (PG_UUID(as_uuid=True), list(weights)),
+                              "ratio": (sa.Float(), list(weights.values()))})  # fmt: skip
+    conn.execute(routes.update().where(routes.c.id == given.c.id)
+                 .values(traffic_ratio=given.c.ratio))  # fmt: skip
 
 
 def _routes_taking_part(conn: sa.Connection, found: dict[UUID, Any]) -> dict[UUID, list[Any]]:

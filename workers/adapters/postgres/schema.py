@@ -133,6 +133,15 @@ deployments = sa.Table(
     sa.Column("rollout_all_new_healthy_at", sa.DateTime(timezone=True)),  # blue-green
     sa.Column("rollout_promoted_at", sa.DateTime(timezone=True)),
     sa.Column("rollout_promote_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Canary: percent of traffic per step ("10,50"), how long each holds; the limits the new
+    # revision's requests are judged by (any strategy); the step reached and since when.
+    sa.Column("rollout_canary_steps", sa.Text),
+    sa.Column("rollout_canary_interval_s", sa.Float),
+    sa.Column("rollout_max_error_rate", sa.Float),
+    sa.Column("rollout_min_requests", sa.Integer),
+    sa.Column("rollout_max_p95_latency_ratio", sa.Float),
+    sa.Column("rollout_step", sa.Integer),
+    sa.Column("rollout_step_started_at", sa.DateTime(timezone=True)),
     # The rollout step's own counts (new healthy, new total, old total, desired): what
     # `deployment list` and `--wait` show, never counted again elsewhere.
     sa.Column("rollout_progress", JSONB),

@@ -5,6 +5,8 @@ announces on."""
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
+from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
 from uuid import UUID
@@ -13,7 +15,12 @@ import redis
 
 from workers.adapters.redis.client import redis_errors, server_time_s
 from workers.adapters.redis.feeds import RedisFeed
+from workers.adapters.redis.keys import REQUEST_WINDOW_S as WINDOW_S
 from workers.adapters.redis.keys import RedisKeys
+from workers.domain import TrafficCounts
+
+CODE_CLASSES = frozenset({"2xx", "3xx", "4xx", "5xx", "error"})
+FAILED_CLASSES = frozenset({"5xx", "error"})  # error: no replica answered at all
 
 
 class RedisRequestActivity:
@@ -28,6 +35,28 @@ class RedisRequestActivity:
         with redis_errors():
             scores: Any = self._client.zmscore(self._keys.last_requests, [str(i) for i in ordered])
         return {i: float(score) for i, score in zip(ordered, scores, strict=True) if score}
+
+    def revision_traffic(
+        self, deployment_ids: AbstractSet[UUID]
+    ) -> dict[UUID, dict[int, TrafficCounts]]:
+        """Per deployment and revision: what the proxies counted in the last window (the
+        current 10 s window and the one before it, so a judgment never rests on a window
+        that just began)."""
+        ordered = sorted(deployment_ids)
+        if not ordered:
+            return {}
+        with redis_errors():
+            now_s = server_time_s(self._client.time())
+            current = int(now_s // WINDOW_S) * WINDOW_S
+            pipe = self._client.pipeline(transaction=False)
+            for deployment_id in ordered:
+                for window_s in (current - WINDOW_S, current):
+                    pipe.hgetall(self._keys.request_window(deployment_id, window_s))
+            found: Any = pipe.execute()
+        return {
+            deployment_id: traffic_by_revision([found[2 * i], found[2 * i + 1]])
+            for i, deployment_id in enumerate(ordered)
+        }
 
     def now_s(self) -> float:
         with redis_errors():
@@ -45,3 +74,26 @@ class RedisRequestActivity:
 def wake_feed(client: redis.Redis, keys: RedisKeys) -> RedisFeed:
     """Deployment ids a proxy holds requests for; `deployments.wake` takes them."""
     return RedisFeed(client, keys.wakes, keys.wakes_cursor, "deployments")
+
+
+def traffic_by_revision(windows: list[Mapping[str, str]]) -> dict[int, TrafficCounts]:
+    """The windows' fields summed per revision: `{rev}|{class}` -> requests (5xx and
+    `error` failed), `{rev}|le|{bound}` -> answered within `bound` s."""
+    requests: Counter[int] = Counter()
+    failed: Counter[int] = Counter()
+    within: dict[int, Counter[float]] = defaultdict(Counter)
+    for fields in windows:
+        for name, value in fields.items():
+            parts = name.split("|")
+            if not parts[0].isdigit() or not value.lstrip("-").isdigit():
+                continue  # a request without a revision, or not ours
+            revision, amount = int(parts[0]), int(value)
+            if len(parts) == 2 and parts[1] in CODE_CLASSES:
+                requests[revision] += amount
+                failed[revision] += amount if parts[1] in FAILED_CLASSES else 0
+            elif len(parts) == 3 and parts[1] == "le":
+                within[revision][float(parts[2])] += amount
+    return {
+        revision: TrafficCounts(count, failed[revision], dict(within[revision]))
+        for revision, count in requests.items()
+    }

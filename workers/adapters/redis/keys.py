@@ -14,6 +14,7 @@ HEALTH_TTL_S = 120  # a route's health hash expires unless the prober refreshes 
 HEALTH_STALE_AFTER_S = 300  # readiness older than this (by the Redis clock) is STALE
 SERVICE_DISCOVERY_TTL_S = 300  # a scrape target expires unless a sync refreshes it
 METRICS_TTL_S = 60  # a collector that stops writing leaves no metric behind for long
+REQUEST_WINDOW_S = 10  # the proxies count requests in windows this long
 CHANGES_KEPT = 10_000  # entries a change feed (stream) keeps, approximately
 OUTCOMES_KEPT_AFTER_CLOSE_S = 120  # a closed run's outcomes stay this long, for `phase run`
 WORKER_ALIVE_TTL_S = 6  # a worker process that stops refreshing its key is taken for gone
