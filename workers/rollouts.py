@@ -179,7 +179,7 @@ def _canary(state: RolloutState, counts: dict[str, Any]) -> RolloutStep:
     old = [r for r in state.routes if r.revision == state.old_revision]
     steps, at = state.spec.canary_steps, state.canary_step
     last_done = at is not None and at >= len(steps) - 1 and state.step_for_s >= _hold(state)
-    if state.promote_requested or last_done:
+    if state.promote_requested or last_done or (at is not None and not old):
         return _canary_finish(state, counts, new, old)
     summary = describe_progress(counts)
     if len(new) < state.desired:  # beside the old ones, with no traffic yet

@@ -15,11 +15,18 @@ from workers.domain import (
     RolloutState,
     RouteData,
     RouteStatus,
+    TrafficCounts,
 )
 from workers.domain import (
     RolloutStrategy as Strategy,
 )
-from workers.rollouts import SpecError, check_spec, plan_step, surge_and_unavailable
+from workers.rollouts import (
+    SpecError,
+    check_spec,
+    parse_steps,
+    plan_step,
+    surge_and_unavailable,
+)
 
 H, D, P, U = (
     RouteStatus.HEALTHY,
@@ -195,3 +202,112 @@ def test_blue_green_finishes_once_promoted_and_the_old_routes_are_gone() -> None
 def test_blue_green_replaces_a_lost_route_in_traffic_after_the_switch() -> None:
     step = plan_step(_state([], _routes(NEW, H, H), spec=BLUE_GREEN, promoted=True))
     assert (step.create, step.create_in_traffic) == (1, True)
+
+
+# -- canary, and the analysis of every rollout by its requests --
+
+CANARY = RolloutSpec(strategy=Strategy.CANARY, canary_steps=(10, 50), canary_interval_s=30)
+
+
+def _weighted(routes: list[RouteData], weight: float) -> list[RouteData]:
+    return [replace(route, traffic_ratio=weight) for route in routes]
+
+
+def test_a_canary_starts_its_routes_at_weight_0_then_gives_them_the_first_share() -> None:
+    old = _routes(OLD, H, H, H)
+    start = plan_step(_state(old, [], spec=CANARY))
+    assert (start.create, start.create_weight, start.create_in_traffic) == (3, 0.0, True)
+    starting = _weighted(_routes(NEW, H, D, H), 0.0)
+    assert plan_step(_state(old, starting, spec=CANARY)).weights == {}  # waits: not all healthy
+    ready = _weighted(_routes(NEW, H, H, H), 0.0)
+    first = plan_step(_state(old, ready, spec=CANARY))
+    assert first.canary_step == 0
+    new_share = sum(w for r, w in first.weights.items() if r in {x.id for x in ready})
+    assert new_share / sum(first.weights.values()) == pytest.approx(0.10)
+
+
+def test_a_canary_holds_each_step_for_its_interval_then_moves_to_the_next() -> None:
+    old, new = _routes(OLD, H, H), _routes(NEW, H, H)
+    at_10 = {**{r.id: 45.0 for r in old}, **{r.id: 5.0 for r in new}}
+    old, new = [replace(r, traffic_ratio=at_10[r.id]) for r in old], [
+        replace(r, traffic_ratio=at_10[r.id]) for r in new]  # fmt: skip
+    holding = plan_step(_state(old, new, spec=CANARY, desired=2, canary_step=0, step_for_s=29))
+    assert (holding.canary_step, holding.weights, holding.drain) == (None, {}, ())
+    second = plan_step(_state(old, new, spec=CANARY, desired=2, canary_step=0, step_for_s=30))
+    assert second.canary_step == 1
+    assert {second.weights[r.id] for r in new} == {25.0}  # 50 % over two new routes
+    assert {second.weights[r.id] for r in old} == {25.0}
+
+
+@pytest.mark.parametrize("how", ["last step held", "promoted"])
+def test_after_its_last_step_or_a_promote_a_canary_ends_as_a_rolling_update(how: str) -> None:
+    old, new = _routes(OLD, H, H), _weighted(_routes(NEW, H, H), 25.0)
+    state = _state(old, new, spec=CANARY, desired=2, canary_step=1 if how == "last step held"
+                   else 0, step_for_s=30 if how == "last step held" else 1,
+                   promote_requested=how == "promoted")  # fmt: skip
+    ending = plan_step(state)
+    assert set(ending.drain) == {r.id for r in old}
+    assert ending.weights == {r.id: 1.0 for r in new}
+    done = plan_step(_state([], _weighted(new, 1.0), spec=CANARY, desired=2, canary_step=1))
+    assert done.outcome is Outcome.FINISHED
+
+
+def _traffic(requests: int, failed: int, within: dict[float, int] | None = None) -> TrafficCounts:
+    return TrafficCounts(requests, failed, within or {})
+
+
+@pytest.mark.parametrize("strategy", [Strategy.CANARY, Strategy.ROLLING, Strategy.BLUE_GREEN])
+def test_the_new_revisions_own_requests_roll_it_back_once_there_are_enough(
+    strategy: Strategy,
+) -> None:
+    spec = RolloutSpec(strategy=strategy, max_error_rate=0.05, min_requests=20)
+    old, new = _routes(OLD, H, H, H), _routes(NEW, H)
+    few = _state(old, new, spec=spec, traffic={NEW: _traffic(19, 19), OLD: _traffic(100, 0)})
+    assert plan_step(few).outcome is Outcome.IN_PROGRESS
+    bad = _state(old, new, spec=spec, traffic={NEW: _traffic(52, 16), OLD: _traffic(400, 0)})
+    step = plan_step(bad)
+    assert step.outcome is Outcome.FAILED
+    assert step.summary == (
+        "revision 2 rolled back: 5xx rate 0.31 over 52 requests (limit 0.05); revision 1: 0.00"
+    )
+    fine = _state(old, new, spec=spec, traffic={NEW: _traffic(100, 5), OLD: _traffic(100, 4)})
+    assert plan_step(fine).outcome is Outcome.IN_PROGRESS  # 0.05 is not over 0.05
+
+
+def test_a_latency_ratio_judges_the_p95_against_the_old_revisions() -> None:
+    spec = RolloutSpec(max_p95_latency_ratio=2.0, min_requests=20)
+    old, new = _routes(OLD, H, H, H), _routes(NEW, H)
+    fast = _traffic(100, 0, {0.05: 96, 0.1: 100})
+    slow = _traffic(40, 0, {0.05: 0, 0.1: 10, 0.25: 39, 0.5: 40})
+    assert fast.p95_s == 0.05
+    assert slow.p95_s == 0.25
+    step = plan_step(_state(old, new, spec=spec, traffic={NEW: slow, OLD: fast}))
+    assert step.summary == (
+        "revision 2 rolled back: p95 latency 0.25 s over 2x revision 1's 0.05 s (40 requests)"
+    )
+    off = plan_step(_state(old, new, spec=RolloutSpec(), traffic={NEW: slow, OLD: fast}))
+    assert off.outcome is Outcome.IN_PROGRESS
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        (replace(CANARY, canary_steps=(50, 10)), "--canary-steps"),
+        (replace(CANARY, canary_steps=(0, 50)), "--canary-steps"),
+        (replace(CANARY, canary_steps=(10, 100)), "--canary-steps"),
+        (replace(CANARY, canary_steps=(10, 10)), "--canary-steps"),
+        (replace(CANARY, canary_steps=()), "--canary-steps"),
+        (replace(CANARY, canary_interval_s=0), "--canary-interval-s"),
+        (RolloutSpec(max_error_rate=2), "--max-error-rate"),
+        (RolloutSpec(min_requests=0), "--min-requests"),
+        (RolloutSpec(max_p95_latency_ratio=0.5), "--max-p95-latency-ratio"),
+    ],
+)
+def test_a_canary_or_analysis_spec_that_cannot_work_is_refused(
+    spec: RolloutSpec, field: str
+) -> None:
+    with pytest.raises(SpecError, match=field):
+        check_spec(spec)
+    with pytest.raises(SpecError, match="--canary-steps"):
+        parse_steps("10;50")
+    assert parse_steps("10,50") == (10, 50)

@@ -105,7 +105,11 @@ def _status(url: str) -> int:
 
 
 def test_an_error_rate_fails_exactly_that_share_of_completions_evenly() -> None:
-    half, none, every = ModelState("h", error_rate=0.5), ModelState("n"), ModelState("e", error_rate=1.0)
+    half, none, every = (
+        ModelState("h", error_rate=0.5),
+        ModelState("n"),
+        ModelState("e", error_rate=1.0),
+    )
     assert [half.next_fails() for _ in range(6)] == [False, True] * 3
     assert not any(none.next_fails() for _ in range(10))
     assert all(every.next_fails() for _ in range(10))
