@@ -4,6 +4,7 @@ of `rollout_deployment` is one run of deployments.rollout; the test plays the pr
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -17,6 +18,7 @@ from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.deployment_repository import PostgresDeploymentRepository
 from workers.adapters.postgres.schema import deployment_history, deployments, routes
 from workers.adapters.postgres.transitions import apply_route_transitions
+from workers.adapters.redis.activity import RedisRequestActivity
 from workers.domain import (
     DeploymentInfo,
     DeploymentLifecycle,
@@ -219,3 +221,71 @@ def test_promote_and_rollback_refuse_what_cannot_be_done(run: Any, catalog: Cata
     rolled = run("deployment", "rollback", "svc")
     assert rolled.exit_code == 2
     assert "--to-revision: no revision 0 kept" in rolled.output
+
+
+CANARY = RolloutSpec(strategy=RolloutStrategy.CANARY, canary_steps=(10, 50),
+                     canary_interval_s=1, min_requests=5)  # fmt: skip
+
+
+@pytest.fixture
+def judged(repository: PostgresDeploymentRepository, redis_client: Any,
+           redis_keys: Any) -> DeploymentExecutor:  # fmt: skip
+    """The executor with what the proxies counted (Redis), as the rollout phase has it."""
+    activity = RedisRequestActivity(client=redis_client, keys=redis_keys)
+    return DeploymentExecutor(deployment_repo=repository, app_proxy=None,  # type: ignore[arg-type]
+                              activity=activity)  # fmt: skip
+
+
+def _weights(engine: sa.Engine, deployment_id: UUID) -> dict[int, float]:
+    """The revisions' shares of the weight of their healthy routes."""
+    live = [r for r in _routes(engine, deployment_id) if r["status"] == "healthy"]
+    total = sum(r["traffic_ratio"] for r in live)
+    shares: dict[int, float] = {}
+    for route in live:
+        shares[route["revision"]] = (
+            shares.get(route["revision"], 0) + route["traffic_ratio"] / total
+        )
+    return shares
+
+
+def test_a_canary_walks_its_steps_by_route_weights_and_ends_on_the_new_revision(
+    catalog: Catalog, judged: DeploymentExecutor, engine: sa.Engine, serving: DeploymentInfo,
+) -> None:  # fmt: skip
+    new = _roll(catalog, serving, CANARY, "img:2")
+    judged.rollout_deployment([serving])
+    assert [(r["revision"], r["traffic_ratio"]) for r in _routes(engine, serving.id)][3:] == [
+        (new, 0.0)] * 3  # fmt: skip
+    _make_new_routes_healthy(engine, serving.id, new)
+    judged.rollout_deployment([serving])
+    assert _weights(engine, serving.id)[new] == pytest.approx(0.10)
+    assert _deployment(engine, serving.id)["rollout_step"] == 0
+    time.sleep(1.1)
+    judged.rollout_deployment([serving])
+    assert _weights(engine, serving.id)[new] == pytest.approx(0.50)
+    time.sleep(1.1)
+    judged.rollout_deployment([serving])  # the last step held: old routes drain
+    assert _weights(engine, serving.id) == {new: pytest.approx(1.0)}
+    result = judged.rollout_deployment([serving])
+    assert result.successes == [serving]
+    assert _deployment(engine, serving.id)["current_revision"] == new
+
+
+def test_a_revision_whose_requests_fail_is_rolled_back_with_the_numbers(
+    catalog: Catalog, judged: DeploymentExecutor, engine: sa.Engine, serving: DeploymentInfo,
+    redis_client: Any, redis_keys: Any,
+) -> None:  # fmt: skip
+    new = _roll(catalog, serving, CANARY, "img:2")
+    judged.rollout_deployment([serving])
+    _make_new_routes_healthy(engine, serving.id, new)
+    judged.rollout_deployment([serving])
+    window_s = int(float(redis_client.time()[0]) // 10) * 10
+    redis_client.hset(redis_keys.request_window(serving.id, window_s), mapping={
+        f"{new}|2xx": 3, f"{new}|5xx": 4, f"{new}|error": 1, "1|2xx": 90, "1|5xx": 1,
+    })  # fmt: skip
+    result = judged.rollout_deployment([serving])
+    [failed] = result.errors
+    assert failed.error_detail == (
+        f"revision {new} rolled back: 5xx rate 0.62 over 8 requests (limit 0.05); revision 1: 0.01"
+    )
+    assert all(r["status"] in {"draining", "healthy"} for r in _routes(engine, serving.id))
+    assert {r["revision"] for r in _routes(engine, serving.id) if r["status"] == "healthy"} == {1}
