@@ -16,7 +16,12 @@ from click.testing import Result
 from tests.factories import make_deployment, make_revision, make_route
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.deployment_repository import PostgresDeploymentRepository
-from workers.adapters.postgres.schema import deployment_history, deployments, routes
+from workers.adapters.postgres.schema import (
+    deployment_history,
+    deployment_revisions,
+    deployments,
+    routes,
+)
 from workers.adapters.postgres.transitions import apply_route_transitions
 from workers.adapters.redis.activity import RedisRequestActivity
 from workers.domain import (
@@ -195,6 +200,15 @@ def test_the_cli_updates_rolls_back_and_lists_revisions(
         (["--image", "i:2", "--max-unavailable", "150%"], "--max-unavailable: '150%'"),
         (["--image", "i:2", "--failure-threshold", "0"], "Invalid value for '--failure-threshold'"),
         (["--image", "i:2", "--progress-deadline-s", "nan"], "Invalid value for '--progress-"),
+        (["--image", "i:2", "--canary-steps", "50,10"], "--canary-steps: percentages"),
+        (["--image", "i:2", "--canary-steps", "0,50"], "--canary-steps: percentages"),
+        (["--image", "i:2", "--canary-steps", "10,100"], "--canary-steps: percentages"),
+        (["--image", "i:2", "--canary-steps", "ten"], "--canary-steps: 'ten' is not"),
+        (["--image", "i:2", "--canary-interval-s", "0"], "Invalid value for '--canary-interval"),
+        (["--image", "i:2", "--max-error-rate", "2"], "Invalid value for '--max-error-rate'"),
+        (["--image", "i:2", "--max-error-rate", "nan"], "Invalid value for '--max-error-rate'"),
+        (["--image", "i:2", "--min-requests", "0"], "Invalid value for '--min-requests'"),
+        (["--image", "i:2", "--max-p95-latency-ratio", "0.5"], "Invalid value for '--max-p95"),
     ],
 )
 def test_a_bad_update_is_one_line_naming_the_field_and_starts_nothing(
@@ -210,6 +224,8 @@ def test_a_bad_update_is_one_line_naming_the_field_and_starts_nothing(
     assert line.startswith(f"Error: {field}"), line
     with engine.connect() as conn:
         assert conn.execute(sa.select(deployments.c.lifecycle)).scalar() == "ready"
+        revisions = sa.select(sa.func.count()).select_from(deployment_revisions)
+        assert conn.execute(revisions).scalar() == 1  # its first only: none was created
 
 
 def test_promote_and_rollback_refuse_what_cannot_be_done(run: Any, catalog: Catalog) -> None:
