@@ -140,11 +140,14 @@ def _rolling(state: RolloutState, counts: dict[str, int]) -> RolloutStep:
     old = [r for r in state.routes if r.revision == state.old_revision]
     new_healthy = _healthy(new)
     summary = _progress(state, counts)
-    if new_healthy >= state.desired and not old:
+    if new_healthy >= state.desired and not old and _judged(state):
         return RolloutStep(RolloutOutcome.FINISHED, summary=summary, counts=counts)
     # Draining k old routes leaves at least desired - unavailable serving, counting
-    # only healthy routes, and whatever is not healthy yet as not serving.
+    # only healthy routes, and whatever is not healthy yet as not serving; the last old
+    # one stays until the new revision's requests have been judged (a fallback).
     budget = len(old) + new_healthy - (state.desired - unavailable)
+    if not _judged(state):
+        budget = min(budget, len(old) - 1)
     leaving = sorted(old, key=lambda r: _LEAVE_ORDER.get(r.status, 0))[: max(0, budget)]
     room = state.desired + surge - len(new) - (len(old) - len(leaving))
     create = max(0, min(state.desired - len(new), room))
@@ -168,7 +171,7 @@ def _blue_green(state: RolloutState, counts: dict[str, int]) -> RolloutStep:
         )
     if old:
         return RolloutStep(drain=tuple(r.id for r in old), summary=summary, counts=counts)
-    if _healthy(new) >= state.desired:
+    if _healthy(new) >= state.desired and _judged(state):
         return RolloutStep(RolloutOutcome.FINISHED, summary=summary, counts=counts)
     # Promoted but short of healthy routes (one was evicted): replace it, in traffic.
     return RolloutStep(create=max(0, state.desired - len(new)), summary=summary, counts=counts)
@@ -212,7 +215,7 @@ def _canary_finish(
     if old or full:
         return RolloutStep(weights=full, drain=tuple(r.id for r in old), summary=summary,
                            counts=counts)  # fmt: skip
-    if _healthy(new) >= state.desired:
+    if _healthy(new) >= state.desired and _judged(state):
         return RolloutStep(RolloutOutcome.FINISHED, summary=summary, counts=counts)
     return RolloutStep(create=max(0, state.desired - len(new)), summary=summary, counts=counts)
 
@@ -233,6 +236,16 @@ def _split(new: Sequence[RouteData], old: Sequence[RouteData], percent: int) -> 
     weights = {r.id: percent / len(new) for r in new}
     weights.update({r.id: (100 - percent) / len(serving_old) for r in serving_old})
     return weights
+
+
+def _judged(state: RolloutState) -> bool:
+    """Whether the new revision's requests have had their say: `min_requests` of them
+    counted, or the deployment sees too few requests in a window to ever count that
+    many (an idle deployment's rollout is not held back)."""
+    min_requests = state.spec.min_requests
+    if state.traffic.get(state.new_revision, TrafficCounts()).requests >= min_requests:
+        return True
+    return sum(counts.requests for counts in state.traffic.values()) < min_requests
 
 
 def judge_traffic(state: RolloutState) -> str:

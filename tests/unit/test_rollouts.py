@@ -311,3 +311,17 @@ def test_a_canary_or_analysis_spec_that_cannot_work_is_refused(
     with pytest.raises(SpecError, match="--canary-steps"):
         parse_steps("10;50")
     assert parse_steps("10,50") == (10, 50)
+
+
+def test_a_rolling_update_keeps_its_last_old_route_until_the_new_revision_is_judged() -> None:
+    spec = RolloutSpec(max_surge="1", min_requests=20)
+    old, new = _routes(OLD, H), _routes(NEW, H, H, H)
+    busy = {OLD: _traffic(40, 0), NEW: _traffic(5, 0)}  # traffic flows; too little of it new
+    assert plan_step(_state(old, new, spec=spec, traffic=busy)).drain == ()
+    judged = {OLD: _traffic(40, 0), NEW: _traffic(25, 0)}
+    assert plan_step(_state(old, new, spec=spec, traffic=judged)).drain == (old[0].id,)
+    idle = {OLD: _traffic(3, 0), NEW: _traffic(1, 0)}  # never enough: not held back
+    assert plan_step(_state(old, new, spec=spec, traffic=idle)).drain == (old[0].id,)
+    waiting = plan_step(_state([], new, spec=spec, traffic=busy))
+    assert waiting.outcome is Outcome.IN_PROGRESS
+    assert plan_step(_state([], new, spec=spec, traffic=judged)).outcome is Outcome.FINISHED
