@@ -103,7 +103,8 @@ class DeploymentInfo:
     scale_to_zero_after_s: float | None = None
     # While at zero by idleness: the replica count a wake restores (None otherwise).
     zeroed_from: int | None = None
-    idle_counts_from: datetime | None = None  # creation, the setting's change, its last wake
+    # Creation, the setting's change, its last wake (the database sets it: not compared).
+    idle_counts_from: datetime | None = field(default=None, compare=False)
 
     @property
     def at_zero_by_idleness(self) -> bool:
