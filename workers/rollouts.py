@@ -56,6 +56,9 @@ _LEAVE_ORDER = {
 }
 # Routes that take part in a rollout (draining and later ones have left).
 TAKING_PART = frozenset(_LEAVE_ORDER)
+# The longest the last old route waits for the new revision's requests to be judged,
+# once every new route serves: two of the proxies' windows.
+JUDGING_AT_MOST_S = 20.0
 
 
 class SpecError(ValueError):
@@ -127,10 +130,14 @@ def plan_step(state: RolloutState) -> RolloutStep:
 
 
 def abort_step(state: RolloutState, why: str) -> RolloutStep:
-    """Fail the rollout now: its new routes drain, the current revision stays."""
+    """Fail the rollout now: its new routes drain, the current revision stays (at full
+    weight again, if a canary had shifted it)."""
     new_routes = tuple(r.id for r in state.routes if r.revision == state.new_revision)
+    old_routes = [r for r in state.routes if r.revision == state.old_revision]
     summary = f"revision {state.new_revision} rolled back: {why}"
-    return RolloutStep(RolloutOutcome.FAILED, drain=new_routes, summary=summary)
+    weights = _changed(dict.fromkeys((r.id for r in old_routes), 1.0), old_routes)
+    return RolloutStep(RolloutOutcome.FAILED, drain=new_routes, summary=summary,
+                       weights=weights)  # fmt: skip
 
 
 def _rolling(state: RolloutState, counts: dict[str, int]) -> RolloutStep:
@@ -241,9 +248,12 @@ def _split(new: Sequence[RouteData], old: Sequence[RouteData], percent: int) -> 
 def _judged(state: RolloutState) -> bool:
     """Whether the new revision's requests have had their say: `min_requests` of them
     counted, or the deployment sees too few requests in a window to ever count that
-    many (an idle deployment's rollout is not held back)."""
+    many, or every new route has served for `JUDGING_AT_MOST_S` (a quiet deployment's
+    rollout is held back that long at most)."""
     min_requests = state.spec.min_requests
     if state.traffic.get(state.new_revision, TrafficCounts()).requests >= min_requests:
+        return True
+    if (state.all_new_healthy_for_s or 0.0) >= JUDGING_AT_MOST_S:
         return True
     return sum(counts.requests for counts in state.traffic.values()) < min_requests
 

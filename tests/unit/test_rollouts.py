@@ -325,3 +325,23 @@ def test_a_rolling_update_keeps_its_last_old_route_until_the_new_revision_is_jud
     waiting = plan_step(_state([], new, spec=spec, traffic=busy))
     assert waiting.outcome is Outcome.IN_PROGRESS
     assert plan_step(_state([], new, spec=spec, traffic=judged)).outcome is Outcome.FINISHED
+
+
+def test_a_quiet_deployment_is_held_for_judgment_at_most_a_while() -> None:
+    spec = RolloutSpec(max_surge="1", min_requests=20)
+    old, new = _routes(OLD, H), _routes(NEW, H, H, H)
+    trickle = {OLD: _traffic(15, 0), NEW: _traffic(10, 0)}  # never 20 new in a window
+    held = _state(old, new, spec=spec, traffic=trickle, all_new_healthy_for_s=19)
+    assert plan_step(held).drain == ()
+    done_waiting = replace(held, all_new_healthy_for_s=20)
+    assert plan_step(done_waiting).drain == (old[0].id,)
+
+
+def test_a_rollback_gives_the_old_routes_their_full_weight_back() -> None:
+    old = [replace(r, traffic_ratio=45.0) for r in _routes(OLD, H, H)]
+    new = [replace(r, traffic_ratio=5.0) for r in _routes(NEW, H, H)]
+    bad = {NEW: _traffic(30, 30), OLD: _traffic(200, 0)}
+    step = plan_step(_state(old, new, spec=CANARY, desired=2, canary_step=0, traffic=bad))
+    assert step.outcome is Outcome.FAILED
+    assert step.weights == {r.id: 1.0 for r in old}
+    assert set(step.drain) == {r.id for r in new}

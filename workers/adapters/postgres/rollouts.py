@@ -103,9 +103,9 @@ def apply_step(
     """Start, weigh, drain and switch routes as `step` says; close the rollout when it
     ended."""
     _move_routes(conn, state, deployment_id, step)
-    if state.spec.strategy is RolloutStrategy.BLUE_GREEN:  # only its promote delay reads it
-        all_healthy = step.counts.get("new_healthy", 0) >= state.desired
-        _track_all_new_healthy(conn, deployment_id, all_healthy)
+    # Read by blue-green's promote delay and by how long a judgment may hold the last old route.
+    all_healthy = step.counts.get("new_healthy", 0) >= state.desired
+    _track_all_new_healthy(conn, deployment_id, all_healthy)
     if step.canary_step is not None:
         conn.execute(deployments.update().where(deployments.c.id == deployment_id)
                      .values(rollout_step=step.canary_step,
