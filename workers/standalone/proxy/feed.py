@@ -65,6 +65,10 @@ class TableFeed:
     on_silent: Callable[[frozenset[str]], None] = lambda _: None
     on_changed: Callable[[], Awaitable[None]] = _nothing  # the table changed
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # One writer of the table at a time: a resync that compared an index read before a
+    # feed entry was applied with a table read after it would take the entry's new
+    # routes for withdrawn ones (an endpoint emptied until the next resync).
+    _writing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def start(self) -> None:
         """A first full read (so the first request finds the table), then the loops."""
@@ -83,16 +87,19 @@ class TableFeed:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def read_all(self) -> None:
-        route_ids = sorted(await self.client.smembers(self.keys.scrape_target_index))
-        self.table.replace_all((await self._targets(route_ids)).values())  # type: ignore[arg-type]
+        async with self._writing:
+            route_ids = sorted(await self.client.smembers(self.keys.scrape_target_index))
+            found = await self._targets(route_ids)
+            self.table.replace_all(target for target in found.values() if target is not None)
         await self.on_changed()
 
     async def resync(self) -> None:
         """Routes published or withdrawn that the table does not know of yet."""
-        published: set[str] = await self.client.smembers(self.keys.scrape_target_index)  # type: ignore[assignment]
-        known = self.table.route_ids()
-        gone: dict[str, ModelServiceMetadata | None] = dict.fromkeys(known - published)
-        self.table.apply({**gone, **await self._targets(sorted(published - known))})
+        async with self._writing:
+            published: set[str] = await self.client.smembers(self.keys.scrape_target_index)  # type: ignore[assignment]
+            known = self.table.route_ids()
+            gone: dict[str, ModelServiceMetadata | None] = dict.fromkeys(known - published)
+            self.table.apply({**gone, **await self._targets(sorted(published - known))})
         await self.on_changed()
 
     async def read_hosts_and_endpoints(self) -> None:
@@ -128,7 +135,8 @@ class TableFeed:
                     continue
                 entries = reply[0][1]
                 after = entries[-1][0]
-                self.table.apply(await self._targets(_announced(entries)))
+                async with self._writing:
+                    self.table.apply(await self._targets(_announced(entries)))
                 await self.on_changed()
             except asyncio.CancelledError:
                 raise
