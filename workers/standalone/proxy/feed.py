@@ -88,8 +88,8 @@ class TableFeed:
 
     async def read_all(self) -> None:
         async with self._writing:
-            route_ids = sorted(await self.client.smembers(self.keys.scrape_target_index))
-            found = await self._targets(route_ids)
+            published: set[str] = await self.client.smembers(self.keys.scrape_target_index)  # type: ignore[assignment]
+            found = await self._targets(sorted(published))
             self.table.replace_all(target for target in found.values() if target is not None)
         await self.on_changed()
 
