@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.e2e.fleet import cli, endpoint_url
-from workers.adapters.postgres.schema import hosts, phase_runs, routes, sessions
+from workers.adapters.postgres.schema import hosts, phase_runs, route_history, routes, sessions
 from workers.adapters.redis.keys import RedisKeys
 from workers.devtools import namespaces
 from workers.devtools.fleet import Fleet, running_fleet
@@ -133,8 +133,38 @@ def _healthy_on(fleet: Fleet, deployment_id: UUID, replicas: int) -> dict[str, i
         with fleet.system.engine.connect() as conn:
             return dict(collections.Counter(conn.execute(query).scalars()))
 
-    return wait_for(counted, lambda c: sum(c.values()) == replicas, timeout_s=TIMEOUT_S,
-                    what=f"{replicas} healthy replicas")  # fmt: skip
+    try:
+        return wait_for(counted, lambda c: sum(c.values()) == replicas, timeout_s=TIMEOUT_S,
+                        what=f"{replicas} healthy replicas")  # fmt: skip
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{_why_not(fleet, deployment_id)}") from None
+
+
+def _why_not(fleet: Fleet, deployment_id: UUID) -> str:
+    """What a failed wait saw: the routes by status and host, the hosts, the open runs
+    and the deployment's last history rows (CI keeps no process logs)."""
+    by_status = (
+        sa.select(routes.c.status, sessions.c.placed_on, sa.func.count())
+        .select_from(routes.outerjoin(sessions, routes.c.session_id == sessions.c.id))
+        .where(routes.c.deployment_id == deployment_id)
+        .group_by(routes.c.status, sessions.c.placed_on)
+    )
+    history = (
+        sa.select(route_history.c.phase, route_history.c.to_status, route_history.c.message)
+        .join(routes, routes.c.id == route_history.c.route_id)
+        .where(routes.c.deployment_id == deployment_id)
+        .order_by(route_history.c.id.desc())
+        .limit(12)
+    )
+    open_runs = sa.select(phase_runs.c.phase, phase_runs.c.started_at).where(
+        phase_runs.c.state == "running"
+    )
+    with fleet.system.engine.connect() as conn:
+        lines = [f"routes: {[tuple(row) for row in conn.execute(by_status)]}",
+                 f"hosts: {_statuses(fleet)}",
+                 f"open runs: {[tuple(row) for row in conn.execute(open_runs)]}",
+                 *(f"history: {tuple(row)}" for row in conn.execute(history))]  # fmt: skip
+    return "\n".join(lines)
 
 
 def _routes_on(fleet: Fleet, name: str) -> set[str]:
