@@ -20,6 +20,7 @@ from uuid import UUID
 import sqlalchemy as sa
 
 from workers.adapters.postgres.phase_store import PostgresPhaseStore
+from workers.adapters.postgres.transitions import Statuses
 from workers.composition import Adapters
 from workers.domain import (
     DeploymentExecutionResult,
@@ -70,6 +71,14 @@ Action = Move[StatusT] | Stay | StayUntil[StatusT]
 
 
 @dataclass(frozen=True)
+class Current(Generic[StatusT]):
+    """An entity's status (and retry count) as a run's callback finds it."""
+
+    status: StatusT
+    retries: int = 0
+
+
+@dataclass(frozen=True)
 class EntityKind(Generic[EntityT, StatusT, ResultT]):
     """What differs between route phases and deployment phases."""
 
@@ -83,6 +92,8 @@ class EntityKind(Generic[EntityT, StatusT, ResultT]):
     outcomes: Callable[[ResultT], list[Outcome]]  # the executor's result, as records
     status_of: Callable[[EntityT], StatusT]
     retries_of: Callable[[EntityT], int]
+    # (store, ids, connection) -> id -> (status value, retry count): all a callback reads
+    statuses: Callable[[PostgresPhaseStore, Collection[UUID], sa.Connection], Statuses]
     # (store, transitions, connection) -> ids whose guard held
     apply: Callable[
         [PostgresPhaseStore, Sequence[StatusTransition[StatusT]], sa.Connection], list[UUID]
@@ -96,6 +107,7 @@ ROUTES: EntityKind[RouteData, RouteStatus, RouteExecutionResult] = EntityKind(
     outcomes=route_outcomes,
     status_of=lambda route: route.status,
     retries_of=lambda route: 0,
+    statuses=lambda store, ids, conn: store.route_statuses(ids, conn),
     apply=lambda store, changes, conn: store.apply_route_transitions(changes, conn=conn),
 )
 
@@ -107,6 +119,7 @@ DEPLOYMENTS: EntityKind[DeploymentInfo, DeploymentLifecycle, DeploymentExecution
         outcomes=deployment_outcomes,
         status_of=lambda deployment: deployment.lifecycle,
         retries_of=lambda deployment: deployment.retry_count,
+        statuses=lambda store, ids, conn: store.deployment_statuses(ids, conn),
         apply=lambda store, changes, conn: store.apply_deployment_transitions(changes, conn=conn),
     )
 )
@@ -118,6 +131,7 @@ HOSTS: EntityKind[HostInfo, HostStatus, HostExecutionResult] = EntityKind(
     outcomes=host_outcomes,
     status_of=lambda host: host.status,
     retries_of=lambda host: 0,
+    statuses=lambda store, ids, conn: store.host_statuses(ids, conn),
     apply=lambda store, changes, conn: store.apply_host_transitions(changes, conn=conn),
 )
 
@@ -170,16 +184,21 @@ class Phase(Generic[EntityT, StatusT, ResultT]):
 
     def load_current(
         self, adapters: Adapters, ids: Sequence[UUID], conn: sa.Connection
-    ) -> dict[UUID, EntityT]:
-        """The items as they are now, in any status (the callback decides what applies)."""
-        found = self.kind.load(adapters.phase_store, self.kind.all_statuses, ids, conn)
-        return {item.id: item for item in found}
+    ) -> dict[UUID, Current[StatusT]]:
+        """The items' statuses now, in any status (the callback decides what applies):
+        two columns, not the whole entities the header tasks worked on."""
+        by_value = {status.value: status for status in self.kind.all_statuses}
+        found = self.kind.statuses(adapters.phase_store, ids, conn)
+        return {i: Current(by_value[status], retries) for i, (status, retries) in found.items()}
+
+    def _current(self, entity: EntityT) -> Current[StatusT]:
+        return Current(self.kind.status_of(entity), self.kind.retries_of(entity))
 
     def outcomes(self, result: ResultT) -> list[Outcome]:
         return self.kind.outcomes(result)
 
     def transitions(
-        self, outcomes: Sequence[Outcome], current: Mapping[UUID, EntityT]
+        self, outcomes: Sequence[Outcome], current: Mapping[UUID, EntityT | Current[StatusT]]
     ) -> list[StatusTransition[StatusT]]:
         """The phase table's transitions for the outcomes of entities that still exist,
         guarded by the target statuses."""
@@ -196,12 +215,15 @@ class Phase(Generic[EntityT, StatusT, ResultT]):
     ) -> list[UUID]:
         return self.kind.apply(adapters.phase_store, changes, conn)
 
-    def _transition(self, outcome: Outcome, entity: EntityT) -> StatusTransition[StatusT] | None:
+    def _transition(
+        self, outcome: Outcome, entity: EntityT | Current[StatusT]
+    ) -> StatusTransition[StatusT] | None:
         action = self.on.get(outcome.bucket)
         if action is None:
             return None
-        to_status = _destination(action, self.kind.retries_of(entity))
-        if to_status == self.kind.status_of(entity) and not outcome.says_why:
+        now = entity if isinstance(entity, Current) else self._current(entity)
+        to_status = _destination(action, now.retries)
+        if to_status == now.status and not outcome.says_why:
             return None  # nothing changes and there is nothing to say: no history row
         return StatusTransition(
             entity_id=outcome.id,

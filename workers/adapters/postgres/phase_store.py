@@ -100,6 +100,18 @@ class PostgresPhaseStore:
         with transaction(self._engine) as conn:
             return phase_targets.load_routes_starting(conn)
 
+    # -- statuses now (what a run's callback decides its transitions from) --
+    def route_statuses(self, ids: Collection[UUID], conn: sa.Connection) -> transitions.Statuses:
+        return transitions.route_statuses(conn, ids)
+
+    def deployment_statuses(
+        self, ids: Collection[UUID], conn: sa.Connection
+    ) -> transitions.Statuses:
+        return transitions.deployment_statuses(conn, ids)
+
+    def host_statuses(self, ids: Collection[UUID], conn: sa.Connection) -> transitions.Statuses:
+        return transitions.host_statuses(conn, ids)
+
     # -- transitions --
     def apply_route_transitions(
         self, changes: Sequence[RouteTransition], *, conn: sa.Connection | None = None
