@@ -1,15 +1,17 @@
 """routes.health_check end to end on Celery, against the same work done in-process.
 
-    python bench/phase_throughput.py [--sizes 100,1000,10000] [--repeat 3] [--concurrency 2]
+    python bench/phase_throughput.py [--sizes 100,1000,10000] [--repeat 5] [--concurrency 2]
                                      [--slow-items 50] [--slow-delay-s 1]
 
 For each N, N degraded routes whose readiness in Redis is "1" are moved to
-healthy. Celery: from publishing the phase task to the run's transitions being
-committed (`phase_runs.finished_at`), with a real `celery worker` (prefork).
-Floor: the same executor call, transitions and history in this process, no
-Celery. Prints both and their ratio, the worker processes' peak RSS, Redis's peak
-memory and the largest task result stored (what the chord callback's message
-carries).
+healthy, `--repeat` times. Celery: from publishing the phase task to the run's
+transitions being committed (`phase_runs.finished_at`), with a real `celery
+worker` (prefork). Floor: the same work in this process, no Celery: the targets
+loaded once, the executor call, the transitions from the rows it holds, applied
+with their history. Prints the median, min and max of both, the ratio of the
+medians (and the min and max of each repeat's ratio), the worker processes' peak
+RSS, Redis's peak memory and the largest task result stored (what the chord
+callback's message carries).
 
 The slow-item case: deployments.check_pending for --slow-items pending
 deployments against an app proxy that answers each registration after
@@ -57,7 +59,7 @@ CHECK_PENDING = "deployments.check_pending"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,1000,10000")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--slow-items", type=int, default=50)
     parser.add_argument("--slow-delay-s", type=float, default=1.0)
@@ -85,12 +87,16 @@ def main() -> None:
             sender = ModelfleetCelery(settings=adapters.settings)
             print(f"fan-out limit {adapters.settings.phases.fanout_max_tasks} tasks, "
                   f"worker concurrency {args.concurrency}, median of {args.repeat}")  # fmt: skip
-            print(f"{'N':>7} {'celery s':>9} {'in-process s':>13} {'ratio':>6} "
-                  f"{'worker RSS MB':>14} {'Redis peak MB':>14} {'result KB':>10}")  # fmt: skip
+            print(f"{'N':>7} {'celery s (min-max)':>24} {'in-process s (min-max)':>24} "
+                  f"{'ratio (min-max)':>18} {'worker RSS MB':>14} {'Redis peak MB':>14} "
+                  f"{'result KB':>10}")  # fmt: skip
             _measure(adapters, sender, 100)  # warm the worker up
             for size in (int(n) for n in args.sizes.split(",")):
-                celery_s, floor_s = _measure(adapters, sender, size, args.repeat)
-                print(f"{size:>7} {celery_s:>9.3f} {floor_s:>13.3f} {celery_s / floor_s:>6.2f} "
+                celery, floor = _measure(adapters, sender, size, args.repeat)
+                ratios = [c / f for c, f in zip(celery, floor, strict=True)]
+                ratio = statistics.median(celery) / statistics.median(floor)
+                print(f"{size:>7} {_spread(celery):>24} {_spread(floor):>24} "
+                      f"{ratio:>6.2f} ({min(ratios):.2f}-{max(ratios):.2f}) "
                       f"{_peak_rss_mb(worker.pid):>14.0f} {_redis_peak_mb(adapters):>14.0f} "
                       f"{_largest_result_kb(adapters):>10.1f}")  # fmt: skip
             if args.slow_items:
@@ -107,7 +113,8 @@ def main() -> None:
 
 def _measure(
     adapters: Adapters, sender: ModelfleetCelery, size: int, repeat: int = 1
-) -> tuple[float, float]:
+) -> tuple[list[float], list[float]]:
+    """Seconds of each repeat on Celery and in process, alternating."""
     route_ids = _seed(adapters, size)
     celery_runs, floor_runs = [], []
     for _ in range(repeat):
@@ -115,7 +122,11 @@ def _measure(
         celery_runs.append(_through_celery(adapters, sender))
         _reset(adapters, route_ids)
         floor_runs.append(_in_process(adapters))
-    return statistics.median(celery_runs), statistics.median(floor_runs)
+    return celery_runs, floor_runs
+
+
+def _spread(seconds: list[float]) -> str:
+    return f"{statistics.median(seconds):.3f} ({min(seconds):.3f}-{max(seconds):.3f})"
 
 
 def _through_celery(adapters: Adapters, sender: ModelfleetCelery) -> float:
@@ -145,10 +156,11 @@ def _started_run(sender: ModelfleetCelery, phase: str) -> uuid.UUID:
 
 def _in_process(adapters: Adapters) -> float:
     started = time.perf_counter()
-    targets = adapters.phase_store.load_routes(PHASE.targets)
-    result = adapters.route_executor().check_route_health(targets)
+    targets = list(PHASE.targets_now(adapters))
+    outcomes = PHASE.outcomes(PHASE.execute(adapters, targets))
+    changes = PHASE.transitions(outcomes, {target.id: target for target in targets})
     with adapters.phase_store.transaction() as conn:
-        adapters.phase_store.apply_route_transitions(PHASE.transitions(result), conn=conn)
+        PHASE.apply(adapters, changes, conn)
     return time.perf_counter() - started
 
 

@@ -11,10 +11,12 @@ import dataclasses
 import logging
 import os
 import time
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import distinct_on
 
 import tasks  # noqa: F401  # registers every phase
 from tasks.phase import ROUTES, AnyPhase, Move, Phase
@@ -22,7 +24,7 @@ from tasks.phase_runs.sweep import sweep
 from tasks.runs import PHASES, close_run, execute_items, run_items, start_run
 from tests.factories import make_deployment, make_route, open_run
 from workers.adapters.postgres.catalog import Catalog
-from workers.adapters.postgres.schema import deployment_history
+from workers.adapters.postgres.schema import deployment_history, route_history, routes
 from workers.celery import app
 from workers.composition import Adapters
 from workers.config import PhaseSettings, Settings
@@ -316,3 +318,88 @@ def test_a_deployment_waiting_for_an_app_proxy_says_why_in_its_history_once(
         "resource group no-proxy has no app proxy address: endpoint not registered; waiting"
     )
     assert row["to_status"] == "pending"
+
+
+def test_a_callback_of_20000_outcomes_writes_exactly_their_transitions_and_history(
+    adapters: Adapters, catalog: Catalog, engine: sa.Engine
+) -> None:
+    """routes.health_check's callback on 20,000 stored outcomes, in four kinds of 5,000:
+    degraded and answering (-> healthy), healthy and answering (nothing to write),
+    healthy and failing (-> unhealthy; half of them repeat their latest history row,
+    which is bumped), terminated (the guard refuses)."""
+    phase, count = PHASES["routes.health_check"], 20_000
+    catalog.create_scaling_group("sg1")
+    deployment = catalog.create_deployment(make_deployment(replica_count=count))
+    kinds = ["degraded", "healthy", "healthy", "terminated"]
+    ids = [uuid4() for _ in range(count)]
+    with engine.begin() as conn:
+        conn.execute(routes.insert(), [
+            {"id": route_id, "deployment_id": deployment.id, "status": kinds[n % 4]}
+            for n, route_id in enumerate(ids)
+        ])  # fmt: skip
+        conn.execute(route_history.insert(), [
+            {"route_id": route_id, "phase": phase.name, "from_status": "degraded",
+             "to_status": "unhealthy", "result": "error", "error_code": "probe_failed",
+             "message": "an earlier failure"}
+            for n, route_id in enumerate(ids) if n % 8 == 2
+        ])  # fmt: skip
+
+    def outcome(n: int, route_id: UUID) -> Outcome:
+        if n % 4 == 2:
+            return Outcome(route_id, OutcomeBucket.ERROR, "probe", f"no answer {n}", "probe_failed")
+        return Outcome(route_id, OutcomeBucket.SUCCESS)
+
+    outcomes = [outcome(n, route_id) for n, route_id in enumerate(ids)]
+    run = open_run(adapters.phase_store, phase.name, item_count=count, task_count=2)
+    for part in (outcomes[: count // 2], outcomes[count // 2 :]):  # as two header tasks
+        adapters.outcomes.save(run.id, part, ttl_s=60)
+
+    closed = close_run(phase, adapters, run.id, [], PhaseRunState.SUCCEEDED)
+
+    assert closed is not None
+    assert closed.summary.transition_count == 10_000
+    with engine.connect() as conn:
+        statuses, histories = (
+            _counted(conn, routes.c.status),
+            _counted(conn, route_history.c.attempts),
+        )
+        sample = ids[::997]
+        written = {row.id: row for row in conn.execute(
+            sa.select(routes.c.id, routes.c.status, routes.c.error_data)
+            .where(routes.c.id.in_(sample)))}  # fmt: skip
+        latest = {row.route_id: row for row in conn.execute(
+            sa.select(route_history).where(route_history.c.route_id.in_(sample))
+            .order_by(route_history.c.route_id, route_history.c.id.desc())
+            .ext(distinct_on(route_history.c.route_id)))}  # fmt: skip
+    assert statuses == {"healthy": 10_000, "unhealthy": 5_000, "terminated": 5_000}
+    # 5,000 degraded -> healthy and 2,500 new failures, 2,500 failures repeated (attempts 2)
+    assert histories == {1: 7_500, 2: 2_500}
+    for n, route_id in zip(range(0, count, 997), sample, strict=True):
+        assert _written(written[route_id], latest.get(route_id)) == _expected(n), n
+
+
+def _counted(conn: sa.Connection, column: sa.Column[Any]) -> dict[Any, int]:
+    query = sa.select(column, sa.func.count()).group_by(column)
+    return {value: count for value, count in conn.execute(query)}
+
+
+def _written(route: Any, history: Any) -> tuple[Any, ...]:
+    said = None if history is None else (
+        history.from_status, history.to_status, history.result, history.message, history.attempts
+    )  # fmt: skip
+    return route.status, route.error_data, said
+
+
+def _expected(n: int) -> tuple[Any, ...]:
+    """What route number `n` of the 20,000 must look like after the callback."""
+    failure = {"phase": "routes.health_check", "error_code": "probe_failed",
+               "message": f"probe: no answer {n}"}  # fmt: skip
+    if n % 4 == 0:
+        return "healthy", None, ("degraded", "healthy", "success", "", 1)
+    if n % 4 == 1:
+        return "healthy", None, None
+    if n % 8 == 2:
+        return "unhealthy", failure, ("degraded", "unhealthy", "error", failure["message"], 2)
+    if n % 4 == 2:
+        return "unhealthy", failure, ("healthy", "unhealthy", "error", failure["message"], 1)
+    return "terminated", None, None
