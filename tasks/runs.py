@@ -15,7 +15,8 @@ outcomes kept in Redis (`close_run` with state `recovered`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -89,7 +90,8 @@ def start_run(
             log.info("phase=%s: a run holds the lock; this tick has nothing to do", phase.name)
         return None
     try:
-        ids = [item.id for item in phase.targets_now(adapters)]
+        targets = list(phase.targets_now(adapters))
+        ids = [item.id for item in targets]
         groups = _groups(phase, ids, settings.fanout_max_tasks, app.worker_processes)
         run = _open_run(phase, adapters, token, len(ids), len(groups))
     except BaseException:
@@ -107,7 +109,9 @@ def start_run(
             close_run(phase, adapters, run.id, [], PhaseRunState.SUCCEEDED)
             return str(run.id)
         if len(groups) == 1 and not phase.remote_items:
-            _run_here(phase, adapters, run, groups[0], claim_id or f"inline-{run.id}")
+            # Targets loaded by the phase's statuses are what a header task would load again.
+            loaded = targets if phase.load_targets is None else None
+            _run_here(phase, adapters, run, groups[0], loaded, claim_id or f"inline-{run.id}")
             return str(run.id)
         try:
             _publish(phase, run, groups)
@@ -119,13 +123,21 @@ def start_run(
 
 
 def _run_here(
-    phase: AnyPhase, adapters: Adapters, run: PhaseRun, ids: list[UUID], claim_id: str
+    phase: AnyPhase,
+    adapters: Adapters,
+    run: PhaseRun,
+    ids: list[UUID],
+    loaded: Sequence[Any] | None,
+    claim_id: str,
 ) -> None:
     """A run of one cheap group, done in this task: a chord would only add two hops
     (header task, callback) to the same work. The claim lets the sweeper tell this
-    run in progress from one lost with its worker, as for a header task."""
+    run in progress from one lost with its worker, as for a header task. The items
+    are the targets just loaded (when `loaded`), and the outcomes go straight to
+    `close_run`, not through Redis: a run lost with its worker is redone whole."""
     try:
-        outcomes = _claimed(claim_id, phase, adapters, run.id, [str(i) for i in ids])
+        with _claimed(adapters, run.id, claim_id):
+            outcomes = execute_items(phase, adapters, ids, loaded)
     except Exception as error:
         log.exception("the run's items could not be run")
         close_failed(phase, adapters, run.id, error)
@@ -188,7 +200,9 @@ def run_items(
             if not adapters.phase_store.is_running(UUID(run_id)):
                 log.warning("run is closed already; %d items left to the next run", len(item_ids))
                 return []
-            _claimed(self.request.id, phase, adapters, UUID(run_id), item_ids)
+            with _claimed(adapters, UUID(run_id), self.request.id) as ttl_s:
+                outcomes = execute_items(phase, adapters, [UUID(i) for i in item_ids])
+                adapters.outcomes.save(UUID(run_id), outcomes, ttl_s=ttl_s)
         except InfrastructureUnavailable as error:
             retries = adapters.settings.phases.item_retries
             if self.request.retries >= retries:
@@ -202,19 +216,16 @@ def run_items(
         return []
 
 
-def _claimed(
-    claim_id: str, phase: AnyPhase, adapters: Adapters, run_id: UUID, item_ids: list[str]
-) -> list[Outcome]:
-    """Run the items with the run claimed by this process, so the sweeper can tell
-    a task in progress from one lost with its worker."""
+@contextmanager
+def _claimed(adapters: Adapters, run_id: UUID, claim_id: str) -> Iterator[float]:
+    """The run claimed by this process while it runs items (so the sweeper can tell a
+    task in progress from one lost with its worker); gives the outcomes' TTL."""
     ttl_s = adapters.settings.phases.deadline_s * 2
     adapters.run_progress.claim(run_id, claim_id, ttl_s)
     try:
-        outcomes = execute_items(phase, adapters, [UUID(i) for i in item_ids])
-        adapters.outcomes.save(run_id, outcomes, ttl_s=ttl_s)
+        yield ttl_s
     finally:
         adapters.run_progress.release(run_id, claim_id, ttl_s)
-    return outcomes
 
 
 @app.task(name="modelfleet.finish_run")
@@ -238,9 +249,12 @@ def fail_run(
         close_failed(PHASES[phase_name], app.adapters, UUID(run_id), exc)
 
 
-def execute_items(phase: AnyPhase, adapters: Adapters, ids: Sequence[UUID]) -> list[Outcome]:
-    """Run the executor on fresh rows; anything but a dead store becomes outcome records."""
-    items = phase.load_items(adapters, ids)
+def execute_items(
+    phase: AnyPhase, adapters: Adapters, ids: Sequence[UUID], loaded: Sequence[Any] | None = None
+) -> list[Outcome]:
+    """Run the executor on fresh rows (`loaded` ones, or read now); anything but a dead
+    store becomes outcome records."""
+    items = phase.load_items(adapters, ids) if loaded is None else list(loaded)
     try:
         outcomes = phase.outcomes(phase.execute(adapters, items))
     except InfrastructureUnavailable:
