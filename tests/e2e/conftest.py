@@ -179,12 +179,12 @@ def json_body(seen: Seen) -> Any:
 
 
 @pytest.fixture
-def system(
+def world_environ(
     create_database: Callable[[], str], broker_url: str, redis_url: str, redis_keys: RedisKeys
-) -> Iterator[dev.DevSystem]:
-    """The reference world `modelfleet dev` runs, on the test's own database, Redis and broker
-    (never whatever broker the caller's shell names)."""
-    environ = {
+) -> dict[str, str]:
+    """The environment of a world on the test's own database, Redis and broker (never
+    whatever broker the caller's shell names)."""
+    return {
         **os.environ,
         "MODELFLEET_DATABASE_URL": create_database(),
         "MODELFLEET_REDIS_URL": redis_url,
@@ -192,5 +192,10 @@ def system(
         "MODELFLEET_BROKER_URL": broker_url,
         "MODELFLEET_RESULT_BACKEND": redis_url,
     }
-    with dev.running_system(environ) as running:
+
+
+@pytest.fixture
+def system(world_environ: dict[str, str]) -> Iterator[dev.DevSystem]:
+    """The reference world `modelfleet dev` runs, in the test's own stores."""
+    with dev.running_system(world_environ) as running:
         yield running

@@ -10,9 +10,8 @@ watcher polls service discovery every 0.2 s for the whole test.
 from __future__ import annotations
 
 import collections
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from uuid import UUID
 
 import pytest
@@ -20,7 +19,6 @@ import sqlalchemy as sa
 
 from tests.e2e.fleet import cli, endpoint_url
 from workers.adapters.postgres.schema import hosts, phase_runs, route_history, routes, sessions
-from workers.adapters.redis.keys import RedisKeys
 from workers.devtools import namespaces
 from workers.devtools.fleet import Fleet, running_fleet
 from workers.devtools.processes import process_alive, wait_for
@@ -34,19 +32,9 @@ KINDS = ["namespaces", "loopback"] if namespaces.available() else ["loopback"]
 
 
 @pytest.fixture(params=KINDS)
-def fleet(
-    request: pytest.FixtureRequest, create_database: Callable[[], str], broker_url: str,
-    redis_url: str, redis_keys: RedisKeys,
-) -> Iterator[Fleet]:  # fmt: skip
-    environ = {
-        **os.environ,
-        "MODELFLEET_DATABASE_URL": create_database(),
-        "MODELFLEET_REDIS_URL": redis_url,
-        "MODELFLEET_REDIS_KEY_PREFIX": redis_keys.prefix,
-        "MODELFLEET_BROKER_URL": broker_url,
-        "MODELFLEET_RESULT_BACKEND": redis_url,
-    }
-    with running_fleet(3, namespaces=request.param == "namespaces", environ=environ) as running:
+def fleet(request: pytest.FixtureRequest, world_environ: dict[str, str]) -> Iterator[Fleet]:
+    namespaced = request.param == "namespaces"
+    with running_fleet(3, namespaces=namespaced, environ=world_environ) as running:
         yield running
 
 
