@@ -26,6 +26,7 @@ from workers.adapters.postgres.phase_targets import (
     of_its_revision,
     with_its_revision,
 )
+from workers.adapters.postgres.route_moves import insert_routes, take_out_of_service
 from workers.adapters.postgres.rows import (
     DEPLOYMENT_COLUMNS,
     deployment_from_row,
@@ -39,11 +40,7 @@ from workers.adapters.postgres.schema import (
     scaling_groups,
     sessions,
 )
-from workers.adapters.postgres.transitions import (
-    apply_deployment_transitions,
-    insert_routes,
-    take_out_of_service,
-)
+from workers.adapters.postgres.transitions import apply_deployment_transitions
 from workers.autoscaling import ScalingDecision, decide_replicas, describe_decision
 from workers.domain import (
     ACTIVE_ROUTE_STATUSES,

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from workers.adapters.postgres.autoscaling import LEAVING_HOST_STATUSES
 from workers.adapters.postgres.engine import transaction
+from workers.adapters.postgres.route_moves import take_out_of_service
 from workers.adapters.postgres.schema import (
     TERMINAL_SESSION_STATUSES,
     deployments,
@@ -24,7 +25,7 @@ from workers.adapters.postgres.schema import (
     routes,
     sessions,
 )
-from workers.adapters.postgres.transitions import apply_route_transitions, take_out_of_service
+from workers.adapters.postgres.transitions import apply_route_transitions
 from workers.domain import (
     ACTIVE_ROUTE_STATUSES,
     HostInfo,

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import JSONB, distinct_on
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
 from workers.adapters.postgres.bulk import any_of, unnest_rows
+from workers.adapters.postgres.route_moves import insert_routes, take_out_of_service
 from workers.adapters.postgres.rows import ROUTE_COLUMNS, route_from_row
 from workers.adapters.postgres.schema import (
     deployment_history,
@@ -31,7 +32,6 @@ from workers.adapters.postgres.schema import (
     routes,
     sessions,
 )
-from workers.adapters.postgres.transitions import insert_routes, take_out_of_service
 from workers.domain import (
     HealthCheckConfig,
     RevisionFailures,

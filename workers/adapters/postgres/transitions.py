@@ -5,8 +5,7 @@ expects (the phase loaded it there; another run may have moved it since).
 Rows are locked first, so the guard, the change and the history row agree.
 A repeat of the latest history row (same phase, result, error code and
 to-status) bumps its `attempts` instead of adding a row. Five statements per
-batch, whatever its size. `take_out_of_service` is the same path for routes that
-scale-in or destroy take out of traffic.
+batch, whatever its size.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, distinct_on
@@ -32,12 +31,10 @@ from workers.adapters.postgres.schema import (
     routes,
 )
 from workers.domain import (
-    ACTIVE_ROUTE_STATUSES,
     DeploymentLifecycle,
     DeploymentTransition,
     HostTransition,
     OutcomeBucket,
-    RouteCreator,
     RouteStatus,
     RouteTransition,
     StatusTransition,
@@ -378,58 +375,3 @@ def _insert_history(
     v = unnest_rows("v", columns)
     names = [entity.name, *list(columns)[1:]]
     conn.execute(history.insert().from_select(names, sa.select(*v.c)))
-
-
-def take_out_of_service(
-    conn: sa.Connection, route_ids: Collection[UUID], why: tuple[str, str]
-) -> list[UUID]:
-    """Active routes leave traffic: they move to `draining` with a history row.
-
-    Traffic first, then the process: `routes.drain` tells a route's session to
-    stop (terminating) only once the route has been out of traffic for its
-    deployment's `drain_s`. Returns the routes that left service now.
-    """
-    phase, message = why
-    changes = [
-        RouteTransition(
-            entity_id=route_id,
-            expected=ACTIVE_ROUTE_STATUSES,
-            to_status=RouteStatus.DRAINING,
-            phase=phase,
-            result=OutcomeBucket.SUCCESS,
-            message=message,
-        )
-        for route_id in route_ids
-    ]
-    applied = apply_route_transitions(conn, changes)
-    if applied:
-        conn.execute(
-            routes.update()
-            .where(any_of(routes.c.id, applied))
-            .values(traffic_ratio=0.0, traffic_status="inactive")
-        )
-    return applied
-
-
-def insert_routes(conn: sa.Connection, creators: Sequence[RouteCreator]) -> list[UUID]:
-    """New routes (provisioning); one with no revision runs its deployment's current one."""
-    current = dict(
-        conn.execute(
-            sa.select(deployments.c.id, deployments.c.current_revision).where(
-                any_of(deployments.c.id, {c.endpoint_id for c in creators})
-            )
-        ).all()
-    )
-    ids = [uuid4() for _ in creators]
-    rows = [
-        {
-            "id": route_id,
-            "deployment_id": creator.endpoint_id,
-            "traffic_ratio": creator.traffic_ratio,
-            "revision": creator.revision or current.get(creator.endpoint_id),
-            "traffic_status": "active" if creator.in_traffic else "standby",
-        }
-        for route_id, creator in zip(ids, creators, strict=True)
-    ]
-    conn.execute(routes.insert(), rows)
-    return ids
