@@ -17,7 +17,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
-from workers.adapters.postgres import autoscaling, rollouts
+from workers.adapters.postgres import autoscaling, rollouts, zero
 from workers.adapters.postgres.autoscaling import MetricsSource
 from workers.adapters.postgres.bulk import any_of, unnest_rows
 from workers.adapters.postgres.engine import transaction
@@ -44,7 +44,6 @@ from workers.adapters.postgres.transitions import apply_deployment_transitions
 from workers.autoscaling import ScalingDecision, decide_replicas, describe_decision
 from workers.domain import (
     ACTIVE_ROUTE_STATUSES,
-    LIVE_LIFECYCLES,
     AutoScalingMetricsData,
     AutoScalingRule,
     CleanupConfig,
@@ -53,7 +52,6 @@ from workers.domain import (
     DeploymentInfo,
     DeploymentLifecycle,
     DeploymentTransition,
-    EndpointMode,
     OutcomeBucket,
     RolloutState,
     RolloutStep,
@@ -365,53 +363,16 @@ class PostgresDeploymentRepository:
             self._on_decision(saved.deployment, saved.decision)
 
     def scale_to_zero(self, counts: Mapping[UUID, int]) -> set[UUID]:
-        """Ready deployments not at zero yet go to 0, remembering `counts` (idle time counts
-        from now: the wake reports how long it stayed at zero)."""
-        at = unnest_rows(
-            "z", {"id": (_UUID, list(counts)), "count": (sa.Integer(), list(counts.values()))}
-        )
-        gone = (
-            deployments.update()
-            .where(
-                deployments.c.id == at.c.id,
-                deployments.c.lifecycle == DeploymentLifecycle.READY.value,
-                deployments.c.zeroed_from.is_(None),
-            )
-            .values(zeroed_from=at.c.count, replica_count=0, desired_replica_count=None,
-                    idle_counts_from=sa.func.now(), updated_at=sa.func.now())
-            .returning(deployments.c.id)
-        )  # fmt: skip
         with transaction(self._engine) as conn:
-            return set(conn.execute(gone).scalars())
+            return zero.scale_to_zero(conn, counts)
 
     def restore_from_zero(self, counts: Mapping[UUID, int]) -> set[UUID]:
-        """Deployments still at zero by idleness back to `counts` (the first wake wins)."""
-        at = unnest_rows(
-            "w", {"id": (_UUID, list(counts)), "count": (sa.Integer(), list(counts.values()))}
-        )
-        woken = (
-            deployments.update()
-            .where(deployments.c.id == at.c.id, deployments.c.zeroed_from.is_not(None))
-            .values(zeroed_from=None, replica_count=at.c.count, desired_replica_count=None,
-                    idle_counts_from=sa.func.now(), updated_at=sa.func.now())
-            .returning(deployments.c.id)
-        )  # fmt: skip
         with transaction(self._engine) as conn:
-            return set(conn.execute(woken).scalars())
+            return zero.restore_from_zero(conn, counts)
 
     def fetch_endpoint_modes(self) -> dict[UUID, str]:
-        live = deployments.c.lifecycle.in_([lc.value for lc in LIVE_LIFECYCLES])
-        operator_zero = sa.and_(
-            sa.func.coalesce(deployments.c.desired_replica_count, deployments.c.replica_count) == 0,
-            deployments.c.zeroed_from.is_(None),
-        )
-        mode = sa.case(
-            (operator_zero, EndpointMode.OPERATOR_ZERO.value),
-            (deployments.c.scale_to_zero_after_s.is_not(None), EndpointMode.WAKES.value),
-        )
-        query = sa.select(deployments.c.id, mode.label("mode")).where(live)
         with transaction(self._engine) as conn:
-            return {row.id: row.mode for row in conn.execute(query) if row.mode is not None}
+            return zero.endpoint_modes(conn)
 
     def fetch_rollout_states(
         self, deployments: Sequence[DeploymentInfo]
@@ -444,10 +405,3 @@ DESTROY = (PhaseName.DESTROY, "its deployment is being destroyed")
 
 def _prefixed(row: sa.RowMapping, prefix: str) -> dict[str, Any]:
     return {key.removeprefix(prefix): value for key, value in row.items() if key.startswith(prefix)}
-
-
-def _counts(name: str, counts: Mapping[UUID, int]) -> sa.TableValuedAlias:
-    """`counts` as rows (id, count) to join an update against."""
-    return unnest_rows(
-        name, {"id": (_UUID, list(counts)), "count": (sa.Integer(), list(counts.values()))}
-    )
