@@ -12,15 +12,10 @@ from typing import Any
 
 import click
 
-from workers.cli.deployments import (
-    HEALTH_OPTIONS,
-    deployment,
-    environ_pairs,
-    health_options,
-    with_rollout,
-)
+from workers.cli.deployments import deployment, with_rollout
 from workers.cli.output import done, emit, json_option, wide_option
 from workers.cli.params import FiniteFloat
+from workers.cli.revision_options import HEALTH_OPTIONS, environ_pairs, health_options
 from workers.cli.root import CliContext, bad_input, find_deployment, reported_failures
 from workers.cli.waiting import Deadline, wait_until
 from workers.domain import RolloutSpec, RolloutStrategy
