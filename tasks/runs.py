@@ -80,7 +80,7 @@ def start_run(
 ) -> str | None:
     adapters = app.adapters
     settings = adapters.settings.phases
-    token = adapters.phase_lock.acquire(phase.name, settings.deadline_s)
+    token = _acquire(phase, adapters)
     if token is None:
         adapters.controller_metrics.lock_busy(phase.name)
         if rerun_if_busy:  # the running run may have loaded its targets before this news
@@ -120,6 +120,26 @@ def start_run(
             close_failed(phase, adapters, run.id, error)
             raise
     return str(run.id)
+
+
+def _acquire(phase: AnyPhase, adapters: Adapters) -> str | None:
+    """The phase's lock, in this worker process's name. A lock whose owner is gone (it
+    died between taking the lock and opening its run, or between closing the run and
+    letting go) is taken over at once, not left to block the phase until its TTL, the
+    run deadline (a host-loss e2e test saw a phase blocked for that long)."""
+    deadline_s = adapters.settings.phases.deadline_s
+    progress = adapters.run_progress
+    progress.keep_alive()  # alive before it holds anything
+    token = adapters.phase_lock.acquire(phase.name, deadline_s, owner=progress.worker_id)
+    if token is not None:
+        return token
+    holder = adapters.phase_lock.holder(phase.name)
+    owner = "" if holder is None else adapters.phase_lock.owner_of(holder)
+    if holder is None or not owner or progress.alive(owner):
+        return None
+    log.warning("phase=%s: the lock's owner %s is gone; taking the lock over", phase.name, owner)
+    adapters.phase_lock.release(phase.name, holder)
+    return adapters.phase_lock.acquire(phase.name, deadline_s, owner=progress.worker_id)
 
 
 def _run_here(

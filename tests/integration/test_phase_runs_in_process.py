@@ -288,6 +288,19 @@ def test_a_run_whose_task_runs_on_a_live_worker_is_waited_for(
     assert not quick_stall.phase_store.is_running(busy.id)
 
 
+def test_a_lock_left_by_a_dead_worker_is_taken_over_and_a_live_ones_is_kept(
+    quick_stall: Adapters, degraded_routes: list[RouteData]
+) -> None:
+    phase, lock = PHASES["routes.provision"], quick_stall.phase_lock
+    # Taken by a worker that died before it opened its run: no run row, no claim.
+    assert lock.acquire(phase.name, ttl_s=60, owner="gone-host:4242") is not None
+    assert start_run(phase) is not None  # not blocked until the lock's 60 s TTL
+    assert lock.holder(phase.name) is None  # the new run closed and let go
+    live = lock.acquire(phase.name, ttl_s=60, owner=quick_stall.run_progress.worker_id)
+    assert start_run(phase) is None
+    assert lock.holder(phase.name) == live
+
+
 def _run_once(adapters: Adapters, phase: AnyPhase, ids: list[UUID]) -> PhaseRun | None:
     token = adapters.phase_lock.acquire(phase.name, ttl_s=60)
     assert token is not None

@@ -42,12 +42,18 @@ class RedisPhaseLock:
         self._client = client
         self._keys = keys
 
-    def acquire(self, phase: str, ttl_s: float) -> str | None:
-        """A new token when the phase was free, None when a run holds it."""
-        token = secrets.token_hex(16)
+    def acquire(self, phase: str, ttl_s: float, owner: str = "") -> str | None:
+        """A new token when the phase was free, None when a run holds it. The token
+        names its `owner` (a worker process), so a lock left by a dead one can be told."""
+        token = f"{owner}/{secrets.token_hex(16)}" if owner else secrets.token_hex(16)
         with redis_errors():
             taken = self._lock(phase, ttl_s).acquire(blocking=False, token=token)
         return token if taken else None
+
+    @staticmethod
+    def owner_of(token: str) -> str:
+        """The worker process a token names ("" when it names none)."""
+        return token.rpartition("/")[0]
 
     def release(self, phase: str, token: str) -> bool:
         """Free the phase if `token` still holds it; False when it had expired or moved on."""
@@ -141,7 +147,7 @@ class RedisRunProgress:
 
     def claim(self, run_id: UUID, task_id: str, ttl_s: float) -> None:
         """This process runs `task_id` of the run (and says so until it exits)."""
-        self._keep_alive()
+        self.keep_alive()
         with redis_errors(), self._client.pipeline(transaction=True) as pipe:
             pipe.hset(self._keys.phase_claims(run_id), task_id, self.worker_id)
             pipe.expire(self._keys.phase_claims(run_id), max(int(ttl_s), 1))
@@ -177,10 +183,15 @@ class RedisRunProgress:
             live_workers=frozenset(live),
         )
 
+    def alive(self, worker_id: str) -> bool:
+        """Whether that worker process still says it is alive."""
+        with redis_errors():
+            return bool(self._client.exists(self._keys.worker_alive(worker_id)))
+
     def _stamp(self, pipe: redis.client.Pipeline, run_id: UUID, ttl_s: float) -> None:
         pipe.eval(_STAMP_WITH_SERVER_TIME, 1, self._keys.phase_progress(run_id), max(int(ttl_s), 1))
 
-    def _keep_alive(self) -> None:
+    def keep_alive(self) -> None:
         """Start this process's heartbeat thread once (again in a forked child)."""
         if self._heartbeat_pid == os.getpid():
             return
