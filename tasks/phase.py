@@ -92,6 +92,8 @@ class EntityKind(Generic[EntityT, StatusT, ResultT]):
     outcomes: Callable[[ResultT], list[Outcome]]  # the executor's result, as records
     status_of: Callable[[EntityT], StatusT]
     retries_of: Callable[[EntityT], int]
+    # (store, statuses) -> the ids in them, oldest first (what a run fans out)
+    ids: Callable[[PostgresPhaseStore, AbstractSet[StatusT]], list[UUID]]
     # (store, ids, connection) -> id -> (status value, retry count): all a callback reads
     statuses: Callable[[PostgresPhaseStore, Collection[UUID], sa.Connection], Statuses]
     # (store, transitions, connection) -> ids whose guard held
@@ -107,6 +109,7 @@ ROUTES: EntityKind[RouteData, RouteStatus, RouteExecutionResult] = EntityKind(
     outcomes=route_outcomes,
     status_of=lambda route: route.status,
     retries_of=lambda route: 0,
+    ids=lambda store, statuses: store.route_ids(statuses),
     statuses=lambda store, ids, conn: store.route_statuses(ids, conn),
     apply=lambda store, changes, conn: store.apply_route_transitions(changes, conn=conn),
 )
@@ -119,6 +122,7 @@ DEPLOYMENTS: EntityKind[DeploymentInfo, DeploymentLifecycle, DeploymentExecution
         outcomes=deployment_outcomes,
         status_of=lambda deployment: deployment.lifecycle,
         retries_of=lambda deployment: deployment.retry_count,
+        ids=lambda store, lifecycles: store.deployment_ids(lifecycles),
         statuses=lambda store, ids, conn: store.deployment_statuses(ids, conn),
         apply=lambda store, changes, conn: store.apply_deployment_transitions(changes, conn=conn),
     )
@@ -131,6 +135,7 @@ HOSTS: EntityKind[HostInfo, HostStatus, HostExecutionResult] = EntityKind(
     outcomes=host_outcomes,
     status_of=lambda host: host.status,
     retries_of=lambda host: 0,
+    ids=lambda store, statuses: store.host_ids(statuses),
     statuses=lambda store, ids, conn: store.host_statuses(ids, conn),
     apply=lambda store, changes, conn: store.apply_host_transitions(changes, conn=conn),
 )
@@ -177,6 +182,12 @@ class Phase(Generic[EntityT, StatusT, ResultT]):
         if self.load_targets is not None:
             return self.load_targets(adapters)
         return self.kind.load(adapters.phase_store, self.targets, None, None)
+
+    def target_ids(self, adapters: Adapters) -> list[UUID]:
+        """The ids of the targets now (only ids: each task loads its items fresh)."""
+        if self.load_targets is not None:
+            return [item.id for item in self.load_targets(adapters)]
+        return self.kind.ids(adapters.phase_store, self.targets)
 
     def load_items(self, adapters: Adapters, ids: Sequence[UUID]) -> list[EntityT]:
         """The items as they are now, if still in one of the phase's statuses."""

@@ -90,8 +90,7 @@ def start_run(
             log.info("phase=%s: a run holds the lock; this tick has nothing to do", phase.name)
         return None
     try:
-        targets = list(phase.targets_now(adapters))
-        ids = [item.id for item in targets]
+        ids = phase.target_ids(adapters)
         groups = _groups(phase, ids, settings.fanout_max_tasks, app.worker_processes)
         run = _open_run(phase, adapters, token, len(ids), len(groups))
     except BaseException:
@@ -109,9 +108,7 @@ def start_run(
             close_run(phase, adapters, run.id, [], PhaseRunState.SUCCEEDED)
             return str(run.id)
         if len(groups) == 1 and not phase.remote_items:
-            # Targets loaded by the phase's statuses are what a header task would load again.
-            loaded = targets if phase.load_targets is None else None
-            _run_here(phase, adapters, run, groups[0], loaded, claim_id or f"inline-{run.id}")
+            _run_here(phase, adapters, run, groups[0], claim_id or f"inline-{run.id}")
             return str(run.id)
         try:
             _publish(phase, run, groups)
@@ -143,21 +140,16 @@ def _acquire(phase: AnyPhase, adapters: Adapters) -> str | None:
 
 
 def _run_here(
-    phase: AnyPhase,
-    adapters: Adapters,
-    run: PhaseRun,
-    ids: list[UUID],
-    loaded: Sequence[Any] | None,
-    claim_id: str,
+    phase: AnyPhase, adapters: Adapters, run: PhaseRun, ids: list[UUID], claim_id: str
 ) -> None:
     """A run of one cheap group, done in this task: a chord would only add two hops
     (header task, callback) to the same work. The claim lets the sweeper tell this
-    run in progress from one lost with its worker, as for a header task. The items
-    are the targets just loaded (when `loaded`), and the outcomes go straight to
-    `close_run`, not through Redis: a run lost with its worker is redone whole."""
+    run in progress from one lost with its worker, as for a header task. The outcomes
+    go straight to `close_run`, not through Redis: a run lost with its worker is
+    redone whole by the next one."""
     try:
         with _claimed(adapters, run.id, claim_id):
-            outcomes = execute_items(phase, adapters, ids, loaded)
+            outcomes = execute_items(phase, adapters, ids)
     except Exception as error:
         log.exception("the run's items could not be run")
         close_failed(phase, adapters, run.id, error)
@@ -269,12 +261,9 @@ def fail_run(
         close_failed(PHASES[phase_name], app.adapters, UUID(run_id), exc)
 
 
-def execute_items(
-    phase: AnyPhase, adapters: Adapters, ids: Sequence[UUID], loaded: Sequence[Any] | None = None
-) -> list[Outcome]:
-    """Run the executor on fresh rows (`loaded` ones, or read now); anything but a dead
-    store becomes outcome records."""
-    items = phase.load_items(adapters, ids) if loaded is None else list(loaded)
+def execute_items(phase: AnyPhase, adapters: Adapters, ids: Sequence[UUID]) -> list[Outcome]:
+    """Run the executor on fresh rows; anything but a dead store becomes outcome records."""
+    items = phase.load_items(adapters, ids)
     try:
         outcomes = phase.outcomes(phase.execute(adapters, items))
     except InfrastructureUnavailable:

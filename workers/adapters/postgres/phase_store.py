@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import distinct_on
 
 from workers.adapters.postgres import phase_targets, transitions
 from workers.adapters.postgres.engine import joined, transaction
-from workers.adapters.postgres.schema import phase_runs
+from workers.adapters.postgres.schema import deployments, hosts, phase_runs, routes
 from workers.domain import (
     DeploymentInfo,
     DeploymentLifecycle,
@@ -46,6 +46,20 @@ class PostgresPhaseStore:
             yield conn
 
     # -- targets --
+    def route_ids(self, statuses: AbstractSet[RouteStatus]) -> list[UUID]:
+        with transaction(self._engine) as conn:
+            return phase_targets.target_ids(conn, routes.c.status, statuses,
+                                            routes.c.created_at, routes.c.id)  # fmt: skip
+
+    def deployment_ids(self, lifecycles: AbstractSet[DeploymentLifecycle]) -> list[UUID]:
+        with transaction(self._engine) as conn:
+            return phase_targets.target_ids(conn, deployments.c.lifecycle, lifecycles,
+                                            deployments.c.created_at, deployments.c.id)  # fmt: skip
+
+    def host_ids(self, statuses: AbstractSet[HostStatus]) -> list[UUID]:
+        with transaction(self._engine) as conn:
+            return phase_targets.target_ids(conn, hosts.c.status, statuses, hosts.c.name)
+
     def load_deployments(
         self,
         lifecycles: AbstractSet[DeploymentLifecycle],
