@@ -52,7 +52,8 @@ from workers.devtools.throwaway_servers import start_postgres, start_redis
 from workers.domain import DeploymentInfo, ModelRevision, RouteStatus
 from workers.phase_runs import PhaseRunState
 
-POLL_S = 0.005
+POLL_S = 0.001
+SETTLE_S = 0.5
 CHECK_PENDING = "deployments.check_pending"
 
 
@@ -139,9 +140,19 @@ def _through_celery(adapters: Adapters, sender: ModelfleetCelery) -> float:
         time.sleep(POLL_S)
     elapsed = time.perf_counter() - started
     assert run.state is PhaseRunState.SUCCEEDED, run
-    while adapters.phase_store.running_run_ids():  # let follow-ups finish before the floor
-        time.sleep(POLL_S)
+    _settle(adapters)
     return elapsed
+
+
+def _settle(adapters: Adapters) -> None:
+    """Wait until the follow-ups the run started (service discovery, rollouts) are over:
+    no run open for SETTLE_S in a row, so they do not share the machine with the next
+    measurement."""
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < SETTLE_S:
+        if adapters.phase_store.running_run_ids():
+            quiet_since = time.monotonic()
+        time.sleep(0.02)
 
 
 def _started_run(sender: ModelfleetCelery, phase: str) -> uuid.UUID:
