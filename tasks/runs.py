@@ -145,11 +145,11 @@ def _run_here(
     """A run of one cheap group, done in this task: a chord would only add two hops
     (header task, callback) to the same work. The claim lets the sweeper tell this
     run in progress from one lost with its worker, as for a header task. The outcomes
-    go straight to `close_run`, not through Redis: a run lost with its worker is
-    redone whole by the next one."""
+    go straight to `close_run`, and to Redis for `phase run --wait` to print."""
     try:
-        with _claimed(adapters, run.id, claim_id):
+        with _claimed(adapters, run.id, claim_id) as ttl_s:
             outcomes = execute_items(phase, adapters, ids)
+            adapters.outcomes.save(run.id, outcomes, ttl_s=ttl_s)
     except Exception as error:
         log.exception("the run's items could not be run")
         close_failed(phase, adapters, run.id, error)
