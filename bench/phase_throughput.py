@@ -24,6 +24,7 @@ throwaway servers from the PyPI wheels. MODELFLEET_FANOUT_MAX_TASKS applies.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -86,6 +87,7 @@ def main() -> None:
         try:
             upgrade_to_head(adapters.engine)
             sender = ModelfleetCelery(settings=adapters.settings)
+            gc.freeze()  # as a worker process does once it is set up: the floor alike
             print(f"fan-out limit {adapters.settings.phases.fanout_max_tasks} tasks, "
                   f"worker concurrency {args.concurrency}, median of {args.repeat}")  # fmt: skip
             print(f"{'N':>7} {'celery s (min-max)':>24} {'in-process s (min-max)':>24} "
