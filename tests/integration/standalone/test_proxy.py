@@ -159,8 +159,9 @@ def _complete(url: str) -> requests.Response:
 
 
 @contextmanager
-def _half_answering_server() -> Iterator[int]:
-    """Answers every request with a status line and half a body, then hangs up."""
+def _raw_server(on_request: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A TCP server below HTTP: reads each connection's request, then hands the
+    connection to `on_request`; yields its port."""
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
@@ -171,9 +172,8 @@ def _half_answering_server() -> Iterator[int]:
                 conn, _ = listener.accept()
             except TimeoutError:
                 continue
-            with conn:
-                conn.recv(65536)
-                conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial')
+            conn.recv(65536)
+            on_request(conn)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -186,33 +186,33 @@ def _half_answering_server() -> Iterator[int]:
 
 
 @contextmanager
+def _half_answering_server() -> Iterator[int]:
+    """Answers every request with a status line and half a body, then hangs up."""
+
+    def half_answer(conn: socket.socket) -> None:
+        with conn:
+            conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial')
+
+    with _raw_server(half_answer) as port:
+        yield port
+
+
+@contextmanager
 def _never_answering_server() -> Iterator[tuple[int, threading.Event]]:
     """Accepts connections and reads requests, and never answers (a frozen machine)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    received, stop = threading.Event(), threading.Event()
+    received = threading.Event()
     held: list[socket.socket] = []
 
-    def serve() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            conn.recv(65536)
-            held.append(conn)
-            received.set()
+    def hold(conn: socket.socket) -> None:
+        held.append(conn)
+        received.set()
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
     try:
-        yield listener.getsockname()[1], received
+        with _raw_server(hold) as port:
+            yield port, received
     finally:
-        stop.set()
-        thread.join()
         for conn in held:
             conn.close()
-        listener.close()
 
 
 def test_the_token_is_never_on_the_command_line_and_a_missing_one_is_one_line(
