@@ -119,7 +119,7 @@ def run_phase(
 
     def run(name: str) -> PhaseRun | None:
         phase = PHASES[name]
-        ids = [item.id for item in phase.targets_now(adapters)]
+        ids = phase.target_ids(adapters)
         token = adapters.phase_lock.acquire(phase.name, ttl_s=60)
         assert token is not None
         run = adapters.phase_store.open_run(name, item_count=len(ids), task_count=1,
