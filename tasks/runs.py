@@ -15,7 +15,7 @@ outcomes kept in Redis (`close_run` with state `recovered`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -148,13 +148,15 @@ def _run_here(
     go straight to `close_run`, and to Redis for `phase run --wait` to print."""
     try:
         with _claimed(adapters, run.id, claim_id) as ttl_s:
-            outcomes = execute_items(phase, adapters, ids)
-            adapters.outcomes.save(run.id, outcomes, ttl_s=ttl_s)
+            items = phase.load_items(adapters, ids)
+            outcomes = execute_loaded(phase, adapters, ids, items)
+            adapters.outcomes.save(run.id, outcomes, ttl_s=ttl_s, part=claim_id)
     except Exception as error:
         log.exception("the run's items could not be run")
         close_failed(phase, adapters, run.id, error)
         raise
-    close_run(phase, adapters, run.id, outcomes, PhaseRunState.SUCCEEDED)
+    found = {item.id: item for item in items}
+    close_run(phase, adapters, run.id, outcomes, PhaseRunState.SUCCEEDED, found=found)
 
 
 def _open_run(
@@ -214,7 +216,7 @@ def run_items(
                 return []
             with _claimed(adapters, UUID(run_id), self.request.id) as ttl_s:
                 outcomes = execute_items(phase, adapters, [UUID(i) for i in item_ids])
-                adapters.outcomes.save(UUID(run_id), outcomes, ttl_s=ttl_s)
+                adapters.outcomes.save(UUID(run_id), outcomes, ttl_s=ttl_s, part=self.request.id)
         except InfrastructureUnavailable as error:
             retries = adapters.settings.phases.item_retries
             if self.request.retries >= retries:
@@ -263,7 +265,13 @@ def fail_run(
 
 def execute_items(phase: AnyPhase, adapters: Adapters, ids: Sequence[UUID]) -> list[Outcome]:
     """Run the executor on fresh rows; anything but a dead store becomes outcome records."""
-    items = phase.load_items(adapters, ids)
+    return execute_loaded(phase, adapters, ids, phase.load_items(adapters, ids))
+
+
+def execute_loaded(
+    phase: AnyPhase, adapters: Adapters, ids: Sequence[UUID], items: Sequence[Any]
+) -> list[Outcome]:
+    """`execute_items` on the rows of `ids` loaded just now (those still in the phase)."""
     try:
         outcomes = phase.outcomes(phase.execute(adapters, items))
     except InfrastructureUnavailable:
@@ -297,8 +305,15 @@ def close_run(
     run_id: UUID,
     outcomes: Sequence[Outcome],
     state: PhaseRunState,
+    *,
+    found: Mapping[UUID, Any] | None = None,
 ) -> PhaseRun | None:
     """Apply the outcomes' transitions and close the run, in one transaction.
+
+    `found`: the items as this process loaded them to run them (a run done in the
+    phase's own task); their statuses stand for the current ones instead of a
+    second read of every item, as the guard re-reads, under lock, each row it
+    changes. A callback has no rows: it reads the statuses now.
 
     Returns None when the run was closed already (a redelivered callback, or the
     sweeper first), or when outcomes are missing and the deadline has not passed:
@@ -317,7 +332,11 @@ def close_run(
                 run.item_count,
             )
             return None
-        current = phase.load_current(adapters, [o.id for o in merged], conn)
+        current = (
+            found
+            if found is not None
+            else phase.load_current(adapters, [o.id for o in merged], conn)
+        )
         changes = phase.transitions(merged, current)
         applied = set(phase.apply(adapters, changes, conn))
         summary = RunSummary(

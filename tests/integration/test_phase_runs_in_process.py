@@ -92,7 +92,7 @@ def test_close_run_applies_outcomes_once_and_releases_the_lock(
         deadline_s=60,
     )
     first, second = degraded_routes
-    adapters.outcomes.save(run.id, [Outcome(second.id, OutcomeBucket.SUCCESS)], ttl_s=60)
+    adapters.outcomes.save(run.id, [Outcome(second.id, OutcomeBucket.SUCCESS)], 60, part="t")
     # The chord delivered only the first outcome: the second comes from Redis.
     closed = close_run(
         phase,
@@ -162,7 +162,8 @@ def test_the_sweeper_recovers_overdue_runs_and_fails_runs_of_unknown_phases(
         lock_token="t",
         deadline_s=0,
     )
-    adapters.outcomes.save(overdue.id, [Outcome(degraded_routes[0].id, OutcomeBucket.SUCCESS)], 60)
+    stored = [Outcome(degraded_routes[0].id, OutcomeBucket.SUCCESS)]
+    adapters.outcomes.save(overdue.id, stored, 60, part="t")
     orphan = open_run(
         adapters.phase_store,
         "routes.retired",
@@ -364,8 +365,8 @@ def test_a_callback_of_20000_outcomes_writes_exactly_their_transitions_and_histo
 
     outcomes = [outcome(n, route_id) for n, route_id in enumerate(ids)]
     run = open_run(adapters.phase_store, phase.name, item_count=count, task_count=2)
-    for part in (outcomes[: count // 2], outcomes[count // 2 :]):  # as two header tasks
-        adapters.outcomes.save(run.id, part, ttl_s=60)
+    for task, half in enumerate((outcomes[: count // 2], outcomes[count // 2 :])):  # two tasks
+        adapters.outcomes.save(run.id, half, ttl_s=60, part=f"task-{task}")
 
     closed = close_run(phase, adapters, run.id, [], PhaseRunState.SUCCEEDED)
 

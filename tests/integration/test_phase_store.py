@@ -129,18 +129,25 @@ def test_the_phase_lock_is_held_by_one_token_and_released_only_by_it(
     assert lock.acquire("routes.provision", ttl_s=30) is not None
 
 
-def test_outcomes_are_stored_per_item_and_expire(
+def test_outcomes_are_stored_per_task_and_expire(
     redis_client: redis.Redis, redis_keys: RedisKeys
 ) -> None:
     store = RedisOutcomeStore(client=redis_client, keys=redis_keys)
-    run_id, item = uuid4(), uuid4()
-    failed = Outcome(item, OutcomeBucket.ERROR, "Boom", "it broke", "unexpected_error")
-    store.save(run_id, [Outcome(item, OutcomeBucket.SUCCESS)], ttl_s=60)
-    store.save(run_id, [failed], ttl_s=60)  # a redelivered task's outcome replaces the first
-    store.save(run_id, [], ttl_s=60)
-    assert store.load(run_id) == [failed]
-    redis_client.hset(redis_keys.phase_outcomes(run_id), "junk", "{not json")
-    assert store.load(run_id) == [failed]
+    run_id, item, other = uuid4(), uuid4(), uuid4()
+    failed = Outcome(
+        item, OutcomeBucket.ERROR, "Boom", "it broke\nin two lines", "unexpected_error"
+    )
+    store.save(run_id, [Outcome(item, OutcomeBucket.SUCCESS)], ttl_s=60, part="task-1")
+    store.save(run_id, [failed], ttl_s=60, part="task-1")  # redelivered: replaces the first
+    store.save(run_id, [], ttl_s=60, part="task-2")
+    store.save(run_id, [Outcome(other, OutcomeBucket.STALE)], ttl_s=60, part="task-3")
+    assert sorted(store.load(run_id), key=lambda o: o.id == other) == [
+        failed,
+        Outcome(other, OutcomeBucket.STALE),
+    ]
+    assert redis_client.hlen(redis_keys.phase_outcomes(run_id)) == 2  # a field per task
+    redis_client.hset(redis_keys.phase_outcomes(run_id), "junk", f"{{not json\n{item} success")
+    assert len(store.load(run_id)) == 2  # the unreadable line skipped, the repeat once
     store.expire_soon(run_id)
     assert 0 < redis_client.ttl(redis_keys.phase_outcomes(run_id)) <= 120
 

@@ -17,7 +17,6 @@ import secrets
 import socket
 import threading
 from collections.abc import Iterable
-from typing import Any
 from uuid import UUID
 
 import redis
@@ -88,32 +87,38 @@ class RedisOutcomeStore:
         self._client = client
         self._keys = keys
 
-    def save(self, run_id: UUID, outcomes: Iterable[Outcome], ttl_s: float) -> None:
-        """Add outcomes to the run's hash (one round trip); a repeat of an item overwrites it.
+    def save(self, run_id: UUID, outcomes: Iterable[Outcome], ttl_s: float, *, part: str) -> None:
+        """Store one header task's outcomes as one field of the run's hash (one round
+        trip); a redelivered task (same `part`) replaces what it stored before.
 
-        An outcome that says nothing beyond its bucket (most of them) is stored as the
-        bucket's name alone: 10,000 of those load in milliseconds, where one JSON
-        document each took about 0.4 s to parse back.
+        A field holds a line per outcome: the item's id and, for one that says nothing
+        beyond its bucket (most of them), the bucket's name, else its JSON record. One
+        field per task, not per item: 20,000 outcomes took 95 ms to store and 27 ms to
+        read back as 20,000 fields, 3 ms and 10 ms as one.
         """
-        mapping: dict[Any, str] = {str(o.id): _encoded(o) for o in outcomes}
-        if not mapping:
+        blob = "\n".join(f"{o.id} {_encoded(o)}" for o in outcomes)
+        if not blob:
             return
         key = self._keys.phase_outcomes(run_id)
         with redis_errors(), self._client.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=mapping)
+            pipe.hset(key, part, blob)
             pipe.expire(key, max(int(ttl_s), 1))
             pipe.execute()
 
     def load(self, run_id: UUID) -> list[Outcome]:
+        """Every outcome stored for the run (an item twice: the first one read)."""
         with redis_errors():
             stored: dict[str, str] = self._client.hgetall(self._keys.phase_outcomes(run_id))  # type: ignore[assignment]
-        outcomes = []
-        for item_id, record in stored.items():
-            try:
-                outcomes.append(_decoded(item_id, record))
-            except (ValueError, KeyError, TypeError):
-                log.error("run %s: unreadable outcome for item %s: %r", run_id, item_id, record)
-        return outcomes
+        outcomes: dict[UUID, Outcome] = {}
+        for part, blob in stored.items():
+            for line in blob.split("\n"):
+                try:
+                    outcome = _decoded(*line.split(" ", 1))
+                except (ValueError, KeyError, TypeError):
+                    log.error("run %s: unreadable outcome in %s: %r", run_id, part, line)
+                    continue
+                outcomes.setdefault(outcome.id, outcome)
+        return list(outcomes.values())
 
     def expire_soon(self, run_id: UUID) -> None:
         """A closed run's outcomes stay a little while for people to read, then go."""
