@@ -39,7 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import sqlalchemy as sa
-from celery.states import READY_STATES
+from redis.client import PubSub
 from sqlalchemy.engine import make_url
 
 from tasks.routes.health_check import PHASE
@@ -51,9 +51,9 @@ from workers.composition import Adapters, build_adapters
 from workers.config import Settings
 from workers.devtools.throwaway_servers import start_postgres, start_redis
 from workers.domain import DeploymentInfo, ModelRevision, RouteStatus
-from workers.phase_runs import PhaseRunState
+from workers.phase_runs import PhaseRun, PhaseRunState
 
-POLL_S = 0.001
+RESULT_WAIT_S = 60.0
 SETTLE_S = 0.5
 CHECK_PENDING = "deployments.check_pending"
 
@@ -134,16 +134,45 @@ def _spread(seconds: list[float]) -> str:
 
 def _through_celery(adapters: Adapters, sender: ModelfleetCelery) -> float:
     started = time.perf_counter()
-    run_id = _started_run(sender, PHASE.name)
-    while True:
-        run = adapters.phase_store.get_run(run_id)
-        if run is not None and run.state is not PhaseRunState.RUNNING:
-            break
-        time.sleep(POLL_S)
+    run = _run_through_celery(adapters, sender, PHASE.name)
     elapsed = time.perf_counter() - started
     assert run.state is PhaseRunState.SUCCEEDED, run
     _settle(adapters)
     return elapsed
+
+
+def _run_through_celery(adapters: Adapters, sender: ModelfleetCelery, phase: str) -> PhaseRun:
+    """Send the phase's task and return its run once closed. Waits on the results the
+    result backend publishes (the phase task's: the run id; any task's: a run may have
+    closed, look again), not by polling: a poll every millisecond took a share of this
+    machine's two cores from the worker it measured. (AsyncResult.get would wait alike
+    but prints a traceback at interpreter exit.)"""
+    backend = sender.backend
+    task_id = str(uuid.uuid4())
+    with backend.client.pubsub(ignore_subscribe_messages=True) as results:
+        results.psubscribe(backend.get_key_for_task("*"))
+        sender.send_task(phase, task_id=task_id)
+        run_id = uuid.UUID(_result_of(results, _text(backend.get_key_for_task(task_id))))
+        while (run := adapters.phase_store.get_run(run_id)) is None or run.finished_at is None:
+            results.get_message(timeout=RESULT_WAIT_S)
+    sender.AsyncResult(task_id).forget()
+    return run
+
+
+def _result_of(results: PubSub, channel: str) -> str:
+    """The result published on `channel` (the task's result key)."""
+    deadline = time.monotonic() + RESULT_WAIT_S
+    while time.monotonic() < deadline:
+        message = results.get_message(timeout=RESULT_WAIT_S)
+        if message is not None and _text(message["channel"]) == channel:
+            meta = json.loads(message["data"])
+            assert meta["status"] == "SUCCESS", meta
+            return str(meta["result"])
+    raise TimeoutError(f"no result on {channel} within {RESULT_WAIT_S}s")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _settle(adapters: Adapters) -> None:
@@ -155,16 +184,6 @@ def _settle(adapters: Adapters) -> None:
         if adapters.phase_store.running_run_ids():
             quiet_since = time.monotonic()
         time.sleep(0.02)
-
-
-def _started_run(sender: ModelfleetCelery, phase: str) -> uuid.UUID:
-    """Send the phase's task and poll its result (as `modelfleet phase run` does: a
-    result awaited with AsyncResult.get prints a traceback at interpreter exit)."""
-    sent = sender.send_task(phase)
-    while (meta := sent.backend.get_task_meta(sent.id))["status"] not in READY_STATES:
-        time.sleep(POLL_S)
-    sent.forget()
-    return uuid.UUID(meta["result"])
 
 
 def _in_process(adapters: Adapters) -> float:
@@ -241,9 +260,7 @@ def _slow_items(adapters: Adapters, sender: ModelfleetCelery, count: int, delay_
             catalog.create_deployment(DeploymentInfo(uuid.uuid4(), f"slow-{n}", "slow", 0,
                                                      ModelRevision(image="i")))  # fmt: skip
         started = time.perf_counter()
-        run_id = _started_run(sender, CHECK_PENDING)
-        while (run := adapters.phase_store.get_run(run_id)) is None or run.finished_at is None:
-            time.sleep(POLL_S)
+        _run_through_celery(adapters, sender, CHECK_PENDING)
         return time.perf_counter() - started
     finally:
         server.shutdown()

@@ -94,6 +94,8 @@ class EntityKind(Generic[EntityT, StatusT, ResultT]):
     retries_of: Callable[[EntityT], int]
     # (store, statuses) -> the ids in them, oldest first (what a run fans out)
     ids: Callable[[PostgresPhaseStore, AbstractSet[StatusT]], list[UUID]]
+    # (store, statuses) -> how many are in them
+    count: Callable[[PostgresPhaseStore, AbstractSet[StatusT]], int]
     # (store, ids, connection) -> id -> (status value, retry count): all a callback reads
     statuses: Callable[[PostgresPhaseStore, Collection[UUID], sa.Connection], Statuses]
     # (store, transitions, connection) -> ids whose guard held
@@ -110,6 +112,7 @@ ROUTES: EntityKind[RouteData, RouteStatus, RouteExecutionResult] = EntityKind(
     status_of=lambda route: route.status,
     retries_of=lambda route: 0,
     ids=lambda store, statuses: store.route_ids(statuses),
+    count=lambda store, statuses: store.route_count(statuses),
     statuses=lambda store, ids, conn: store.route_statuses(ids, conn),
     apply=lambda store, changes, conn: store.apply_route_transitions(changes, conn=conn),
 )
@@ -123,6 +126,7 @@ DEPLOYMENTS: EntityKind[DeploymentInfo, DeploymentLifecycle, DeploymentExecution
         status_of=lambda deployment: deployment.lifecycle,
         retries_of=lambda deployment: deployment.retry_count,
         ids=lambda store, lifecycles: store.deployment_ids(lifecycles),
+        count=lambda store, lifecycles: store.deployment_count(lifecycles),
         statuses=lambda store, ids, conn: store.deployment_statuses(ids, conn),
         apply=lambda store, changes, conn: store.apply_deployment_transitions(changes, conn=conn),
     )
@@ -136,6 +140,7 @@ HOSTS: EntityKind[HostInfo, HostStatus, HostExecutionResult] = EntityKind(
     status_of=lambda host: host.status,
     retries_of=lambda host: 0,
     ids=lambda store, statuses: store.host_ids(statuses),
+    count=lambda store, statuses: store.host_count(statuses),
     statuses=lambda store, ids, conn: store.host_statuses(ids, conn),
     apply=lambda store, changes, conn: store.apply_host_transitions(changes, conn=conn),
 )
@@ -188,6 +193,13 @@ class Phase(Generic[EntityT, StatusT, ResultT]):
         if self.load_targets is not None:
             return [item.id for item in self.load_targets(adapters)]
         return self.kind.ids(adapters.phase_store, self.targets)
+
+    def target_count(self, adapters: Adapters) -> int | None:
+        """How many targets there are now; None for a phase with its own `load_targets`
+        (they are found by a query of their own, not counted by status)."""
+        if self.load_targets is not None:
+            return None
+        return self.kind.count(adapters.phase_store, self.targets)
 
     def load_items(self, adapters: Adapters, ids: Sequence[UUID]) -> list[EntityT]:
         """The items as they are now, if still in one of the phase's statuses."""

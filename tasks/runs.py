@@ -90,9 +90,8 @@ def start_run(
             log.info("phase=%s: a run holds the lock; this tick has nothing to do", phase.name)
         return None
     try:
-        ids = phase.target_ids(adapters)
-        groups = _groups(phase, ids, settings.fanout_max_tasks, app.worker_processes)
-        run = _open_run(phase, adapters, token, len(ids), len(groups))
+        groups, rows = _targets(phase, adapters)
+        run = _open_run(phase, adapters, token, sum(map(len, groups)), len(groups))
     except BaseException:
         adapters.phase_lock.release(phase.name, token)
         raise
@@ -107,8 +106,8 @@ def start_run(
         if not groups:
             close_run(phase, adapters, run.id, [], PhaseRunState.SUCCEEDED)
             return str(run.id)
-        if len(groups) == 1 and not phase.remote_items:
-            _run_here(phase, adapters, run, groups[0], claim_id or f"inline-{run.id}")
+        if rows is not None:
+            _run_here(phase, adapters, run, groups[0], rows, claim_id or f"inline-{run.id}")
             return str(run.id)
         try:
             _publish(phase, run, groups)
@@ -139,8 +138,32 @@ def _acquire(phase: AnyPhase, adapters: Adapters) -> str | None:
     return adapters.phase_lock.acquire(phase.name, deadline_s, owner=progress.worker_id)
 
 
+def _targets(phase: AnyPhase, adapters: Adapters) -> tuple[list[list[UUID]], list[Any] | None]:
+    """The run's item ids, a group per header task, and the items themselves when one
+    cheap group is done in this task. Counted first, so such a run loads its rows once
+    (not the ids, then the rows by id), and a larger one only the ids."""
+    max_tasks, processes = adapters.settings.phases.fanout_max_tasks, app.worker_processes
+    count = phase.target_count(adapters)
+    tasks = None if count is None else _task_count(phase, count, max_tasks, processes)
+    if tasks == 0:
+        return [], None
+    if tasks == 1 and not phase.remote_items:
+        rows = list(phase.targets_now(adapters))
+        return [[row.id for row in rows]], rows
+    ids = phase.target_ids(adapters)
+    groups = _groups(phase, ids, max_tasks, processes)
+    if len(groups) == 1 and not phase.remote_items:  # targets of its own, or fewer than counted
+        return groups, phase.load_items(adapters, groups[0])
+    return groups, None
+
+
 def _run_here(
-    phase: AnyPhase, adapters: Adapters, run: PhaseRun, ids: list[UUID], claim_id: str
+    phase: AnyPhase,
+    adapters: Adapters,
+    run: PhaseRun,
+    ids: list[UUID],
+    items: list[Any],
+    claim_id: str,
 ) -> None:
     """A run of one cheap group, done in this task: a chord would only add two hops
     (header task, callback) to the same work. The claim lets the sweeper tell this
@@ -148,7 +171,6 @@ def _run_here(
     go straight to `close_run`, and to Redis for `phase run --wait` to print."""
     try:
         with _claimed(adapters, run.id, claim_id) as ttl_s:
-            items = phase.load_items(adapters, ids)
             outcomes = execute_loaded(phase, adapters, ids, items)
             adapters.outcomes.save(run.id, outcomes, ttl_s=ttl_s, part=claim_id)
     except Exception as error:
@@ -269,7 +291,7 @@ def execute_items(phase: AnyPhase, adapters: Adapters, ids: Sequence[UUID]) -> l
 
 
 def execute_loaded(
-    phase: AnyPhase, adapters: Adapters, ids: Sequence[UUID], items: Sequence[Any]
+    phase: AnyPhase, adapters: Adapters, ids: Sequence[UUID], items: list[Any]
 ) -> list[Outcome]:
     """`execute_items` on the rows of `ids` loaded just now (those still in the phase)."""
     try:
@@ -401,9 +423,13 @@ def _publish(phase: AnyPhase, run: PhaseRun, groups: list[list[UUID]]) -> None:
 
 def _groups(phase: AnyPhase, ids: list[UUID], max_tasks: int, processes: int) -> list[list[UUID]]:
     """Items split evenly over as many header tasks as `task_count` says fits the work."""
-    count = task_count(len(ids), whole_set=phase.whole_set, remote=phase.remote_items,
-                       processes=processes, max_tasks=max_tasks)  # fmt: skip
+    count = _task_count(phase, len(ids), max_tasks, processes)
     return [ids[i::count] for i in range(count)]
+
+
+def _task_count(phase: AnyPhase, items: int, max_tasks: int, processes: int) -> int:
+    return task_count(items, whole_set=phase.whole_set, remote=phase.remote_items,
+                      processes=processes, max_tasks=max_tasks)  # fmt: skip
 
 
 def _unexpected(item_id: UUID, error: Exception) -> Outcome:

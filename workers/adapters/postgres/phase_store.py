@@ -60,6 +60,18 @@ class PostgresPhaseStore:
         with transaction(self._engine) as conn:
             return phase_targets.target_ids(conn, hosts.c.status, statuses, hosts.c.name)
 
+    def route_count(self, statuses: AbstractSet[RouteStatus]) -> int:
+        with transaction(self._engine) as conn:
+            return phase_targets.count_in(conn, routes.c.status, statuses)
+
+    def deployment_count(self, lifecycles: AbstractSet[DeploymentLifecycle]) -> int:
+        with transaction(self._engine) as conn:
+            return phase_targets.count_in(conn, deployments.c.lifecycle, lifecycles)
+
+    def host_count(self, statuses: AbstractSet[HostStatus]) -> int:
+        with transaction(self._engine) as conn:
+            return phase_targets.count_in(conn, hosts.c.status, statuses)
+
     def load_deployments(
         self,
         lifecycles: AbstractSet[DeploymentLifecycle],

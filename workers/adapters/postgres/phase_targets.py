@@ -73,6 +73,12 @@ def load_scale_to_zero_candidates(conn: sa.Connection) -> list[DeploymentInfo]:
     return [deployment_from_row(row) for row in conn.execute(query).mappings()]
 
 
+def count_in(conn: sa.Connection, status: sa.Column[Any], statuses: AbstractSet[Any]) -> int:
+    """How many rows of a table are in `statuses`."""
+    query = sa.select(sa.func.count()).where(status.in_([s.value for s in statuses]))
+    return int(conn.execute(query).scalar_one())
+
+
 def target_ids(
     conn: sa.Connection, status: sa.Column[Any], statuses: AbstractSet[Any], *order: Any
 ) -> list[UUID]:
