@@ -117,13 +117,18 @@ def main() -> None:
 def _measure(
     adapters: Adapters, sender: ModelfleetCelery, size: int, repeat: int = 1
 ) -> tuple[list[float], list[float]]:
-    """Seconds of each repeat on Celery and in process, alternating."""
+    """Seconds of each repeat on Celery and in process, alternating. Each starts on a
+    machine quiet for SETTLE_S, as a phase's tick finds it: a database connection idle
+    that long takes a few milliseconds more for its first query, which only the worker
+    paid while the floor ran right after the reset, on a connection just used."""
     route_ids = _seed(adapters, size)
     celery_runs, floor_runs = [], []
     for _ in range(repeat):
         _reset(adapters, route_ids)
+        _settle(adapters)
         celery_runs.append(_through_celery(adapters, sender))
         _reset(adapters, route_ids)
+        _settle(adapters)
         floor_runs.append(_in_process(adapters))
     return celery_runs, floor_runs
 

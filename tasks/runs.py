@@ -1,12 +1,15 @@
 """One run of a phase, the same for every phase: lock, record, fan out, collect, persist.
 
-    phase task ── lock + phase_runs row + targets ──> chord(
+    phase task ── lock + targets counted + phase_runs row ──> one of
+      one cheap group: done in the phase task (rows loaded once, executor, then the
+                       close: transitions + history + counts in one transaction,
+                       lock released, follow-ups started)
+      chord(
         header: run_items, at most MODELFLEET_FANOUT_MAX_TASKS   (executor on fresh rows;
-                                                         outcomes returned and kept in Redis)
-        body:   finish_run     (seed result rebuilt, transitions + history + counts in
-                                one transaction, lock released, follow-ups started)
+                                                   outcomes kept in Redis, a field per task)
+        body:   finish_run     (statuses read now, then the close as above)
         error:  fail_run       (run closed as failed, lock released)
-    )
+      )
 
 A run whose chord never fires is finished by `phase_runs.sweep` from the
 outcomes kept in Redis (`close_run` with state `recovered`).
@@ -354,12 +357,9 @@ def close_run(
                 run.item_count,
             )
             return None
-        current = (
-            found
-            if found is not None
-            else phase.load_current(adapters, [o.id for o in merged], conn)
-        )
-        changes = phase.transitions(merged, current)
+        if found is None:
+            found = phase.load_current(adapters, [o.id for o in merged], conn)
+        changes = phase.transitions(merged, found)
         applied = set(phase.apply(adapters, changes, conn))
         summary = RunSummary(
             counts=OutcomeCounts.of(merged, run.item_count),
