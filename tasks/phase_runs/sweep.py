@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 
 from tasks.phase import AnyPhase
-from tasks.runs import PHASES, close_run, recover_if_stalled
+from tasks.run_close import close_run
+from tasks.runs import PHASES, recover_if_stalled
 from workers.celery import app
 from workers.composition import Adapters
 from workers.log_context import phase_context

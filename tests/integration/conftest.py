@@ -112,7 +112,8 @@ def run_phase(
     """Run a phase once in this process, as a worker would (follow-ups are not sent):
     what the controller writes, for tests of what the CLI then reads."""
     import tasks  # noqa: F401, PLC0415  # registers every phase
-    from tasks.runs import PHASES, close_run, execute_items  # noqa: PLC0415
+    from tasks.run_close import close_run  # noqa: PLC0415
+    from tasks.runs import PHASES, execute_items  # noqa: PLC0415
     from workers.celery import app  # noqa: PLC0415
 
     monkeypatch.setattr(app, "send_task", lambda name, **_: None)

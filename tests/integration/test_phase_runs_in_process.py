@@ -21,7 +21,8 @@ from sqlalchemy.dialects.postgresql import distinct_on
 import tasks  # noqa: F401  # registers every phase
 from tasks.phase import ROUTES, AnyPhase, Move, Phase
 from tasks.phase_runs.sweep import sweep
-from tasks.runs import PHASES, close_run, execute_items, run_items, start_run
+from tasks.run_close import close_run
+from tasks.runs import PHASES, execute_items, run_items, start_run
 from tests.factories import make_deployment, make_route, open_run
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.schema import deployment_history, route_history, routes
