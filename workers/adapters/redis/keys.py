@@ -133,6 +133,6 @@ class RedisKeys:
         return f"{self.prefix}modelfleet:metrics:{family}"
 
     def phase_outcomes(self, run_id: UUID | str) -> str:
-        """Hash: header task id -> its outcomes, a line each ("<item id> <bucket name or
-        JSON record>"), written by the run's header tasks."""
+        """Hash: header task id -> its outcomes, a line each ("<item id in hex> <bucket
+        name or JSON record>"), written by the run's header tasks."""
         return f"{self.prefix}modelfleet:phase-run:{run_id}:outcomes"
