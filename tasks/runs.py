@@ -141,13 +141,14 @@ def _acquire(phase: AnyPhase, adapters: Adapters) -> str | None:
 def _targets(phase: AnyPhase, adapters: Adapters) -> tuple[list[list[UUID]], list[Any] | None]:
     """The run's item ids, a group per header task, and the items themselves when one
     cheap group is done in this task. Counted first, so such a run loads its rows once
-    (not the ids, then the rows by id), and a larger one only the ids."""
+    (not the ids, then the rows by id), and a larger one only the ids. Remote items are
+    never done here: not counted, their ids are all they need."""
     max_tasks, processes = adapters.settings.phases.fanout_max_tasks, app.worker_processes
-    count = phase.target_count(adapters)
+    count = None if phase.remote_items else phase.target_count(adapters)
     tasks = None if count is None else _task_count(phase, count, max_tasks, processes)
     if tasks == 0:
         return [], None
-    if tasks == 1 and not phase.remote_items:
+    if tasks == 1:
         rows = list(phase.targets_now(adapters))
         return [[row.id for row in rows]], rows
     ids = phase.target_ids(adapters)

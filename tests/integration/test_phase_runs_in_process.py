@@ -309,7 +309,7 @@ def test_a_run_in_its_phases_own_task_reads_its_routes_once(
     """Counted, then loaded whole once, then only the guard's locked read of the rows it
     changes: not ids and then rows by id, nor a second read of every status (each cost
     milliseconds at 1,000 routes)."""
-    adapters = quick_stall
+    adapters = quick_stall  # the app's adapters (nothing here stalls)
     adapters.health_store.update_readiness({str(route.id): True for route in degraded_routes})
     reads: list[str] = []
 
