@@ -50,9 +50,7 @@ def load_deployments(
     ids: Collection[UUID] | None = None,
 ) -> list[DeploymentInfo]:
     """Deployments in `lifecycles` (and among `ids`, when given), oldest first."""
-    query = sa.select(*DEPLOYMENT_COLUMNS).where(
-        deployments.c.lifecycle.in_([s.value for s in lifecycles])
-    )
+    query = sa.select(*DEPLOYMENT_COLUMNS).where(_status_in(deployments.c.lifecycle, lifecycles))
     if ids is not None:
         query = query.where(any_of(deployments.c.id, ids))
     query = query.order_by(deployments.c.created_at, deployments.c.id)
@@ -75,7 +73,7 @@ def load_scale_to_zero_candidates(conn: sa.Connection) -> list[DeploymentInfo]:
 
 def count_in(conn: sa.Connection, status: sa.Column[Any], statuses: AbstractSet[Any]) -> int:
     """How many rows of a table are in `statuses`."""
-    query = sa.select(sa.func.count()).where(status.in_([s.value for s in statuses]))
+    query = sa.select(sa.func.count()).where(_status_in(status, statuses))
     return int(conn.execute(query).scalar_one())
 
 
@@ -85,7 +83,7 @@ def target_ids(
     """The ids of a table's rows in `statuses`, in `order`: all a run needs to fan out
     (each task loads its own rows), at a fraction of the cost of whole rows."""
     table = status.table
-    query = sa.select(table.c.id).where(status.in_([s.value for s in statuses])).order_by(*order)
+    query = sa.select(table.c.id).where(_status_in(status, statuses)).order_by(*order)
     return list(conn.execute(query).scalars())
 
 
@@ -93,7 +91,7 @@ def load_routes(
     conn: sa.Connection, statuses: AbstractSet[RouteStatus], ids: Collection[UUID] | None = None
 ) -> list[RouteData]:
     """Routes in `statuses` (and among `ids`, when given), oldest first."""
-    query = sa.select(*ROUTE_COLUMNS).where(routes.c.status.in_([s.value for s in statuses]))
+    query = sa.select(*ROUTE_COLUMNS).where(_status_in(routes.c.status, statuses))
     if ids is not None:
         query = query.where(any_of(routes.c.id, ids))
     query = query.order_by(routes.c.created_at, routes.c.id)
@@ -258,7 +256,7 @@ def load_hosts(
     conn: sa.Connection, statuses: AbstractSet[HostStatus], ids: Collection[UUID] | None = None
 ) -> list[HostInfo]:
     """Hosts in `statuses` (and among `ids`, when given), by name."""
-    query = sa.select(*host_columns()).where(hosts.c.status.in_([s.value for s in statuses]))
+    query = sa.select(*host_columns()).where(_status_in(hosts.c.status, statuses))
     if ids is not None:
         query = query.where(any_of(hosts.c.id, ids))
     return [host_from_row(row) for row in conn.execute(query.order_by(hosts.c.name)).mappings()]
@@ -271,3 +269,8 @@ def load_silent_hosts(conn: sa.Connection, lost_after_s: float) -> list[HostInfo
     )
     query = sa.select(*host_columns()).where(hosts.c.status != HostStatus.LOST.value, silent)
     return [host_from_row(row) for row in conn.execute(query.order_by(hosts.c.name)).mappings()]
+
+
+def _status_in(status: sa.ColumnElement[Any], statuses: AbstractSet[Any]) -> sa.ColumnElement[bool]:
+    """`status IN (...)`, the statuses' values."""
+    return status.in_([s.value for s in statuses])
