@@ -23,6 +23,7 @@ from workers.adapters.redis.controller_metrics import RedisControllerMetrics
 from workers.adapters.redis.discovery import RedisServiceDiscovery
 from workers.adapters.redis.feeds import RedisFeed
 from workers.adapters.redis.health import RedisHealthStore
+from workers.adapters.redis.hosts import RedisHostSignals
 from workers.adapters.redis.keys import RedisKeys
 from workers.adapters.redis.metrics import RedisMetricsStore
 from workers.adapters.redis.phase_runs import RedisOutcomeStore, RedisPhaseLock, RedisRunProgress
@@ -30,6 +31,11 @@ from workers.autoscaling import ScalingDecision, direction
 from workers.config import Settings
 from workers.domain import DeploymentInfo
 from workers.executors import DeploymentExecutor, HostExecutor, RouteExecutor
+from workers.phase_names import PhaseName
+from workers.policies.host_liveness import LivenessRules
+
+# `hosts.check` runs missed for this many of its intervals mean the controller was blind.
+BLIND_AFTER_TICKS = 3
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,7 @@ class Adapters:
     run_progress: RedisRunProgress
     controller_metrics: RedisControllerMetrics
     host_registry: PostgresHostRegistry
+    host_signals: RedisHostSignals
     activity: RedisRequestActivity
     wakes: RedisFeed
 
@@ -61,8 +68,14 @@ class Adapters:
         )
 
     def host_executor(self) -> HostExecutor:
+        hosts = self.settings.hosts
+        rules = LivenessRules(hosts.lost_after_s, hosts.disruption_threshold,
+                              hosts.give_up_interval_s)  # fmt: skip
         return HostExecutor(
-            host_registry=self.host_registry, lost_after_s=self.settings.hosts.lost_after_s
+            host_registry=self.host_registry,
+            host_signals=self.host_signals,
+            rules=rules,
+            blind_after_s=blind_after_s(self.settings),
         )
 
     def deployment_executor(self) -> DeploymentExecutor:
@@ -110,6 +123,16 @@ def build_adapters(settings: Settings) -> Adapters:
         run_progress=RedisRunProgress(client=client, keys=keys),
         controller_metrics=controller_metrics,
         host_registry=PostgresHostRegistry(engine=engine),
+        host_signals=RedisHostSignals(client=client, keys=keys),
         activity=RedisRequestActivity(client=client, keys=keys),
         wakes=wake_feed(client, keys),
     )
+
+
+def blind_after_s(settings: Settings) -> float:
+    """A gap between two looks at the hosts longer than this is the controller's own blind
+    spell (its database down, its workers frozen): silences count only from after it.
+    Half the time a host has before it is lost, and never under three of the phase's
+    ticks (a slower tick would otherwise look blind every time)."""
+    interval_s = settings.phases.intervals_s.get(PhaseName.CHECK_HOSTS, 1.0)
+    return max(settings.hosts.lost_after_s / 2, BLIND_AFTER_TICKS * interval_s)

@@ -45,6 +45,9 @@ class HostSettings:
 
     heartbeat_s: float = 2.0
     lost_after_s: float = 10.0
+    # More than this share of the hosts (and at least 2) silent at once: none is given up.
+    disruption_threshold: float = 0.55
+    give_up_interval_s: float = 10.0  # at most one host given up this often
 
 
 @dataclass(frozen=True)
@@ -151,9 +154,20 @@ def _host_settings(reader: _Reader) -> HostSettings:
     settings = HostSettings(
         heartbeat_s=reader.number("MODELFLEET_HOST_HEARTBEAT_S", defaults.heartbeat_s),
         lost_after_s=reader.number("MODELFLEET_HOST_LOST_AFTER_S", defaults.lost_after_s),
+        disruption_threshold=reader.number(
+            "MODELFLEET_HOST_DISRUPTION_THRESHOLD", defaults.disruption_threshold
+        ),
+        give_up_interval_s=reader.number(
+            "MODELFLEET_HOST_GIVE_UP_INTERVAL_S", defaults.give_up_interval_s
+        ),
     )
     if settings.heartbeat_s <= 0:
         raise SettingsError("MODELFLEET_HOST_HEARTBEAT_S: must be > 0")
+    if not 0 < settings.disruption_threshold <= 1:
+        raise SettingsError(
+            "MODELFLEET_HOST_DISRUPTION_THRESHOLD: must be a share of the hosts, > 0 and <= 1 "
+            f"(1: always give silent hosts up one by one), got {settings.disruption_threshold:g}"
+        )
     if settings.lost_after_s < 2 * settings.heartbeat_s:
         raise SettingsError(
             "MODELFLEET_HOST_LOST_AFTER_S: must be at least twice MODELFLEET_HOST_HEARTBEAT_S "

@@ -45,6 +45,13 @@ class HostLost(ModelfleetError):
         super().__init__(f"host {name} lost (no heartbeat for {silent_s:.0f} s)")
 
 
+class HostUnreachable(ComeBackLater):
+    """A host silent (or heard in Redis only) that the controller does not give up: it
+    presumes the fault its own, or the host waits its turn. Nothing on it is stopped."""
+
+    error_code = "host_unreachable"
+
+
 class EndpointNotFound(ModelfleetError):
     error_code = "endpoint_not_found"
 

@@ -36,3 +36,5 @@ class PhaseName(StrEnum):
 SWEEP = "phase_runs.sweep"
 # The `phase` of history rows written for an operator's command, not by a phase.
 OPERATOR = "operator"
+# ... and of those a host's agent writes (its host back after it stopped what was given up).
+AGENT = "agent"

@@ -2,7 +2,8 @@
 
 Like Kubernetes' topology spread with max skew 1: a deployment's replicas go to the
 ready host with the fewest of them, then the least loaded, then by name, as long as
-the host has a free slot. Never on a cordoned, draining or lost host. When no host
+the host has a free slot. Never on a cordoned, draining, unreachable or lost host, nor on
+one whose replicas get no answer to their probes. When no host
 has room the session is not made: the route waits, and `why_no_room` says why.
 """
 
@@ -18,7 +19,7 @@ from workers.domain import HostInfo, HostStatus
 
 def choose_host(hosts: Sequence[HostInfo], deployment_id: UUID) -> HostInfo | None:
     """The host for one more session of `deployment_id`, or None when none has room."""
-    candidates = [h for h in hosts if h.status is HostStatus.READY and h.has_room]
+    candidates = [h for h in hosts if h.takes_sessions]
     if not candidates:
         return None
     return min(candidates, key=lambda h: (h.per_deployment.get(deployment_id, 0), h.sessions,
@@ -34,9 +35,10 @@ def with_one_more(host: HostInfo, deployment_id: UUID) -> HostInfo:
 
 def why_no_room(hosts: Sequence[HostInfo]) -> str:
     """For people: 'no host with a free slot: 2 hosts, all full (1 cordoned)'."""
-    by_status = Counter(h.status for h in hosts)
-    ready = by_status.pop(HostStatus.READY, 0)
-    others = ", ".join(f"{count} {status.value}" for status, count in sorted(by_status.items()))
+    by_status = Counter(h.status.value for h in hosts if not h.probes_failing)
+    by_status.update("failing probes" for h in hosts if h.probes_failing)
+    ready = by_status.pop(HostStatus.READY.value, 0)
+    others = ", ".join(f"{count} {status}" for status, count in sorted(by_status.items()))
     if not hosts:
         return "no host with a free slot: no host is registered"
     if ready:

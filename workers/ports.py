@@ -20,6 +20,7 @@ from workers.domain import (
     AutoScalingRule,
     CleanupConfig,
     Condition,
+    ControllerView,
     DeploymentContext,
     DeploymentInfo,
     HealthStatus,
@@ -172,13 +173,23 @@ class SchedulingController(Protocol):
 class HostRegistry(Protocol):
     """The machines that run sessions (`hosts`), their agents' heartbeats and load."""
 
+    def observe(self, blind_after_s: float) -> ControllerView:
+        """The controller looks at the hosts now: how long it has been seeing without a
+        gap longer than `blind_after_s` (its own outage), and since its last give-up."""
+        ...
+
     def fetch_hosts(self, names: AbstractSet[str] | None = None) -> list[HostInfo]:
         """Every host (or those named) with its heartbeat's age and live sessions."""
         ...
 
-    def give_up_lost_hosts(self, reasons: Mapping[str, str]) -> Mapping[str, int]:
-        """Each named host's sessions are given up (LOST) and their routes leave service at
-        once, the reason in their history; how many routes each host gave up."""
+    def give_up_hosts(self, silent_s: Mapping[str, float]) -> Mapping[str, int]:
+        """Each named host lost (silent that many seconds), in one transaction with its
+        sessions given up (LOST) and its routes out of service; how many routes each
+        host gave up (a host lost already is left out)."""
+        ...
+
+    def restore_hosts(self, names: AbstractSet[str], why: str) -> Sequence[str]:
+        """Unreachable hosts heard again back to what their operator asked; those restored."""
         ...
 
     def fetch_routes_on(self, names: AbstractSet[str]) -> list[HostRoute]:
@@ -192,6 +203,14 @@ class HostRegistry(Protocol):
 
     def move_off(self, route_ids: AbstractSet[UUID], why: str) -> None:
         """Take routes out of service (traffic first, then drain), history saying why."""
+        ...
+
+
+class HostSignals(Protocol):
+    """What the hosts say outside the controller's database (Redis)."""
+
+    def heartbeat_ages_s(self) -> Mapping[str, float]:
+        """Seconds since each host's agent last beat there (hosts never heard are absent)."""
         ...
 
 

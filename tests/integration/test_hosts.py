@@ -21,7 +21,14 @@ import sqlalchemy as sa
 from tests.factories import make_deployment, make_route
 from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.scheduler import SessionTableScheduler
-from workers.adapters.postgres.schema import host_history, hosts, route_history, routes, sessions
+from workers.adapters.postgres.schema import (
+    controller_watch,
+    host_history,
+    hosts,
+    route_history,
+    routes,
+    sessions,
+)
 from workers.composition import Adapters
 from workers.domain import DeploymentInfo, DeploymentLifecycle, RouteStatus, SessionSpec
 from workers.errors import NoHostAvailable
@@ -29,12 +36,30 @@ from workers.standalone.runner import SessionRunner
 
 
 def _register(engine: sa.Engine, name: str, *, slots: int = 0, status: str = "ready",
-              silent_s: float = 0) -> None:  # fmt: skip
+              silent_s: float = 0, intent: str | None = None) -> None:  # fmt: skip
     heartbeat = sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, silent_s)
+    intent = intent or (status if status in {"ready", "cordoned", "draining"} else "ready")
     with engine.begin() as conn:
         conn.execute(hosts.insert().values(id=uuid4(), name=name, address=f"10.9.0.{name[-1]}",
-                                           slots=slots, status=status,
+                                           slots=slots, status=status, intent=intent,
                                            last_heartbeat_at=heartbeat))  # fmt: skip
+
+
+def _watching(engine: sa.Engine, for_s: float = 3600, given_up_s_ago: float | None = None) -> None:
+    """The controller has been looking at the hosts without a gap for `for_s`."""
+    ago = sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, for_s)
+    given_up = None if given_up_s_ago is None else sa.func.now() - sa.func.make_interval(
+        0, 0, 0, 0, 0, 0, given_up_s_ago)  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(controller_watch.delete())
+        conn.execute(controller_watch.insert().values(
+            name="hosts", last_seen_at=sa.func.now(), seeing_since=ago,
+            last_given_up_at=given_up))  # fmt: skip
+
+
+def _statuses(engine: sa.Engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.select(hosts.c.name, hosts.c.status)).all())  # type: ignore[arg-type]
 
 
 def _spec(deployment: DeploymentInfo, route_id: UUID) -> SessionSpec:
@@ -88,6 +113,7 @@ def test_a_silent_host_is_lost_its_sessions_given_up_and_routes_out_at_once(
 ) -> None:
     _register(engine, "h1", silent_s=20)
     _register(engine, "h2")
+    _watching(engine)
     deployment = _serving(catalog, replicas=2)
     on_h1, on_h2 = _route_on(engine, catalog, deployment, "h1"), _route_on(
         engine, catalog, deployment, "h2")  # fmt: skip
@@ -164,8 +190,7 @@ def test_an_agent_registers_claims_its_own_and_fences_a_host_that_was_lost(
     ("argv", "code", "said"),
     [
         (["host", "cordon", "nowhere"], 2, "NAME: no host named 'nowhere'"),
-        (["host", "cordon", "h3"], 2, "NAME: host h3 is lost"),
-        (["host", "uncordon", "h3"], 2, "NAME: host h3 is lost"),
+        (["host", "cordon", "h3"], 2, "NAME: host h3 is draining; only a host that is"),
         (["runner", "--slots", "-1"], 2, "--slots"),
         (["runner", "--name", "Bad Name"], 2, "--name"),
     ],
@@ -173,12 +198,12 @@ def test_an_agent_registers_claims_its_own_and_fences_a_host_that_was_lost(
 def test_bad_host_input_is_one_line_and_changes_nothing(
     engine: sa.Engine, run: Any, argv: list[str], code: int, said: str
 ) -> None:
-    _register(engine, "h3", status="lost")
+    _register(engine, "h3", status="lost", intent="draining")
     result = run(*argv)
     assert result.exit_code == code
     assert said in result.output
     with engine.connect() as conn:
-        assert conn.execute(sa.select(hosts.c.status)).scalar_one() == "lost"
+        assert conn.execute(sa.select(hosts.c.status, hosts.c.intent)).one() == ("lost", "draining")
 
 
 def test_host_list_cordon_uncordon_and_drain(engine: sa.Engine, run: Any) -> None:
@@ -186,8 +211,9 @@ def test_host_list_cordon_uncordon_and_drain(engine: sa.Engine, run: Any) -> Non
     _register(engine, "h2")
     assert run("host", "cordon", "h1").output.strip() == "host h1 is cordoned"
     listed = {h["name"]: h for h in json.loads(run("host", "list", "--json").output)}
-    assert set(listed["h1"]) == {"name", "address", "status", "sessions", "slots",
-                                 "heartbeat_age_s", "registered_at", "changed_at"}  # fmt: skip
+    assert set(listed["h1"]) == {"name", "address", "status", "intent", "condition", "sessions",
+                                 "slots", "heartbeat_age_s", "registered_at",
+                                 "changed_at"}  # fmt: skip
     assert (listed["h1"]["status"], listed["h1"]["slots"], listed["h1"]["sessions"]) == (
         "cordoned", 4, 0)  # fmt: skip
     assert json.loads(run("host", "drain", "h2", "--json").output) == {
@@ -197,6 +223,133 @@ def test_host_list_cordon_uncordon_and_drain(engine: sa.Engine, run: Any) -> Non
     assert run("host", "uncordon", "h2").exit_code == 0
     table = run("host", "list").output
     assert (table.split("h1")[1].split()[2], table.split("h2")[1].split()[2]) == ("0/4", "0/-")
+
+
+def test_a_lost_host_keeps_what_its_operator_asks_for_when_it_is_back(
+    engine: sa.Engine, run: Any
+) -> None:
+    _register(engine, "h3", status="lost")
+    said = run("host", "cordon", "h3")
+    assert (said.exit_code, said.output.strip()) == (
+        0, "host h3 is lost; it will be cordoned when it is back")  # fmt: skip
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(hosts.c.status, hosts.c.intent)).one() == ("lost", "cordoned")
+    runner = SessionRunner(engine=engine, name="h3")
+    runner.tick()  # nothing of it runs: fenced at once, and back as asked
+    assert _statuses(engine) == {"h3": "cordoned"}
+
+
+def test_a_cordoned_host_lost_and_back_is_cordoned_not_ready(
+    engine: sa.Engine, catalog: Catalog, run: Any, run_phase: Callable[[str], object]
+) -> None:
+    _register(engine, "h1", status="cordoned", silent_s=30)
+    _register(engine, "h2")
+    _register(engine, "h3")
+    _watching(engine)
+    run_phase("hosts.check")
+    assert _statuses(engine) == {"h1": "lost", "h2": "ready", "h3": "ready"}
+    SessionRunner(engine=engine, name="h1").tick()
+    assert _statuses(engine)["h1"] == "cordoned"
+    with engine.connect() as conn:
+        last = conn.execute(
+            sa.select(host_history.c.phase, host_history.c.to_status)
+            .order_by(host_history.c.id.desc()).limit(1)
+        ).one()  # fmt: skip
+    assert tuple(last) == ("agent", "cordoned")
+
+
+def test_three_of_four_hosts_silent_are_unreachable_none_given_up_and_host_list_says_why(
+    engine: sa.Engine, catalog: Catalog, run: Any, run_phase: Callable[[str], object]
+) -> None:
+    for name in ("h1", "h2", "h3"):
+        _register(engine, name, silent_s=30)
+    _register(engine, "h4")
+    _watching(engine)
+    deployment = _serving(catalog, replicas=1)
+    on_h1 = _route_on(engine, catalog, deployment, "h1")
+    run_phase("hosts.check")
+    assert _statuses(engine) == {"h1": "unreachable", "h2": "unreachable", "h3": "unreachable",
+                                 "h4": "ready"}  # fmt: skip
+    assert (_status(engine, on_h1), _session_status(engine, _session_of(engine, on_h1))) == (
+        "healthy", "RUNNING")  # fmt: skip
+    [h1] = [h for h in json.loads(run("host", "list", "--json").output) if h["name"] == "h1"]
+    assert h1["condition"].startswith("HostUnreachable: 3 of 4 hosts silent at once")
+    with engine.begin() as conn:  # they beat again
+        conn.execute(hosts.update().values(last_heartbeat_at=sa.func.now()))
+    run_phase("hosts.check")
+    assert set(_statuses(engine).values()) == {"ready"}
+    listed = json.loads(run("host", "list", "--json").output)
+    assert [h["condition"] for h in listed] == [None] * 4
+
+
+def test_one_of_four_silent_is_given_up_and_a_second_waits_its_turn(
+    engine: sa.Engine, catalog: Catalog, run_phase: Callable[[str], object]
+) -> None:
+    _register(engine, "h1", silent_s=30)
+    for name in ("h2", "h3", "h4", "h5"):
+        _register(engine, name)
+    _watching(engine)
+    run_phase("hosts.check")
+    assert _statuses(engine)["h1"] == "lost"
+    with engine.begin() as conn:  # h2 goes silent right after
+        conn.execute(
+            hosts.update()
+            .where(hosts.c.name == "h2")
+            .values(last_heartbeat_at=sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, 20))
+        )
+    run_phase("hosts.check")
+    assert _statuses(engine)["h2"] == "unreachable"  # one per 10 s: it waits
+    _watching(engine, given_up_s_ago=11)
+    run_phase("hosts.check")
+    assert _statuses(engine)["h2"] == "lost"
+
+
+def test_giving_up_is_one_transaction_sessions_routes_and_host_or_nothing(
+    engine: sa.Engine, catalog: Catalog, adapters: Adapters
+) -> None:
+    _register(engine, "h1", silent_s=30)
+    deployment = _serving(catalog, replicas=1)
+    on_h1 = _route_on(engine, catalog, deployment, "h1")
+    with engine.begin() as conn:  # the host's own row cannot be written: the last step fails
+        conn.execute(
+            sa.text(
+                "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                "RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "CREATE TRIGGER refuse BEFORE UPDATE ON hosts "
+                "FOR EACH ROW EXECUTE FUNCTION refuse()"
+            )
+        )
+    try:
+        with pytest.raises(sa.exc.ProgrammingError, match="refused"):
+            adapters.host_registry.give_up_hosts({"h1": 30})
+        assert _statuses(engine) == {"h1": "ready"}
+        assert (_status(engine, on_h1), _session_status(engine, _session_of(engine, on_h1))) == (
+            "healthy", "RUNNING")  # fmt: skip
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TRIGGER refuse ON hosts"))
+            conn.execute(sa.text("DROP FUNCTION refuse()"))
+    assert adapters.host_registry.give_up_hosts({"h1": 30}) == {"h1": 1}
+    assert _statuses(engine) == {"h1": "lost"}
+    assert _session_status(engine, _session_of(engine, on_h1)) == "LOST"
+
+
+def test_a_look_after_a_gap_starts_the_controllers_watch_again(
+    engine: sa.Engine, adapters: Adapters
+) -> None:
+    _watching(engine, for_s=100)
+    assert adapters.host_registry.observe(blind_after_s=5).seeing_for_s >= 100
+    with engine.begin() as conn:  # the controller was blind for 8 s
+        conn.execute(
+            controller_watch.update().values(
+                last_seen_at=sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, 8)
+            )
+        )
+    assert adapters.host_registry.observe(blind_after_s=5).seeing_for_s < 1
 
 
 def _route_on(engine: sa.Engine, catalog: Catalog, deployment: DeploymentInfo, host: str) -> UUID:
@@ -223,6 +376,12 @@ def _pending(engine: sa.Engine, catalog: Catalog, deployment: DeploymentInfo,
             id=session_id, route_id=route.id, name="s", status="PENDING", placed_on=placed_on,
             spec={"startup_command": command, "environ": {}}))  # fmt: skip
     return session_id
+
+
+def _session_of(engine: sa.Engine, route_id: UUID) -> UUID:
+    with engine.connect() as conn:
+        found = conn.execute(sa.select(routes.c.session_id).where(routes.c.id == route_id))
+        return UUID(str(found.scalar_one()))
 
 
 def _status(engine: sa.Engine, route_id: UUID) -> str:

@@ -55,7 +55,7 @@ DESIGN_TARGETS = {
     "routes.drain": {R.DRAINING},
     "routes.terminate": {R.TERMINATING},
     "routes.sync_service_discovery": {R.HEALTHY},
-    "hosts.check": {H.READY, H.CORDONED, H.DRAINING},
+    "hosts.check": {H.READY, H.CORDONED, H.DRAINING, H.UNREACHABLE},
     "hosts.drain": {H.DRAINING},
 }
 

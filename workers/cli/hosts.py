@@ -32,7 +32,8 @@ def host() -> None:
 @json_option
 @click.pass_obj
 def list_hosts(cli: CliContext, watch: float | None, wide: bool, as_json: bool) -> None:
-    """Hosts by name: status, sessions (running/slots) and seconds since the heartbeat."""
+    """Hosts by name: status, sessions (running/slots), seconds since the heartbeat, and
+    why a host is not simply ready (REASON)."""
     show_or_watch(lambda: _list(cli, wide, as_json), watch, as_json=as_json)
 
 
@@ -43,8 +44,8 @@ def _list(cli: CliContext, wide: bool, as_json: bool) -> None:
     emit(
         "hosts",
         shown,
-        ["name", "address", "status", "sessions", "heartbeat"],
-        wide=["registered_at", "changed_at"] if wide else None,
+        ["name", "address", "status", "sessions", "heartbeat", "reason"],
+        wide=["intent", "registered_at", "changed_at"] if wide else None,
         as_json=as_json,
     )
 
@@ -52,7 +53,8 @@ def _list(cli: CliContext, wide: bool, as_json: bool) -> None:
 def _shown(row: dict[str, Any]) -> dict[str, Any]:
     """A table row: SESSIONS as running/slots ("-": no limit), HEARTBEAT as its age in s."""
     slots = row["slots"] or "-"
-    return {**row, "sessions": f"{row['sessions']}/{slots}", "heartbeat": row["heartbeat_age_s"]}
+    return {**row, "sessions": f"{row['sessions']}/{slots}", "heartbeat": row["heartbeat_age_s"],
+            "reason": row["condition"] or ""}  # fmt: skip
 
 
 @host.command("cordon")
@@ -100,24 +102,38 @@ def _move(
     say: bool = True,
 ) -> None:
     with reported_failures(f"host {to.value}"):
-        had = cli.catalog.move_host(name, to, allowed)
-    if had is None:
+        moved = cli.catalog.move_host(name, to, allowed)
+    if moved is None:
         bad_input("NAME", f"no host named {name!r}; see `modelfleet host list`")
+    had, status = moved
     if had not in allowed:
         bad_input("NAME", f"host {name} is {had.value}; only a host that is "
                   f"{' or '.join(sorted(s.value for s in allowed))} can be so moved")  # fmt: skip
+    said = f"host {name} is {to.value}"
+    if status is not to:
+        said = f"host {name} is {status.value}; it will be {to.value} when it is back"
     if say:
-        done(f"host {name} is {to.value}", {"host": name, "status": to.value}, as_json=as_json)
+        done(said, {"host": name, "status": status.value}, as_json=as_json)
 
 
 def _wait_empty(cli: CliContext, name: str, timeout_s: float) -> dict[str, Any]:
+    """Until the drain moved every session off; a host lost meanwhile had its sessions
+    given up, not moved: that is a failed drain, said at once."""
+
     def read() -> dict[str, Any]:
         with reported_failures("host drain --wait"):
             [row] = [r for r in cli.reports.hosts() if r["name"] == name]
+        if row["status"] == LOST:
+            raise click.ClickException(
+                f"host {name} was lost during the drain: its sessions were given up, not moved"
+            )
         reason = cli.reports.host_history(name, limit=1)
         return {**row, "why": reason[0]["message"] if reason else ""}
 
     def describe(row: dict[str, Any]) -> tuple[str, str]:
         return f"host {name} not drained", f"{row['sessions']} sessions left; {row['why']}"
 
-    return wait_until(read, lambda row: row["sessions"] == 0, Deadline(timeout_s), describe)
+    def drained(row: dict[str, Any]) -> bool:
+        return bool(row["sessions"] == 0 and row["status"] == DRAINING)
+
+    return wait_until(read, drained, Deadline(timeout_s), describe)

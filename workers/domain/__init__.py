@@ -30,7 +30,7 @@ from workers.domain.entities import (
     SessionSpec,
     StartupProgress,
 )
-from workers.domain.hosts import HostInfo, HostRoute
+from workers.domain.hosts import ControllerView, HostInfo, HostRoute
 from workers.domain.results import (
     DeploymentExecutionError,
     DeploymentExecutionResult,
@@ -54,6 +54,7 @@ from workers.domain.rollouts import (
 )
 from workers.domain.statuses import (
     ACTIVE_ROUTE_STATUSES,
+    HOST_INTENTS,
     LIVE_LIFECYCLES,
     DeploymentLifecycle,
     EndpointMode,
@@ -66,6 +67,7 @@ from workers.domain.statuses import (
 
 __all__ = [
     "ACTIVE_ROUTE_STATUSES",
+    "HOST_INTENTS",
     "LIVE_LIFECYCLES",
     "REVISION_VARIABLE",
     "AutoScalingMetricsData",
@@ -73,6 +75,7 @@ __all__ = [
     "CleanupConfig",
     "Comparator",
     "Condition",
+    "ControllerView",
     "DeploymentContext",
     "DeploymentExecutionError",
     "DeploymentExecutionResult",

@@ -25,6 +25,14 @@ class HostInfo:
     # Live sessions per deployment on it, for spreading a deployment's replicas.
     per_deployment: Mapping[UUID, int] = field(default_factory=dict)
     changed_at: datetime | None = None
+    intent: HostStatus = HostStatus.READY  # what an operator asked: its status while it lives
+    condition: str | None = None  # why it is not simply ready, for people
+    # Probes of its replicas get no answer at all while it heartbeats: no new session there.
+    probes_failing: bool = False
+
+    @property
+    def takes_sessions(self) -> bool:
+        return self.status is HostStatus.READY and not self.probes_failing and self.has_room
 
     @property
     def has_room(self) -> bool:
@@ -41,3 +49,11 @@ class HostRoute:
     host: str
     healthy_elsewhere: int  # healthy routes of its deployment not on a leaving host
     target: int  # the replicas its deployment asks for
+
+
+@dataclass(frozen=True)
+class ControllerView:
+    """What the controller itself could see when it judged the hosts (database clock)."""
+
+    seeing_for_s: float  # since it last came back from a blind spell (an outage of its own)
+    since_last_give_up_s: float | None = None  # None: it never gave a host up

@@ -78,7 +78,16 @@ class HostStatus(StrEnum):
     READY = "ready"  # takes new sessions
     CORDONED = "cordoned"  # takes no new sessions; its replicas stay
     DRAINING = "draining"  # cordoned, and its replicas are moving off (surge first)
+    # Silent, or heard only through Redis, but not given up: the controller presumes the
+    # fault its own (most hosts silent at once) or waits its turn to give one up. It
+    # takes no new session; nothing on it is stopped.
+    UNREACHABLE = "unreachable"
     LOST = "lost"  # no heartbeat for MODELFLEET_HOST_LOST_AFTER_S: nothing on it is trusted
+
+
+# What an operator may ask of a host (its `intent`): the status it has while it lives.
+# Liveness (unreachable, lost) is the controller's finding and never changes the intent.
+HOST_INTENTS = frozenset({HostStatus.READY, HostStatus.CORDONED, HostStatus.DRAINING})
 
 
 class HealthCheckStatus(StrEnum):

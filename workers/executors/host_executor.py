@@ -1,10 +1,12 @@
 """HostExecutor: what happens to a batch of hosts in the host phases.
 
-A host whose agent has been silent for `lost_after_s` is lost: its sessions are
-given up and its routes leave service at once (their deployments get replacements
-elsewhere). A draining host's replicas move off surge first: a route leaves once
-its deployment has as many healthy replicas on other hosts as it asks for (the
-replacements start by themselves, since routes on a leaving host no longer count).
+`check_hosts` judges liveness (`workers.policies.host_liveness`): a host heard in
+neither store for `lost_after_s`, while the controller could see, is given up (its
+sessions LOST and its routes out of service, in one transaction with its row); hosts
+silent together, or waiting their turn, are `unreachable` and lose nothing. A draining
+host's replicas move off surge first: a route leaves once its deployment has as many
+healthy replicas on other hosts as it asks for (the replacements start by themselves,
+since routes on a leaving host no longer count).
 """
 
 from __future__ import annotations
@@ -21,33 +23,52 @@ from workers.domain import (
     HostRoute,
     HostStatus,
 )
-from workers.errors import HostLost, error_code_of
+from workers.errors import HostLost, HostUnreachable, InfrastructureUnavailable, error_code_of
 from workers.placement import choose_host, why_no_room
-from workers.ports import HostRegistry
+from workers.policies.host_liveness import LivenessRules, LivenessVerdict, Signals, judge
+from workers.ports import HostRegistry, HostSignals
 
 log = logging.getLogger(__name__)
 
+HEARD_AGAIN = "heard again: back to what its operator asked"
+
 
 class HostExecutor:
-    def __init__(self, *, host_registry: HostRegistry, lost_after_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        host_registry: HostRegistry,
+        host_signals: HostSignals,
+        rules: LivenessRules,
+        blind_after_s: float,
+    ) -> None:
         self._hosts = host_registry
-        self._lost_after_s = lost_after_s
+        self._signals = host_signals
+        self._rules = rules
+        self._blind_after_s = blind_after_s
 
     def check_hosts(self, hosts: Sequence[HostInfo]) -> HostExecutionResult:
-        """Hosts silent for `lost_after_s` are errors (lost); their sessions are given up."""
-        result = HostExecutionResult()
-        lost = {h.name: HostLost(h.name, h.heartbeat_age_s) for h in hosts if self._is_lost(h)}
-        if lost:
-            given_up = self._hosts.give_up_lost_hosts({name: str(e) for name, e in lost.items()})
-            for name, count in given_up.items():
-                log.warning("host %s: lost; %d routes given up", name, count)
-        for host in hosts:
-            failure = lost.get(host.name)
-            if failure is None:
-                result.successes.append(host)
-            else:
-                result.errors.append(_host_error(host, "HostLost", failure))
-        return result
+        """Given up: errors (lost already, by the registry); unreachable: waiting, with why."""
+        view = self._hosts.observe(self._blind_after_s)
+        signals = Signals(view.seeing_for_s, view.since_last_give_up_s, self._redis_ages())
+        verdict = judge(hosts, signals, self._rules)
+        given_up = self._hosts.give_up_hosts(verdict.give_up) if verdict.give_up else {}
+        for name, count in given_up.items():
+            log.warning("host %s: lost; %d routes given up", name, count)
+        if verdict.restore:
+            self._hosts.restore_hosts(set(verdict.restore), HEARD_AGAIN)
+        if verdict.disrupted:
+            log.warning("hosts: %s", next(iter(verdict.unreachable.values())))
+        return _sorted(hosts, verdict, set(given_up))
+
+    def _redis_ages(self) -> dict[str, float] | None:
+        """The hosts' Redis heartbeats; None when Redis cannot be read (PostgreSQL's alone
+        then decide: an unknown is not an old heartbeat)."""
+        try:
+            return dict(self._signals.heartbeat_ages_s())
+        except InfrastructureUnavailable as error:
+            log.warning("hosts: Redis heartbeats unreadable (%s); judging by PostgreSQL's", error)
+            return None
 
     def drain_hosts(self, hosts: Sequence[HostInfo]) -> HostExecutionResult:
         """Move each draining host's replicas off once their replacements serve elsewhere;
@@ -72,8 +93,23 @@ class HostExecutor:
             result.reasons[host.id] = HostExecutionError(host, "draining", why)
         return result
 
-    def _is_lost(self, host: HostInfo) -> bool:
-        return host.status is not HostStatus.LOST and host.heartbeat_age_s >= self._lost_after_s
+
+def _sorted(
+    hosts: Sequence[HostInfo], verdict: LivenessVerdict, given_up: set[str]
+) -> HostExecutionResult:
+    """Each host in its bucket: given up (error), unreachable (waiting, with why), else fine."""
+    result = HostExecutionResult()
+    for host in hosts:
+        if host.name in given_up:
+            failure: Exception = HostLost(host.name, verdict.give_up[host.name])
+            result.errors.append(_host_error(host, "HostLost", failure))
+        elif host.name in verdict.unreachable:
+            failure = HostUnreachable(verdict.unreachable[host.name])
+            result.waiting.append(host)
+            result.reasons[host.id] = _host_error(host, "HostUnreachable", failure)
+        else:
+            result.successes.append(host)
+    return result
 
 
 def _waiting_for(on_them: Sequence[HostRoute], leaving: set[UUID]) -> dict[str, list[HostRoute]]:

@@ -9,10 +9,11 @@ own process group, telling it its port in `PORT`, records host, port, pid and
 RUNNING, records ERROR when a process exits on its own, and stops TERMINATING
 sessions (SIGTERM, a grace period, SIGKILL) before recording TERMINATED.
 
-Fencing: a host the controller declared lost (no heartbeat) had its sessions
-given up (LOST) and replaced elsewhere. When its agent hears of it (it comes back,
-or was only cut off), it stops every such session of its own before it takes new
-work, then marks its host ready again.
+Fencing is by session: at every pass, before it takes new work, the agent stops any
+process of its own whose session has ended (LOST: the controller gave it up and
+replaced it elsewhere; TERMINATED, ERROR, CANCELLED), whatever its host row says. A
+host the controller declared lost goes back to what its operator asked (ready,
+cordoned or draining) once none of its given-up processes runs.
 
 The agent looks after its own sessions only: pids mean something on one host
 alone. The processes outlive the agent, so a restarted agent of the same name
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -40,8 +42,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from workers.adapters.postgres.engine import transaction
-from workers.adapters.postgres.schema import hosts, sessions
+from workers.adapters.postgres.hosts import restore_to_intent
+from workers.adapters.postgres.schema import TERMINAL_SESSION_STATUSES, hosts, sessions
 from workers.domain import HostStatus
+from workers.phase_names import AGENT
 from workers.standalone.heartbeat import Heartbeat
 from workers.standalone.loop import repeat
 from workers.standalone.machine import BIND_HOST_VARIABLE, PORT_VARIABLE, free_port, process_alive
@@ -52,6 +56,9 @@ DEFAULT_COMMAND = "python -m workers.devtools.model_server"
 CLAIM_BATCH = 16
 OUTPUT_LINES_KEPT = 20  # of a session that exited on its own, kept in its row
 OUTPUT_BYTES_READ = 8192
+# Ended sessions are looked at again this far behind the last look (clock steps of the
+# database's own; a commit that lands just after a read).
+FENCE_OVERLAP_S = 10.0
 
 
 @dataclass
@@ -66,57 +73,74 @@ class SessionRunner:
     _children: dict[UUID, subprocess.Popen[bytes]] = field(default_factory=dict)
     _signalled: dict[UUID, float] = field(default_factory=dict)
     _status: str = HostStatus.READY.value  # the host's status, as last read
+    _fencing: dict[UUID, int] = field(default_factory=dict)  # ended sessions still running
+    _fenced_up_to: datetime | None = None  # ended sessions before this were looked at
 
     def register(self) -> None:
         """The host row: a new host is ready; a known one keeps its status (cordoned,
-        draining, or lost until fenced) and gets this address and slots."""
+        draining, unreachable, or lost until fenced) and gets this address and slots.
+        Its heartbeat is the heartbeat's to write, nobody else's."""
         statement = (
             insert(hosts)
             .values(id=uuid4(), name=self.name, address=self.host, slots=self.slots)
             .on_conflict_do_update(
-                index_elements=[hosts.c.name],
-                set_={"address": self.host, "slots": self.slots,
-                      "last_heartbeat_at": sa.func.now()},
+                index_elements=[hosts.c.name], set_={"address": self.host, "slots": self.slots}
             )
             .returning(hosts.c.status)
-        )  # fmt: skip
+        )
         with transaction(self.engine) as conn:
             self._status = conn.execute(statement).scalar_one()
         log.info("host %s: registered at %s (%s, slots %s)", self.name, self.host,
                  self._status, self.slots or "no limit")  # fmt: skip
 
     def fence(self) -> bool:
-        """While the controller holds this host lost: stop every session of its own it gave
-        up; once none runs, the host is ready again. True while fenced (no new work)."""
+        """Stop every process of this agent's whose session has ended; once none runs, a
+        host held lost goes back to its operator's intent. True while one still runs
+        (no new work until then)."""
+        ended = self._ended_sessions()
+        still = {sid: pid for sid, pid in ended.items() if self._alive(sid, pid)}
+        for session_id in set(ended) - set(still):
+            self._children.pop(session_id, None)
+            self._signalled.pop(session_id, None)
+        for session_id, pid in still.items():
+            self._signal_stop(session_id, pid)
+        self._fencing = still
+        self._status = self._host_status()
+        if still:
+            log.warning("host %s: stopping %d processes whose sessions ended (%s)",
+                        self.name, len(still), self._status)  # fmt: skip
+            return True
+        if self._status == HostStatus.LOST.value:
+            with transaction(self.engine) as conn:
+                why = "back: every process the controller gave up is stopped"
+                restore_to_intent(conn, {self.name}, HostStatus.LOST, AGENT, why)
+            log.warning("host %s: back; given-up sessions stopped, taking work", self.name)
+            self._status = self._host_status()
+        return False
+
+    def _ended_sessions(self) -> dict[UUID, int]:
+        """This agent's sessions that ended since the last look (all of them at the first),
+        with a process recorded, and those still being stopped."""
+        mine = sa.and_(
+            sessions.c.runner == self.name,
+            sessions.c.pid.is_not(None),
+            sessions.c.status.in_(TERMINAL_SESSION_STATUSES),
+        )
+        if self._fenced_up_to is not None:
+            overlap = timedelta(seconds=FENCE_OVERLAP_S)
+            mine = sa.and_(mine, sessions.c.updated_at >= self._fenced_up_to - overlap)
+        with transaction(self.engine) as conn:
+            now = conn.execute(sa.select(sa.func.now())).scalar_one()
+            found = conn.execute(sa.select(sessions.c.id, sessions.c.pid).where(mine)).all()
+        self._fenced_up_to = now
+        return {**self._fencing, **{row.id: row.pid for row in found}}
+
+    def _host_status(self) -> str:
         with transaction(self.engine) as conn:
             status = conn.execute(
                 sa.select(hosts.c.status).where(hosts.c.name == self.name)
             ).scalar_one_or_none()
-        self._status = status or HostStatus.READY.value  # unregistered: nothing to fence
-        if self._status != HostStatus.LOST.value:
-            return False
-        given_up = self._sessions_with_pid(("LOST",))
-        still = [(sid, pid) for sid, pid in given_up if pid is not None and self._alive(sid, pid)]
-        for session_id, _ in set(given_up) - set(still):
-            self._children.pop(session_id, None)
-            self._signalled.pop(session_id, None)
-        for session_id, pid in still:
-            self._signal_stop(session_id, pid)
-        if still:
-            log.warning("host %s: lost; stopping %d sessions the controller gave up",
-                        self.name, len(still))  # fmt: skip
-            return True
-        with transaction(self.engine) as conn:
-            conn.execute(
-                hosts.update()
-                .where(hosts.c.name == self.name, hosts.c.status == HostStatus.LOST.value)
-                .values(status=HostStatus.READY.value, changed_at=sa.func.now(),
-                        last_heartbeat_at=sa.func.now())
-            )  # fmt: skip
-        log.warning("host %s: back; %d given-up sessions stopped, ready for work",
-                    self.name, len(given_up))  # fmt: skip
-        self._status = HostStatus.READY.value
-        return False
+        return status or HostStatus.READY.value  # unregistered: nothing to fence
 
     def recover(self) -> None:
         """After a restart: unstarted claims go back to PENDING; started ones are kept by pid."""
@@ -132,7 +156,7 @@ class SessionRunner:
             )
 
     def tick(self) -> None:
-        if not self.fence():
+        if not self.fence() and self._status != HostStatus.LOST.value:
             self.start_pending()
         self.reap_exited()
         self.stop_terminating()
@@ -145,9 +169,9 @@ class SessionRunner:
             if not registered:  # the database may be down at start: register once it is up
                 self.register()
                 self.recover()
-                if self.heartbeat is not None:
-                    self.heartbeat.start()
                 registered = True
+            if self.heartbeat is not None:
+                self.heartbeat.ensure_running()  # started once registered, again if it died
             self.tick()
 
         repeat(f"host agent {self.name}", one_pass, interval_s)

@@ -227,7 +227,13 @@ def _host_families(reports: Reports) -> list[Metric]:
         ages.add_metric([host["name"]], host["heartbeat_age_s"])
     lost = CounterMetricFamily(f"{PREFIX}host_lost", "Times a host was declared lost.")
     lost.add_metric([], reports.host_losses())
-    return [by_status, ages, lost]
+    unreachable = CounterMetricFamily(
+        f"{PREFIX}host_unreachable",
+        "Times a silent host was not given up (most hosts silent at once, waiting its turn, "
+        "or heard in Redis only): marked unreachable instead.",
+    )
+    unreachable.add_metric([], reports.host_moves_to(HostStatus.UNREACHABLE))
+    return [by_status, ages, lost, unreachable]
 
 
 def _replica_families(deployments: Sequence[Mapping[str, Any]]) -> list[Metric]:

@@ -1,4 +1,5 @@
-"""HostExecutor against an autospecced host registry: losing a silent host, draining one."""
+"""HostExecutor against an autospecced host registry and signals: losing a silent host,
+leaving hosts silent together alone, draining one."""
 
 from __future__ import annotations
 
@@ -7,20 +8,32 @@ from uuid import uuid4
 
 import pytest
 
-from workers.domain import HostInfo, HostRoute, HostStatus
+from workers.domain import ControllerView, HostInfo, HostRoute, HostStatus
+from workers.errors import InfrastructureUnavailable
 from workers.executors import HostExecutor
-from workers.ports import HostRegistry
+from workers.executors.host_executor import HEARD_AGAIN
+from workers.policies.host_liveness import LivenessRules
+from workers.ports import HostRegistry, HostSignals
 
 
 @pytest.fixture
 def registry() -> MagicMock:
     mock: MagicMock = create_autospec(HostRegistry, instance=True)
+    mock.observe.return_value = ControllerView(seeing_for_s=3600)
     return mock
 
 
 @pytest.fixture
-def executor(registry: MagicMock) -> HostExecutor:
-    return HostExecutor(host_registry=registry, lost_after_s=10)
+def signals() -> MagicMock:
+    mock: MagicMock = create_autospec(HostSignals, instance=True)
+    mock.heartbeat_ages_s.return_value = {}
+    return mock
+
+
+@pytest.fixture
+def executor(registry: MagicMock, signals: MagicMock) -> HostExecutor:
+    return HostExecutor(host_registry=registry, host_signals=signals,
+                        rules=LivenessRules(lost_after_s=10), blind_after_s=5)  # fmt: skip
 
 
 def _host(name: str, **fields: object) -> HostInfo:
@@ -30,19 +43,59 @@ def _host(name: str, **fields: object) -> HostInfo:
 def test_a_host_silent_for_lost_after_is_lost_and_its_sessions_given_up(
     executor: HostExecutor, registry: MagicMock
 ) -> None:
-    silent, fine = _host("h1", heartbeat_age_s=12.3), _host("h2", heartbeat_age_s=1.0)
-    registry.give_up_lost_hosts.return_value = {"h1": 2}
-    result = executor.check_hosts([silent, fine])
+    silent = _host("h1", heartbeat_age_s=12.3)
+    fine = [_host(f"h{i}", heartbeat_age_s=1.0) for i in (2, 3)]
+    registry.give_up_hosts.return_value = {"h1": 2}
+    result = executor.check_hosts([silent, *fine])
     [error] = result.errors
     assert (error.host_info, error.error_code) == (silent, "host_lost")
     assert error.error_detail == "host h1 lost (no heartbeat for 12 s)"
-    assert result.successes == [fine]
-    registry.give_up_lost_hosts.assert_called_once_with({"h1": error.error_detail})
+    assert result.successes == fine
+    registry.give_up_hosts.assert_called_once_with({"h1": 12.3})
+    registry.observe.assert_called_once_with(5)
 
 
 def test_no_silent_host_gives_up_nothing(executor: HostExecutor, registry: MagicMock) -> None:
     assert executor.check_hosts([_host("h1", heartbeat_age_s=9.9)]).errors == []
-    registry.give_up_lost_hosts.assert_not_called()
+    registry.give_up_hosts.assert_not_called()
+
+
+def test_most_hosts_silent_are_unreachable_waiting_with_why_and_nothing_given_up(
+    executor: HostExecutor, registry: MagicMock
+) -> None:
+    hosts = [_host(f"h{i}", heartbeat_age_s=15) for i in (1, 2, 3)] + [_host("h4")]
+    result = executor.check_hosts(hosts)
+    registry.give_up_hosts.assert_not_called()
+    assert result.waiting == hosts[:3]
+    why = result.reasons[hosts[0].id]
+    assert (why.error_code, why.error_detail[:30]) == (
+        "host_unreachable",
+        "3 of 4 hosts silent at once (m",
+    )
+
+
+def test_a_host_the_registry_found_lost_already_is_not_an_error_twice(
+    executor: HostExecutor, registry: MagicMock
+) -> None:
+    silent = _host("h1", heartbeat_age_s=12)
+    registry.give_up_hosts.return_value = {}  # another run gave it up a moment ago
+    result = executor.check_hosts([silent, _host("h2"), _host("h3")])
+    assert result.errors == []
+
+
+def test_unreadable_redis_heartbeats_leave_postgresql_to_decide(
+    executor: HostExecutor, registry: MagicMock, signals: MagicMock
+) -> None:
+    signals.heartbeat_ages_s.side_effect = InfrastructureUnavailable("redis unavailable")
+    registry.give_up_hosts.return_value = {"h1": 1}
+    result = executor.check_hosts([_host("h1", heartbeat_age_s=11), _host("h2"), _host("h3")])
+    assert [e.host_info.name for e in result.errors] == ["h1"]
+
+
+def test_a_host_heard_again_is_restored(executor: HostExecutor, registry: MagicMock) -> None:
+    back = _host("h1", status=HostStatus.UNREACHABLE, heartbeat_age_s=1)
+    assert executor.check_hosts([back]).successes == [back]
+    registry.restore_hosts.assert_called_once_with({"h1"}, HEARD_AGAIN)
 
 
 def test_a_replica_leaves_a_draining_host_only_once_enough_serve_elsewhere(

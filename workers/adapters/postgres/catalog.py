@@ -31,6 +31,7 @@ from workers.adapters.postgres.transitions import (
     apply_host_transitions,
 )
 from workers.domain import (
+    HOST_INTENTS,
     LIVE_LIFECYCLES,
     AutoScalingRule,
     DeploymentInfo,
@@ -267,28 +268,37 @@ class Catalog:
                 apply_deployment_transitions(conn, [stay])
         return bool(asked)
 
-    def move_host(self, name: str, to: HostStatus, allowed: set[HostStatus]) -> HostStatus | None:
-        """An operator's change of a host's status (cordon, uncordon, drain), with a history
-        row; the status it had, or None when no host has that name. Nothing changes when
-        its status is not one of `allowed` (the caller says why)."""
+    def move_host(
+        self, name: str, to: HostStatus, allowed: set[HostStatus]
+    ) -> tuple[HostStatus, HostStatus] | None:
+        """An operator's ask of a host (cordon, uncordon, drain): its intent becomes `to`,
+        and so does its status while it lives (an unreachable or lost host takes it when
+        it is back), with a history row. The intent it had and its status now, or None
+        when no host has that name; nothing changes when that intent is not `allowed`."""
         with transaction(self._engine) as conn:
             found = conn.execute(
-                sa.select(hosts.c.id, hosts.c.status).where(hosts.c.name == name).with_for_update()
+                sa.select(hosts.c.id, hosts.c.status, hosts.c.intent)
+                .where(hosts.c.name == name)
+                .with_for_update()
             ).one_or_none()
             if found is None:
                 return None
-            had = HostStatus(found.status)
-            if had in allowed and had is not to:
-                change = HostTransition(
-                    entity_id=found.id,
-                    expected=frozenset(allowed),
-                    to_status=to,
-                    phase=OPERATOR_PHASE,
-                    result=OutcomeBucket.SUCCESS,
-                    message=f"operator asked: {_HOST_VERBS[to]}",
-                )
-                apply_host_transitions(conn, [change])
-        return had
+            had, status = HostStatus(found.intent), HostStatus(found.status)
+            if had not in allowed or had is to:
+                return had, status
+            conn.execute(hosts.update().where(hosts.c.id == found.id).values(intent=to.value))
+            alive = status in HOST_INTENTS
+            change = HostTransition(
+                entity_id=found.id,
+                expected=frozenset({status}),
+                to_status=to if alive else status,
+                phase=OPERATOR_PHASE,
+                result=OutcomeBucket.SUCCESS,
+                message=f"operator asked: {_HOST_VERBS[to]}"
+                + ("" if alive else f" (it is {status.value}: taken when it is back)"),
+            )
+            apply_host_transitions(conn, [change])
+        return had, change.to_status or status
 
     def remove_autoscaling_rule(self, rule_id: UUID) -> bool:
         with transaction(self._engine) as conn:

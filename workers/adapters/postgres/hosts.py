@@ -1,5 +1,5 @@
 """Hosts in PostgreSQL: their load (for placement), giving up a lost host's sessions, and
-the routes on a host being drained.
+the routes on a host being drained; what the controller itself could see (`observe`).
 
 A session is on the host the controller placed it on (`placed_on`), or, unplaced, on
 the one whose agent claimed it (`runner`).
@@ -14,28 +14,33 @@ from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
 
 from workers.adapters.postgres.autoscaling import LEAVING_HOST_STATUSES
 from workers.adapters.postgres.engine import transaction
 from workers.adapters.postgres.route_moves import take_out_of_service
 from workers.adapters.postgres.schema import (
     TERMINAL_SESSION_STATUSES,
+    controller_watch,
     deployments,
     hosts,
     routes,
     sessions,
 )
-from workers.adapters.postgres.transitions import apply_route_transitions
+from workers.adapters.postgres.transitions import apply_host_transitions, apply_route_transitions
 from workers.domain import (
     ACTIVE_ROUTE_STATUSES,
+    ControllerView,
     HostInfo,
     HostRoute,
     HostStatus,
+    HostTransition,
     OutcomeBucket,
     RouteStatus,
     RouteTransition,
     SessionStatus,
 )
+from workers.errors import HostLost
 from workers.phase_names import PhaseName
 
 SESSION_HOST = sa.func.coalesce(sessions.c.placed_on, sessions.c.runner)
@@ -63,6 +68,9 @@ def host_from_row(row: sa.RowMapping, load: dict[UUID, int] | None = None) -> Ho
         sessions=sum(load.values()),
         per_deployment=load,
         changed_at=row["changed_at"],
+        intent=HostStatus(row["intent"]),
+        condition=row["condition"],
+        probes_failing=row["probes_failing_since"] is not None,
     )
 
 
@@ -150,17 +158,78 @@ def live_sessions_on(conn: sa.Connection, names: AbstractSet[str]) -> dict[str, 
     return {host: count for host, count in conn.execute(query)}
 
 
+_HOSTS_WATCH = "hosts"  # the controller_watch row of `hosts.check`
+_NOT_LOST = frozenset(HostStatus) - {HostStatus.LOST}
+
+
+def _seconds_since(at: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    return sa.func.extract("epoch", sa.func.now() - at)
+
+
 class PostgresHostRegistry:
     """`HostRegistry` on PostgreSQL: what the host phases read and do."""
 
     def __init__(self, *, engine: sa.Engine) -> None:
         self._engine = engine
 
-    def give_up_lost_hosts(self, reasons: Mapping[str, str]) -> dict[str, int]:
-        """For each lost host: its sessions LOST, its routes terminated (see
-        `give_up_sessions_of`); how many routes each gave up."""
+    def observe(self, blind_after_s: float) -> ControllerView:
+        """The controller looks now; a look later than `blind_after_s` after the one before
+        ends a blind spell (its database or its runs were gone), and its watch restarts."""
+        now, watch = sa.func.now(), controller_watch.c
+        gap = sa.func.make_interval(0, 0, 0, 0, 0, 0, blind_after_s)
+        statement = (
+            insert(controller_watch)
+            .values(name=_HOSTS_WATCH, last_seen_at=now, seeing_since=now)
+            .on_conflict_do_update(
+                index_elements=[watch.name],
+                set_={"last_seen_at": now, "seeing_since": sa.case(
+                    (now - watch.last_seen_at > gap, now), else_=watch.seeing_since)},
+            )
+            .returning(_seconds_since(watch.seeing_since), _seconds_since(watch.last_given_up_at))
+        )  # fmt: skip
         with transaction(self._engine) as conn:
-            return {name: give_up_sessions_of(conn, [name], why) for name, why in reasons.items()}
+            seeing_for_s, since_give_up_s = conn.execute(statement).one()
+        return ControllerView(
+            seeing_for_s=float(seeing_for_s),
+            since_last_give_up_s=None if since_give_up_s is None else float(since_give_up_s),
+        )
+
+    def give_up_hosts(self, silent_s: Mapping[str, float]) -> dict[str, int]:
+        """Each named host lost, in one transaction with everything that follows from it:
+        its sessions LOST, its routes out of service, its row `lost` with a history row,
+        and the time of the give-up (the next waits `give_up_interval_s`). A failure
+        anywhere leaves the host as it was: never given-up sessions on a host the
+        placer still fills. How many routes each host gave up."""
+        given_up: dict[str, int] = {}
+        with transaction(self._engine) as conn:
+            for name, silent in silent_s.items():
+                row = conn.execute(
+                    sa.select(hosts.c.id, hosts.c.status)
+                    .where(hosts.c.name == name).with_for_update()
+                ).one_or_none()  # fmt: skip
+                if row is None or row.status == HostStatus.LOST.value:
+                    continue
+                why = HostLost(name, silent)
+                given_up[name] = give_up_sessions_of(conn, [name], str(why))
+                apply_host_transitions(conn, [HostTransition(
+                    entity_id=row.id, expected=_NOT_LOST, to_status=HostStatus.LOST,
+                    phase=PhaseName.CHECK_HOSTS, result=OutcomeBucket.ERROR,
+                    error_code=why.error_code, message=f"{type(why).__name__}: {why}",
+                )])  # fmt: skip
+            if given_up:
+                conn.execute(
+                    controller_watch.update()
+                    .where(controller_watch.c.name == _HOSTS_WATCH)
+                    .values(last_given_up_at=sa.func.now())
+                )
+        return given_up
+
+    def restore_hosts(self, names: AbstractSet[str], why: str) -> list[str]:
+        """Unreachable hosts heard again go back to what their operator asked (ready,
+        cordoned, draining), with a history row; the names restored."""
+        with transaction(self._engine) as conn:
+            unreachable = HostStatus.UNREACHABLE
+            return restore_to_intent(conn, names, unreachable, PhaseName.CHECK_HOSTS, why)
 
     def fetch_routes_on(self, names: AbstractSet[str]) -> list[HostRoute]:
         with transaction(self._engine) as conn:
@@ -178,3 +247,23 @@ class PostgresHostRegistry:
     def move_off(self, route_ids: AbstractSet[UUID], why: str) -> None:
         with transaction(self._engine) as conn:
             take_out_of_service(conn, route_ids, (PhaseName.DRAIN_HOSTS, why))
+
+
+def restore_to_intent(
+    conn: sa.Connection, names: AbstractSet[str], from_status: HostStatus, phase: str, why: str
+) -> list[str]:
+    """Hosts named, still in `from_status`, back to their intent, with a history row (the
+    controller, for an unreachable host heard again; an agent, for its lost host fenced)."""
+    found = conn.execute(
+        sa.select(hosts.c.id, hosts.c.name, hosts.c.intent)
+        .where(hosts.c.name.in_(sorted(names)), hosts.c.status == from_status.value)
+        .with_for_update()
+    ).all()  # fmt: skip
+    changes = [
+        HostTransition(entity_id=row.id, expected=frozenset({from_status}),
+                       to_status=HostStatus(row.intent), phase=phase,
+                       result=OutcomeBucket.SUCCESS, message=why)
+        for row in found
+    ]  # fmt: skip
+    applied = set(apply_host_transitions(conn, changes)) if changes else set()
+    return [row.name for row in found if row.id in applied]

@@ -114,10 +114,6 @@ class PostgresPhaseStore:
         with joined(self._engine, conn) as c:
             return phase_targets.load_hosts(c, statuses, ids)
 
-    def load_silent_hosts(self, lost_after_s: float) -> list[HostInfo]:
-        with transaction(self._engine) as conn:
-            return phase_targets.load_silent_hosts(conn, lost_after_s)
-
     def load_scale_to_zero_candidates(self) -> list[DeploymentInfo]:
         with transaction(self._engine) as conn:
             return phase_targets.load_scale_to_zero_candidates(conn)

@@ -262,15 +262,6 @@ def load_hosts(
     return [host_from_row(row) for row in conn.execute(query.order_by(hosts.c.name)).mappings()]
 
 
-def load_silent_hosts(conn: sa.Connection, lost_after_s: float) -> list[HostInfo]:
-    """Hosts not lost yet whose agent has said nothing for `lost_after_s` (database clock)."""
-    silent = hosts.c.last_heartbeat_at <= sa.func.now() - sa.func.make_interval(
-        0, 0, 0, 0, 0, 0, lost_after_s
-    )
-    query = sa.select(*host_columns()).where(hosts.c.status != HostStatus.LOST.value, silent)
-    return [host_from_row(row) for row in conn.execute(query.order_by(hosts.c.name)).mappings()]
-
-
 def _status_in(status: sa.ColumnElement[Any], statuses: AbstractSet[Any]) -> sa.ColumnElement[bool]:
     """`status IN (...)`, the statuses' values."""
     return status.in_([s.value for s in statuses])

@@ -26,7 +26,7 @@ from workers.adapters.postgres.schema import (
     scaling_groups,
     sessions,
 )
-from workers.domain import ACTIVE_ROUTE_STATUSES
+from workers.domain import ACTIVE_ROUTE_STATUSES, HostStatus
 
 Row = dict[str, Any]
 
@@ -103,7 +103,8 @@ class Reports:
         return self._rows(query)
 
     def hosts(self) -> list[Row]:
-        """Every host: address, status, slots, live sessions, heartbeat age (database clock)."""
+        """Every host: address, status, what its operator asked (intent), why it is not
+        simply ready (condition), slots, live sessions, heartbeat age (database clock)."""
         on_it = sa.func.coalesce(sessions.c.placed_on, sessions.c.runner)
         live = (
             sa.select(sa.func.count())
@@ -120,6 +121,8 @@ class Reports:
             hosts.c.name,
             hosts.c.address,
             hosts.c.status,
+            hosts.c.intent,
+            hosts.c.condition,
             live.label("sessions"),
             hosts.c.slots,
             sa.cast(age, sa.Float).label("heartbeat_age_s"),
@@ -130,8 +133,12 @@ class Reports:
 
     def host_losses(self) -> int:
         """How many times a host was declared lost (its history keeps every time)."""
+        return self.host_moves_to(HostStatus.LOST)
+
+    def host_moves_to(self, status: HostStatus) -> int:
+        """How many times a host moved to `status` (lost; unreachable: silent, not given up)."""
         query = sa.select(sa.func.count()).where(
-            host_history.c.to_status == "lost", host_history.c.from_status != "lost"
+            host_history.c.to_status == status.value, host_history.c.from_status != status.value
         )
         with transaction(self._engine) as conn:
             return int(conn.execute(query).scalar_one())

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 from workers.domain import (
+    HOST_INTENTS,
     Comparator,
     DeploymentLifecycle,
     HostStatus,
@@ -192,8 +193,10 @@ deployment_revisions = sa.Table(
 )
 
 # The machines that run sessions; each one's agent (`modelfleet runner`) registers it and
-# keeps `last_heartbeat_at` fresh (database clock). The controller places sessions on
-# them (`sessions.placed_on`) and declares a silent one lost.
+# keeps `last_heartbeat_at` fresh (database clock; nothing else writes it). The
+# controller places sessions on them (`sessions.placed_on`) and declares a silent one
+# unreachable or lost; `intent` is what an operator asked (ready, cordoned, draining),
+# which a host's status returns to whenever it lives.
 hosts = sa.Table(
     "hosts",
     metadata,
@@ -202,6 +205,13 @@ hosts = sa.Table(
     sa.Column("address", sa.Text, nullable=False),  # what its sessions are reached by
     sa.Column("slots", sa.Integer, nullable=False, server_default="0"),  # 0: no limit
     sa.Column("status", sa.Text, nullable=False, server_default=HostStatus.READY.value),
+    sa.Column("intent", sa.Text, nullable=False, server_default=HostStatus.READY.value),
+    # Why it is not simply ready, for `host list` (unreachable, or its replicas failing
+    # their probes while it heartbeats); None when nothing is to be said.
+    sa.Column("condition", sa.Text),
+    # Since when no replica on it passed a probe while probes of them got no answer at
+    # all: no new session goes there until one passes again.
+    sa.Column("probes_failing_since", sa.DateTime(timezone=True)),
     sa.Column(
         "last_heartbeat_at",
         sa.DateTime(timezone=True),
@@ -215,7 +225,20 @@ hosts = sa.Table(
         "changed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
     _one_of("status", _values(HostStatus), "status"),
+    _one_of("intent", sorted(s.value for s in HOST_INTENTS), "intent"),
     sa.CheckConstraint("slots >= 0", name="slots"),
+)
+
+# What the controller itself has been able to see (one row per watcher, `hosts.check`):
+# when it last looked, since when it has looked without a gap (a silence counts only
+# from then: its own outage is not the hosts' fault), and when it last gave a host up.
+controller_watch = sa.Table(
+    "controller_watch",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("seeing_since", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_given_up_at", sa.DateTime(timezone=True)),
 )
 
 sessions = sa.Table(

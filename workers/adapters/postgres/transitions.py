@@ -180,24 +180,37 @@ def _condition(v: Any) -> dict[str, sa.ColumnElement[Any]]:
 
 def apply_host_transitions(conn: sa.Connection, changes: Sequence[HostTransition]) -> list[UUID]:
     """Apply each change whose guard holds (a host that moves gets a new `changed_at`),
-    with its history row; returns the ids that were applied."""
+    with its history row; returns the ids that were applied. A change that explains
+    becomes the host's condition (why it is not simply ready); a move that does not
+    explain clears it."""
     applied = _guarded(conn, hosts, hosts.c.status, changes)
-    moved = [a for a in applied if a.moves]
-    if moved:
+    touched = [a for a in applied if a.moves or a.change.explains]
+    if touched:
         v = unnest_rows(
             "v",
             {
-                "id": (_UUID, [a.change.entity_id for a in moved]),
-                "status": (_TEXT, [a.to_status for a in moved]),
+                "id": (_UUID, [a.change.entity_id for a in touched]),
+                "status": (_TEXT, [a.to_status for a in touched]),
+                "condition": (_TEXT, [_said(a.change) for a in touched]),
             },
         )
         conn.execute(
             hosts.update()
             .where(hosts.c.id == v.c.id)
-            .values(status=v.c.status, changed_at=sa.func.now())
+            .values(
+                status=v.c.status,
+                condition=v.c.condition,
+                changed_at=sa.case(
+                    (hosts.c.status != v.c.status, sa.func.now()), else_=hosts.c.changed_at
+                ),
+            )
         )
     _record_history(conn, host_history, host_history.c.host_id, applied)
     return [a.change.entity_id for a in applied]
+
+
+def _said(change: HostTransition) -> str | None:
+    return change.message if change.explains else None
 
 
 # Conditions a route ends by reaching a status: a replica provisioned ends "no host has
