@@ -1,10 +1,13 @@
 """The one table of phases and their cadence: what beat enqueues, and how often.
 
 Intervals follow Backend.AI's short cycles (2-10 s) so a new deployment serves
-within seconds; `deployments.reconcile` is the slow safety sweep. Each tick
-expires after one interval, so a backlog of ticks never piles up behind a slow
-worker. `workers.config` reads an override per entry from the environment
-(`MODELFLEET_INTERVAL_<TASK>_S`) and the Celery app feeds the result to beat.
+within seconds; `deployments.reconcile` is the slow safety sweep. A phase's tick
+carries `tick=True` and no expiry: an absolute expiry is read against the worker's
+clock, and a worker a second ahead of beat revoked every tick of the 1-second
+phases. A backlog of ticks (workers that were down) runs once: a tick that finds a
+run of its phase started less than half an interval ago does nothing (Redis' clock,
+the one every process shares). `workers.config` reads an override per entry from
+the environment (`MODELFLEET_INTERVAL_<TASK>_S`) and the Celery app feeds it to beat.
 """
 
 from __future__ import annotations
@@ -51,8 +54,12 @@ SCHEDULED_INTERVALS_S: Final[Mapping[str, float]] = MappingProxyType(
 def beat_schedule(
     intervals_s: Mapping[str, float] = SCHEDULED_INTERVALS_S,
 ) -> dict[str, dict[str, Any]]:
-    """Celery's `beat_schedule` setting: each phase task every interval, expiring after it."""
+    """Celery's `beat_schedule` setting: each phase task every interval (as a tick)."""
     return {
-        str(phase): {"task": str(phase), "schedule": interval_s, "options": {"expires": interval_s}}
-        for phase, interval_s in intervals_s.items()
+        str(name): {
+            "task": str(name),
+            "schedule": interval_s,
+            "kwargs": {"tick": True} if name in PHASE_INTERVALS_S else {},
+        }
+        for name, interval_s in intervals_s.items()
     }

@@ -59,8 +59,7 @@ def _watch(phase: PhaseName, feed: Callable[[], Feed]) -> None:
             if newest is None:
                 continue
             after = newest
-            app.send_task(phase, kwargs={"rerun_if_busy": True},
-                          expires=app.settings.phases.intervals_s.get(phase))  # fmt: skip
+            app.send_task(phase, kwargs={"rerun_if_busy": True})
         except Exception:  # a Redis or broker outage: beat ticks on; try again shortly
             log.warning("%s watcher: retrying in 1 s", phase, exc_info=True)
             time.sleep(1)

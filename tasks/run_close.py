@@ -118,11 +118,7 @@ def _after_close(phase: AnyPhase, adapters: Adapters, run: PhaseRun, follow_ups:
     if adapters.phase_lock.take_rerun(phase.name):
         follow_ups.add(phase.name)
     for name in sorted(follow_ups):
-        app.send_task(
-            name,
-            kwargs={"rerun_if_busy": True},
-            expires=adapters.settings.phases.intervals_s.get(name),
-        )
+        app.send_task(name, kwargs={"rerun_if_busy": True})
 
 
 def _with_stored(adapters: Adapters, run: PhaseRun, outcomes: Sequence[Outcome]) -> list[Outcome]:

@@ -18,17 +18,17 @@ outcomes kept in Redis (`close_run` with state `recovered`).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from celery import Task, chord
 
 from tasks.phase import AnyPhase
 from tasks.run_close import close_failed, close_run
-from workers.celery import app
+from workers.celery import SENT_AT_HEADER, app
 from workers.composition import Adapters
 from workers.domain import OutcomeBucket
 from workers.errors import InfrastructureUnavailable
@@ -51,8 +51,12 @@ def phase_task(phase: AnyPhase) -> Task:
     """Register `phase` and the Celery task beat and `celery call` start it by."""
     PHASES[phase.name] = phase
 
-    def start(task: Task, rerun_if_busy: bool = False) -> str | None:
-        _note_start_delay(phase, task.request.expires)
+    def start(task: Task, rerun_if_busy: bool = False, tick: bool = False) -> str | None:
+        _note_start_delay(phase, getattr(task.request, SENT_AT_HEADER, None))
+        if tick and not _tick_taken(phase):
+            log.info("phase=%s: a tick ran less than half an interval ago; this one is a "
+                     "backlog's and does nothing", phase.name)  # fmt: skip
+            return None
         return start_run(phase, rerun_if_busy=rerun_if_busy, claim_id=task.request.id)
 
     start.__doc__ = (
@@ -62,16 +66,18 @@ def phase_task(phase: AnyPhase) -> Task:
     return app.task(name=phase.name, ignore_result=False, bind=True)(start)
 
 
-def _note_start_delay(phase: AnyPhase, expires: str | datetime | None) -> None:
-    """How long this tick waited in the queue. Beat's ticks and follow-ups expire one
-    interval after they are sent, so that is when they were sent; `celery call` and
-    `phase run` send no expiry and are not measured."""
-    interval_s = app.adapters.settings.phases.intervals_s.get(phase.name)
-    if expires is None or interval_s is None:
+def _tick_taken(phase: AnyPhase) -> bool:
+    interval_s = app.adapters.settings.phases.intervals_s.get(phase.name, 1.0)
+    return app.adapters.phase_lock.take_tick(phase.name, interval_s / 2)
+
+
+def _note_start_delay(phase: AnyPhase, sent_at_s: float | None) -> None:
+    """How long this tick or follow-up waited in the queue, from the time its sender
+    stamped on it (the sender's clock: a worker whose clock differs skews the metric,
+    nothing else)."""
+    if sent_at_s is None:
         return
-    expires_at = expires if isinstance(expires, datetime) else datetime.fromisoformat(expires)
-    sent_at = expires_at - timedelta(seconds=interval_s)
-    delay_s = max((datetime.now(UTC) - sent_at).total_seconds(), 0.0)
+    delay_s = max(time.time() - float(sent_at_s), 0.0)
     app.adapters.controller_metrics.start_delay(phase.name, delay_s)
 
 
@@ -80,7 +86,8 @@ def start_run(
 ) -> str | None:
     adapters = app.adapters
     settings = adapters.settings.phases
-    token = _acquire(phase, adapters)
+    run_id = uuid4()  # named by the lock before it is opened: a lock left over can be told
+    token = _acquire(phase, adapters, run_id)
     if token is None:
         adapters.controller_metrics.lock_busy(phase.name)
         if rerun_if_busy:  # the running run may have loaded its targets before this news
@@ -91,7 +98,7 @@ def start_run(
         return None
     try:
         groups, rows = _targets(phase, adapters)
-        run = _open_run(phase, adapters, token, sum(map(len, groups)), len(groups))
+        run = _open_run(phase, adapters, token, run_id, (sum(map(len, groups)), len(groups)))
     except BaseException:
         adapters.phase_lock.release(phase.name, token)
         raise
@@ -118,24 +125,42 @@ def start_run(
     return str(run.id)
 
 
-def _acquire(phase: AnyPhase, adapters: Adapters) -> str | None:
-    """The phase's lock, in this worker process's name. A lock whose owner is gone (it
-    died between taking the lock and opening its run, or between closing the run and
-    letting go) is taken over at once, not left to block the phase until its TTL, the
-    run deadline (a host-loss e2e test saw a phase blocked for that long)."""
+def _acquire(phase: AnyPhase, adapters: Adapters, run_id: UUID) -> str | None:
+    """The phase's lock, in this worker process's name, for run `run_id`. A lock nobody
+    uses any more is taken over at once instead of blocking the phase until its TTL, the
+    run deadline: its owner is gone (it died between taking the lock and opening its run,
+    or between closing it and letting go; a host-loss e2e test saw a phase blocked that
+    long), or its run is closed (a release that failed on a Redis error)."""
     deadline_s = adapters.settings.phases.deadline_s
-    progress = adapters.run_progress
+    lock, progress = adapters.phase_lock, adapters.run_progress
     progress.keep_alive()  # alive before it holds anything
-    token = adapters.phase_lock.acquire(phase.name, deadline_s, owner=progress.worker_id)
+    token = lock.acquire(phase.name, deadline_s, owner=progress.worker_id, run_id=run_id)
     if token is not None:
         return token
-    holder = adapters.phase_lock.holder(phase.name)
-    owner = "" if holder is None else adapters.phase_lock.owner_of(holder)
-    if holder is None or not owner or progress.alive(owner):
+    holder = lock.holder(phase.name)
+    why = None if holder is None else _abandoned(phase, adapters, holder)
+    if holder is None or why is None:
         return None
-    log.warning("phase=%s: the lock's owner %s is gone; taking the lock over", phase.name, owner)
-    adapters.phase_lock.release(phase.name, holder)
-    return adapters.phase_lock.acquire(phase.name, deadline_s, owner=progress.worker_id)
+    log.warning("phase=%s: the lock is nobody's (%s); taking it over", phase.name, why)
+    lock.release(phase.name, holder)
+    return lock.acquire(phase.name, deadline_s, owner=progress.worker_id, run_id=run_id)
+
+
+def _abandoned(phase: AnyPhase, adapters: Adapters, holder: str) -> str | None:
+    """Why the lock `holder` took is in nobody's use, or None while it may be."""
+    lock, settings = adapters.phase_lock, adapters.settings.phases
+    owner = lock.owner_of(holder)
+    if owner and not adapters.run_progress.alive(owner):
+        return f"its owner {owner} is gone"
+    run_id = lock.run_of(holder)
+    if run_id is None:
+        return None
+    run = adapters.phase_store.get_run(run_id)
+    if run is not None and run.state is not PhaseRunState.RUNNING:
+        return f"its run {run_id} is closed"
+    if run is None and lock.held_for_s(phase.name, settings.deadline_s) > settings.stall_s:
+        return f"its run {run_id} was never opened"
+    return None
 
 
 def _targets(phase: AnyPhase, adapters: Adapters) -> tuple[list[list[UUID]], list[Any] | None]:
@@ -183,7 +208,7 @@ def _run_here(
 
 
 def _open_run(
-    phase: AnyPhase, adapters: Adapters, token: str, item_count: int, task_count: int
+    phase: AnyPhase, adapters: Adapters, token: str, run_id: UUID, counts: tuple[int, int]
 ) -> PhaseRun | None:
     """A new run, or None while another run of the phase is open and may still progress.
 
@@ -194,10 +219,11 @@ def _open_run(
     def attempt() -> PhaseRun | None:
         return adapters.phase_store.open_run(
             phase.name,
-            item_count=item_count,
-            task_count=task_count,
+            item_count=counts[0],
+            task_count=counts[1],
             lock_token=token,
             deadline_s=adapters.settings.phases.deadline_s,
+            run_id=run_id,
         )
 
     run = attempt()

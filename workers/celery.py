@@ -13,12 +13,14 @@ import gc
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 from celery import Celery
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
+    before_task_publish,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
@@ -31,6 +33,8 @@ from workers.config import Settings, SettingsError
 from workers.log_context import LOG_FORMAT, PhaseContextFilter
 
 RESULT_EXPIRES_S = 600  # chord parts are read within seconds; keep Redis small
+# Stamped on every message by its sender (unix s, its clock): the queue-lag metric's start.
+SENT_AT_HEADER = "modelfleet_sent_at"
 UNACKED_RESTORE_INTERVAL_S = 10
 
 log = logging.getLogger(__name__)
@@ -137,6 +141,12 @@ app = ModelfleetCelery()
 def _remember_pool_size(sender: Any, **_: Any) -> None:
     if isinstance(sender.concurrency, int) and sender.concurrency > 0:
         app.worker_processes = sender.concurrency
+
+
+@before_task_publish.connect
+def _stamp_sent_at(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    if headers is not None:
+        headers.setdefault(SENT_AT_HEADER, time.time())
 
 
 @worker_process_init.connect

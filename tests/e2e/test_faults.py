@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -240,3 +241,23 @@ def test_a_header_task_that_raises_still_lets_the_run_close(stack: Stack) -> Non
     assert lifecycle == "pending"  # nothing applied from a failed run
     assert isinstance(run.id, UUID)
     assert _count(stack, sa.select(sa.func.count()).select_from(phase_runs)) >= 1
+
+
+def test_a_worker_whose_clock_runs_3_s_ahead_of_beat_runs_every_tick(stack: Stack) -> None:
+    """Ticks once expired one interval after beat sent them, by the worker's clock: a
+    worker 3 s ahead revoked every tick of the 0.5 s phases. (faketime: libfaketime moves
+    this worker's clock, and only its clock.)"""
+    faketime = shutil.which("faketime")
+    assert faketime, "faketime is not installed: apt-get install faketime (.ci/run does)"
+    worker = stack.start(
+        "worker-ahead",
+        [faketime, "-f", "+3s", *celery("worker", "--pool=prefork", "--concurrency=2",
+                                         "--loglevel=INFO", "--without-mingle",
+                                         "--without-gossip")],
+    )  # fmt: skip
+    wait_for(lambda: worker.log_path.read_text(errors="replace"), lambda log: " ready." in log,
+             timeout_s=60, what="the worker to be ready")  # fmt: skip
+    stack.beat()
+    wait_for(lambda: len(_runs(stack, "hosts.check")), lambda runs: runs >= 10,
+             timeout_s=60, what="ten runs of hosts.check (every 0.5 s)")  # fmt: skip
+    assert "expired" not in worker.log_path.read_text(errors="replace").lower()

@@ -303,6 +303,39 @@ def test_a_lock_left_by_a_dead_worker_is_taken_over_and_a_live_ones_is_kept(
     assert lock.holder(phase.name) == live
 
 
+def test_a_lock_whose_release_failed_after_its_run_closed_is_taken_over_at_the_next_tick(
+    quick_stall: Adapters, degraded_routes: list[RouteData], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    phase, lock = PHASES["routes.provision"], quick_stall.phase_lock
+    real_release = lock.release
+
+    def refused(*_: Any) -> bool:
+        raise InfrastructureUnavailable("redis unavailable: the release's reply was lost")
+
+    monkeypatch.setattr(lock, "release", refused)
+    with pytest.raises(InfrastructureUnavailable):
+        start_run(phase)  # the run closes, then letting go of the lock fails
+    monkeypatch.setattr(lock, "release", real_release)
+    held = lock.holder(phase.name)
+    assert held is not None  # the owner (this process) is alive, but its run is closed
+    closed = quick_stall.phase_store.get_run(lock.run_of(held))  # type: ignore[arg-type]
+    assert closed is not None
+    assert closed.state is PhaseRunState.SUCCEEDED
+    assert start_run(phase) is not None  # not blocked for the lock's TTL (the deadline)
+
+
+def test_a_lock_taken_for_a_run_that_never_opened_is_kept_a_while_then_taken_over(
+    quick_stall: Adapters, degraded_routes: list[RouteData]
+) -> None:
+    phase, lock = PHASES["routes.provision"], quick_stall.phase_lock
+    opening = lock.acquire(phase.name, ttl_s=120, owner=quick_stall.run_progress.worker_id,
+                           run_id=uuid4())  # fmt: skip
+    assert start_run(phase) is None  # its owner lives and may be opening it right now
+    assert lock.holder(phase.name) == opening
+    time.sleep(0.5)  # longer than the stall time (0.3 s here): nobody is opening it
+    assert start_run(phase) is not None
+
+
 def test_a_run_in_its_phases_own_task_reads_its_routes_once(
     quick_stall: Adapters, degraded_routes: list[RouteData]
 ) -> None:

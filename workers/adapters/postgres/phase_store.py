@@ -158,7 +158,14 @@ class PostgresPhaseStore:
 
     # -- phase runs --
     def open_run(
-        self, phase: str, *, item_count: int, task_count: int, lock_token: str, deadline_s: float
+        self,
+        phase: str,
+        *,
+        item_count: int,
+        task_count: int,
+        lock_token: str,
+        deadline_s: float,
+        run_id: UUID | None = None,
     ) -> PhaseRun | None:
         """Record a run as started now (database clock), due by `deadline_s` from now.
 
@@ -168,7 +175,7 @@ class PostgresPhaseStore:
         statement = (
             phase_runs.insert()
             .values(
-                id=uuid4(),
+                id=run_id or uuid4(),
                 phase=phase,
                 item_count=item_count,
                 task_count=task_count,

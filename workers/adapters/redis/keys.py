@@ -111,6 +111,11 @@ class RedisKeys:
         """String: the token of the run holding a phase (TTL = the run's deadline)."""
         return f"{self.prefix}modelfleet:phase-lock:{phase}"
 
+    def phase_tick(self, phase: str) -> str:
+        """String: set, for half an interval, by the tick that started a run of the phase;
+        a tick that finds it is a backlog's, and does nothing."""
+        return f"{self.prefix}modelfleet:phase-tick:{phase}"
+
     def phase_rerun(self, phase: str) -> str:
         """String: set when a run was asked for while one held the lock (TTL = a deadline)."""
         return f"{self.prefix}modelfleet:phase-rerun:{phase}"

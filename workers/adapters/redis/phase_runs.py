@@ -41,10 +41,13 @@ class RedisPhaseLock:
         self._client = client
         self._keys = keys
 
-    def acquire(self, phase: str, ttl_s: float, owner: str = "") -> str | None:
-        """A new token when the phase was free, None when a run holds it. The token
-        names its `owner` (a worker process), so a lock left by a dead one can be told."""
-        token = f"{owner}/{secrets.token_hex(16)}" if owner else secrets.token_hex(16)
+    def acquire(
+        self, phase: str, ttl_s: float, owner: str = "", run_id: UUID | None = None
+    ) -> str | None:
+        """A new token when the phase was free, None when a run holds it. The token names
+        its `owner` (a worker process) and the run it will open, so a lock left by a
+        dead process, or one whose release failed after its run closed, can be told."""
+        token = "/".join((owner, str(run_id or ""), secrets.token_hex(16)))
         with redis_errors():
             taken = self._lock(phase, ttl_s).acquire(blocking=False, token=token)
         return token if taken else None
@@ -52,7 +55,33 @@ class RedisPhaseLock:
     @staticmethod
     def owner_of(token: str) -> str:
         """The worker process a token names ("" when it names none)."""
-        return token.rpartition("/")[0]
+        return token.split("/", maxsplit=1)[0] if token.count("/") == _TOKEN_SEPARATORS else ""
+
+    @staticmethod
+    def run_of(token: str) -> UUID | None:
+        """The run a token was taken for (None when it names none)."""
+        if token.count("/") != _TOKEN_SEPARATORS:
+            return None
+        try:
+            return UUID(token.split("/")[1])
+        except ValueError:
+            return None
+
+    def held_for_s(self, phase: str, ttl_s: float) -> float:
+        """How long the phase's lock, taken with `ttl_s`, has been held (0: not held)."""
+        with redis_errors():
+            left_ms = int(self._client.pttl(self._keys.phase_lock(phase)))
+        return 0.0 if left_ms < 0 else max(ttl_s - left_ms / 1000, 0.0)
+
+    def take_tick(self, phase: str, hold_s: float) -> bool:
+        """Whether this tick of `phase` may start a run: no other tick took it within the
+        last `hold_s` (by Redis' clock, which every process shares). A backlog of ticks
+        runs once, whatever the clocks of beat and the workers say."""
+        with redis_errors():
+            taken = self._client.set(
+                self._keys.phase_tick(phase), "1", px=max(1, int(hold_s * 1000)), nx=True
+            )
+        return bool(taken)
 
     def release(self, phase: str, token: str) -> bool:
         """Free the phase if `token` still holds it; False when it had expired or moved on."""
@@ -225,6 +254,7 @@ class RedisRunProgress:
 
 
 _BUCKETS = {bucket.value: bucket for bucket in OutcomeBucket}
+_TOKEN_SEPARATORS = 2  # owner/run/random
 
 
 def _encoded(outcome: Outcome) -> str:
