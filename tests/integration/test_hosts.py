@@ -59,7 +59,7 @@ def _watching(engine: sa.Engine, for_s: float = 3600, given_up_s_ago: float | No
 
 def _statuses(engine: sa.Engine) -> dict[str, str]:
     with engine.connect() as conn:
-        return dict(conn.execute(sa.select(hosts.c.name, hosts.c.status)).all())  # type: ignore[arg-type]
+        return dict(conn.execute(sa.select(hosts.c.name, hosts.c.status)).all())
 
 
 def _spec(deployment: DeploymentInfo, route_id: UUID) -> SessionSpec:
