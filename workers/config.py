@@ -55,6 +55,9 @@ class ProxySettings:
     """`modelfleet proxy`: the request path in front of the replicas."""
 
     connect_timeout_s: float = 1.0  # a frozen host's replica must not hold a request long
+    # No byte back and none of the request acknowledged by the replica's machine for this
+    # long: the path is dead, nothing was processed, the request goes elsewhere.
+    dead_connection_s: float = 3.0
     forward_timeout_s: float = 300.0  # a whole answer (an LLM may generate for minutes)
     max_body_bytes: int = 10 * 1024 * 1024
     resync_s: float = 5.0  # a full read of service discovery, beside the change feed
@@ -185,6 +188,9 @@ def _proxy_settings(reader: _Reader) -> ProxySettings:
         forward_timeout_s=reader.number(
             "MODELFLEET_PROXY_FORWARD_TIMEOUT_S", defaults.forward_timeout_s
         ),
+        dead_connection_s=reader.number(
+            "MODELFLEET_PROXY_DEAD_CONNECTION_S", defaults.dead_connection_s
+        ),
         max_body_bytes=int(
             reader.number("MODELFLEET_PROXY_MAX_BODY_BYTES", defaults.max_body_bytes)
         ),
@@ -198,6 +204,7 @@ def _proxy_settings(reader: _Reader) -> ProxySettings:
     positive = {
         "CONNECT_TIMEOUT_S": settings.connect_timeout_s,
         "FORWARD_TIMEOUT_S": settings.forward_timeout_s,
+        "DEAD_CONNECTION_S": settings.dead_connection_s,
         "RESYNC_S": settings.resync_s,
         "MAX_BODY_BYTES": settings.max_body_bytes,
         "HOLD_S": settings.hold_s,

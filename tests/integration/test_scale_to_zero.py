@@ -17,6 +17,7 @@ from click.testing import Result
 from workers.adapters.postgres.schema import deployment_history, deployments
 from workers.adapters.redis.activity import wake_feed
 from workers.adapters.redis.keys import RedisKeys
+from workers.contracts.service_discovery import modes_from_fields
 from workers.phase_names import PhaseName
 from workers.phase_runs import PhaseRun
 
@@ -72,7 +73,9 @@ def test_an_idle_deployment_goes_to_zero_and_one_wake_brings_its_replicas_back(
     )  # fmt: skip
     assert (shown["scale_to_zero_after_s"], shown["idle_s"]) == (5.0, None)
     run_phase(PhaseName.SYNC_SERVICE_DISCOVERY)
-    assert redis_client.hgetall(redis_keys.endpoint_modes) == {str(serving): "wakes"}
+    assert modes_from_fields(redis_client.hgetall(redis_keys.endpoint_modes)) == {
+        str(serving): "wakes"
+    }
 
     feed = wake_feed(redis_client, redis_keys)
     feed.announce([str(serving)])
@@ -106,7 +109,9 @@ def test_an_operators_zero_does_not_wake_and_turning_the_setting_off_at_zero_bri
     assert run("deployment", "scale", "svc", "0").exit_code == 0
     run_phase(PhaseName.SCALE)
     run_phase(PhaseName.SYNC_SERVICE_DISCOVERY)
-    assert redis_client.hgetall(redis_keys.endpoint_modes) == {str(serving): "operator-zero"}
+    assert modes_from_fields(redis_client.hgetall(redis_keys.endpoint_modes)) == {
+        str(serving): "operator-zero"
+    }
     shown = _json(run("deployment", "show", "svc", "--json"))
     assert (shown["ready"], shown["reason"]) == ("0/0", "scaled to 0 by an operator")
     wake_feed(redis_client, redis_keys).announce([str(serving)])

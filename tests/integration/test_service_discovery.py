@@ -35,7 +35,7 @@ def _target(port: int = 8000, route_id: UUID | None = None) -> ModelServiceMetad
     )
 
 
-def test_sync_publishes_each_route_with_a_ttl(
+def test_sync_publishes_each_route_without_expiry_stamped_with_a_newer_generation(
     service_discovery: RedisServiceDiscovery, redis_client: redis.Redis, redis_keys: RedisKeys
 ) -> None:
     target = _target()
@@ -48,8 +48,15 @@ def test_sync_publishes_each_route_with_a_ttl(
         "metrics_path": "/metrics",
         "labels": json.dumps(dict(target.labels), sort_keys=True),
     }
-    assert 295 <= redis_client.ttl(key) <= 300
+    assert redis_client.ttl(key) == -1  # only a sync withdraws it: none of it expires
+    assert redis_client.ttl(redis_keys.scrape_target_index) == -1
     assert service_discovery.registered_targets() == [target]
+    first = int(str(redis_client.get(redis_keys.scrape_target_generation)))
+    service_discovery.sync_model_service_routes([target])
+    assert int(str(redis_client.get(redis_keys.scrape_target_generation))) > first
+    redis_client.delete(redis_keys.scrape_target_generation)  # a Redis restarted empty
+    service_discovery.sync_model_service_routes([target])
+    assert int(str(redis_client.get(redis_keys.scrape_target_generation))) > first
 
 
 def test_sync_replaces_the_whole_set(
@@ -72,9 +79,10 @@ def test_an_empty_sync_purges_everything(
     service_discovery.sync_model_service_routes([first, second])
     service_discovery.sync_model_service_routes([])
     assert service_discovery.registered_targets() == []
-    # Only the change feed is left, its last entry naming both routes gone (for the proxies).
-    left = list(redis_client.scan_iter(match=f"{redis_keys.prefix}*"))
-    assert left == [redis_keys.scrape_target_changes]
+    # Only the change feed is left, its last entry naming both routes gone (for the proxies),
+    # and the generation that makes the empty set the controller's word.
+    left = set(redis_client.scan_iter(match=f"{redis_keys.prefix}*"))
+    assert left == {redis_keys.scrape_target_changes, redis_keys.scrape_target_generation}
     newest: Any = redis_client.xrevrange(redis_keys.scrape_target_changes, count=1)
     [(_, last)] = newest
     assert last == {"routes": ",".join(sorted([str(first.route_id), str(second.route_id)]))}

@@ -17,23 +17,38 @@ from workers.standalone.proxy.routing import RoutingTable
 
 
 class _SlowIndex:
-    """A client whose index read returns only after `meanwhile` has run: the moment a
-    sync (and the feed entry announcing it) lands between a resync's two reads."""
+    """A client whose index read (the published set and its generation, one transaction)
+    returns only after `meanwhile` has run: the moment a sync (and the feed entry
+    announcing it) lands between a resync's two reads."""
 
     def __init__(self, client: aioredis.Redis, meanwhile: Any) -> None:
         self._client = client
         self._meanwhile = meanwhile
         self.armed = False
 
-    async def smembers(self, key: str) -> Any:
-        found = await self._client.smembers(key)
-        if self.armed:
-            self.armed = False
-            await self._meanwhile()
-        return found
+    def pipeline(self, transaction: bool = True) -> Any:
+        real = self._client.pipeline(transaction=transaction)
+        if not (self.armed and transaction):
+            return real
+        self.armed = False
+        return _ThenMeanwhile(real, self._meanwhile)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
+
+
+class _ThenMeanwhile:
+    def __init__(self, pipe: Any, meanwhile: Any) -> None:
+        self._pipe = pipe
+        self._meanwhile = meanwhile
+
+    async def execute(self) -> Any:
+        found = await self._pipe.execute()
+        await self._meanwhile()
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipe, name)
 
 
 def _target(endpoint_id: UUID, port: int) -> ModelServiceMetadata:

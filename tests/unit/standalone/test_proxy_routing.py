@@ -1,4 +1,5 @@
-"""The proxy's routing table: smooth weighted round robin, weight 0, hosts to avoid."""
+"""The proxy's routing table: smooth weighted round robin, weight 0, hosts to avoid, replicas
+ejected by the data path, and which published sets may withdraw routes."""
 
 from __future__ import annotations
 
@@ -45,12 +46,33 @@ def test_a_retry_avoids_the_host_and_falls_back_to_another_route() -> None:
     assert set(_picks(table, 6, avoid_routes={str(UUID(int=1))})) == {2, 3}
 
 
-def test_a_silent_host_is_skipped_unless_it_is_all_there_is() -> None:
+def test_an_ejected_replica_is_skipped_unless_it_is_all_there_is_and_answering_ends_it() -> None:
     table = _table((1, "a", "1"), (2, "b", "1"))
-    table.stale_hosts = frozenset({"a"})
+    assert table.eject(str(UUID(int=1))) == 5.0
     assert set(_picks(table, 6)) == {2}
-    table.stale_hosts = frozenset({"a", "b"})
+    table.eject(str(UUID(int=2)))
     assert set(_picks(table, 6)) == {1, 2}
+    table.answered(str(UUID(int=1)))
+    table.answered(str(UUID(int=2)))
+    assert set(_picks(table, 6)) == {1, 2}
+
+
+def test_ejections_double_with_each_failure_in_a_row_and_end_on_their_own() -> None:
+    table = _table((1, "a", "1"), (2, "b", "1"))
+    route = str(UUID(int=1))
+    assert [table.eject(route, now=0.0) for _ in range(6)] == [5, 10, 20, 40, 60, 60]
+    assert set(_picks(table, 4)) == {1, 2}  # now is far past 60 s after time 0
+
+
+def test_only_a_set_at_least_as_new_as_the_tables_may_withdraw_routes() -> None:
+    table = RoutingTable()
+    assert table.may_withdraw(5)
+    assert not table.may_withdraw(None)  # no generation: a store that lost its keys
+    table.confirm(7)
+    assert (table.generation, table.may_withdraw(6), table.may_withdraw(7)) == (7, False, True)
+    table.confirm(None)
+    table.confirm(3)
+    assert table.generation == 7
 
 
 def test_a_malformed_weight_counts_as_one_and_a_route_without_endpoint_is_left_out() -> None:

@@ -1,17 +1,21 @@
-"""Scrape targets for Prometheus, kept in Redis.
+"""Scrape targets for Prometheus, and the traffic set the proxies route by, kept in Redis.
 
-Each healthy route has a hash `service_discovery.model-services.{route_id}`
-(TTL 300 s) with name, host, port, metrics_path and labels (JSON); a set beside
-them lists the route ids of the last sync, so a sync can remove what it no
-longer publishes. A sync that changes the set also announces which routes it
-added, changed or removed on a stream beside them (`service_discovery.changes`),
-in the same transaction: the proxy keeps its routing table in memory and
-reloads only those, with a full read every few seconds as the safety net.
+Each healthy route has a hash `service_discovery.model-services.{route_id}` with
+name, host, port, metrics_path and labels (JSON); a set beside them lists the
+route ids of the last sync, so a sync can remove what it no longer publishes. A
+sync that changes the set also announces which routes it added, changed or removed
+on a stream beside them (`service_discovery.changes`), in the same transaction: the
+proxy keeps its routing table in memory and reloads only those, with a full read
+every few seconds as the safety net.
+
+Nothing here expires. A route leaves only when a sync withdraws it, and every sync
+stamps a generation (`workers.contracts.service_discovery`): with the controller
+down for longer than any TTL (its database, beat, its workers), what was published
+stays published, and a proxy tells a withdrawal from a store that lost its keys.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, cast
@@ -20,7 +24,14 @@ from uuid import UUID
 import redis
 
 from workers.adapters.redis.client import redis_errors
-from workers.adapters.redis.keys import CHANGES_KEPT, SERVICE_DISCOVERY_TTL_S, RedisKeys
+from workers.adapters.redis.keys import CHANGES_KEPT, RedisKeys
+from workers.contracts.service_discovery import (
+    generation_of,
+    modes_fields,
+    next_generation,
+    target_fields,
+    target_from_fields,
+)
 from workers.domain import ModelServiceMetadata
 
 log = logging.getLogger(__name__)
@@ -43,6 +54,7 @@ class RedisServiceDiscovery:
         def replace(pipe: redis.client.Pipeline) -> None:
             previous = cast("set[str]", pipe.smembers(index))
             before = _fields_of(pipe, self._keys, targets.keys() & previous)
+            generation = self._next_generation(pipe)
             pipe.multi()
             gone = previous - targets.keys()
             if gone:
@@ -51,30 +63,36 @@ class RedisServiceDiscovery:
             changed = set(gone)
             for route_id, route in targets.items():
                 key = self._keys.scrape_target(route_id)
-                fields = _target_fields(route)
+                fields = target_fields(route)
                 changed |= {route_id} if before.get(route_id) != fields else set()
                 pipe.delete(key)
-                pipe.hset(key, mapping=fields)
-                pipe.expire(key, SERVICE_DISCOVERY_TTL_S)
+                pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
             if targets:
                 pipe.sadd(index, *targets)
-                pipe.expire(index, SERVICE_DISCOVERY_TTL_S)
+            pipe.set(self._keys.scrape_target_generation, str(generation))
             if changed:
                 pipe.xadd(self._keys.scrape_target_changes, {"routes": ",".join(sorted(changed))},
                           maxlen=CHANGES_KEPT, approximate=True)  # fmt: skip
 
         with redis_errors():
-            self._client.transaction(replace, index)
+            self._client.transaction(replace, index, self._keys.scrape_target_generation)
 
     def publish_endpoint_modes(self, modes: Mapping[UUID, str]) -> None:
-        """Replace the whole modes hash (one transaction: proxies never see it half)."""
+        """Replace the whole modes hash (one transaction: proxies never see it half). It
+        always exists afterwards (its generation field), so a proxy that finds none knows
+        the store lost it, and keeps what it knew."""
         with redis_errors():
+            generation = generation_of(self._client.get(self._keys.scrape_target_generation))
             pipe = self._client.pipeline(transaction=True)
             pipe.delete(self._keys.endpoint_modes)
-            if modes:
-                pipe.hset(self._keys.endpoint_modes,
-                          mapping={str(i): str(mode) for i, mode in modes.items()})  # fmt: skip
+            pipe.hset(self._keys.endpoint_modes, mapping=modes_fields(modes, generation or 0))  # type: ignore[arg-type]
             pipe.execute()
+
+    def _next_generation(self, pipe: redis.client.Pipeline) -> int:
+        """Newer than the last sync's, and than any before the store was emptied."""
+        seconds, micros = pipe.time()
+        previous = generation_of(pipe.get(self._keys.scrape_target_generation))
+        return next_generation(previous, int(seconds) * 1_000_000 + int(micros))
 
     def published_route_ids(self) -> set[UUID]:
         """The route ids of the last sync."""
@@ -130,30 +148,3 @@ def prometheus_http_sd(targets: Sequence[ModelServiceMetadata]) -> list[dict[str
 def _bracketed(host: str) -> str:
     """An IPv6 address in brackets, as Prometheus needs it ("::1:9100" is refused)."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def _target_fields(route: ModelServiceMetadata) -> dict[Any, str]:
-    return {
-        "name": route.model_service_name,
-        "host": route.host,
-        "port": str(route.port),
-        "metrics_path": route.metrics_path,
-        "labels": json.dumps(dict(route.labels), sort_keys=True),
-    }
-
-
-def target_from_fields(route_id: str, fields: Mapping[str, str]) -> ModelServiceMetadata | None:
-    try:
-        labels = json.loads(fields["labels"])
-        if not isinstance(labels, dict):
-            return None
-        return ModelServiceMetadata(
-            route_id=UUID(route_id),
-            model_service_name=fields["name"],
-            host=fields["host"],
-            port=int(fields["port"]),
-            metrics_path=fields["metrics_path"],
-            labels={str(k): str(v) for k, v in labels.items()},
-        )
-    except (KeyError, ValueError):
-        return None

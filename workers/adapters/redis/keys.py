@@ -12,7 +12,6 @@ from uuid import UUID
 
 HEALTH_TTL_S = 120  # a route's health hash expires unless the prober refreshes it
 HEALTH_STALE_AFTER_S = 300  # readiness older than this (by the Redis clock) is STALE
-SERVICE_DISCOVERY_TTL_S = 300  # a scrape target expires unless a sync refreshes it
 METRICS_TTL_S = 60  # a collector that stops writing leaves no metric behind for long
 REQUEST_WINDOW_S = 10  # the proxies count requests in windows this long
 CHANGES_KEPT = 10_000  # entries a change feed (stream) keeps, approximately
@@ -56,7 +55,7 @@ class RedisKeys:
     def endpoint_modes(self) -> str:
         """Hash: deployment id -> what a proxy does with a request it has no replica for
         (`EndpointMode`: "wakes" holds it and announces a wake, "operator-zero" answers 503
-        at once); replaced whole by each service-discovery sync."""
+        at once), and `generation`; replaced whole by each service-discovery sync."""
         return f"{self.prefix}modelfleet:endpoint-modes"
 
     def scrape_target(self, route_id: UUID | str) -> str:
@@ -67,6 +66,12 @@ class RedisKeys:
     def scrape_target_index(self) -> str:
         """Set of the route ids whose scrape target hash was last published."""
         return f"{self.prefix}service_discovery.model-services"
+
+    @property
+    def scrape_target_generation(self) -> str:
+        """String: the generation of the last sync (`workers.contracts.service_discovery`);
+        only a set so stamped, newer than what a proxy applied, withdraws routes."""
+        return f"{self.prefix}service_discovery.generation"
 
     @property
     def scrape_target_changes(self) -> str:

@@ -71,8 +71,15 @@ COLD_START = Histogram(
 )
 TABLE_AGE = Gauge(
     "modelfleet_proxy_routing_table_age_seconds",
-    "Seconds since the routing table last changed or was read whole.",
+    "Seconds since the routing table was last confirmed against a published set the "
+    "controller stamped (it grows while Redis cannot be read; the table is kept meanwhile).",
     multiprocess_mode="max",
+)
+TABLE_GENERATION = Gauge(
+    "modelfleet_proxy_routing_table_generation",
+    "Generation of the published set the routing table last applied (0: none yet); the "
+    "lowest of the proxy's processes.",
+    multiprocess_mode="livemin",
 )
 
 

@@ -1,14 +1,19 @@
-"""Keeping the proxy's routing table current, off the request path.
+"""Keeping the proxy's routing table current, off the request path, and never emptying it by
+accident.
 
-Four loops on the proxy's event loop: one follows the service-discovery change
-feed (a blocking read; each entry names the routes a sync added, changed or
-removed, and only those are read again); one compares the published index with
-the table every `resync_s` and reads only routes that came or went without an
-entry (a trimmed feed, a Redis restart); one reads every route whole every
-`FULL_READ_S`, the last safety net (10,000 routes cost about 0.2 s of CPU, in
-slices); and one reads the hosts' heartbeats and which endpoints are registered
-every second. A Redis that is down leaves the table as it is: the proxy keeps
-serving what it last knew.
+Three loops on the proxy's event loop: one follows the service-discovery change feed
+(a blocking read; each entry names the routes a sync added, changed or removed, and
+only those are read again); one compares the published index with the table every
+`resync_s` and reads only routes that came or went without an entry (a trimmed feed,
+a Redis restart); one reads every route whole every `FULL_READ_S`, the last safety net
+(10,000 routes cost about 0.2 s of CPU, in slices); and one reads which endpoints are
+registered and their modes every second.
+
+The table keeps its last known good routes (Envoy keeps its last configuration while
+its control plane is gone): a route leaves it only when the controller withdrew it, by
+a feed entry, or by a published set stamped with a generation at least as new as the
+one the table last applied. A Redis that is down, emptied by a restart, or a key that
+went missing changes nothing: the proxy keeps serving what it last knew.
 """
 
 from __future__ import annotations
@@ -24,8 +29,12 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from workers.adapters.redis.discovery import target_from_fields
 from workers.adapters.redis.keys import RedisKeys
+from workers.contracts.service_discovery import (
+    generation_of,
+    modes_from_fields,
+    target_from_fields,
+)
 from workers.domain import ModelServiceMetadata
 from workers.standalone.proxy.routing import RoutingTable
 
@@ -49,6 +58,14 @@ class Endpoints:
         return endpoint in self.known
 
 
+@dataclass(frozen=True)
+class Published:
+    """The published index as one read saw it: its route ids and the sync's generation."""
+
+    route_ids: frozenset[str]
+    generation: int | None
+
+
 async def _nothing() -> None:
     return None
 
@@ -60,9 +77,6 @@ class TableFeed:
     table: RoutingTable
     endpoints: Endpoints
     resync_s: float = 5.0
-    heartbeat_s: float = 2.0  # a host silent for two of these gets no new request
-    # Told of the hosts that have just gone silent (the requests waiting on them go elsewhere).
-    on_silent: Callable[[frozenset[str]], None] = lambda _: None
     on_changed: Callable[[], Awaitable[None]] = _nothing  # the table changed
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # One writer of the table at a time: a resync that compared an index read before a
@@ -73,11 +87,11 @@ class TableFeed:
     async def start(self) -> None:
         """A first full read (so the first request finds the table), then the loops."""
         await self._guarded(self.read_all)
-        await self._guarded(self.read_hosts_and_endpoints)
+        await self._guarded(self.read_endpoints)
         self._tasks = [
             asyncio.create_task(self._every(self.resync_s, self.resync)),
             asyncio.create_task(self._every(FULL_READ_S, self.read_all)),
-            asyncio.create_task(self._every(1.0, self.read_hosts_and_endpoints)),
+            asyncio.create_task(self._every(1.0, self.read_endpoints)),
             asyncio.create_task(self._follow()),
         ]
 
@@ -87,41 +101,55 @@ class TableFeed:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def read_all(self) -> None:
+        """Every published route read whole (what changed is replaced)."""
         async with self._writing:
-            published: set[str] = await self.client.smembers(self.keys.scrape_target_index)  # type: ignore[assignment]
-            found = await self._targets(sorted(published))
-            self.table.replace_all(target for target in found.values() if target is not None)
+            published = await self._published()
+            self._apply(published, await self._targets(sorted(published.route_ids)))
         await self.on_changed()
 
     async def resync(self) -> None:
         """Routes published or withdrawn that the table does not know of yet."""
         async with self._writing:
-            published: set[str] = await self.client.smembers(self.keys.scrape_target_index)  # type: ignore[assignment]
-            known = self.table.route_ids()
-            gone: dict[str, ModelServiceMetadata | None] = dict.fromkeys(known - published)
-            self.table.apply({**gone, **await self._targets(sorted(published - known))})
+            published = await self._published()
+            fresh = sorted(published.route_ids - self.table.route_ids())
+            self._apply(published, await self._targets(fresh))
         await self.on_changed()
 
-    async def read_hosts_and_endpoints(self) -> None:
+    def _apply(self, published: Published, found: dict[str, ModelServiceMetadata | None]) -> None:
+        """Routes found are added (or replaced); routes the table has and the set lacks are
+        withdrawn only when the set is the controller's word (see the module's docstring).
+        A route in the index whose hash is missing is unknown: left as it is."""
+        present = {route_id: target for route_id, target in found.items() if target is not None}
+        withdrawn: dict[str, ModelServiceMetadata | None] = {}
+        if self.table.may_withdraw(published.generation):
+            withdrawn = dict.fromkeys(self.table.route_ids() - published.route_ids)
+        elif self.table.route_ids() - published.route_ids:
+            log.warning("proxy: the published set (generation %s) lacks %d routes the table "
+                        "holds (generation %s); keeping them until the controller withdraws them",
+                        published.generation, len(self.table.route_ids() - published.route_ids),
+                        self.table.generation)  # fmt: skip
+        self.table.apply({**withdrawn, **present})
+        self.table.confirm(published.generation)
+
+    async def read_endpoints(self) -> None:
         pipe = self.client.pipeline(transaction=False)
-        pipe.time()
-        pipe.hgetall(self.keys.host_heartbeats)
         pipe.hgetall(self.keys.proxy_endpoints)
         pipe.hgetall(self.keys.endpoint_modes)
-        (seconds, micros), beats, registered, modes = await pipe.execute()
-        now_s = int(seconds) + int(micros) / 1_000_000
-        stale = frozenset(
-            host for host, at in beats.items() if now_s - float(at) > 2 * self.heartbeat_s
-        )
-        silenced, self.table.stale_hosts = stale - self.table.stale_hosts, stale
-        if silenced:
-            log.warning("proxy: hosts silent (no heartbeat for %gs): %s",
-                        2 * self.heartbeat_s, ", ".join(sorted(silenced)))  # fmt: skip
-            self.on_silent(silenced)
+        registered, modes = await pipe.execute()
         self.endpoints.known = {key: _document(value) for key, value in registered.items()}
-        if modes != self.endpoints.modes:  # requests held for a deployment may be let go
-            self.endpoints.modes = modes
+        if not modes:
+            return  # every sync writes the hash: the store lost it; keep what was known
+        decoded = modes_from_fields(modes)
+        if decoded != self.endpoints.modes:  # requests held for a deployment may be let go
+            self.endpoints.modes = decoded
             await self.on_changed()
+
+    async def _published(self) -> Published:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.smembers(self.keys.scrape_target_index)
+        pipe.get(self.keys.scrape_target_generation)
+        members, generation = await pipe.execute()
+        return Published(frozenset(members), generation_of(generation))
 
     async def _follow(self) -> None:
         after = "$"  # what is published from now on (the first resync read the rest)
@@ -135,7 +163,7 @@ class TableFeed:
                     continue
                 entries = reply[0][1]
                 after = entries[-1][0]
-                async with self._writing:
+                async with self._writing:  # a route named and gone was withdrawn: removed
                     self.table.apply(await self._targets(_announced(entries)))
                 await self.on_changed()
             except asyncio.CancelledError:
@@ -145,8 +173,8 @@ class TableFeed:
                 await asyncio.sleep(RETRY_S)
 
     async def _targets(self, route_ids: list[str]) -> dict[str, ModelServiceMetadata | None]:
-        """The routes' targets, read in slices: requests are served between two of them
-        (10,000 routes read at once held the event loop for about 100 ms)."""
+        """The routes' targets (None: no hash), read in slices: requests are served between
+        two of them (10,000 routes read at once held the event loop for about 100 ms)."""
         targets: dict[str, ModelServiceMetadata | None] = {}
         for start in range(0, len(route_ids), READ_SLICE):
             piece = route_ids[start : start + READ_SLICE]

@@ -4,11 +4,13 @@ forwarded to a replica, and `/metrics`.
 A request goes to one replica of its endpoint (`RoutingTable.pick`). A replica that
 refuses the connection, resets it before any byte of an answer, or does not accept it
 within the connect timeout processed nothing: the request goes once more, to a replica
-on another host. So does a request still waiting for the first byte of its answer when
-the replica's host goes silent (a partitioned machine: a kept-alive connection to it
-would otherwise hold the request until the forward timeout; whatever it computed there
-could never come back). An answer that has begun is never retried; it is streamed
-through as it comes (an LLM server's tokens), never buffered whole.
+on another host, and the replica is ejected for a while. So does a request still
+waiting for the first byte of its answer whose connection shows no TCP progress for
+MODELFLEET_PROXY_DEAD_CONNECTION_S (a cut link: `path_watch`). Nothing else moves a
+request: not its host's heartbeat (a host silent to the control plane may serve
+perfectly well, and a request sent again elsewhere runs twice). An answer that has
+begun is never retried; it is streamed through as it comes (an LLM server's tokens),
+never buffered whole.
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ from aiohttp import (
     ClientConnectorError,
     ClientOSError,
     ClientPayloadError,
+    ClientResponse,
     ClientSession,
     ClientTimeout,
     ServerDisconnectedError,
     ServerTimeoutError,
-    TCPConnector,
     web,
 )
 
@@ -45,6 +47,7 @@ from workers.standalone.proxy import counting
 from workers.standalone.proxy.counting import RequestWindows
 from workers.standalone.proxy.feed import Endpoints, TableFeed
 from workers.standalone.proxy.holding import HoldFull, Holds, NotWaking
+from workers.standalone.proxy.path_watch import PathWatch, WatchedConnector
 from workers.standalone.proxy.routing import Replica, RoutingTable
 
 log = logging.getLogger(__name__)
@@ -52,7 +55,6 @@ log = logging.getLogger(__name__)
 # Not forwarded: they describe one hop, not the request (RFC 9110, 7.6.1).
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "host", "content-length",
                "proxy-connection", "te", "trailer", "upgrade"}  # fmt: skip
-CHUNK_BYTES = 64 * 1024
 RETRY_AFTER_S = 5  # told to a client refused because too many requests wait already
 
 
@@ -67,7 +69,6 @@ class Proxy:
     token: str
     public_url: str
     settings: ProxySettings
-    heartbeat_s: float = 2.0
 
     def __post_init__(self) -> None:
         self.public_url = self.public_url.rstrip("/")
@@ -75,14 +76,12 @@ class Proxy:
         self.endpoints = Endpoints()
         self.holds = Holds(self.table, self.settings, self._announce_wake, self._waking)
         self.feed = TableFeed(self.redis_client, self.keys, self.table, self.endpoints,
-                              resync_s=self.settings.resync_s, heartbeat_s=self.heartbeat_s,
-                              on_silent=self._give_up_waiting,
+                              resync_s=self.settings.resync_s,
                               on_changed=self.holds.table_changed)  # fmt: skip
         self.windows = RequestWindows(self.redis_client, self.keys, busy=self._busy_endpoints)
+        self.paths = PathWatch(self.settings.dead_connection_s)
         self._answering: Counter[str] = Counter()  # endpoint -> requests being answered now
         self._client: ClientSession | None = None
-        # host -> the deadlines of requests sent there that have no answer yet
-        self._waiting: dict[str, set[asyncio.Timeout]] = {}
 
     def app(self) -> web.Application:
         application = web.Application(client_max_size=self.settings.max_body_bytes)
@@ -122,6 +121,7 @@ class Proxy:
             "endpoint": f"{self.public_url}/e/{endpoint_id}",
             "registered": endpoint_id in self.endpoints,
             "replicas": replicas,
+            "table": {"generation": self.table.generation, "age_s": round(self.table.age_s(), 3)},
         })  # fmt: skip
 
     async def unregister(self, request: web.Request) -> web.Response:
@@ -137,7 +137,8 @@ class Proxy:
         return web.Response(status=204)
 
     async def metrics(self, _: web.Request) -> web.Response:
-        counting.TABLE_AGE.set(time.monotonic() - self.table.updated_at)
+        counting.TABLE_AGE.set(self.table.age_s())
+        counting.TABLE_GENERATION.set(self.table.generation or 0)
         return web.Response(body=counting.exposition(), content_type="text/plain")
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
@@ -200,12 +201,17 @@ class Proxy:
             try:
                 return await self._relay(request, first, body, started)
             except _NotStarted as refused:
+                self._eject(first, refused)
                 second = self._another(endpoint, first)
                 if second is None:
                     raise
                 counting.RETRIES.labels(endpoint, "not_started").inc()
                 log.info("replica %s: %s; retrying on %s", first.route_id, refused, second.route_id)
-                return await self._relay(request, second, body, started)
+                try:
+                    return await self._relay(request, second, body, started)
+                except _NotStarted as again:
+                    self._eject(second, again)
+                    raise
         except (_NotStarted, ClientConnectionError, TimeoutError) as error:
             self.windows.count(endpoint, first.revision, None, time.monotonic() - started)
             return _error(502, f"no replica answered: {error}")
@@ -213,26 +219,8 @@ class Proxy:
     async def _relay(
         self, request: web.Request, target: Replica, body: bytes, started: float
     ) -> web.StreamResponse:
-        url = f"http://{target.address}/{request.match_info['tail']}"
-        if request.query_string:
-            url = f"{url}?{request.query_string}"
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
-        until_silent = asyncio.timeout(None)  # brought forward when the host goes silent
-        waiting = self._waiting.setdefault(target.host, set())
-        waiting.add(until_silent)
-        try:
-            async with until_silent:
-                answer = await self._session().request(request.method, url, headers=headers,
-                                                       data=body)  # fmt: skip
-        except (ClientConnectorError, ServerDisconnectedError, ClientOSError,
-                ServerTimeoutError) as error:  # fmt: skip
-            raise _NotStarted(str(error) or type(error).__name__) from error
-        except TimeoutError:
-            if not until_silent.expired():
-                raise
-            raise _NotStarted(f"host {target.host} went silent") from None
-        finally:
-            waiting.discard(until_silent)
+        answer = await self._ask(request, target, body)
+        self.table.answered(target.route_id)
         async with answer:  # from here on the replica has begun to answer: no retry
             streamed = web.StreamResponse(status=answer.status, reason=answer.reason)
             for name, value in answer.headers.items():
@@ -253,6 +241,32 @@ class Proxy:
         self.windows.count(target.endpoint, target.revision, status, time.monotonic() - started)
         return streamed
 
+    async def _ask(self, request: web.Request, target: Replica, body: bytes) -> ClientResponse:
+        """The replica's answer, up to its headers; `_NotStarted` when the data path shows
+        that nothing of the request can have been processed."""
+        url = f"http://{target.address}/{request.match_info['tail']}"
+        if request.query_string:
+            url = f"{url}?{request.query_string}"
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        dead: asyncio.Timeout | None = None
+        try:
+            async with self.paths.watching() as dead:
+                return await self._session().request(request.method, url, headers=headers,
+                                                     data=body)  # fmt: skip
+        except (ClientConnectorError, ServerDisconnectedError, ClientOSError,
+                ServerTimeoutError) as error:  # fmt: skip
+            raise _NotStarted(str(error) or type(error).__name__) from error
+        except TimeoutError:
+            if dead is None or not dead.expired():
+                raise
+            raise _NotStarted(
+                f"no byte and no TCP progress for {self.settings.dead_connection_s:g} s"
+            ) from None
+
+    def _eject(self, replica: Replica, why: Exception) -> None:
+        for_s = self.table.eject(replica.route_id)
+        log.warning("replica %s: %s; no new request for %g s", replica.route_id, why, for_s)
+
     def _busy_endpoints(self) -> list[str]:
         return list(self._answering)
 
@@ -270,12 +284,6 @@ class Proxy:
             if elsewhere is not None:
                 return elsewhere
         return self.table.pick(endpoint, avoid_routes={first.route_id})
-
-    def _give_up_waiting(self, hosts: frozenset[str]) -> None:
-        now = asyncio.get_running_loop().time()
-        for host in hosts:
-            for until_silent in self._waiting.pop(host, set()):
-                until_silent.reschedule(now)
 
     def _check(self, request: web.Request) -> web.Response | None:
         try:
@@ -302,7 +310,7 @@ class Proxy:
             # Connections to replicas are kept and reused (keep-alive), per replica; an idle
             # one is closed before a model server's own idle timeout (uvicorn: 5 s) can
             # close it under a request being sent on it.
-            connector = TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=4)
+            connector = WatchedConnector(limit=0, limit_per_host=256, keepalive_timeout=4)
             self._client = ClientSession(timeout=timeout, connector=connector,
                                          auto_decompress=False)  # fmt: skip
         return self._client
@@ -310,10 +318,12 @@ class Proxy:
     async def _start(self, _: web.Application) -> None:
         await self.feed.start()
         self.windows.start()
+        self.paths.start()
 
     async def _stop(self, _: web.Application) -> None:
         await self.feed.stop()
         await self.windows.stop()
+        await self.paths.stop()
         if self._client is not None:
             await self._client.close()
         await self.redis_client.aclose()

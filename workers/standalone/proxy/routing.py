@@ -8,9 +8,15 @@ against 9 sees every tenth request, from the first one. (Least outstanding reque
 would adapt to slow replicas, but its split depends on latency, and a canary's
 share must be what its weight says.) A replica of weight 0 gets nothing.
 
-A replica whose host went silent (its agent missed two heartbeats) gets no new
-request while another can take it; a retry after a refused connection goes to a
-replica on another host, or else to another replica on the same one.
+A replica the data path showed gone (refused, reset, or silent to TCP) is ejected for a
+while (Envoy's outlier detection): it gets no new request while another can take it,
+for `EJECT_S` doubling with each failure in a row, until one succeeds. Whether its
+host's agent heartbeats says nothing about it: a host silent to the control plane may
+serve perfectly well. A retry after a refused connection goes to a replica on another
+host, or else to another replica on the same one.
+
+The table remembers the generation of the published set it last applied: only a set at
+least that new may withdraw routes from it (`may_withdraw`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from workers.domain import ModelServiceMetadata
+
+EJECT_S = 5.0  # the first ejection; each failure in a row doubles it
+EJECT_MAX_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -48,12 +57,18 @@ class Replica:
 
 
 @dataclass
+class _Ejection:
+    until: float  # time.monotonic()
+    failures: int
+
+
+@dataclass
 class _Endpoint:
     replicas: dict[str, Replica] = field(default_factory=dict)
     scores: dict[str, float] = field(default_factory=dict)
 
     def pick(self, avoid_hosts: Collection[str], avoid_routes: Collection[str],
-             stale_hosts: Collection[str]) -> Replica | None:  # fmt: skip
+             ejected: Collection[str]) -> Replica | None:  # fmt: skip
         candidates = [r for r in self.replicas.values() if r.weight > 0]
         if avoid_hosts or avoid_routes:
             candidates = [
@@ -61,8 +76,8 @@ class _Endpoint:
                 for r in candidates
                 if r.host not in avoid_hosts and r.route_id not in avoid_routes
             ]
-        fresh = [r for r in candidates if r.host not in stale_hosts]
-        candidates = fresh or candidates  # a silent host is better than no answer at all
+        healthy = [r for r in candidates if r.route_id not in ejected]
+        candidates = healthy or candidates  # an ejected replica is better than no answer
         if not candidates:
             return None
         total = sum(r.weight for r in candidates)
@@ -79,11 +94,12 @@ class RoutingTable:
     def __init__(self) -> None:
         self._endpoints: dict[str, _Endpoint] = {}
         self._where: dict[str, str] = {}  # route id -> endpoint
-        self.stale_hosts: frozenset[str] = frozenset()
-        self.updated_at = time.monotonic()
+        self._ejected: dict[str, _Ejection] = {}
+        self.generation: int | None = None  # of the published set last applied
+        self.confirmed_at = time.monotonic()  # when a read last matched the published set
 
     def replace_all(self, targets: Iterable[ModelServiceMetadata]) -> None:
-        """The whole published set (a full read)."""
+        """The whole set (what a test or a first read hands over)."""
         current = {str(t.route_id): t for t in targets}
         gone: dict[str, ModelServiceMetadata | None] = dict.fromkeys(
             set(self._where) - set(current)
@@ -91,7 +107,7 @@ class RoutingTable:
         self.apply({**gone, **current})
 
     def apply(self, changes: Mapping[str, ModelServiceMetadata | None]) -> None:
-        """Routes published (or changed), and routes gone (None)."""
+        """Routes published (or changed), and routes withdrawn (None)."""
         for route_id, target in changes.items():
             replica = None if target is None else Replica.of(target)
             if replica is not None and replica == self._replica(route_id):
@@ -102,7 +118,20 @@ class RoutingTable:
                     replica
                 )
                 self._where[route_id] = replica.endpoint
-        self.updated_at = time.monotonic()
+
+    def may_withdraw(self, generation: int | None) -> bool:
+        """Whether a published set of `generation` is the controller's word on what to
+        remove: it has one, and it is not older than the one applied last."""
+        return generation is not None and (self.generation is None or generation >= self.generation)
+
+    def confirm(self, generation: int | None) -> None:
+        """A read of the published set was applied (its generation, when it had one)."""
+        if generation is not None and self.may_withdraw(generation):
+            self.generation = generation
+            self.confirmed_at = time.monotonic()
+
+    def age_s(self) -> float:
+        return time.monotonic() - self.confirmed_at
 
     def pick(
         self,
@@ -112,7 +141,23 @@ class RoutingTable:
         avoid_routes: Collection[str] = (),
     ) -> Replica | None:
         found = self._endpoints.get(endpoint)
-        return None if found is None else found.pick(avoid_hosts, avoid_routes, self.stale_hosts)
+        if found is None:
+            return None
+        return found.pick(avoid_hosts, avoid_routes, self._ejected_now(time.monotonic()))
+
+    def eject(self, route_id: str, now: float | None = None) -> float:
+        """The data path showed `route_id` gone: no new request for a while; how long."""
+        now = time.monotonic() if now is None else now
+        before = self._ejected.get(route_id)
+        failures = 1 if before is None else before.failures + 1
+        for_s: float = min(EJECT_S * 2.0 ** (failures - 1), EJECT_MAX_S)
+        self._ejected[route_id] = _Ejection(now + for_s, failures)
+        return for_s
+
+    def answered(self, route_id: str) -> None:
+        """`route_id` answered: it is no longer ejected."""
+        if self._ejected:
+            self._ejected.pop(route_id, None)
 
     def route_ids(self) -> set[str]:
         return set(self._where)
@@ -121,11 +166,15 @@ class RoutingTable:
         found = self._endpoints.get(endpoint)
         return [] if found is None else list(found.replicas.values())
 
+    def _ejected_now(self, now: float) -> set[str]:
+        return {route_id for route_id, e in self._ejected.items() if e.until > now}
+
     def _replica(self, route_id: str) -> Replica | None:
         endpoint = self._where.get(route_id)
         return None if endpoint is None else self._endpoints[endpoint].replicas.get(route_id)
 
     def _remove(self, route_id: str) -> None:
+        self._ejected.pop(route_id, None)
         endpoint = self._where.pop(route_id, None)
         if endpoint is None:
             return

@@ -99,16 +99,14 @@ class ProxyFactory:
     redis_url: str = field(repr=False)  # may hold a password
     redis_key_prefix: str
     settings: ProxySettings
-    heartbeat_s: float
     token: str = field(repr=False)
     public_url: str
     log_level: int = logging.INFO
 
     @classmethod
     def of(cls, settings: Settings, token: str, public_url: str) -> ProxyFactory:
-        return cls(settings.redis_url, settings.redis_key_prefix, settings.proxy,
-                   settings.hosts.heartbeat_s, token, public_url,
-                   logging.getLogger().getEffectiveLevel())  # fmt: skip
+        return cls(settings.redis_url, settings.redis_key_prefix, settings.proxy, token,
+                   public_url, logging.getLogger().getEffectiveLevel())  # fmt: skip
 
     def __call__(self) -> Proxy:
         return Proxy(
@@ -119,5 +117,4 @@ class ProxyFactory:
             token=self.token,
             public_url=self.public_url,
             settings=self.settings,
-            heartbeat_s=self.heartbeat_s,
         )
