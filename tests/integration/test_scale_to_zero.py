@@ -73,7 +73,7 @@ def test_an_idle_deployment_goes_to_zero_and_one_wake_brings_its_replicas_back(
     )  # fmt: skip
     assert (shown["scale_to_zero_after_s"], shown["idle_s"]) == (5.0, None)
     run_phase(PhaseName.SYNC_SERVICE_DISCOVERY)
-    assert modes_from_fields(redis_client.hgetall(redis_keys.endpoint_modes)) == {
+    assert modes_from_fields(_hash(redis_client, redis_keys.endpoint_modes)) == {
         str(serving): "wakes"
     }
 
@@ -109,7 +109,7 @@ def test_an_operators_zero_does_not_wake_and_turning_the_setting_off_at_zero_bri
     assert run("deployment", "scale", "svc", "0").exit_code == 0
     run_phase(PhaseName.SCALE)
     run_phase(PhaseName.SYNC_SERVICE_DISCOVERY)
-    assert modes_from_fields(redis_client.hgetall(redis_keys.endpoint_modes)) == {
+    assert modes_from_fields(_hash(redis_client, redis_keys.endpoint_modes)) == {
         str(serving): "operator-zero"
     }
     shown = _json(run("deployment", "show", "svc", "--json"))
@@ -177,3 +177,8 @@ def _row_by_name(engine: sa.Engine, name: str) -> dict[str, Any]:
     query = sa.select(deployments).where(deployments.c.name == name)
     with engine.connect() as conn:
         return dict(conn.execute(query).mappings().one())
+
+
+def _hash(client: redis.Redis, key: str) -> dict[str, str]:
+    found: dict[str, str] = client.hgetall(key)  # type: ignore[assignment]
+    return found

@@ -33,30 +33,6 @@ from workers.domain import ModelServiceMetadata
 TOKEN = "proxy-test-token"
 
 
-@contextmanager
-def _proxy(redis_url: str, redis_keys: RedisKeys, tmp_path: Path, **settings: str) -> Iterator[str]:
-    """`modelfleet proxy` on a free port of 127.0.0.1, with these MODELFLEET_ settings."""
-    port = free_port()
-    env = {**os.environ, "MODELFLEET_REDIS_URL": redis_url,
-           "MODELFLEET_REDIS_KEY_PREFIX": redis_keys.prefix,
-           "MODELFLEET_PROXY_TOKEN": TOKEN, **settings}  # fmt: skip
-    argv = [sys.executable, "-m", "workers.cli", "proxy", f"--port={port}"]
-    process = Process(f"proxy-{port}", argv, env, tmp_path)
-    url = f"http://127.0.0.1:{port}"
-
-    def status() -> int:
-        try:
-            return requests.delete(f"{url}/v2/endpoints/{uuid4()}", timeout=1).status_code
-        except requests.RequestException:
-            return 0
-
-    try:
-        wait_for(status, lambda s: s != 0, timeout_s=30, what="the proxy to listen")
-        yield url
-    finally:
-        process.stop()
-
-
 @pytest.fixture
 def proxy_url(redis_url: str, redis_keys: RedisKeys, tmp_path: Path) -> Iterator[str]:
     with _proxy(redis_url, redis_keys, tmp_path) as url:
