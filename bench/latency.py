@@ -236,7 +236,7 @@ def _readiness_one(system: dev.DevSystem, deployment_id: uuid.UUID) -> bool:
 @cache
 def _health_store(redis_url: str, prefix: str) -> RedisHealthStore:
     client = create_redis_client(redis_url)
-    return RedisHealthStore(client=client, keys=RedisKeys(prefix), restart_grace_s=0)
+    return RedisHealthStore(client=client, keys=RedisKeys(prefix))
 
 
 def _published(system: dev.DevSystem) -> int:

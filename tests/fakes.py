@@ -282,9 +282,6 @@ class FakeHealthStore:
     def check_route_health_status(self, route_ids: Sequence[str]) -> Mapping[str, HealthStatus]:
         return {i: self._w.readiness[i] for i in route_ids if i in self._w.readiness}
 
-    def recently_restarted(self) -> bool:
-        return False
-
 
 class FakeServiceDiscovery:
     def __init__(self, world: World) -> None:

@@ -27,6 +27,7 @@ from workers.domain import (
     HostInfo,
     HostRoute,
     ModelServiceMetadata,
+    ProbeReach,
     RolloutState,
     RolloutStep,
     RouteBatchUpdater,
@@ -192,6 +193,10 @@ class HostRegistry(Protocol):
         """Unreachable hosts heard again back to what their operator asked; those restored."""
         ...
 
+    def note_probes(self, failing: Mapping[str, str], cleared: AbstractSet[str]) -> None:
+        """Hosts whose replicas' probes started failing (why), and those passing again."""
+        ...
+
     def fetch_routes_on(self, names: AbstractSet[str]) -> list[HostRoute]:
         """Active routes with a live session on the named hosts, with how many healthy
         replicas their deployments have on hosts that are not leaving."""
@@ -213,17 +218,16 @@ class HostSignals(Protocol):
         """Seconds since each host's agent last beat there (hosts never heard are absent)."""
         ...
 
+    def probe_reach(self) -> Mapping[str, ProbeReach]:
+        """What the probers last saw of each host's replicas."""
+        ...
+
 
 class HealthStore(Protocol):
     """Route readiness as written by the health checker (the seeds' `valkey_schedule`)."""
 
     def check_route_health_status(self, route_ids: Sequence[str]) -> Mapping[str, HealthStatus]:
         """Readiness per route id; routes with no data are absent."""
-        ...
-
-    def recently_restarted(self) -> bool:
-        """Whether the store lost its records moments ago (a restart): a record missing
-        now may have been lost rather than expired."""
         ...
 
 

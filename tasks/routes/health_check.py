@@ -1,4 +1,11 @@
-"""routes.health_check: classify each route from the readiness the prober keeps in Redis."""
+"""routes.health_check: classify each route from the readiness the prober keeps in Redis.
+
+No health data is not bad health: a route whose record is missing or stale (a prober
+dead, frozen or cut off; a Redis restarted empty; records expired) keeps the status it
+was last judged to have, and stays in service; only a probe that failed demotes it.
+Backend.AI demotes a stale route to degraded: with the prober frozen for two minutes,
+every route of a fleet of healthy model servers left service and every request failed.
+"""
 
 from tasks.phase import ROUTES, Move, Phase
 from tasks.runs import phase_task
@@ -13,7 +20,6 @@ PHASE = Phase(
     on={
         OutcomeBucket.SUCCESS: Move(RouteStatus.HEALTHY),
         OutcomeBucket.ERROR: Move(RouteStatus.UNHEALTHY),
-        OutcomeBucket.STALE: Move(RouteStatus.DEGRADED),
     },
     judges_revision=True,  # a route that went unhealthy
     # A rollout steps on as soon as its routes turn healthy or fail, not at its next tick.
@@ -25,7 +31,6 @@ PHASE = Phase(
             PhaseName.SYNC_SERVICE_DISCOVERY,
             PhaseName.ROLLOUT,
         ),
-        OutcomeBucket.STALE: (PhaseName.SYNC_SERVICE_DISCOVERY,),
     },
 )
 

@@ -35,8 +35,7 @@ def metrics_store(redis_client: redis.Redis, redis_keys: RedisKeys) -> RedisMetr
 
 @pytest.fixture
 def health_store(redis_client: redis.Redis, redis_keys: RedisKeys) -> RedisHealthStore:
-    # The test server starts with the session: its youth says nothing about lost records.
-    return RedisHealthStore(client=redis_client, keys=redis_keys, restart_grace_s=0)
+    return RedisHealthStore(client=redis_client, keys=redis_keys)
 
 
 @pytest.fixture

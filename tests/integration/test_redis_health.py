@@ -176,16 +176,6 @@ def test_a_malformed_record_is_logged_once_per_change_as_a_bounded_excerpt(
     assert "chars)" in lines[0]
 
 
-def test_recently_restarted_follows_the_server_uptime(
-    redis_client: redis.Redis, redis_keys: RedisKeys
-) -> None:
-    uptime_s = int(redis_client.info("server")["uptime_in_seconds"])
-    young = RedisHealthStore(client=redis_client, keys=redis_keys, restart_grace_s=uptime_s + 60)
-    old = RedisHealthStore(client=redis_client, keys=redis_keys, restart_grace_s=0)
-    assert young.recently_restarted()
-    assert not old.recently_restarted()
-
-
 def test_the_change_feed_hands_each_announced_route_once_and_keeps_the_hash_format(
     health_store: RedisHealthStore, redis_client: redis.Redis, redis_keys: RedisKeys
 ) -> None:

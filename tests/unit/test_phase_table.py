@@ -96,7 +96,8 @@ def _route_moves(
         ("routes.health_check", "success", R.HEALTHY, None),  # no change, no history row
         ("routes.health_check", "error", R.HEALTHY, ("unhealthy", "error")),
         ("routes.health_check", "error", R.UNHEALTHY, ("unhealthy", "error")),  # counted again
-        ("routes.health_check", "stale", R.HEALTHY, ("degraded", "stale")),
+        ("routes.health_check", "stale", R.HEALTHY, None),  # no data is not bad health
+        ("routes.health_check", "stale", R.UNHEALTHY, None),
         ("routes.evict", "success", R.UNHEALTHY, ("draining", "success")),
         ("routes.drain", "success", R.DRAINING, ("terminating", "success")),
         ("routes.drain", "stale", R.DRAINING, None),  # still published: keeps draining

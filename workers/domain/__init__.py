@@ -30,7 +30,7 @@ from workers.domain.entities import (
     SessionSpec,
     StartupProgress,
 )
-from workers.domain.hosts import ControllerView, HostInfo, HostRoute
+from workers.domain.hosts import ControllerView, HostInfo, HostRoute, ProbeReach
 from workers.domain.results import (
     DeploymentExecutionError,
     DeploymentExecutionResult,
@@ -96,6 +96,7 @@ __all__ = [
     "ModelRevision",
     "ModelServiceMetadata",
     "OutcomeBucket",
+    "ProbeReach",
     "RevisionFailures",
     "RolloutOutcome",
     "RolloutSpec",

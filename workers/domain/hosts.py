@@ -57,3 +57,12 @@ class ControllerView:
 
     seeing_for_s: float  # since it last came back from a blind spell (an outage of its own)
     since_last_give_up_s: float | None = None  # None: it never gave a host up
+
+
+@dataclass(frozen=True)
+class ProbeReach:
+    """What the probers saw of a host's replicas (seconds ago, by the store's clock)."""
+
+    passed_s_ago: float | None  # a probe of one of them last passed (None: never seen)
+    unreached_s_ago: float | None  # a probe last got no answer at all from the host
+    detail: str = ""  # what that probe saw

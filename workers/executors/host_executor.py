@@ -26,6 +26,7 @@ from workers.domain import (
 from workers.errors import HostLost, HostUnreachable, InfrastructureUnavailable, error_code_of
 from workers.placement import choose_host, why_no_room
 from workers.policies.host_liveness import LivenessRules, LivenessVerdict, Signals, judge
+from workers.policies.probe_reach import judge_probes
 from workers.ports import HostRegistry, HostSignals
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,21 @@ class HostExecutor:
             self._hosts.restore_hosts(set(verdict.restore), HEARD_AGAIN)
         if verdict.disrupted:
             log.warning("hosts: %s", next(iter(verdict.unreachable.values())))
+        self._note_probes(hosts)
         return _sorted(hosts, verdict, set(given_up))
+
+    def _note_probes(self, hosts: Sequence[HostInfo]) -> None:
+        """Hosts whose replicas the probers cannot reach take no new session until one
+        passes a probe again (`workers.policies.probe_reach`)."""
+        try:
+            reach = self._signals.probe_reach()
+        except InfrastructureUnavailable:
+            return  # nothing known: nothing changes
+        probes = judge_probes(hosts, reach)
+        for name, why in probes.failing.items():
+            log.warning("host %s: %s", name, why)
+        if probes.failing or probes.cleared:
+            self._hosts.note_probes(probes.failing, probes.cleared)
 
     def _redis_ages(self) -> dict[str, float] | None:
         """The hosts' Redis heartbeats; None when Redis cannot be read (PostgreSQL's alone

@@ -46,8 +46,6 @@ from workers.rollouts import never_healthy_note
 log = logging.getLogger(__name__)
 
 _NO_NEW_SESSIONS = frozenset({DeploymentLifecycle.DESTROYING, DeploymentLifecycle.DESTROYED})
-# Routes the prober has answered for: they had a readiness record.
-_PROBED = frozenset({RouteStatus.HEALTHY, RouteStatus.UNHEALTHY})
 
 
 class RouteExecutor:
@@ -134,12 +132,9 @@ class RouteExecutor:
         if not routes:
             return RouteExecutionResult()
         health = self._health_store.check_route_health_status([str(route.id) for route in routes])
-        lost = self._lost_records(routes, health)
         result = RouteExecutionResult()
         for route in routes:
             seen = health.get(str(route.id))
-            if route.id in lost:
-                continue  # its record went with a restarted store: left as it is for now
             if seen is None or seen.status is HealthCheckStatus.STALE:
                 result.stale.append(route)
             elif seen.status is HealthCheckStatus.HEALTHY:
@@ -151,9 +146,10 @@ class RouteExecutor:
 
     def check_startup(self, routes: Sequence[RouteData]) -> RouteExecutionResult:
         """Routes that never passed their health check within their revision's health
-        budget are errors (each counts against its revision), whatever the health
-        checker wrote; the rest are left alone. A deployment outside a rollout whose
-        routes all fail so is noted: nothing can roll it back."""
+        budget, and that the health checker did probe, are errors (each counts against its
+        revision); the rest are left alone: a route with no record at all was never
+        probed (a prober dead or cut off), and no data is not bad health. A deployment
+        outside a rollout whose routes all fail so is noted: nothing can roll it back."""
         routes = unique_by_id(routes)
         progress = self._repo.fetch_startup_progress({r.id for r in routes}) if routes else {}
         overdue = [r for r in routes if (p := progress.get(r.id)) is not None and p.overdue]
@@ -163,8 +159,8 @@ class RouteExecutor:
         result = RouteExecutionResult()
         for route in overdue:
             seen = health.get(str(route.id))
-            if seen is not None and seen.status is HealthCheckStatus.HEALTHY:
-                continue  # it made it just now: the health phases take it from here
+            if not _probed_and_failed(seen):
+                continue  # healthy just now (the health phases take it), or never probed
             failure = NeverHealthy(progress[route.id].budget_s, seen.detail if seen else None)
             log.warning("route %s: %s", route.id, failure)
             result.errors.append(_route_error(route, type(failure).__name__, failure))
@@ -194,20 +190,6 @@ class RouteExecutor:
             ))  # fmt: skip
         if notes:
             self._repo.note_conditions(notes)
-
-    def _lost_records(
-        self, routes: Sequence[RouteData], health: Mapping[str, HealthStatus]
-    ) -> set[UUID]:
-        """Probed routes whose record is missing, when the store has just restarted.
-
-        Such a record was lost, not expired: demoting every route of a fleet for
-        the seconds until the prober writes again would empty service discovery.
-        """
-        missing = {r.id for r in routes if r.status in _PROBED and str(r.id) not in health}
-        if missing and self._health_store.recently_restarted():
-            log.warning("health store restarted: %d routes keep their status", len(missing))
-            return missing
-        return set()
 
     def sync_service_discovery(self, routes: Sequence[RouteData]) -> RouteExecutionResult:
         """Publish the routes' model servers as the whole scrape set; changes no status.
@@ -290,6 +272,14 @@ class RouteExecutor:
         if revision is None:
             return self._repo.fetch_deployment_context(deployment)
         return self._repo.fetch_deployment_context(deployment, revision=revision)
+
+
+def _probed_and_failed(seen: HealthStatus | None) -> bool:
+    """The health checker probed the route and it did not pass: a record that says unhealthy,
+    or says what a probe saw (the prober writes that before it decides)."""
+    if seen is None or seen.status is HealthCheckStatus.HEALTHY:
+        return False
+    return seen.status is HealthCheckStatus.UNHEALTHY or seen.detail is not None
 
 
 def _session_failure(route: RouteData, status: SessionStatus | None) -> ModelfleetError | None:

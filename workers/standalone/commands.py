@@ -17,6 +17,7 @@ from workers.adapters.postgres.engine import create_agent_engine
 from workers.adapters.redis.activity import RedisRequestActivity
 from workers.adapters.redis.client import create_redis_client
 from workers.adapters.redis.health import RedisHealthStore
+from workers.adapters.redis.hosts import RedisProbeSignals
 from workers.adapters.redis.keys import RedisKeys
 from workers.adapters.redis.metrics import RedisMetricsStore
 from workers.cli.params import FiniteFloat
@@ -92,13 +93,26 @@ def runner(cli: CliContext, /, **options: Any) -> None:
 
 @main.command()
 @click.option("--interval-s", type=FiniteFloat(min=0.05), default=0.5, show_default=True)
+@click.option(
+    "--name",
+    default=socket.gethostname().lower(),
+    show_default="this host's name",
+    help="This prober's name, for its heartbeat (give two probers on one machine two).",
+)
 @log_level_option
 @click.pass_obj
-def prober(cli: CliContext, interval_s: float) -> None:
+def prober(cli: CliContext, interval_s: float, name: str) -> None:
     """Probe every running route's health path and write readiness into Redis."""
+    if (problem := host_name_problem(name)) is not None:
+        bad_input("--name", problem)
     client = create_redis_client(cli.settings.redis_url)
-    store = RedisHealthStore(client=client, keys=RedisKeys(cli.settings.redis_key_prefix))
-    HealthProber(engine=cli.engine, health_store=store).run_forever(interval_s)
+    keys = RedisKeys(cli.settings.redis_key_prefix)
+    HealthProber(
+        engine=cli.engine,
+        health_store=RedisHealthStore(client=client, keys=keys),
+        signals=RedisProbeSignals(client=client, keys=keys),
+        name=name,
+    ).run_forever(interval_s)
 
 
 @main.command()

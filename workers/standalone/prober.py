@@ -15,6 +15,13 @@ delay, then `max_retries` intervals), since it is probed faster than that.
 With each result goes what the probe saw ("/health answered 503"), which the
 controller quotes when a replica never becomes healthy. A deployment with no
 health path is ready as soon as its session runs.
+
+It keeps probing through a database outage, the routes it last listed (the data plane's
+health must not depend on the controller's store). After each pass it says it lives
+(`modelfleet status` shows a prober gone silent) and what it saw of each host: a probe
+that passed, or one that got no answer at all (not even a refusal) from the machine, so
+the controller places nothing more on a host its probes cannot reach. Two probers may
+run at once (give each its `--name`): either may die.
 """
 
 from __future__ import annotations
@@ -37,7 +44,9 @@ from workers.adapters.postgres.phase_targets import (
 )
 from workers.adapters.postgres.schema import deployments, routes, sessions
 from workers.adapters.redis.health import RedisHealthStore
+from workers.adapters.redis.hosts import RedisProbeSignals
 from workers.domain import RouteStatus
+from workers.errors import InfrastructureUnavailable
 from workers.standalone.loop import repeat
 
 log = logging.getLogger(__name__)
@@ -58,6 +67,7 @@ class ProbeTarget:
     expected_status: int
     path: str = ""
     ever_healthy: bool = False  # the controller saw it pass once (a restarted prober asks)
+    host: str = ""  # the machine its session runs on (placed_on, else its runner)
 
     @property
     def budget_s(self) -> float:
@@ -76,15 +86,19 @@ class _Track:
 class ProbeResult:
     ok: bool
     seen: str  # what the probe saw, for people: "/health answered 503"
+    reached: bool = True  # the machine answered (an answer, a refusal): not cut off
 
 
 @dataclass
 class HealthProber:
     engine: sa.Engine
     health_store: RedisHealthStore
+    signals: RedisProbeSignals | None = None
+    name: str = "prober"
     workers: int = 16
     _tracks: dict[UUID, _Track] = field(default_factory=dict)
     _http: requests.Session = field(default_factory=requests.Session)
+    _listed: list[ProbeTarget] | None = None  # what the database last said to probe
 
     def run_forever(self, interval_s: float = 0.5) -> None:
         with ThreadPoolExecutor(self.workers) as pool:
@@ -93,7 +107,7 @@ class HealthProber:
     def tick(self, pool: ThreadPoolExecutor) -> dict[str, bool]:
         """Probe the routes that are due; returns the readiness written."""
         now_s = time.time()
-        targets = self.targets()
+        targets = self._targets_or_last()
         self._forget_all_but({t.route_id for t in targets})
         due = [t for t in targets if self._track(t).next_due_s <= now_s]
         answers = list(pool.map(self._probe, due))
@@ -118,13 +132,28 @@ class HealthProber:
         for target in due:  # written: a later tick announces only a new change
             if str(target.route_id) in readiness:
                 self._track(target).written = readiness[str(target.route_id)]
+        if self.signals is not None:
+            passed, unreached = _hosts_seen(due, answers)
+            self.signals.note(self.name, passed, unreached)
         return readiness
+
+    def _targets_or_last(self) -> list[ProbeTarget]:
+        """The routes to probe; while the database cannot be read, those it last listed."""
+        try:
+            self._listed = self.targets()
+        except InfrastructureUnavailable as error:
+            if self._listed is None:
+                raise
+            log.debug("database unavailable (%s): probing the %d routes last listed",
+                      error, len(self._listed))  # fmt: skip
+        return self._listed
 
     def targets(self) -> list[ProbeTarget]:
         """Running routes, each with the health check of the revision it runs."""
         query = with_its_revision(
             sa.select(
                 routes.c.id,
+                sa.func.coalesce(sessions.c.placed_on, sessions.c.runner).label("machine"),
                 sessions.c.host,
                 sessions.c.port,
                 sessions.c.started_at,
@@ -147,12 +176,8 @@ class HealthProber:
             return ProbeResult(ok=True, seen="no health check: ready once running")
         try:
             answer = self._http.get(target.url, timeout=target.timeout_s)
-        except requests.Timeout:
-            return ProbeResult(False, f"{target.path}: no answer within {target.timeout_s:g} s")
-        except requests.ConnectionError:
-            return ProbeResult(False, f"{target.path}: connection refused")
         except requests.RequestException as error:
-            return ProbeResult(False, f"{target.path}: {type(error).__name__}")
+            return _failed(target, error)
         return ProbeResult(
             answer.status_code == target.expected_status,
             f"{target.path} answered {answer.status_code}",
@@ -200,4 +225,39 @@ def _target(row: sa.RowMapping) -> ProbeTarget:
         max_retries=max(row["health_check_max_retries"], 1),
         expected_status=row["health_check_expected_status"],
         ever_healthy=row["first_healthy_at"] is not None,
+        host=row["machine"] or "",
     )
+
+
+def _failed(target: ProbeTarget, error: requests.RequestException) -> ProbeResult:
+    """What a probe that got no answer saw, and whether the machine answered at all."""
+    if isinstance(error, requests.ConnectTimeout):
+        seen = f"{target.path}: no connection within {target.timeout_s:g} s"
+        return ProbeResult(False, seen, reached=False)
+    if isinstance(error, requests.Timeout):
+        return ProbeResult(False, f"{target.path}: no answer within {target.timeout_s:g} s")
+    if isinstance(error, requests.ConnectionError):
+        if _refused(error):
+            return ProbeResult(False, f"{target.path}: connection refused")
+        return ProbeResult(False, f"{target.path}: {type(error).__name__}", reached=False)
+    return ProbeResult(False, f"{target.path}: {type(error).__name__}")
+
+
+def _hosts_seen(
+    targets: list[ProbeTarget], answers: list[ProbeResult]
+) -> tuple[set[str], dict[str, str]]:
+    """Hosts where a probe passed, and hosts that gave no answer at all (what was seen)."""
+    passed = {t.host for t, a in zip(targets, answers, strict=True) if t.host and a.ok}
+    unreached = {t.host: a.seen for t, a in zip(targets, answers, strict=True)
+                 if t.host and not a.reached}  # fmt: skip
+    return passed, unreached
+
+
+def _refused(error: requests.ConnectionError) -> bool:
+    """The machine answered with a refusal (nothing listens there): reached, not cut off."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return "refused" in str(error).lower()

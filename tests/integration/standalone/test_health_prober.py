@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -9,14 +10,20 @@ from concurrent.futures import ThreadPoolExecutor
 from uuid import UUID
 
 import pytest
+import redis
 import requests
 import sqlalchemy as sa
+from click.testing import Result
 
 from tests.factories import make_deployment, make_revision, make_route
 from tests.integration.sample_servers import SampleServer, run_route_on
 from workers.adapters.postgres.catalog import Catalog
+from workers.adapters.postgres.schema import sessions
 from workers.adapters.redis.health import RedisHealthStore
+from workers.adapters.redis.hosts import RedisHostSignals, RedisProbeSignals
+from workers.adapters.redis.keys import RedisKeys
 from workers.domain import HealthCheckConfig, HealthCheckStatus, RouteStatus
+from workers.errors import InfrastructureUnavailable
 from workers.standalone.prober import FIRST_PROBES_EVERY_S, HealthProber
 
 
@@ -169,3 +176,42 @@ def test_a_restarted_prober_knows_which_routes_were_healthy_before(
     starting = _route_with(engine, catalog, sample_server("n").port, check)
     requests.post(f"{server.url}/admin/fail-health", timeout=2)
     assert prober.tick(pool) == {str(served): False, str(starting): True}
+
+
+def test_it_probes_the_routes_it_last_listed_while_the_database_is_down(
+    prober: HealthProber, pool: ThreadPoolExecutor, engine: sa.Engine, catalog: Catalog, *,
+    sample_server: Callable[[str], SampleServer], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    server = sample_server("m")
+    route_id = _route_on(engine, catalog, server.port)
+    assert prober.tick(pool) == {str(route_id): True}
+
+    def database_down() -> list[object]:
+        raise InfrastructureUnavailable("database unavailable: connection refused")
+
+    monkeypatch.setattr(prober, "targets", database_down)
+    requests.post(f"{server.url}/admin/fail-health", timeout=2)
+    prober.tick(pool)
+    assert prober.tick(pool) == {str(route_id): False}  # still probed, still judged
+
+
+def test_a_pass_says_the_prober_lives_and_what_it_saw_of_each_host(
+    engine: sa.Engine, catalog: Catalog, health_store: RedisHealthStore, *,
+    redis_client: redis.Redis, redis_keys: RedisKeys, pool: ThreadPoolExecutor,
+    sample_server: Callable[[str], SampleServer], run: Callable[..., Result],
+) -> None:  # fmt: skip
+    signals = RedisProbeSignals(client=redis_client, keys=redis_keys)
+    prober = HealthProber(engine=engine, health_store=health_store, signals=signals, name="p1")
+    good = _route_on(engine, catalog, sample_server("m").port)
+    with engine.begin() as conn:
+        conn.execute(sessions.update().values(placed_on="host-a"))
+    assert prober.tick(pool) == {str(good): True}
+    reach = RedisHostSignals(client=redis_client, keys=redis_keys).probe_reach()
+    assert reach["host-a"].passed_s_ago is not None
+    assert reach["host-a"].unreached_s_ago is None
+    [p1] = json.loads(run("status", "--json").output)["probers"]
+    assert (p1["name"], p1["state"]) == ("p1", "probing")
+    redis_client.hset(redis_keys.prober_heartbeats, "p1", float(redis_client.time()[0]) - 30)
+    [p1] = json.loads(run("status", "--json").output)["probers"]
+    assert p1["state"] == "silent"
+    assert "p1" in run("status").output

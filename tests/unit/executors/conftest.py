@@ -35,7 +35,6 @@ def scheduler() -> MagicMock:
 @pytest.fixture
 def health_store() -> MagicMock:
     store = _autospec(HealthStore)
-    store.recently_restarted.return_value = False  # a store that has been up for long
     return store
 
 

@@ -8,7 +8,7 @@ from uuid import uuid4
 
 import pytest
 
-from workers.domain import ControllerView, HostInfo, HostRoute, HostStatus
+from workers.domain import ControllerView, HostInfo, HostRoute, HostStatus, ProbeReach
 from workers.errors import InfrastructureUnavailable
 from workers.executors import HostExecutor
 from workers.executors.host_executor import HEARD_AGAIN
@@ -27,6 +27,7 @@ def registry() -> MagicMock:
 def signals() -> MagicMock:
     mock: MagicMock = create_autospec(HostSignals, instance=True)
     mock.heartbeat_ages_s.return_value = {}
+    mock.probe_reach.return_value = {}
     return mock
 
 
@@ -90,6 +91,26 @@ def test_unreadable_redis_heartbeats_leave_postgresql_to_decide(
     registry.give_up_hosts.return_value = {"h1": 1}
     result = executor.check_hosts([_host("h1", heartbeat_age_s=11), _host("h2"), _host("h3")])
     assert [e.host_info.name for e in result.errors] == ["h1"]
+
+
+def test_a_heartbeating_host_whose_replicas_no_probe_reaches_takes_no_new_session(
+    executor: HostExecutor, registry: MagicMock, signals: MagicMock
+) -> None:
+    cut, fine = _host("h1"), _host("h2")
+    signals.probe_reach.return_value = {
+        "h1": ProbeReach(passed_s_ago=30, unreached_s_ago=2, detail="/health: no connection"),
+        "h2": ProbeReach(passed_s_ago=1, unreached_s_ago=50),
+    }
+    assert executor.check_hosts([cut, fine]).successes == [cut, fine]
+    [[failing, cleared]] = [call.args for call in registry.note_probes.call_args_list]
+    assert set(failing) == {"h1"}
+    assert failing["h1"].startswith("probes of its replicas get no answer (/health: no connection)")
+    assert cleared == frozenset()
+    registry.note_probes.reset_mock()
+    marked = _host("h1", probes_failing=True)
+    signals.probe_reach.return_value = {"h1": ProbeReach(passed_s_ago=0.5, unreached_s_ago=2)}
+    executor.check_hosts([marked, fine])
+    registry.note_probes.assert_called_once_with({}, frozenset({"h1"}))
 
 
 def test_a_host_heard_again_is_restored(executor: HostExecutor, registry: MagicMock) -> None:

@@ -645,31 +645,3 @@ def test_finish_draining_with_no_routes_reads_nothing(
 ) -> None:
     assert route_executor.finish_draining([]) == RouteExecutionResult()
     service_discovery.published_route_ids.assert_not_called()
-
-
-# -- records lost with a restarted health store (hardening; not a seed scenario) --
-
-
-def test_probed_routes_whose_records_vanished_with_a_restarted_store_keep_their_status(
-    route_executor: RouteExecutor, health_store: MagicMock
-) -> None:
-    healthy, unhealthy = (
-        make_route(status=RouteStatus.HEALTHY),
-        make_route(status=RouteStatus.UNHEALTHY),
-    )
-    new = make_route(status=RouteStatus.DEGRADED)  # never probed: no record to lose
-    health_store.check_route_health_status.return_value = {}
-    health_store.recently_restarted.return_value = True
-    result = route_executor.check_route_health([healthy, unhealthy, new])
-    assert result.stale == [new]
-    assert result.successes == []
-    assert result.errors == []
-
-
-def test_a_missing_record_long_after_a_restart_is_stale_as_before(
-    route_executor: RouteExecutor, health_store: MagicMock
-) -> None:
-    healthy = make_route(status=RouteStatus.HEALTHY)
-    health_store.check_route_health_status.return_value = {}
-    health_store.recently_restarted.return_value = False
-    assert route_executor.check_route_health([healthy]).stale == [healthy]

@@ -111,13 +111,30 @@ def test_a_deployment_no_rollout_can_save_says_why_in_its_history(
     )
 
 
-def test_with_nothing_written_by_the_health_checker_the_route_still_fails(
+def test_with_nothing_written_by_the_health_checker_the_route_is_left_alone(
+    route_executor: RouteExecutor, repo: MagicMock, health_store: MagicMock
+) -> None:
+    """No record: the prober never probed it (dead, frozen, cut off). No data is not bad
+    health: draining it would only start another replica no prober looks at either."""
+    world = _starting(repo, started_for_s=9.0, deploying=True)
+    health_store.check_route_health_status.return_value = {}
+    assert route_executor.check_startup([world.route]).errors == []
+    never_probed = HealthStatus(HealthCheckStatus.STALE)  # a record nobody probed yet
+    health_store.check_route_health_status.return_value = {str(world.route.id): never_probed}
+    assert route_executor.check_startup([world.route]).errors == []
+
+
+def test_a_probe_that_saw_something_is_evidence_before_the_prober_decides(
     route_executor: RouteExecutor, repo: MagicMock, health_store: MagicMock
 ) -> None:
     world = _starting(repo, started_for_s=9.0, deploying=True)
-    health_store.check_route_health_status.return_value = {}
+    seen = HealthStatus(HealthCheckStatus.STALE, detail="/nowhere: connection refused")
+    health_store.check_route_health_status.return_value = {str(world.route.id): seen}
     [error] = route_executor.check_startup([world.route]).errors
-    assert error.error_detail == "never became healthy within 7 s"
+    assert (
+        error.error_detail
+        == "never became healthy within 7 s; the probe saw: /nowhere: connection refused"
+    )
 
 
 def test_check_startup_with_no_routes_reads_nothing(

@@ -30,6 +30,7 @@ from workers.adapters.postgres.schema import (
 from workers.adapters.postgres.transitions import apply_host_transitions, apply_route_transitions
 from workers.domain import (
     ACTIVE_ROUTE_STATUSES,
+    HOST_INTENTS,
     ControllerView,
     HostInfo,
     HostRoute,
@@ -230,6 +231,26 @@ class PostgresHostRegistry:
         with transaction(self._engine) as conn:
             unreachable = HostStatus.UNREACHABLE
             return restore_to_intent(conn, names, unreachable, PhaseName.CHECK_HOSTS, why)
+
+    def note_probes(self, failing: Mapping[str, str], cleared: AbstractSet[str]) -> None:
+        """Placement leaves out hosts whose probes fail (`probes_failing_since`); their
+        condition says why while they are otherwise ready."""
+        alive = hosts.c.status.in_([s.value for s in HOST_INTENTS])
+        with transaction(self._engine) as conn:
+            for name, why in failing.items():
+                conn.execute(
+                    hosts.update()
+                    .where(hosts.c.name == name, hosts.c.probes_failing_since.is_(None))
+                    .values(probes_failing_since=sa.func.now(),
+                            condition=sa.case((alive, why), else_=hosts.c.condition))
+                )  # fmt: skip
+            if cleared:
+                conn.execute(
+                    hosts.update()
+                    .where(hosts.c.name.in_(sorted(cleared)))
+                    .values(probes_failing_since=None,
+                            condition=sa.case((alive, None), else_=hosts.c.condition))
+                )  # fmt: skip
 
     def fetch_routes_on(self, names: AbstractSet[str]) -> list[HostRoute]:
         with transaction(self._engine) as conn:

@@ -33,19 +33,14 @@ _FIELDS = ("readiness", "last_readiness", "created_at", "last_probe")
 _DETAIL_CHARS = 200  # of a writer's last_probe, kept in history rows
 # A readiness stamped further ahead of the Redis clock than this is not believed.
 CLOCK_SKEW_ALLOWANCE_S = 30.0
-# Missing records this soon after a Redis restart were lost, not expired.
-RESTART_GRACE_S = 30
 _EXCERPT_CHARS = 120
 _REMEMBERED_KEYS = 10_000
 
 
 class RedisHealthStore:
-    def __init__(
-        self, *, client: redis.Redis, keys: RedisKeys, restart_grace_s: float = RESTART_GRACE_S
-    ) -> None:
+    def __init__(self, *, client: redis.Redis, keys: RedisKeys) -> None:
         self._client = client
         self._keys = keys
-        self._restart_grace_s = restart_grace_s
         self._malformed = MalformedRecords()
         self._changes = RedisFeed(client, keys.route_health_changes,
                                   keys.route_health_changes_cursor, "routes")  # fmt: skip
@@ -76,17 +71,6 @@ class RedisHealthStore:
             if status is not None:
                 statuses[route_id] = status
         return statuses
-
-    def recently_restarted(self) -> bool:
-        """Whether the Redis server started less than `restart_grace_s` ago.
-
-        Redis here keeps nothing on disk: after a restart every record is gone
-        until the prober writes again, so a missing record may have been lost
-        rather than expired.
-        """
-        with redis_errors():
-            uptime_s = self._client.info("server").get("uptime_in_seconds")
-        return isinstance(uptime_s, int) and uptime_s < self._restart_grace_s
 
     def initialize_routes(self, route_ids: Sequence[str]) -> None:
         """Start each route's record as never probed (reads as STALE, not UNHEALTHY)."""

@@ -86,6 +86,23 @@ class RedisKeys:
         return f"{self.prefix}modelfleet:host-heartbeats"
 
     @property
+    def prober_heartbeats(self) -> str:
+        """Hash: prober name -> Redis time (unix s) it last finished a pass (`modelfleet status`
+        shows a silent one)."""
+        return f"{self.prefix}modelfleet:prober-heartbeats"
+
+    @property
+    def host_probes_passed(self) -> str:
+        """Hash: host name -> Redis time a probe of one of its replicas last passed."""
+        return f"{self.prefix}modelfleet:host-probes-passed"
+
+    @property
+    def host_probes_unreached(self) -> str:
+        """Hash: host name -> JSON {"at", "detail"}: when a probe of one of its replicas last
+        got no answer at all (not even a refusal), and what it saw."""
+        return f"{self.prefix}modelfleet:host-probes-unreached"
+
+    @property
     def proxy_endpoints(self) -> str:
         """Hash: endpoint id -> registration (JSON), what the proxy's registration API was told
         (every proxy process reads it: an endpoint not in it is unknown, 404)."""
