@@ -97,6 +97,9 @@ class Settings:
     result_backend: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     phases: PhaseSettings = field(default_factory=PhaseSettings)
     revision_history_limit: int = 10  # revisions kept per deployment, beyond current and deploying
+    # A route's readiness record expires this long after its prober last wrote it (a
+    # record gone is "unknown", never "unhealthy").
+    health_record_ttl_s: float = 120.0
     max_replicas: int = 100  # the most replicas an operator may ask of one deployment
     # How much the long-running `modelfleet` processes (runner, prober, proxy, ...) log.
     log_level: str = "INFO"
@@ -120,6 +123,9 @@ class Settings:
             result_backend=reader.url("MODELFLEET_RESULT_BACKEND", cls.result_backend, _REDIS),
             phases=_phase_settings(reader, environ),
             max_replicas=int(reader.number("MODELFLEET_MAX_REPLICAS", cls.max_replicas)),
+            health_record_ttl_s=max(
+                1.0, reader.number("MODELFLEET_HEALTH_RECORD_TTL_S", cls.health_record_ttl_s)
+            ),
             log_level=reader.choice("MODELFLEET_LOG_LEVEL", cls.log_level, LOG_LEVELS),
             revision_history_limit=max(
                 1,

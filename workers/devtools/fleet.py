@@ -12,6 +12,10 @@ outside every host. Two kinds of hosts:
 - `namespaces=False` (anyone): each host is an address of 127.0.0.0/8 on the configured
   or throwaway stores. Killing is SIGKILL to its processes and its sessions; cutting it
   off is SIGSTOP to them all (a frozen machine: the closest a process can come).
+
+With `own_stores`, PostgreSQL and Redis are throwaway servers the fleet owns
+(`Fleet.postgres`, `Fleet.redis`), so a test can stop, start and restart them: the
+faults of the control plane (`workers.devtools.control_plane`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,13 @@ from workers.devtools import dev
 from workers.devtools.namespaces import NetworkHost, bridged_hosts
 from workers.devtools.processes import Process, celery, modelfleet, stop_all
 from workers.devtools.stores import stores
-from workers.devtools.throwaway_servers import free_port, start_postgres, start_redis
+from workers.devtools.throwaway_servers import (
+    ThrowawayPostgres,
+    ThrowawayRedis,
+    free_port,
+    start_postgres,
+    start_redis,
+)
 
 LIVE = ("PREPARING", "RUNNING", "TERMINATING")
 
@@ -51,9 +61,7 @@ class FleetHost:
 
     def start(self) -> None:
         """The agent (and the worker), as a machine's boot would start them."""
-        agent = modelfleet("runner", f"--name={self.name}", f"--advertise-host={self.address}",
-                           f"--log-dir={self.system.folder / self.name}")  # fmt: skip
-        self._run("runner", agent)
+        self._run("runner", self._agent_argv())
         if self.with_worker:
             self._run("worker", celery("worker", "--loglevel=INFO", "--concurrency=2",
                                        f"--hostname={self.name}@%h"))  # fmt: skip
@@ -77,6 +85,15 @@ class FleetHost:
         for group in self._frozen:
             _signal_group(group, signal.SIGSTOP)
 
+    def cut_from(self, address: str, ports: list[int]) -> None:
+        """Cut off from those ports of `address` only (a store), the rest flowing."""
+        assert self.network is not None, "a partial cut needs namespaces"
+        self.network.cut_from(address, ports)
+
+    def mend_ports(self) -> None:
+        assert self.network is not None, "a partial cut needs namespaces"
+        self.network.mend_ports()
+
     def mend(self) -> None:
         if self.network is not None:
             self.network.mend()
@@ -91,6 +108,17 @@ class FleetHost:
         for process in self.processes:
             process.stop()
         dev.stop_sessions(self.system.engine, self.name)
+
+    def restart_runner(self) -> None:
+        """The agent stops (SIGTERM) and starts again; its sessions run on meanwhile."""
+        [runner] = [p for p in self.processes if p.name == f"{self.name}-runner"]
+        runner.stop()
+        self.processes.remove(runner)
+        self._run("runner", self._agent_argv())
+
+    def _agent_argv(self) -> list[str]:
+        return modelfleet("runner", f"--name={self.name}", f"--advertise-host={self.address}",
+                          f"--log-dir={self.system.folder / self.name}")  # fmt: skip
 
     def _run(self, name: str, argv: list[str]) -> None:
         if self.network is not None:
@@ -116,10 +144,30 @@ class FleetHost:
 class Fleet:
     system: dev.DevSystem
     hosts: list[FleetHost]
+    postgres: ThrowawayPostgres | None = None  # with `own_stores` (or namespaces)
+    redis: ThrowawayRedis | None = None
 
     def host(self, name: str) -> FleetHost:
         [found] = [host for host in self.hosts if host.name == name]
         return found
+
+    def processes(self, *names: str) -> list[Process]:
+        """The controller's processes by name ("worker", "beat", "prober", ...) and the
+        hosts' ("host-1-worker", "host-2-runner", ...)."""
+        every = [*self.system.processes, *(p for h in self.hosts for p in h.processes)]
+        return [p for p in every if p.name in names]
+
+    @contextlib.contextmanager
+    def frozen(self, *names: str) -> Iterator[None]:
+        """The named processes stopped (SIGSTOP) meanwhile, and let go (SIGCONT) after."""
+        groups = [p.popen.pid for p in self.processes(*names)]
+        for group in groups:
+            _signal_group(group, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for group in groups:
+                _signal_group(group, signal.SIGCONT)
 
 
 @contextlib.contextmanager
@@ -130,21 +178,27 @@ def running_fleet(
     environ: Mapping[str, str] = os.environ,
     fast: bool = True,
     say: Callable[[str], None] = lambda _: None,
+    own_stores: bool = False,
 ) -> Iterator[Fleet]:
     """`count` hosts named host-1..host-N (a worker on host-1), and the controller."""
     folder = Path(tempfile.mkdtemp(prefix="modelfleet-fleet-"))
+    servers: tuple[ThrowawayPostgres, ThrowawayRedis] | tuple[None, None] = (None, None)
     try:
         with contextlib.ExitStack() as stack:
-            if namespaces:  # every store on the bridge, where the hosts reach it
+            if namespaces or own_stores:  # stores of its own (on the bridge: hosts reach it)
                 environ = {k: v for k, v in environ.items() if k not in dev.STORE_VARIABLES}
+            if namespaces:
                 network = stack.enter_context(bridged_hosts(count))
                 listen = network.address
-                urls = _throwaway_stores(stack, listen)
                 addresses = [host.address for host in network.hosts]
             else:
                 listen = "127.0.0.1"
-                urls = stack.enter_context(stores(environ, say))
                 addresses = [f"127.0.0.{11 + i}" for i in range(count)]
+            if namespaces or own_stores:
+                servers = _throwaway_stores(stack, listen)
+                urls = (servers[0].url, servers[1].url)
+            else:
+                urls = stack.enter_context(stores(environ, say))
             system = _system(folder, environ, *urls, listen=listen, fast=fast)
             stack.callback(system.engine.dispose)
             stack.callback(stop_all, system.processes, dev.STOP_GRACE_S, say)
@@ -156,19 +210,21 @@ def running_fleet(
             for host in hosts:
                 stack.callback(host.stop)
                 host.start()
-            yield Fleet(system, hosts)
+            yield Fleet(system, hosts, *servers)
     except BaseException:
         say(f"logs of every process are kept in {folder}")
         raise
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _throwaway_stores(stack: contextlib.ExitStack, listen: str) -> tuple[str, str]:
+def _throwaway_stores(
+    stack: contextlib.ExitStack, listen: str
+) -> tuple[ThrowawayPostgres, ThrowawayRedis]:
     postgres = start_postgres(host=listen)
     stack.callback(postgres.stop)
     redis_server = start_redis(host=listen)
     stack.callback(redis_server.stop)
-    return postgres.url, redis_server.url
+    return postgres, redis_server
 
 
 def _system(

@@ -6,7 +6,9 @@ flight, requests served). MODEL_LATENCY_S makes each completion take that long;
 MODEL_STARTUP_S makes it load that long first (port open, health and completions 503);
 MODEL_ERROR_RATE answers that share of completions 500 (exactly: 0.5 fails every second one).
 POST /admin/fail-health and /admin/recover switch the
-health answer, so a demo or a test can make one replica sick.
+health answer, so a demo or a test can make one replica sick. With MODEL_SERVED_DIR set,
+every completion it computes appends its `X-Request-Id` to a file of its own there
+(`{pid}.served`), so a test can tell whether any request ran twice.
 
 On SIGTERM it stops accepting connections, finishes the requests in flight,
 then exits 0: what a scheduler's stop must not cut short.
@@ -23,12 +25,15 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from workers.domain import REVISION_VARIABLE  # the deployment revision it runs
 from workers.standalone.machine import BIND_HOST_VARIABLE, PORT_VARIABLE
 
 IDLE_CONNECTION_S = 5.0  # uvicorn's keep-alive timeout, which many model servers run on
+SERVED_DIR_VARIABLE = "MODEL_SERVED_DIR"
+REQUEST_ID_HEADER = "X-Request-Id"
 
 
 class ModelState:
@@ -54,6 +59,15 @@ class ModelState:
         self.in_flight = 0
         self.served = 0
         self.lock = threading.Lock()
+        served_dir = os.environ.get(SERVED_DIR_VARIABLE)
+        self.served_log = Path(served_dir) / f"{os.getpid()}.served" if served_dir else None
+
+    def note_served(self, request_id: str | None) -> None:
+        """Keep the id of a request it computed (MODEL_SERVED_DIR): one line, one write."""
+        if self.served_log is None or not request_id:
+            return
+        with self.served_log.open("a") as ledger:
+            ledger.write(f"{request_id[:64]}\n")
 
     def complete(self, prompt: str) -> dict[str, Any]:
         with self.lock:
@@ -164,7 +178,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.state.next_fails():
             self._send(500, {"error": "an injected failure (MODEL_ERROR_RATE)"})
             return
-        self._send(200, self.state.complete(prompt))
+        answer = self.state.complete(prompt)
+        self.state.note_served(self.headers.get(REQUEST_ID_HEADER))
+        self._send(200, answer)
 
     def _send(self, status: int, body: Any, content_type: str = "application/json") -> None:
         payload = (body if isinstance(body, str) else json.dumps(body)).encode()

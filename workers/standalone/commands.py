@@ -109,7 +109,9 @@ def prober(cli: CliContext, interval_s: float, name: str) -> None:
     keys = RedisKeys(cli.settings.redis_key_prefix)
     HealthProber(
         engine=cli.engine,
-        health_store=RedisHealthStore(client=client, keys=keys),
+        health_store=RedisHealthStore(
+            client=client, keys=keys, ttl_s=cli.settings.health_record_ttl_s
+        ),
         signals=RedisProbeSignals(client=client, keys=keys),
         name=name,
     ).run_forever(interval_s)

@@ -2,12 +2,13 @@
 host lost, by the database clock) and a field in Redis (a second sign of life: a host
 that reaches Redis but not PostgreSQL is cut off from the controller, not dead).
 
-A thread of its own, so a long pass of the agent (starting many sessions) never makes
-its host look silent. The two stores are written independently: either may be down
-while the other still hears the host. No error ends the thread (a heartbeat that died on
-the first connection error once left every host of a fleet "lost" after a 15 s database
-outage); each store's failure is logged once when it starts and once when it ends, and
-the agent's loop starts the thread again should it ever stop (`ensure_running`).
+A thread per store, so a long pass of the agent (starting many sessions) never makes
+its host look silent, and a store that hangs (a host cut off from it: a write waits on
+TCP) never holds up the other: either may be down while the other still hears the
+host. No error ends a thread (a heartbeat that died on the first connection error once
+left every host of a fleet "lost" after a 15 s database outage); each store's failure
+is logged once when it starts and once when it ends, and the agent's loop starts a
+thread again should it ever stop (`ensure_running`).
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Store:
-    """One store the heartbeat goes to, and whether writing to it is failing now."""
+    """One store the heartbeat goes to, its thread, and whether writing to it fails now."""
 
     name: str
     write: Callable[[], None]
     failing: bool = False
+    thread: threading.Thread | None = None
 
     def beat(self, host: str) -> bool:
         try:
@@ -58,7 +60,6 @@ class Heartbeat:
     redis_client: redis.Redis | None = None
     keys: RedisKeys = field(default_factory=RedisKeys)
     _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
     _stores: list[_Store] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -67,19 +68,24 @@ class Heartbeat:
             self._stores.append(_Store("Redis", self._beat_redis))
 
     def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._beat, name=f"heartbeat-{self.name}", daemon=True
-        )
-        self._thread.start()
+        for store in self._stores:
+            self._start(store)
 
     def ensure_running(self) -> bool:
-        """Start the thread again if it is not running; True when it had to."""
-        if self._stop.is_set() or (self._thread is not None and self._thread.is_alive()):
+        """Start any store's thread again that is not running; True when one had to."""
+        if self._stop.is_set():
             return False
-        if self._thread is not None:
-            log.error("host %s: the heartbeat thread had stopped; started again", self.name)
-        self.start()
-        return True
+        dead = [s for s in self._stores if s.thread is None or not s.thread.is_alive()]
+        for store in dead:
+            if store.thread is not None:
+                log.error("host %s: the heartbeat to %s had stopped; started again",
+                          self.name, store.name)  # fmt: skip
+            self._start(store)
+        return bool(dead)
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return [s.thread for s in self._stores if s.thread is not None]
 
     def stop(self) -> None:
         self._stop.set()
@@ -102,7 +108,12 @@ class Heartbeat:
         now_s = server_time_s(self.redis_client.time())
         self.redis_client.hset(self.keys.host_heartbeats, self.name, f"{now_s:.3f}")
 
-    def _beat(self) -> None:
+    def _start(self, store: _Store) -> None:
+        store.thread = threading.Thread(target=self._beat, args=(store,), daemon=True,
+                                        name=f"heartbeat-{store.name}-{self.name}")  # fmt: skip
+        store.thread.start()
+
+    def _beat(self, store: _Store) -> None:
         while not self._stop.is_set():
-            self.beat_once()
+            store.beat(self.name)
             self._stop.wait(self.every_s)

@@ -26,8 +26,12 @@ _AGENT_SESSION = {
     "tcp_keepalives_interval": "2",
     "tcp_keepalives_count": "3",
 }
+# A write on a connection whose peer stopped acknowledging (a host cut off from its
+# database) fails after 5 s (TCP_USER_TIMEOUT) instead of TCP's retries of minutes; a
+# new connection gives up after 5 s too.
 _AGENT_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
-                     "keepalives_count": 3}  # fmt: skip
+                     "keepalives_count": 3, "tcp_user_timeout": 5000,
+                     "connect_timeout": 5}  # fmt: skip
 
 
 def create_agent_engine(url: str) -> sa.Engine:

@@ -38,9 +38,12 @@ _REMEMBERED_KEYS = 10_000
 
 
 class RedisHealthStore:
-    def __init__(self, *, client: redis.Redis, keys: RedisKeys) -> None:
+    def __init__(
+        self, *, client: redis.Redis, keys: RedisKeys, ttl_s: float = HEALTH_TTL_S
+    ) -> None:
         self._client = client
         self._keys = keys
+        self._ttl_s = ttl_s  # of the records this store writes
         self._malformed = MalformedRecords()
         self._changes = RedisFeed(client, keys.route_health_changes,
                                   keys.route_health_changes_cursor, "routes")  # fmt: skip
@@ -129,7 +132,7 @@ class RedisHealthStore:
                 if route_id in seen:
                     pipe.hset(key, "last_probe", seen[route_id][:_DETAIL_CHARS])
                 pipe.hsetnx(key, "created_at", f"{now_s:.6f}")
-                pipe.expire(key, HEALTH_TTL_S)
+                pipe.expire(key, max(int(self._ttl_s), 1))
             if changed:
                 self._changes.announce(list(changed), pipe)
             pipe.execute()
