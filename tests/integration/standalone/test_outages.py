@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.devtools.processes import Process
+from workers.devtools.processes import Process, wait_for
 
 DEAD_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"
 DEAD_REDIS = "redis://127.0.0.1:1/0"
@@ -30,8 +30,10 @@ def test_a_daemon_keeps_running_through_an_outage_and_says_so_once(
 ) -> None:
     argv = [sys.executable, "-m", "workers.cli", daemon]
     process = Process(daemon, argv, {**os.environ, **env}, tmp_path)
-    try:
-        time.sleep(4)
+    try:  # its line, however busy the machine (a fixed 4 s was once too short)
+        wait_for(process.log_path.read_text, lambda log: "retrying with back-off" in log,
+                 timeout_s=60, what=f"the {daemon}'s outage line")  # fmt: skip
+        time.sleep(1)  # a pass or two more: said once, not once per pass
         assert process.popen.poll() is None, process.log_path.read_text()
     finally:
         process.stop()
