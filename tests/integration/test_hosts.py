@@ -32,6 +32,7 @@ from workers.adapters.postgres.schema import (
 from workers.composition import Adapters
 from workers.domain import DeploymentInfo, DeploymentLifecycle, RouteStatus, SessionSpec
 from workers.errors import NoHostAvailable
+from workers.standalone.process_identity import identify
 from workers.standalone.runner import SessionRunner
 
 
@@ -167,8 +168,11 @@ def test_an_agent_registers_claims_its_own_and_fences_a_host_that_was_lost(
         with engine.begin() as conn:
             assert conn.execute(sa.select(hosts.c.slots)).scalar_one() == 3
             conn.execute(hosts.update().values(status="lost"))  # the controller lost it
+            identity = identify(sleeper.pid)
+            assert identity is not None
             conn.execute(sessions.update().where(sessions.c.id == mine).values(
-                status="LOST", runner="h1", pid=sleeper.pid))  # fmt: skip
+                status="LOST", runner="h1", pid=sleeper.pid,
+                process_started_ticks=identity.started_ticks, boot_id=identity.boot_id))  # fmt: skip
         runner.tick()  # fenced: it stops what was given up, and takes nothing new
         assert _session_status(engine, unplaced) == "PENDING"
         sleeper.wait(timeout=10)

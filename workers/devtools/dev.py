@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -37,6 +38,7 @@ from workers.devtools.throwaway_servers import (
     free_port,
 )
 from workers.domain import DeploymentInfo, HealthCheckConfig, ModelRevision
+from workers.standalone.process_identity import ProcessIdentity, is_running
 
 log = logging.getLogger(__name__)
 
@@ -300,22 +302,18 @@ def start_controller(
 
 def stop_sessions(engine: sa.Engine, runner_name: str) -> int:
     """The session processes this run's runner started are stopped (they outlive the
-    runner); sessions of any other runner on the same database are not touched."""
+    runner), each only if its recorded identity still names it; sessions of any other
+    runner on the same database are not touched."""
     ours = sessions.c.runner == runner_name
     try:
         with transaction(engine) as conn:
-            pids = (
-                conn.execute(
-                    sa.select(sessions.c.pid).where(
-                        ours,
-                        sessions.c.pid.is_not(None),
-                        sessions.c.status.in_(["RUNNING", "TERMINATING"]),
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            for pid in pids:
+            rows = conn.execute(
+                sa.select(sessions.c.pid, sessions.c.process_started_ticks, sessions.c.boot_id)
+                .where(ours, sessions.c.pid.is_not(None),
+                       sessions.c.status.in_(["RUNNING", "TERMINATING"]))
+            ).all()  # fmt: skip
+            stopped = [row.pid for row in rows if _still_its(row)]
+            for pid in stopped:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, 9)
             conn.execute(
@@ -323,10 +321,16 @@ def stop_sessions(engine: sa.Engine, runner_name: str) -> int:
                 .where(ours, sessions.c.status.in_(["RUNNING", "TERMINATING", "PREPARING"]))
                 .values(status="TERMINATED", terminated_at=sa.func.now())
             )
-        return len(pids)
+        return len(stopped)
     except Exception:  # stopping goes on: the other steps must still run
         log.exception("could not stop the sessions of runner %s", runner_name)
         return 0
+
+
+def _still_its(row: Any) -> bool:
+    if row.process_started_ticks is None:
+        return False
+    return is_running(ProcessIdentity(row.pid, row.process_started_ticks, row.boot_id or ""))
 
 
 def _retire(engine: sa.Engine, deployment_ids: list[uuid.UUID]) -> None:

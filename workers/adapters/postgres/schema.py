@@ -153,6 +153,9 @@ deployments = sa.Table(
     sa.Column("condition_at", sa.DateTime(timezone=True)),
     # Scale to zero: idle this long (no request), it gives its replicas back (None: never).
     sa.Column("scale_to_zero_after_s", sa.Float),
+    # A session not running this long after it was asked for is given up and replaced
+    # (None: MODELFLEET_SESSION_START_DEADLINE_S).
+    sa.Column("start_deadline_s", sa.Float),
     # The replica count it had when it went to zero by idleness; set only while it is
     # there (a request wakes it back to this). None at zero: an operator asked for 0.
     sa.Column("zeroed_from", sa.Integer),
@@ -169,6 +172,7 @@ deployments = sa.Table(
     sa.CheckConstraint("drain_s >= 0", name="drain_s"),
     sa.CheckConstraint("scale_to_zero_after_s > 0", name="scale_to_zero_after_s"),
     sa.CheckConstraint("zeroed_from > 0", name="zeroed_from"),
+    sa.CheckConstraint("start_deadline_s > 0", name="start_deadline_s"),
     sa.Index(
         "uq_deployments_name_live",
         "name",
@@ -251,7 +255,10 @@ sessions = sa.Table(
     sa.Column("spec", JSONB, nullable=False),
     sa.Column("host", sa.Text),
     sa.Column("port", sa.Integer),
-    sa.Column("pid", sa.Integer),  # the process a local runner started for it
+    sa.Column("pid", sa.Integer),  # the process a local runner started for it, known by
+    # its identity: the pid with its start time (clock ticks after boot) and boot id
+    sa.Column("process_started_ticks", sa.BigInteger),
+    sa.Column("boot_id", sa.Text),
     sa.Column("runner", sa.Text),  # the name of the runner (its host) that claimed it
     sa.Column("placed_on", sa.Text),  # the host the controller chose for it (None: unplaced)
     # How its process ended on its own (ERROR): exit code (negative: killed by that signal)
