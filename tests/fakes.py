@@ -147,6 +147,11 @@ class FakeRepository:
         linked = {i: self._w.routes[i].session_id for i in route_ids}
         return {i: self._w.sessions[s].status for i, s in linked.items() if s is not None}
 
+    def fetch_overdue_starts(
+        self, route_ids: AbstractSet[UUID], default_deadline_s: float
+    ) -> dict[UUID, tuple[float, float]]:
+        return {}
+
     def fetch_route_service_discovery_info(
         self, route_ids: AbstractSet[UUID]
     ) -> list[RouteDiscoveryData]:

@@ -65,6 +65,7 @@ class Adapters:
             scheduling_controller=self.scheduler,
             health_store=self.health_store,
             service_discovery=self.service_discovery,
+            start_deadline_s=self.settings.session_start_deadline_s,
         )
 
     def host_executor(self) -> HostExecutor:

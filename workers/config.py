@@ -100,6 +100,9 @@ class Settings:
     # A route's readiness record expires this long after its prober last wrote it (a
     # record gone is "unknown", never "unhealthy").
     health_record_ttl_s: float = 120.0
+    # A session no agent started this long after it was asked for is given up and replaced
+    # (a deployment may set its own: `--start-deadline-s`).
+    session_start_deadline_s: float = 600.0
     max_replicas: int = 100  # the most replicas an operator may ask of one deployment
     # How much the long-running `modelfleet` processes (runner, prober, proxy, ...) log.
     log_level: str = "INFO"
@@ -125,6 +128,10 @@ class Settings:
             max_replicas=int(reader.number("MODELFLEET_MAX_REPLICAS", cls.max_replicas)),
             health_record_ttl_s=max(
                 1.0, reader.number("MODELFLEET_HEALTH_RECORD_TTL_S", cls.health_record_ttl_s)
+            ),
+            session_start_deadline_s=max(
+                1.0,
+                reader.number("MODELFLEET_SESSION_START_DEADLINE_S", cls.session_start_deadline_s),
             ),
             log_level=reader.choice("MODELFLEET_LOG_LEVEL", cls.log_level, LOG_LEVELS),
             revision_history_limit=max(

@@ -82,6 +82,18 @@ class RouteSessionTerminated(ModelfleetError):
         super().__init__(f"Session of route {route_id} ended with status {session_status}")
 
 
+class SessionNeverStarted(ModelfleetError):
+    """A session asked for long ago that no agent has started: given up and replaced."""
+
+    error_code = "session_never_started"
+
+    def __init__(self, waited_s: float, deadline_s: float) -> None:
+        super().__init__(
+            f"session not running {waited_s:.0f} s after it was asked for (start deadline "
+            f"{deadline_s:g} s): given up, a replacement starts"
+        )
+
+
 # What a health checker's probe saw, appended to the messages below, so a rollback can
 # quote it ("/health answered 404"); `probe_saw` reads it back from a history message.
 PROBE_SAW = "; the probe saw: "

@@ -68,6 +68,13 @@ class DeploymentRepository(Protocol):
         """The status of each route's session; routes without one are absent."""
         ...
 
+    def fetch_overdue_starts(
+        self, route_ids: AbstractSet[UUID], default_deadline_s: float
+    ) -> Mapping[UUID, tuple[float, float]]:
+        """Routes whose session has not started within its deployment's start deadline
+        (`default_deadline_s` where none is set): seconds waited and the deadline."""
+        ...
+
     def fetch_route_service_discovery_info(
         self, route_ids: AbstractSet[UUID]
     ) -> list[RouteDiscoveryData]:

@@ -23,6 +23,7 @@ from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.scheduler import SessionTableScheduler
 from workers.adapters.postgres.schema import (
     controller_watch,
+    deployments,
     host_history,
     hosts,
     route_history,
@@ -170,9 +171,10 @@ def test_an_agent_registers_claims_its_own_and_fences_a_host_that_was_lost(
             conn.execute(hosts.update().values(status="lost"))  # the controller lost it
             identity = identify(sleeper.pid)
             assert identity is not None
-            conn.execute(sessions.update().where(sessions.c.id == mine).values(
-                status="LOST", runner="h1", pid=sleeper.pid,
-                process_started_ticks=identity.started_ticks, boot_id=identity.boot_id))  # fmt: skip
+            given_up = {"status": "LOST", "runner": "h1", "pid": sleeper.pid,
+                        "process_started_ticks": identity.started_ticks,
+                        "boot_id": identity.boot_id}  # fmt: skip
+            conn.execute(sessions.update().where(sessions.c.id == mine).values(**given_up))
         runner.tick()  # fenced: it stops what was given up, and takes nothing new
         assert _session_status(engine, unplaced) == "PENDING"
         sleeper.wait(timeout=10)
@@ -405,3 +407,38 @@ def _stop_session_processes(engine: sa.Engine) -> None:
         for pid in pids.scalars():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def test_a_session_no_agent_starts_within_its_deadline_is_given_up_and_replaced(
+    engine: sa.Engine, catalog: Catalog, run: Any, run_phase: Callable[[str], object]
+) -> None:
+    _register(engine, "h1")
+    deployment = _serving(catalog, replicas=1)
+    assert run("deployment", "set", deployment.name, "--start-deadline-s", "30").exit_code == 0
+    stranded = _pending(engine, catalog, deployment, placed_on="h1")
+    with engine.begin() as conn:  # asked for a minute ago; its host never started it
+        conn.execute(sessions.update().where(sessions.c.id == stranded).values(
+            created_at=sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 1)))  # fmt: skip
+        route_id = conn.execute(
+            sa.select(sessions.c.route_id).where(sessions.c.id == stranded)
+        ).scalar_one()
+        conn.execute(routes.update().where(routes.c.id == route_id).values(
+            session_id=stranded, status="degraded"))  # fmt: skip
+    run_phase("routes.check_running")
+    assert _status(engine, route_id) == "draining"  # out of the count: a replacement starts
+    with engine.connect() as conn:
+        why = conn.execute(sa.select(route_history.c.message)
+                           .where(route_history.c.route_id == route_id)).scalar_one()  # fmt: skip
+    assert "session not running 60 s after it was asked for (start deadline 30 s)" in why
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon", "1e400"])
+def test_a_bad_start_deadline_is_one_line_and_changes_nothing(
+    engine: sa.Engine, catalog: Catalog, run: Any, value: str
+) -> None:
+    deployment = _serving(catalog, replicas=1)
+    result = run("deployment", "set", deployment.name, "--start-deadline-s", value)
+    assert result.exit_code == 2
+    assert "--start-deadline-s" in result.output
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(deployments.c.start_deadline_s)).scalar_one() is None

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from click.testing import Result
 
 from tests.factories import make_deployment, make_revision, make_route
-from workers.adapters.postgres.catalog import Catalog
+from workers.adapters.postgres.catalog import Catalog, RolloutStart
 from workers.adapters.postgres.deployment_repository import PostgresDeploymentRepository
 from workers.adapters.postgres.schema import (
     deployment_history,
@@ -59,7 +59,8 @@ def serving(catalog: Catalog) -> DeploymentInfo:
 def _roll(catalog: Catalog, deployment: DeploymentInfo, spec: RolloutSpec, image: str) -> int:
     number = catalog.create_revision(deployment.id, {"image": image})
     assert number is not None
-    assert catalog.start_rollout(deployment.id, number, spec, f"update to revision {number}")
+    started = catalog.start_rollout(deployment.id, number, spec, f"update to revision {number}")
+    assert started is RolloutStart.STARTED
     return number
 
 
@@ -305,3 +306,22 @@ def test_a_revision_whose_requests_fail_is_rolled_back_with_the_numbers(
     )
     assert all(r["status"] in {"draining", "healthy"} for r in _routes(engine, serving.id))
     assert {r["revision"] for r in _routes(engine, serving.id) if r["status"] == "healthy"} == {1}
+
+
+def test_an_update_at_zero_makes_the_revision_current_without_a_rollout(
+    catalog: Catalog, engine: sa.Engine, run: Callable[..., Result]
+) -> None:
+    """At zero the rollout's 25 % surge of nothing was 0 and it refused itself at once."""
+    catalog.create_scaling_group("sg1")
+    parked = catalog.create_deployment(
+        make_deployment(name="parked", replica_count=0, lifecycle=DeploymentLifecycle.READY)
+    )
+    done = run("deployment", "update", "parked", "--image", "img:2", "--wait", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output) == {"deployment": "parked", "revision": 2}
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(deployments).where(deployments.c.id == parked.id)).one()
+    assert (row.lifecycle, row.current_revision, row.deploying_revision, row.image) == (
+        "ready", 2, None, "img:2")  # fmt: skip
+    shown = json.loads(run("deployment", "show", "parked", "--json").output)
+    assert shown["reason"].endswith("at zero, revision 2 is current; the next wake starts it")

@@ -62,6 +62,13 @@ def wait_options(command: Any) -> Any:
 
 
 DRAIN_HELP = "Seconds a replica leaving service stays out of traffic before it is stopped."
+START_DEADLINE_HELP = (
+    "Seconds a replica's session may take to be started by a host before it is given up "
+    "and replaced [MODELFLEET_SESSION_START_DEADLINE_S]."
+)
+start_deadline_option = click.option(
+    "--start-deadline-s", type=FiniteFloat(min=1, max=86_400), help=START_DEADLINE_HELP
+)
 SCALE_TO_ZERO_HELP = (
     "Seconds without a request after which it gives its replicas back; the next request "
     "wakes it (held by the modelfleet proxy meanwhile). 0: never."
@@ -89,6 +96,7 @@ SCALE_TO_ZERO_HELP = (
 )
 @click.option("--scale-to-zero-after-s", type=FiniteFloat(min=0), default=0.0, show_default=True,
               help=SCALE_TO_ZERO_HELP)  # fmt: skip
+@start_deadline_option
 @wait_options
 @json_option
 @click.pass_obj
@@ -115,6 +123,7 @@ def create(cli: CliContext, /, name: str, resource_group: str, **options: Any) -
         open_to_public=options["public"],
         drain_s=options["drain_s"],
         scale_to_zero_after_s=options["scale_to_zero_after_s"] or None,
+        start_deadline_s=options["start_deadline_s"],
     )
     with reported_failures("deployment create"):
         if resource_group not in {g["name"] for g in cli.reports.scaling_groups()}:
@@ -173,13 +182,14 @@ def _reason(row: dict[str, Any], desired: int, progress: str | None) -> str:
 @click.argument("ref", metavar="DEPLOYMENT")
 @click.option("--scale-to-zero-after-s", type=FiniteFloat(min=0), help=SCALE_TO_ZERO_HELP)
 @click.option("--drain-s", type=FiniteFloat(min=0, max=3600), help=DRAIN_HELP)
+@start_deadline_option
 @json_option
 @click.pass_obj
 def set_settings(cli: CliContext, /, ref: str, as_json: bool, **options: float | None) -> None:
     """Change settings that are not part of a revision (nothing is rolled out)."""
     asked: dict[str, float | None] = {n: v for n, v in options.items() if v is not None}
     if not asked:
-        bad_input("options", "give --scale-to-zero-after-s or --drain-s")
+        bad_input("options", "give --scale-to-zero-after-s, --drain-s or --start-deadline-s")
     if "scale_to_zero_after_s" in asked:  # 0 turns it off
         asked["scale_to_zero_after_s"] = asked["scale_to_zero_after_s"] or None
     with reported_failures("deployment set"):

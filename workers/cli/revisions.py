@@ -12,7 +12,8 @@ from typing import Any
 
 import click
 
-from workers.cli.deployments import deployment, with_rollout
+from workers.adapters.postgres.catalog import RolloutStart
+from workers.cli.deployments import deployment, start_deadline_option, with_rollout
 from workers.cli.output import done, emit, json_option, wide_option
 from workers.cli.params import FiniteFloat
 from workers.cli.revision_options import HEALTH_OPTIONS, environ_pairs, health_options
@@ -126,6 +127,7 @@ def rollout_options(command: Any) -> Any:
 @click.option("--model-path")
 @click.option("--health-path", help="HTTP path the prober checks.")
 @health_options(with_defaults=False)
+@start_deadline_option
 @rollout_options
 @click.pass_obj
 def update(cli: CliContext, /, ref: str, **options: Any) -> None:
@@ -141,8 +143,10 @@ def update(cli: CliContext, /, ref: str, **options: Any) -> None:
             bad_input(
                 "DEPLOYMENT", f"nothing changes: revision {found['current_revision']} runs that"
             )
-        _start(cli, found, number, spec, f"update to revision {number}")
-    _report(cli, found, number, options)
+        started = _start(cli, found, number, spec, f"update to revision {number}")
+        if options["start_deadline_s"] is not None:
+            cli.catalog.set_settings(found["id"], {"start_deadline_s": options["start_deadline_s"]})
+    _report(cli, found, number, started, options)
 
 
 @deployment.command("rollback")
@@ -161,8 +165,8 @@ def rollback(cli: CliContext, /, ref: str, to_revision: int | None, **options: A
             bad_input("--to-revision", f"no revision {target} kept; kept: {sorted(kept)}")
         if target == found["current_revision"]:
             bad_input("--to-revision", f"revision {target} is the current one")
-        _start(cli, found, target, spec, f"roll back to revision {target}")
-    _report(cli, found, target, options)
+        started = _start(cli, found, target, spec, f"roll back to revision {target}")
+    _report(cli, found, target, started, options)
 
 
 @deployment.command("promote")
@@ -255,19 +259,22 @@ def _changes(cli: CliContext, found: dict[str, Any], options: dict[str, Any]) ->
 
 def _start(
     cli: CliContext, found: dict[str, Any], number: int, spec: RolloutSpec, what: str
-) -> None:
-    if not cli.catalog.start_rollout(found["id"], number, spec, what):
+) -> RolloutStart:
+    started = cli.catalog.start_rollout(found["id"], number, spec, what)
+    if started is RolloutStart.REFUSED:
         bad_input("DEPLOYMENT", f"{found['name']} cannot start a rollout now")
+    return started
 
 
-def _report(cli: CliContext, found: dict[str, Any], number: int, options: dict[str, Any]) -> None:
-    if options["wait"]:
+def _report(cli: CliContext, found: dict[str, Any], number: int, started: RolloutStart,
+            options: dict[str, Any]) -> None:  # fmt: skip
+    at_zero = started is RolloutStart.CURRENT_AT_ZERO
+    if options["wait"] and not at_zero:
         _wait(cli, found, number, options["timeout_s"])
-    done(
-        f"deployment {found['name']}: revision {number}",
-        {"deployment": found["name"], "revision": number},
-        as_json=options["as_json"],
-    )
+    said = f"deployment {found['name']}: revision {number}"
+    if at_zero:
+        said += " (at zero: current now; the next wake starts it)"
+    done(said, {"deployment": found["name"], "revision": number}, as_json=options["as_json"])
 
 
 def _wait(cli: CliContext, found: dict[str, Any], number: int, timeout_s: float) -> None:

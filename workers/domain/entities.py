@@ -103,6 +103,9 @@ class DeploymentInfo:
     scale_to_zero_after_s: float | None = None
     # While at zero by idleness: the replica count a wake restores (None otherwise).
     zeroed_from: int | None = None
+    # A session not running this long after it was asked for is replaced (None: the
+    # controller's MODELFLEET_SESSION_START_DEADLINE_S).
+    start_deadline_s: float | None = None
     # Creation, the setting's change, its last wake (the database sets it: not compared).
     idle_counts_from: datetime | None = field(default=None, compare=False)
 

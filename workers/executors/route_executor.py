@@ -36,6 +36,7 @@ from workers.errors import (
     RouteSessionNotFound,
     RouteSessionTerminated,
     RouteUnhealthy,
+    SessionNeverStarted,
     error_code_of,
 )
 from workers.executors.outcomes import capture, unique_by_id
@@ -56,11 +57,13 @@ class RouteExecutor:
         scheduling_controller: SchedulingController,
         health_store: HealthStore,
         service_discovery: ServiceDiscovery,
+        start_deadline_s: float = 600.0,
     ) -> None:
         self._repo = deployment_repo
         self._scheduler = scheduling_controller
         self._health_store = health_store
         self._service_discovery = service_discovery
+        self._start_deadline_s = start_deadline_s  # where a deployment sets none
 
     def provision_routes(self, routes: Sequence[RouteData]) -> RouteExecutionResult:
         """Start a session for each route that has none and link it to the route.
@@ -112,14 +115,21 @@ class RouteExecutor:
         return RouteExecutionResult(successes=routes)
 
     def check_running_routes(self, routes: Sequence[RouteData]) -> RouteExecutionResult:
-        """A route whose session is missing or has ended is an error."""
+        """A route whose session is missing or has ended is an error; so is one whose
+        session no agent started within its deployment's start deadline (it is given
+        up and replaced: a start stranded on a host would otherwise count as a replica
+        and hold a rollout for ever)."""
         routes = unique_by_id(routes)
         if not routes:
             return RouteExecutionResult()
-        statuses = self._repo.fetch_session_statuses_by_route_ids({route.id for route in routes})
+        ids = {route.id for route in routes}
+        statuses = self._repo.fetch_session_statuses_by_route_ids(ids)
+        overdue = self._repo.fetch_overdue_starts(ids, self._start_deadline_s)
         result = RouteExecutionResult()
         for route in routes:
             failure = _session_failure(route, statuses.get(route.id))
+            if failure is None and route.id in overdue:
+                failure = SessionNeverStarted(*overdue[route.id])
             if failure is None:
                 result.successes.append(route)
             else:

@@ -24,7 +24,9 @@ def _autospec(port: type) -> MagicMock:
 
 @pytest.fixture
 def repo() -> MagicMock:
-    return _autospec(DeploymentRepository)
+    mock = _autospec(DeploymentRepository)
+    mock.fetch_overdue_starts.return_value = {}  # every session started in time
+    return mock
 
 
 @pytest.fixture
@@ -34,8 +36,7 @@ def scheduler() -> MagicMock:
 
 @pytest.fixture
 def health_store() -> MagicMock:
-    store = _autospec(HealthStore)
-    return store
+    return _autospec(HealthStore)
 
 
 @pytest.fixture

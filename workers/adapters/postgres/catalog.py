@@ -10,13 +10,14 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
 
 from workers.adapters.postgres.engine import transaction
-from workers.adapters.postgres.rollouts import REVISION_COLUMNS
+from workers.adapters.postgres.rollouts import REVISION_COLUMNS, make_current
 from workers.adapters.postgres.rows import deployment_values, revision_values, rule_values
 from workers.adapters.postgres.schema import (
     autoscaling_rules,
@@ -210,13 +211,21 @@ class Catalog:
 
     def start_rollout(
         self, deployment_id: UUID, revision: int, spec: RolloutSpec, what: str
-    ) -> bool:
+    ) -> RolloutStart:
         """Move a ready (or scaling, or deploying: superseded) deployment to `revision`
-        with `spec`; False when its lifecycle allows no rollout now."""
-        change = _operator_move(deployment_id, {READY, SCALING, DEPLOYING}, DEPLOYING, what)
+        with `spec`. At zero replicas (scaled to zero, or an operator's 0) nothing runs
+        to roll: the revision becomes current at once, and the next wake starts it."""
         with transaction(self._engine) as conn:
+            target = conn.execute(
+                sa.select(_TARGET_REPLICAS, deployments.c.lifecycle)
+                .where(deployments.c.id == deployment_id)
+                .with_for_update()
+            ).one_or_none()
+            if target is not None and target[0] == 0 and target[1] != DEPLOYING.value:
+                return _current_at_zero(conn, deployment_id, revision, what)
+            change = _operator_move(deployment_id, {READY, SCALING, DEPLOYING}, DEPLOYING, what)
             if not apply_deployment_transitions(conn, [change]):
-                return False
+                return RolloutStart.REFUSED
             conn.execute(
                 deployments.update()
                 .where(deployments.c.id == deployment_id)
@@ -229,9 +238,7 @@ class Catalog:
                     rollout_auto_promote=spec.auto_promote,
                     rollout_failure_threshold=spec.failure_threshold,
                     rollout_progress_deadline_s=spec.progress_deadline_s,
-                    rollout_desired=sa.func.coalesce(
-                        deployments.c.desired_replica_count, deployments.c.replica_count
-                    ),
+                    rollout_desired=_TARGET_REPLICAS,
                     rollout_started_at=sa.func.now(),
                     rollout_all_new_healthy_at=None,
                     rollout_promoted_at=None,
@@ -245,7 +252,7 @@ class Catalog:
                     rollout_step_started_at=None,
                 )
             )
-        return True
+        return RolloutStart.STARTED
 
     def request_promote(self, deployment_id: UUID) -> bool:
         """Ask a blue-green rollout that waits for it to switch traffic, or a canary to skip
@@ -335,6 +342,30 @@ def _count_changed(conn: sa.Connection, deployment_id: UUID, what: str) -> None:
 
 def _setting(value: Any) -> str:
     return "off" if value is None else f"{value:g}"
+
+
+class RolloutStart(StrEnum):
+    STARTED = "started"
+    CURRENT_AT_ZERO = "current at zero"  # nothing ran: the next wake starts it
+    REFUSED = "refused"  # its lifecycle allows no rollout now
+
+
+_TARGET_REPLICAS = sa.func.coalesce(
+    deployments.c.desired_replica_count, deployments.c.replica_count
+)
+
+
+def _current_at_zero(
+    conn: sa.Connection, deployment_id: UUID, revision: int, what: str
+) -> RolloutStart:
+    """A deployment at zero takes `revision` as current without a rollout (its default
+    surge of 25 % of nothing was 0, and the rollout refused itself at once)."""
+    said = f"{what}: at zero, revision {revision} is current; the next wake starts it"
+    stay = _operator_move(deployment_id, {READY, SCALING}, None, said)
+    if not apply_deployment_transitions(conn, [replace(stay, explains=True)]):
+        return RolloutStart.REFUSED
+    make_current(conn, deployment_id, revision)
+    return RolloutStart.CURRENT_AT_ZERO
 
 
 def _operator_move(

@@ -70,6 +70,10 @@ from workers.phase_names import PhaseName
 
 log = logging.getLogger(__name__)
 
+# A session asked for that no agent has recorded as running yet.
+_NOT_STARTED = [s.value for s in (SessionStatus.PENDING, SessionStatus.SCHEDULED,
+                                  SessionStatus.PREPARING, SessionStatus.CREATING)]  # fmt: skip
+
 
 _ACTIVE = [status.value for status in ACTIVE_ROUTE_STATUSES]
 _UUID = PG_UUID(as_uuid=True)
@@ -163,6 +167,25 @@ class PostgresDeploymentRepository:
         )
         with transaction(self._engine) as conn:
             return {row.id: SessionStatus(row.status) for row in conn.execute(query)}
+
+    def fetch_overdue_starts(
+        self, route_ids: AbstractSet[UUID], default_deadline_s: float
+    ) -> dict[UUID, tuple[float, float]]:
+        deadline = sa.func.coalesce(deployments.c.start_deadline_s, default_deadline_s)
+        waited = sa.func.extract("epoch", sa.func.now() - sessions.c.created_at)
+        query = (
+            sa.select(routes.c.id, waited.label("waited_s"), deadline.label("deadline_s"))
+            .join(sessions, sessions.c.id == routes.c.session_id)
+            .join(deployments, deployments.c.id == routes.c.deployment_id)
+            .where(
+                any_of(routes.c.id, route_ids),
+                sessions.c.status.in_(_NOT_STARTED),
+                waited > deadline,
+            )
+        )
+        with transaction(self._engine) as conn:
+            return {row.id: (float(row.waited_s), float(row.deadline_s))
+                    for row in conn.execute(query)}  # fmt: skip
 
     def fetch_route_service_discovery_info(
         self, route_ids: AbstractSet[UUID]

@@ -113,7 +113,7 @@ def apply_step(
     if step.outcome is RolloutOutcome.IN_PROGRESS and step.counts:
         _note_progress(conn, deployment_id, step)
     if step.outcome is RolloutOutcome.FINISHED:
-        _finish(conn, deployment_id, state.new_revision)
+        make_current(conn, deployment_id, state.new_revision)
     elif step.outcome is RolloutOutcome.FAILED:
         _roll_back(conn, deployment_id, state.new_revision, step.summary)
     if step.acts and step.outcome is not RolloutOutcome.FAILED:  # a rollback's row: the phase's
@@ -353,8 +353,8 @@ def _track_all_new_healthy(conn: sa.Connection, deployment_id: UUID, all_healthy
     )
 
 
-def _finish(conn: sa.Connection, deployment_id: UUID, new: int) -> None:
-    """The new revision is current: the deployment row copies it; the rollout is over."""
+def make_current(conn: sa.Connection, deployment_id: UUID, new: int) -> None:
+    """The new revision is current: the deployment row copies it; a rollout is over."""
     conn.execute(
         deployments.update()
         .where(

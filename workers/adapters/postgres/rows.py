@@ -57,6 +57,7 @@ def deployment_from_row(m: sa.RowMapping) -> DeploymentInfo:
         scale_to_zero_after_s=m["scale_to_zero_after_s"],
         zeroed_from=m["zeroed_from"],
         idle_counts_from=m["idle_counts_from"],
+        start_deadline_s=m["start_deadline_s"],
     )
 
 
@@ -134,6 +135,7 @@ def deployment_values(deployment: DeploymentInfo) -> dict[str, Any]:
         "deploying_revision": deployment.deploying_revision,
         "scale_to_zero_after_s": deployment.scale_to_zero_after_s,
         "zeroed_from": deployment.zeroed_from,
+        "start_deadline_s": deployment.start_deadline_s,
         **revision_values(deployment.target_revision),
     }
 
