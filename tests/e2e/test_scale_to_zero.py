@@ -83,6 +83,23 @@ def test_a_deployment_an_operator_scaled_to_zero_answers_503_at_once(
     assert _history(system, deployment.id, PhaseName.WAKE) == []
 
 
+def test_an_update_at_zero_is_current_at_once_and_the_wake_is_answered_by_it(
+    system: dev.DevSystem,
+) -> None:
+    deployment = system.sample_deployment("later", 1, drain_s=0.0, scale_to_zero_after_s=3)
+    url = endpoint_url(system, deployment.id)
+    wait_for(lambda: (_complete(url), published(system, deployment.id))[1], lambda n: n == 1,
+             timeout_s=TIMEOUT_S, what="1 replica published")  # fmt: skip
+    wait_for(lambda: _live_sessions(system, deployment.id), lambda n: n == 0,
+             timeout_s=TIMEOUT_S, what="at zero")  # fmt: skip
+    updated = cli(system, "deployment", "update", "later", "--env", "MODEL_VARIANT=b", "--wait",
+                  "--json")  # fmt: skip
+    assert updated.returncode == 0, updated.stderr
+    assert json.loads(updated.stdout) == {"deployment": "later", "revision": 2}
+    answer = _complete(url)  # held while it wakes, answered by the revision now current
+    assert (answer.status_code, answer.json()["revision"]) == (200, 2)
+
+
 def _refused_by_operator(answer: requests.Response) -> bool:
     return answer.status_code == 503 and "scaled to 0 by an operator" in answer.text
 
