@@ -281,10 +281,10 @@ class RequestActivity(Protocol):
         ...
 
     def revision_traffic(
-        self, deployment_ids: AbstractSet[UUID]
+        self, since_s: Mapping[UUID, float]
     ) -> Mapping[UUID, Mapping[int, TrafficCounts]]:
-        """What the proxies counted of each deployment's requests in the last window, by
-        revision (what a rollout is judged by)."""
+        """What the proxies counted of each deployment's requests since the unix time given
+        for it, by revision (what a rollout is judged by)."""
         ...
 
     def now_s(self) -> float:

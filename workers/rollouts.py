@@ -14,13 +14,20 @@ starts outside the traffic set; once all are healthy (and `promote_delay_s`
 has passed, or an operator promoted it) traffic switches at once, then the old
 routes drain. Canary: every new route starts at weight 0 beside the old ones;
 once all are healthy, route weights give the new revision each step's share of
-the traffic in turn (10 %, then 50 %), each held `canary_interval_s`; after the
-last (or `deployment promote`) it finishes as a rolling update would: the new
-routes at full weight, the old ones drain. A rollout fails, and rolls back,
-when its new revision failed `failure_threshold` times (sessions that did not
-start or exited, routes that went unhealthy), when its own requests say it is
-bad (`judge_traffic`: the proxies' counts of the last window), or when
-`progress_deadline_s` passes.
+the traffic in turn (10 %, then 50 %), each held `canary_interval_s` and until
+its requests in that step were judged; after the last (or `deployment promote`)
+it finishes as a rolling update would: the new routes at full weight, the old
+ones drain. A rollout fails, and rolls back, when its new revision failed
+`failure_threshold` times (sessions that did not start or exited, routes that
+went unhealthy), when its own requests say it is bad (`judge_traffic`: what the
+proxies counted since the step, or the rollout, began), or when
+`progress_deadline_s` passes (said as "not enough traffic to judge" when that is
+what held it).
+
+Judged on evidence (Flagger's rule: no data is no verdict): a step does not
+advance, and a rollout does not finish, before the new revision's requests in it
+reach `min_requests`; a deployment that got no request at all in the last minute
+rolls on health alone, and says so.
 """
 
 from __future__ import annotations
@@ -56,9 +63,7 @@ _LEAVE_ORDER = {
 }
 # Routes that take part in a rollout (draining and later ones have left).
 TAKING_PART = frozenset(_LEAVE_ORDER)
-# The longest the last old route waits for the new revision's requests to be judged,
-# once every new route serves: two of the proxies' windows.
-JUDGING_AT_MOST_S = 20.0
+ON_HEALTH_ALONE = "no request in the last minute: judged on health alone"
 
 
 class SpecError(ValueError):
@@ -188,7 +193,7 @@ def _canary(state: RolloutState, counts: dict[str, Any]) -> RolloutStep:
     new = [r for r in state.routes if r.revision == state.new_revision]
     old = [r for r in state.routes if r.revision == state.old_revision]
     steps, at = state.spec.canary_steps, state.canary_step
-    last_done = at is not None and at >= len(steps) - 1 and state.step_for_s >= _hold(state)
+    last_done = at is not None and at >= len(steps) - 1 and _step_done(state)
     if state.promote_requested or last_done or (at is not None and not old):
         return _canary_finish(state, counts, new, old)
     summary = describe_progress(counts)
@@ -208,9 +213,14 @@ def _canary_position(state: RolloutState) -> tuple[int, bool]:
     at = state.canary_step
     if at is None:
         return 0, True
-    if state.step_for_s >= _hold(state):
+    if _step_done(state):
         return at + 1, True
     return at, False
+
+
+def _step_done(state: RolloutState) -> bool:
+    """A canary step is done once held its interval and its requests were judged."""
+    return state.step_for_s >= _hold(state) and _judged(state)
 
 
 def _canary_finish(
@@ -247,15 +257,13 @@ def _split(new: Sequence[RouteData], old: Sequence[RouteData], percent: int) -> 
 
 def _judged(state: RolloutState) -> bool:
     """Whether the new revision's requests have had their say: `min_requests` of them
-    counted, or the deployment sees too few requests in a window to ever count that
-    many, or every new route has served for `JUDGING_AT_MOST_S` (a quiet deployment's
-    rollout is held back that long at most)."""
-    min_requests = state.spec.min_requests
-    if state.traffic.get(state.new_revision, TrafficCounts()).requests >= min_requests:
-        return True
-    if (state.all_new_healthy_for_s or 0.0) >= JUDGING_AT_MOST_S:
-        return True
-    return sum(counts.requests for counts in state.traffic.values()) < min_requests
+    counted (since its canary step, or its rollout, began), or the deployment got no
+    request at all in the last minute (there is nothing to wait for)."""
+    return _new_requests(state) >= state.spec.min_requests or state.quiet
+
+
+def _new_requests(state: RolloutState) -> int:
+    return state.traffic.get(state.new_revision, TrafficCounts()).requests
 
 
 def judge_traffic(state: RolloutState) -> str:
@@ -296,6 +304,10 @@ def _failure(state: RolloutState) -> str:
     if judged := judge_traffic(state):
         return judged
     if state.elapsed_s > spec.progress_deadline_s:
+        if not _judged(state):
+            return (f"not enough traffic to judge: {_new_requests(state)} of "
+                    f"{spec.min_requests} requests within the deadline of "
+                    f"{spec.progress_deadline_s:g}s")  # fmt: skip
         return f"no progress within the deadline of {spec.progress_deadline_s:g}s"
     return ""
 
@@ -318,9 +330,12 @@ def _counts(state: RolloutState) -> dict[str, Any]:
         "revision": state.new_revision,
         # the live analysis: the new revision's requests in the last window
         "requests": new.requests,
+        "min_requests": state.spec.min_requests,
         "error_rate": round(new.error_rate, 3),
         "max_error_rate": state.spec.max_error_rate,
     }
+    if state.quiet:
+        counts["quiet"] = True
     if state.spec.strategy is RolloutStrategy.CANARY and state.canary_step is not None:
         steps = state.spec.canary_steps
         counts.update(
@@ -348,9 +363,15 @@ def describe_progress(progress: Mapping[str, Any]) -> str:
     if "step" in progress:
         said += (f"; canary step {progress['step']}/{progress['steps']} ({progress['share']} % "
                  f"of traffic, {progress['held_s']:g}/{progress['hold_s']:g} s)")  # fmt: skip
-    if progress.get("requests"):
-        rate, limit = progress["error_rate"], progress["max_error_rate"]
-        said += f"; its requests: {progress['requests']}, error rate {rate:.2f} (limit {limit:g})"
+    requests, wanted = progress.get("requests", 0), progress.get("min_requests", 0)
+    if progress.get("quiet"):
+        return f"{said}; {ON_HEALTH_ALONE}"
+    rate, limit = progress.get("error_rate", 0.0), progress.get("max_error_rate", 0.0)
+    if requests < wanted:
+        said += f"; {requests} of {wanted} requests so far"
+        return f"{said}, error rate {rate:.2f} (limit {limit:g})" if requests else said
+    if requests:
+        said += f"; its requests: {requests}, error rate {rate:.2f} (limit {limit:g})"
     return said
 
 

@@ -185,7 +185,10 @@ def test_the_cli_updates_rolls_back_and_lists_revisions(
     )  # fmt: skip
     run_phase("deployments.rollout")  # one step: its own counts, stored for the CLI to read
     shown = _json(run("deployment", "show", "svc", "--json"))
-    assert shown["rollout"] == "revision 2: 0/1 new healthy, 0 old remaining"
+    assert shown["rollout"] == (  # no proxy counted a request of it: health alone decides
+        "revision 2: 0/1 new healthy, 0 old remaining; no request in the last minute: judged "
+        "on health alone"
+    )
     superseding = _json(run("deployment", "update", "svc", "--image", "i:3", "--json"))
     assert superseding["revision"] == 3
     with engine.connect() as conn:

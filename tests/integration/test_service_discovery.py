@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -52,11 +53,15 @@ def test_sync_publishes_each_route_without_expiry_stamped_with_a_newer_generatio
     assert redis_client.ttl(redis_keys.scrape_target_index) == -1
     assert service_discovery.registered_targets() == [target]
     first = int(str(redis_client.get(redis_keys.scrape_target_generation)))
-    service_discovery.sync_model_service_routes([target])
-    assert int(str(redis_client.get(redis_keys.scrape_target_generation))) > first
+    service_discovery.sync_model_service_routes([target])  # the same set: the same generation
+    assert int(str(redis_client.get(redis_keys.scrape_target_generation))) == first
+    moved = replace(target, labels={**target.labels, "traffic_ratio": "5"})
+    service_discovery.sync_model_service_routes([moved])
+    second = int(str(redis_client.get(redis_keys.scrape_target_generation)))
+    assert second > first
     redis_client.delete(redis_keys.scrape_target_generation)  # a Redis restarted empty
-    service_discovery.sync_model_service_routes([target])
-    assert int(str(redis_client.get(redis_keys.scrape_target_generation))) > first
+    service_discovery.sync_model_service_routes([moved])
+    assert int(str(redis_client.get(redis_keys.scrape_target_generation))) > second
 
 
 def test_sync_replaces_the_whole_set(

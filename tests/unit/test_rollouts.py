@@ -42,8 +42,11 @@ def _routes(revision: int, *statuses: RouteStatus) -> list[RouteData]:
 
 
 def _state(old: list[RouteData], new: list[RouteData], **overrides: object) -> RolloutState:
+    """A rollout's state; without traffic given, a deployment that got no request at all
+    in the last minute (judged on health alone)."""
     spec = overrides.pop("spec", RolloutSpec())
-    fields: dict[str, object] = {"desired": 3, "old_revision": OLD, "new_revision": NEW}
+    fields: dict[str, object] = {"desired": 3, "old_revision": OLD, "new_revision": NEW,
+                                 "quiet": not overrides.get("traffic")}  # fmt: skip
     return RolloutState(spec=spec, routes=[*old, *new], **(fields | overrides))  # type: ignore[arg-type]
 
 
@@ -122,9 +125,13 @@ def test_rolling_with_max_unavailable_drains_first_and_never_below_the_floor() -
 
 
 def test_rolling_finishes_when_every_new_route_is_healthy_and_no_old_one_is_left() -> None:
-    step = plan_step(_state([], _routes(NEW, H, H, H)))
+    judged = {NEW: _traffic(20, 0)}
+    step = plan_step(_state([], _routes(NEW, H, H, H), traffic=judged))
     assert step.outcome is Outcome.FINISHED
-    assert step.summary == "revision 2: 3/3 new healthy, 0 old remaining"
+    assert step.summary == (
+        "revision 2: 3/3 new healthy, 0 old remaining; its requests: 20, error rate 0.00 "
+        "(limit 0.05)"
+    )
 
 
 def test_a_rollout_fails_at_its_failure_threshold_and_drains_its_new_routes() -> None:
@@ -320,21 +327,38 @@ def test_a_rolling_update_keeps_its_last_old_route_until_the_new_revision_is_jud
     assert plan_step(_state(old, new, spec=spec, traffic=busy)).drain == ()
     judged = {OLD: _traffic(40, 0), NEW: _traffic(25, 0)}
     assert plan_step(_state(old, new, spec=spec, traffic=judged)).drain == (old[0].id,)
-    idle = {OLD: _traffic(3, 0), NEW: _traffic(1, 0)}  # never enough: not held back
-    assert plan_step(_state(old, new, spec=spec, traffic=idle)).drain == (old[0].id,)
+    trickle = {OLD: _traffic(3, 0), NEW: _traffic(1, 0)}  # few, but requests: still held
+    assert plan_step(_state(old, new, spec=spec, traffic=trickle)).drain == ()
     waiting = plan_step(_state([], new, spec=spec, traffic=busy))
     assert waiting.outcome is Outcome.IN_PROGRESS
     assert plan_step(_state([], new, spec=spec, traffic=judged)).outcome is Outcome.FINISHED
 
 
-def test_a_quiet_deployment_is_held_for_judgment_at_most_a_while() -> None:
+def test_a_deployment_without_a_request_in_a_minute_rolls_on_health_alone_and_says_so() -> None:
     spec = RolloutSpec(max_surge="1", min_requests=20)
     old, new = _routes(OLD, H), _routes(NEW, H, H, H)
-    trickle = {OLD: _traffic(15, 0), NEW: _traffic(10, 0)}  # never 20 new in a window
-    held = _state(old, new, spec=spec, traffic=trickle, all_new_healthy_for_s=19)
-    assert plan_step(held).drain == ()
-    done_waiting = replace(held, all_new_healthy_for_s=20)
-    assert plan_step(done_waiting).drain == (old[0].id,)
+    trickle = {OLD: _traffic(15, 0), NEW: _traffic(10, 0)}
+    held = _state(old, new, spec=spec, traffic=trickle, all_new_healthy_for_s=3600)
+    assert plan_step(held).drain == ()  # held however long: no timeout stands for a verdict
+    quiet = plan_step(replace(held, traffic={}, quiet=True))
+    assert quiet.drain == (old[0].id,)
+    assert quiet.summary.endswith("no request in the last minute: judged on health alone")
+
+
+def test_a_canary_step_holds_until_its_requests_were_judged_and_says_how_many_so_far() -> None:
+    spec = replace(CANARY, min_requests=20)
+    old, new = _routes(OLD, H, H), _weighted(_routes(NEW, H, H), 5.0)
+    few = _state(old, new, spec=spec, desired=2, canary_step=0, step_for_s=300,
+                 traffic={OLD: _traffic(63, 0), NEW: _traffic(7, 7)})  # fmt: skip
+    held = plan_step(few)
+    assert (held.canary_step, held.outcome) == (None, Outcome.IN_PROGRESS)
+    assert "canary step 1/2 (10 % of traffic, 300/30 s); 7 of 20 requests so far" in held.summary
+    late = plan_step(replace(few, elapsed_s=601))
+    assert late.outcome is Outcome.FAILED
+    assert late.summary == ("revision 2 rolled back: not enough traffic to judge: 7 of 20 "
+                            "requests within the deadline of 600s")  # fmt: skip
+    enough = plan_step(replace(few, traffic={OLD: _traffic(180, 0), NEW: _traffic(20, 0)}))
+    assert enough.canary_step == 1
 
 
 def test_a_rollback_gives_the_old_routes_their_full_weight_back() -> None:

@@ -4,7 +4,9 @@ GET /health answers 200 (or 503 once told to fail); POST /v1/completions gives a
 deterministic toy completion; GET /metrics is Prometheus text (requests in
 flight, requests served). MODEL_LATENCY_S makes each completion take that long;
 MODEL_STARTUP_S makes it load that long first (port open, health and completions 503);
-MODEL_ERROR_RATE answers that share of completions 500 (exactly: 0.5 fails every second one).
+MODEL_ERROR_RATE answers that share of completions 500 (exactly: 0.5 fails every second one);
+MODEL_RESET_RATE resets that share of completions' connections without an answer (what a
+replica that refuses or drops connections looks like to a proxy; health still passes).
 POST /admin/fail-health and /admin/recover switch the
 health answer, so a demo or a test can make one replica sick. With MODEL_SERVED_DIR set,
 every completion it computes appends its `X-Request-Id` to a file of its own there
@@ -21,6 +23,8 @@ import json
 import math
 import os
 import signal
+import socket
+import struct
 import sys
 import threading
 import time
@@ -33,6 +37,7 @@ from workers.standalone.machine import BIND_HOST_VARIABLE, PORT_VARIABLE
 
 IDLE_CONNECTION_S = 5.0  # uvicorn's keep-alive timeout, which many model servers run on
 SERVED_DIR_VARIABLE = "MODEL_SERVED_DIR"
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: closing sends RST
 REQUEST_ID_HEADER = "X-Request-Id"
 
 
@@ -44,12 +49,16 @@ class ModelState:
         revision: int | None = None,
         startup_s: float = 0.0,
         error_rate: float = 0.0,
+        reset_rate: float = 0.0,
     ) -> None:
         self.name = name
         # MODEL_ERROR_RATE: this share of completions answer 500, evenly spread and exactly
-        # (with 0.5, every second one), so a test knows how many fail.
+        # (with 0.5, every second one), so a test knows how many fail; MODEL_RESET_RATE:
+        # this share get their connection reset instead, the same way.
         self.error_rate = error_rate
+        self.reset_rate = reset_rate
         self.completions = 0
+        self.resets_counted = 0
         # MODEL_STARTUP_S: its port is open at once, but it loads its weights until then
         # (health 503, completions 503): what "up but not ready" looks like.
         self.loaded_at = time.monotonic() + startup_s
@@ -88,11 +97,18 @@ class ModelState:
                 self.served += 1
 
     def next_fails(self) -> bool:
-        """Whether the next completion is one of the injected failures."""
+        """Whether the next completion is one of the injected failures (a 500)."""
         with self.lock:
             self.completions += 1
             n = self.completions
-        return math.floor(n * self.error_rate) > math.floor((n - 1) * self.error_rate)
+        return _one_of(n, self.error_rate)
+
+    def next_resets(self) -> bool:
+        """Whether the next completion's connection is reset instead (MODEL_RESET_RATE)."""
+        with self.lock:
+            self.resets_counted += 1
+            n = self.resets_counted
+        return _one_of(n, self.reset_rate)
 
     @property
     def loaded(self) -> bool:
@@ -128,6 +144,11 @@ class _Server(ThreadingHTTPServer):
         error = sys.exc_info()[1]
         if not isinstance(error, ConnectionError):
             super().handle_error(request, client_address)
+
+
+def _one_of(n: int, rate: float) -> bool:
+    """Whether the n-th of many is in the `rate` share, spread evenly and exactly."""
+    return math.floor(n * rate) > math.floor((n - 1) * rate)
 
 
 def make_server(host: str, port: int, state: ModelState) -> ThreadingHTTPServer:
@@ -175,6 +196,10 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, AttributeError):
             self._send(400, {"error": "body must be a JSON object with 'prompt'"})
             return
+        if self.state.next_resets():  # no answer: the connection is reset (RST) as it closes
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+            self.close_connection = True
+            return
         if self.state.next_fails():
             self._send(500, {"error": "an injected failure (MODEL_ERROR_RATE)"})
             return
@@ -209,10 +234,14 @@ def main() -> None:
     parser.add_argument(
         "--error-rate", type=float, default=float(os.environ.get("MODEL_ERROR_RATE", "0"))
     )
+    parser.add_argument(
+        "--reset-rate", type=float, default=float(os.environ.get("MODEL_RESET_RATE", "0"))
+    )
     args = parser.parse_args()
     revision = os.environ.get(REVISION_VARIABLE)
     state = ModelState(args.name, args.latency_s, int(revision) if revision else None,
-                       startup_s=args.startup_s, error_rate=args.error_rate)  # fmt: skip
+                       startup_s=args.startup_s, error_rate=args.error_rate,
+                       reset_rate=args.reset_rate)  # fmt: skip
     server = make_server(args.host, args.port, state)
     stop_on_sigterm(server)
     try:

@@ -39,9 +39,11 @@ class RolloutSpec:
     # each held this long while its requests are judged.
     canary_steps: tuple[int, ...] = (10, 50)
     canary_interval_s: float = 60.0
-    # Analysis by the requests (every strategy): the new revision fails when over the
-    # last window its 5xx-or-no-answer rate is over `max_error_rate` once it has seen
-    # `min_requests`, or (when set) its p95 latency over this many times the old one's.
+    # Analysis by the requests (every strategy): the new revision fails when since its
+    # step (a canary's) or its rollout began its 5xx-or-no-answer rate is over
+    # `max_error_rate` once it has seen `min_requests`, or (when set) its p95 latency is
+    # over this many times the old one's. Without `min_requests` it is not judged, and
+    # holds (a deployment with no request at all in a minute rolls on health alone).
     max_error_rate: float = 0.05
     min_requests: int = 20
     max_p95_latency_ratio: float | None = None
@@ -63,7 +65,7 @@ class RevisionFailures:
 
 @dataclass(frozen=True)
 class TrafficCounts:
-    """What the proxies counted of one revision's requests over the last window."""
+    """What the proxies counted of one revision's requests over some windows."""
 
     requests: int = 0
     failed: int = 0  # 5xx answers, and requests no replica answered
@@ -99,8 +101,13 @@ class RolloutState:
     evidence: str = ""  # what failed, for the reason of a rollback (exit codes, output)
     canary_step: int | None = None  # the canary step reached (None: not started)
     step_for_s: float = 0.0  # how long the canary has held its step
-    # What the proxies counted of each revision's requests in the last window (by number).
+    # Since when the new revision's requests are judged (unix s): the canary step's start,
+    # else the rollout's.
+    judging_since_s: float | None = None
+    # What the proxies counted of each revision's requests since then (by number).
     traffic: Mapping[int, TrafficCounts] = field(default_factory=dict)
+    # The deployment got no request at all in the last minute: judged on health alone.
+    quiet: bool = False
 
 
 @dataclass(frozen=True)

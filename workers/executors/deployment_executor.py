@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from functools import partial
 from uuid import UUID
 
@@ -21,9 +20,6 @@ from workers.domain import (
     DeploymentExecutionResult,
     DeploymentInfo,
     ModelRevision,
-    RolloutOutcome,
-    RolloutState,
-    RolloutStep,
     RouteBatchUpdater,
     RouteCreator,
     ScalingGroupProxyTarget,
@@ -31,11 +27,11 @@ from workers.domain import (
 from workers.errors import (
     AppProxyResponseInvalid,
     ReplicaCountMismatch,
-    RolloutFailed,
     error_code_of,
 )
 from workers.executors.outcomes import capture, unique_by_id
 from workers.executors.payloads import endpoint_registration_body
+from workers.executors.rollout_steps import sort_rollout, with_requests
 from workers.executors.scaling import manual_desired_replicas, plan_scaling, replicas
 from workers.idleness import due_for_zero, idle_for_s, wake_count, woken_note, zeroed_note
 from workers.ports import AppProxy, DeploymentRepository, RequestActivity
@@ -287,21 +283,19 @@ class DeploymentExecutor:
         deployments = unique_by_id(deployments)
         if not deployments:
             return DeploymentExecutionResult()
-        states = self._repo.fetch_rollout_states(deployments)
-        traffic = self._activity.revision_traffic(set(states)) if self._activity else {}
+        states = with_requests(self._activity, self._repo.fetch_rollout_states(deployments))
         result = DeploymentExecutionResult()
         for deployment in deployments:
             state = states.get(deployment.id)
             if state is None:  # the rollout ended but the move to ready was lost: ready now
                 result.successes.append(deployment)
                 continue
-            state = replace(state, traffic=traffic.get(deployment.id, {}))
             step = capture(partial(plan_step, state))
             if isinstance(step, Exception):
                 log.error("deployment %s: rollout step failed", deployment.id, exc_info=step)
                 step = abort_step(state, f"{type(step).__name__}: {step}")
             self._repo.apply_rollout_step(deployment.id, state, step)
-            _sort_rollout(result, deployment, state, step)
+            sort_rollout(result, deployment, state, step)
         return result
 
     def _register_endpoint(
@@ -332,23 +326,6 @@ class DeploymentExecutor:
                 deployment, metrics.routes_by_endpoint.get(deployment.id, ())
             )
         return self._repo.calculate_desired_replicas_for_deployment(deployment, rules, metrics)
-
-
-def _sort_rollout(
-    result: DeploymentExecutionResult,
-    deployment: DeploymentInfo,
-    state: RolloutState,
-    step: RolloutStep,
-) -> None:
-    if step.outcome is RolloutOutcome.FINISHED:
-        log.info("deployment %s: %s", deployment.id, step.summary)
-        result.successes.append(deployment)
-    elif step.outcome is RolloutOutcome.FAILED:
-        log.warning("deployment %s: %s", deployment.id, step.summary)
-        failure = RolloutFailed(state.new_revision, step.summary)
-        result.errors.append(_deployment_error(deployment, "Rollout failed", step.summary, failure))
-    else:
-        result.waiting.append(deployment)  # in progress: the phase comes back to it
 
 
 def _log_unregistrable(deployment: DeploymentInfo, revision: ModelRevision | None) -> None:
@@ -382,14 +359,6 @@ def _deployment_error(
         error_detail=detail,
         error_code=error_code_of(failure),
     )
-
-
-def _succeeded(
-    result: DeploymentExecutionResult, deployment: DeploymentInfo, what: str, note: str
-) -> None:
-    """A success its history row tells of."""
-    result.successes.append(deployment)
-    result.reasons[deployment.id] = DeploymentExecutionError(deployment, what, note)
 
 
 def _at_zero_s(deployment: DeploymentInfo, now_s: float | None) -> float | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,7 @@ import pytest
 import requests
 
 from tests.integration.sample_servers import SampleServer
-from workers.devtools.model_server import ModelState
+from workers.devtools.model_server import ModelState, make_server
 from workers.devtools.processes import wait_for
 from workers.devtools.throwaway_servers import free_port
 
@@ -115,3 +116,24 @@ def test_an_error_rate_fails_exactly_that_share_of_completions_evenly() -> None:
     assert all(every.next_fails() for _ in range(10))
     tenth = ModelState("t", error_rate=0.1)
     assert sum(tenth.next_fails() for _ in range(100)) == 10
+
+
+def test_a_reset_rate_resets_that_share_of_completions_connections() -> None:
+    state = ModelState("m", reset_rate=0.5)
+    server = make_server("127.0.0.1", 0, state)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)  # fmt: skip
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1/completions"
+    try:
+        outcomes = []
+        for _ in range(4):
+            try:
+                outcomes.append(requests.post(url, json={"prompt": "a"}, timeout=5).status_code)
+            except requests.ConnectionError:
+                outcomes.append(0)  # reset: no answer
+        assert outcomes == [200, 0, 200, 0]
+        assert requests.get(url.replace("/v1/completions", "/health"), timeout=5).status_code == 200
+    finally:
+        server.shutdown()
+        server.server_close()

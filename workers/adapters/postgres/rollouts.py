@@ -156,6 +156,7 @@ def _state(row: Any, taking_part: list[Any], failures: RevisionFailures) -> Roll
     now: datetime = row["db_now"]
     healthy_at = row["rollout_all_new_healthy_at"]
     step_at = row["rollout_step_started_at"]
+    judged_from = step_at or row["rollout_started_at"]
     return RolloutState(
         desired=row["rollout_desired"]
         if row["rollout_desired"] is not None
@@ -172,6 +173,7 @@ def _state(row: Any, taking_part: list[Any], failures: RevisionFailures) -> Roll
         evidence=describe_failures(failures),
         canary_step=row["rollout_step"],
         step_for_s=0.0 if step_at is None else (now - step_at).total_seconds(),
+        judging_since_s=None if judged_from is None else judged_from.timestamp(),
     )
 
 

@@ -16,7 +16,7 @@ import redis
 from workers.adapters.redis.client import redis_errors, server_time_s
 from workers.adapters.redis.feeds import RedisFeed
 from workers.adapters.redis.keys import REQUEST_WINDOW_S as WINDOW_S
-from workers.adapters.redis.keys import RedisKeys
+from workers.adapters.redis.keys import REQUEST_WINDOWS_KEPT_S, RedisKeys
 from workers.domain import TrafficCounts
 
 CODE_CLASSES = frozenset({"2xx", "3xx", "4xx", "5xx", "error"})
@@ -37,25 +37,24 @@ class RedisRequestActivity:
         return {i: float(score) for i, score in zip(ordered, scores, strict=True) if score}
 
     def revision_traffic(
-        self, deployment_ids: AbstractSet[UUID]
+        self, since_s: Mapping[UUID, float]
     ) -> dict[UUID, dict[int, TrafficCounts]]:
-        """Per deployment and revision: what the proxies counted in the last window (the
-        current 10 s window and the one before it, so a judgment never rests on a window
-        that just began)."""
-        ordered = sorted(deployment_ids)
+        """Per deployment and revision: what the proxies counted since `since_s` (unix s;
+        the window that holds it counts whole), at most `REQUEST_WINDOWS_KEPT_S` back."""
+        ordered = sorted(since_s)
         if not ordered:
             return {}
         with redis_errors():
             now_s = server_time_s(self._client.time())
-            current = int(now_s // WINDOW_S) * WINDOW_S
+            windows = {i: _windows(since_s[i], now_s) for i in ordered}
             pipe = self._client.pipeline(transaction=False)
             for deployment_id in ordered:
-                for window_s in (current - WINDOW_S, current):
+                for window_s in windows[deployment_id]:
                     pipe.hgetall(self._keys.request_window(deployment_id, window_s))
-            found: Any = pipe.execute()
+            found: Any = iter(pipe.execute())
+            read = {i: [next(found) for _ in windows[i]] for i in ordered}
         return {
-            deployment_id: traffic_by_revision([found[2 * i], found[2 * i + 1]])
-            for i, deployment_id in enumerate(ordered)
+            deployment_id: traffic_by_revision(read[deployment_id]) for deployment_id in ordered
         }
 
     def now_s(self) -> float:
@@ -69,6 +68,13 @@ class RedisRequestActivity:
                 now_s = server_time_s(self._client.time())
                 self._client.zadd(self._keys.last_requests,
                                   {str(i): now_s for i in deployment_ids}, gt=True)  # fmt: skip
+
+
+def _windows(since_s: float, now_s: float) -> range:
+    """The starts of the windows from the one holding `since_s` to the current one."""
+    current = int(now_s // WINDOW_S) * WINDOW_S
+    first = max(int(since_s // WINDOW_S) * WINDOW_S, current - REQUEST_WINDOWS_KEPT_S)
+    return range(min(first, current), current + 1, WINDOW_S)
 
 
 def wake_feed(client: redis.Redis, keys: RedisKeys) -> RedisFeed:

@@ -54,19 +54,18 @@ class RedisServiceDiscovery:
         def replace(pipe: redis.client.Pipeline) -> None:
             previous = cast("set[str]", pipe.smembers(index))
             before = _fields_of(pipe, self._keys, targets.keys() & previous)
-            generation = self._next_generation(pipe)
-            pipe.multi()
+            fields = {route_id: target_fields(route) for route_id, route in targets.items()}
             gone = previous - targets.keys()
+            changed = gone | {i for i, f in fields.items() if before.get(i) != f}
+            generation = self._generation(pipe, changed)
+            pipe.multi()
             if gone:
                 pipe.delete(*(self._keys.scrape_target(route_id) for route_id in gone))
             pipe.delete(index)
-            changed = set(gone)
-            for route_id, route in targets.items():
+            for route_id, route_fields in fields.items():
                 key = self._keys.scrape_target(route_id)
-                fields = target_fields(route)
-                changed |= {route_id} if before.get(route_id) != fields else set()
                 pipe.delete(key)
-                pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+                pipe.hset(key, mapping=route_fields)  # type: ignore[arg-type]
             if targets:
                 pipe.sadd(index, *targets)
             pipe.set(self._keys.scrape_target_generation, str(generation))
@@ -88,10 +87,14 @@ class RedisServiceDiscovery:
             pipe.hset(self._keys.endpoint_modes, mapping=modes_fields(modes, generation or 0))  # type: ignore[arg-type]
             pipe.execute()
 
-    def _next_generation(self, pipe: redis.client.Pipeline) -> int:
-        """Newer than the last sync's, and than any before the store was emptied."""
-        seconds, micros = pipe.time()
+    def _generation(self, pipe: redis.client.Pipeline, changed: set[str]) -> int:
+        """The last sync's generation when the set is the same; else a newer one, newer
+        also than any before the store was emptied. A proxy whose table has a generation
+        other than the published one knows something changed (`TableFeed.resync`)."""
         previous = generation_of(pipe.get(self._keys.scrape_target_generation))
+        if previous is not None and not changed:
+            return previous
+        seconds, micros = pipe.time()
         return next_generation(previous, int(seconds) * 1_000_000 + int(micros))
 
     def published_route_ids(self) -> set[UUID]:

@@ -14,6 +14,7 @@ HEALTH_TTL_S = 120  # a route's health hash expires unless the prober refreshes 
 HEALTH_STALE_AFTER_S = 300  # readiness older than this (by the Redis clock) is STALE
 METRICS_TTL_S = 60  # a collector that stops writing leaves no metric behind for long
 REQUEST_WINDOW_S = 10  # the proxies count requests in windows this long
+REQUEST_WINDOWS_KEPT_S = 3600  # and keep each this long (a canary step is judged that far back)
 CHANGES_KEPT = 10_000  # entries a change feed (stream) keeps, approximately
 OUTCOMES_KEPT_AFTER_CLOSE_S = 120  # a closed run's outcomes stay this long, for `phase run`
 WORKER_ALIVE_TTL_S = 6  # a worker process that stops refreshing its key is taken for gone
@@ -112,7 +113,7 @@ class RedisKeys:
         """Hash: what the proxies counted of one endpoint in the 10 s window starting at
         `window_s` (unix s): `{revision}|{class}` -> requests, `{revision}|le|{bound}` ->
         requests answered within `bound` s, `{revision}|sum_ms` -> milliseconds in all
-        (expires after 10 minutes)."""
+        (expires after an hour)."""
         return f"{self.prefix}modelfleet:requests:{endpoint_id}:{window_s}"
 
     @property

@@ -30,11 +30,11 @@ from prometheus_client import (
 )
 
 from workers.adapters.redis.keys import REQUEST_WINDOW_S as WINDOW_S
+from workers.adapters.redis.keys import REQUEST_WINDOWS_KEPT_S as WINDOW_KEPT_S
 from workers.adapters.redis.keys import RedisKeys
 
 log = logging.getLogger(__name__)
 
-WINDOW_KEPT_S = 600
 FLUSH_EVERY_S = 1.0
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                      120.0, 300.0)  # fmt: skip

@@ -4,9 +4,10 @@ accident.
 Three loops on the proxy's event loop: one follows the service-discovery change feed
 (a blocking read; each entry names the routes a sync added, changed or removed, and
 only those are read again); one compares the published index with the table every
-`resync_s` and reads only routes that came or went without an entry (a trimmed feed,
-a Redis restart); one reads every route whole every `FULL_READ_S`, the last safety net
-(10,000 routes cost about 0.2 s of CPU, in slices); and one reads which endpoints are
+`resync_s` and reads the routes that came or went without an entry (a trimmed feed, a
+Redis restart), or all of them when the published generation (it moves only when the
+set changed) is not the table's; one reads every route whole every `FULL_READ_S`, the last
+safety net (10,000 routes cost about 0.2 s of CPU, in slices); and one reads which endpoints are
 registered and their modes every second.
 
 The table keeps its last known good routes (Envoy keeps its last configuration while
@@ -108,11 +109,14 @@ class TableFeed:
         await self.on_changed()
 
     async def resync(self) -> None:
-        """Routes published or withdrawn that the table does not know of yet."""
+        """Routes published or withdrawn that the table does not know of yet; every route
+        read again when the published generation is not the table's (a route's weight or
+        revision changed without a feed entry reaching this proxy)."""
         async with self._writing:
             published = await self._published()
-            fresh = sorted(published.route_ids - self.table.route_ids())
-            self._apply(published, await self._targets(fresh))
+            changed = published.generation not in {None, self.table.generation}
+            fresh = published.route_ids if changed else published.route_ids - self.table.route_ids()
+            self._apply(published, await self._targets(sorted(fresh)))
         await self.on_changed()
 
     def _apply(self, published: Published, found: dict[str, ModelServiceMetadata | None]) -> None:

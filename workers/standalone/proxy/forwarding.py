@@ -59,7 +59,15 @@ RETRY_AFTER_S = 5  # told to a client refused because too many requests wait alr
 
 
 class _NotStarted(Exception):
-    """The replica refused, reset or did not accept the connection: nothing was processed."""
+    """The replica refused, reset or did not accept the connection: nothing was processed.
+    `slow`: finding out took time (no connection within the connect timeout, a dead path):
+    the replica is ejected for a while, so the next requests do not wait on it too; a
+    refusal or a reset costs a retry of a millisecond and ejects nothing (a canary so
+    failing keeps its share of the requests, each counted against it)."""
+
+    def __init__(self, why: str, *, slow: bool = False) -> None:
+        super().__init__(why)
+        self.slow = slow
 
 
 @dataclass
@@ -196,25 +204,33 @@ class Proxy:
     async def _send(
         self, request: web.Request, endpoint: str, first: Replica, body: bytes
     ) -> web.StreamResponse:
+        """To `first`; once more to a replica of another host when nothing was processed.
+        A failed attempt counts against its replica's revision before any retry (a canary
+        whose replicas refuse connections is judged by it, not hidden by the retry)."""
         started = time.monotonic()
+        answer = await self._attempt(request, first, body, started)
+        second = self._another(endpoint, first) if isinstance(answer, _NotStarted) else None
+        if second is not None:
+            counting.RETRIES.labels(endpoint, "not_started").inc()
+            log.info("replica %s: %s; retrying on %s", first.route_id, answer, second.route_id)
+            answer = await self._attempt(request, second, body, started)
+        if isinstance(answer, Exception):
+            return _error(502, f"no replica answered: {answer}")
+        return answer
+
+    async def _attempt(
+        self, request: web.Request, target: Replica, body: bytes, started: float
+    ) -> web.StreamResponse | Exception:
+        """One try at `target`: its answer, or what went wrong (counted as an `error` of
+        its revision; a replica that processed nothing is ejected for a while)."""
         try:
-            try:
-                return await self._relay(request, first, body, started)
-            except _NotStarted as refused:
-                self._eject(first, refused)
-                second = self._another(endpoint, first)
-                if second is None:
-                    raise
-                counting.RETRIES.labels(endpoint, "not_started").inc()
-                log.info("replica %s: %s; retrying on %s", first.route_id, refused, second.route_id)
-                try:
-                    return await self._relay(request, second, body, started)
-                except _NotStarted as again:
-                    self._eject(second, again)
-                    raise
+            return await self._relay(request, target, body, started)
         except (_NotStarted, ClientConnectionError, TimeoutError) as error:
-            self.windows.count(endpoint, first.revision, None, time.monotonic() - started)
-            return _error(502, f"no replica answered: {error}")
+            self.windows.count(target.endpoint, target.revision, None,
+                               time.monotonic() - started)  # fmt: skip
+            if isinstance(error, _NotStarted) and error.slow:
+                self._eject(target, error)
+            return error
 
     async def _relay(
         self, request: web.Request, target: Replica, body: bytes, started: float
@@ -255,12 +271,14 @@ class Proxy:
                                                      data=body)  # fmt: skip
         except (ClientConnectorError, ServerDisconnectedError, ClientOSError,
                 ServerTimeoutError) as error:  # fmt: skip
-            raise _NotStarted(str(error) or type(error).__name__) from error
+            slow = isinstance(error, ServerTimeoutError)
+            raise _NotStarted(str(error) or type(error).__name__, slow=slow) from error
         except TimeoutError:
             if dead is None or not dead.expired():
                 raise
             raise _NotStarted(
-                f"no byte and no TCP progress for {self.settings.dead_connection_s:g} s"
+                f"no byte and no TCP progress for {self.settings.dead_connection_s:g} s",
+                slow=True,
             ) from None
 
     def _eject(self, replica: Replica, why: Exception) -> None:

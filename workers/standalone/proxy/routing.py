@@ -8,9 +8,10 @@ against 9 sees every tenth request, from the first one. (Least outstanding reque
 would adapt to slow replicas, but its split depends on latency, and a canary's
 share must be what its weight says.) A replica of weight 0 gets nothing.
 
-A replica the data path showed gone (refused, reset, or silent to TCP) is ejected for a
-while (Envoy's outlier detection): it gets no new request while another can take it,
-for `EJECT_S` doubling with each failure in a row, until one succeeds. Whether its
+A replica the data path showed unreachable (no connection within the connect timeout, or
+silent to TCP) is ejected for a while (Envoy's outlier detection): it gets no new request
+while another can take it, for `EJECT_S` doubling with each failure in a row, until one
+succeeds. Whether its
 host's agent heartbeats says nothing about it: a host silent to the control plane may
 serve perfectly well. A retry after a refused connection goes to a replica on another
 host, or else to another replica on the same one.
