@@ -116,7 +116,7 @@ class FakeRepository:
 
     def apply_rollout_step(
         self, deployment_id: UUID, state: RolloutState, step: RolloutStep
-    ) -> None:
+    ) -> bool:
         raise AssertionError("the fake world runs no rollouts")
 
     def fetch_startup_progress(

@@ -163,8 +163,9 @@ class DeploymentRepository(Protocol):
 
     def apply_rollout_step(
         self, deployment_id: UUID, state: RolloutState, step: RolloutStep
-    ) -> None:
-        """Start, drain and switch routes as `step` says; close the rollout if it ended."""
+    ) -> bool:
+        """Start, drain and switch routes as `step` says; close the rollout if it ended.
+        False (nothing done) when a step was applied since `state` was read."""
         ...
 
 

@@ -34,6 +34,7 @@ from workers.domain import (
     RouteTransition,
 )
 from workers.executors import DeploymentExecutor
+from workers.rollouts import plan_step
 
 ROLLING = RolloutSpec(max_surge="1")
 
@@ -328,3 +329,19 @@ def test_an_update_at_zero_makes_the_revision_current_without_a_rollout(
         "ready", 2, None, "img:2")  # fmt: skip
     shown = json.loads(run("deployment", "show", "parked", "--json").output)
     assert shown["reason"].endswith("at zero, revision 2 is current; the next wake starts it")
+
+
+def test_two_runs_planning_from_one_state_never_both_start_a_surge(
+    serving: DeploymentInfo, catalog: Catalog, repository: PostgresDeploymentRepository,
+    engine: sa.Engine,
+) -> None:  # fmt: skip
+    _roll(catalog, serving, ROLLING, "img:2")
+    [state] = repository.fetch_rollout_states([serving]).values()
+    step = plan_step(state)
+    assert step.create == 1
+    assert repository.apply_rollout_step(serving.id, state, step) is True
+    assert repository.apply_rollout_step(serving.id, state, step) is False  # planned from the same
+    with engine.connect() as conn:
+        new = conn.execute(sa.select(sa.func.count()).where(
+            routes.c.deployment_id == serving.id, routes.c.revision == 2)).scalar_one()  # fmt: skip
+    assert new == 1

@@ -108,6 +108,7 @@ class RolloutState:
     traffic: Mapping[int, TrafficCounts] = field(default_factory=dict)
     # The deployment got no request at all in the last minute: judged on health alone.
     quiet: bool = False
+    steps_applied: int = 0  # when it was read: a step applies only if it is still that
 
 
 @dataclass(frozen=True)

@@ -294,7 +294,11 @@ class DeploymentExecutor:
             if isinstance(step, Exception):
                 log.error("deployment %s: rollout step failed", deployment.id, exc_info=step)
                 step = abort_step(state, f"{type(step).__name__}: {step}")
-            self._repo.apply_rollout_step(deployment.id, state, step)
+            if not self._repo.apply_rollout_step(deployment.id, state, step):
+                log.info("deployment %s: a step was applied meanwhile; this one is not",
+                         deployment.id)  # fmt: skip
+                result.waiting.append(deployment)
+                continue
             sort_rollout(result, deployment, state, step)
         return result
 

@@ -405,9 +405,9 @@ class PostgresDeploymentRepository:
 
     def apply_rollout_step(
         self, deployment_id: UUID, state: RolloutState, step: RolloutStep
-    ) -> None:
+    ) -> bool:
         with transaction(self._engine) as conn:
-            rollouts.apply_step(conn, state, deployment_id, step)
+            return rollouts.apply_step(conn, state, deployment_id, step)
 
     def mark_terminating_route_status_bulk(self, route_ids: AbstractSet[UUID]) -> None:
         """Active routes leave traffic and drain, then terminate (`take_out_of_service`);

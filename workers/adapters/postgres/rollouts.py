@@ -99,9 +99,18 @@ def load_states(conn: sa.Connection, deployment_ids: Collection[UUID]) -> dict[U
 
 def apply_step(
     conn: sa.Connection, state: RolloutState, deployment_id: UUID, step: RolloutStep
-) -> None:
+) -> bool:
     """Start, weigh, drain and switch routes as `step` says; close the rollout when it
-    ended."""
+    ended. Only if no step was applied since `state` was read (False: another run got
+    there first, and this one does nothing: never two surges)."""
+    taken = conn.execute(
+        deployments.update()
+        .where(deployments.c.id == deployment_id,
+               deployments.c.rollout_steps_applied == state.steps_applied)
+        .values(rollout_steps_applied=deployments.c.rollout_steps_applied + 1)
+    ).rowcount  # fmt: skip
+    if not taken:
+        return False
     _move_routes(conn, state, deployment_id, step)
     # Read by blue-green's promote delay and by how long a judgment may hold the last old route.
     all_healthy = step.counts.get("new_healthy", 0) >= state.desired
@@ -118,6 +127,7 @@ def apply_step(
         _roll_back(conn, deployment_id, state.new_revision, step.summary)
     if step.acts and step.outcome is not RolloutOutcome.FAILED:  # a rollback's row: the phase's
         _progress_row(conn, deployment_id, step)
+    return True
 
 
 def _move_routes(
@@ -174,6 +184,7 @@ def _state(row: Any, taking_part: list[Any], failures: RevisionFailures) -> Roll
         canary_step=row["rollout_step"],
         step_for_s=0.0 if step_at is None else (now - step_at).total_seconds(),
         judging_since_s=None if judged_from is None else judged_from.timestamp(),
+        steps_applied=row["rollout_steps_applied"],
     )
 
 

@@ -143,6 +143,9 @@ deployments = sa.Table(
     sa.Column("rollout_max_p95_latency_ratio", sa.Float),
     sa.Column("rollout_step", sa.Integer),
     sa.Column("rollout_step_started_at", sa.DateTime(timezone=True)),
+    # Steps applied so far: a step applies only if none was applied since it was planned
+    # (two runs planning from one state never both start a surge).
+    sa.Column("rollout_steps_applied", sa.Integer, nullable=False, server_default="0"),
     # The rollout step's own counts (new healthy, new total, old total, desired): what
     # `deployment list` and `--wait` show, never counted again elsewhere.
     sa.Column("rollout_progress", JSONB),
