@@ -24,6 +24,7 @@ from workers.domain import (
     DeploymentContext,
     DeploymentInfo,
     DeploymentLifecycle,
+    EndpointState,
     HealthCheckStatus,
     HealthStatus,
     ModelServiceMetadata,
@@ -69,7 +70,7 @@ class World:
     readiness: dict[str, HealthStatus] = field(default_factory=dict)
     scrape_targets: list[ModelServiceMetadata] = field(default_factory=list)
     proxy_endpoints: dict[UUID, Mapping[str, Any]] = field(default_factory=dict)
-    endpoint_modes: dict[UUID, str] = field(default_factory=dict)
+    endpoint_modes: dict[UUID, EndpointState] = field(default_factory=dict)
 
     def add_deployment(self, deployment: DeploymentInfo) -> DeploymentInfo:
         self.deployments[deployment.id] = deployment
@@ -257,7 +258,7 @@ class FakeRepository:
                 woken.add(deployment_id)
         return woken
 
-    def fetch_endpoint_modes(self) -> dict[UUID, str]:
+    def fetch_endpoint_modes(self) -> dict[UUID, EndpointState]:
         return {}  # this world runs no proxy
 
 
@@ -298,7 +299,7 @@ class FakeServiceDiscovery:
     def published_route_ids(self) -> set[UUID]:
         return {target.route_id for target in self._w.scrape_targets}
 
-    def publish_endpoint_modes(self, modes: Mapping[UUID, str]) -> None:
+    def publish_endpoint_modes(self, modes: Mapping[UUID, EndpointState]) -> None:
         self._w.endpoint_modes = dict(modes)
 
 

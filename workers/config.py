@@ -64,6 +64,7 @@ class ProxySettings:
     # Scale to zero: a request for a deployment at zero waits this long for a replica,
     hold_s: float = 300.0
     hold_max: int = 1000  # at most this many wait per deployment (per proxy process),
+    hold_max_bytes: int = 256 * 1024 * 1024  # holding at most this many body bytes in all,
     wake_concurrency: int = 4  # and a fresh replica gets at most this many of them at once
 
 
@@ -210,6 +211,9 @@ def _proxy_settings(reader: _Reader) -> ProxySettings:
         resync_s=reader.number("MODELFLEET_PROXY_RESYNC_S", defaults.resync_s),
         hold_s=reader.number("MODELFLEET_PROXY_HOLD_S", defaults.hold_s),
         hold_max=int(reader.number("MODELFLEET_PROXY_HOLD_MAX", defaults.hold_max)),
+        hold_max_bytes=int(
+            reader.number("MODELFLEET_PROXY_HOLD_MAX_BYTES", defaults.hold_max_bytes)
+        ),
         wake_concurrency=int(
             reader.number("MODELFLEET_PROXY_WAKE_CONCURRENCY", defaults.wake_concurrency)
         ),
@@ -222,6 +226,7 @@ def _proxy_settings(reader: _Reader) -> ProxySettings:
         "MAX_BODY_BYTES": settings.max_body_bytes,
         "HOLD_S": settings.hold_s,
         "HOLD_MAX": settings.hold_max,
+        "HOLD_MAX_BYTES": settings.hold_max_bytes,
         "WAKE_CONCURRENCY": settings.wake_concurrency,
     }
     for name, value in positive.items():

@@ -23,6 +23,7 @@ from workers.domain import (
     ControllerView,
     DeploymentContext,
     DeploymentInfo,
+    EndpointState,
     HealthStatus,
     HostInfo,
     HostRoute,
@@ -148,7 +149,7 @@ class DeploymentRepository(Protocol):
         wins); the ids restored."""
         ...
 
-    def fetch_endpoint_modes(self) -> Mapping[UUID, str]:
+    def fetch_endpoint_modes(self) -> Mapping[UUID, EndpointState]:
         """What a proxy does with a request for a live deployment that has no replica:
         `EndpointMode` values by deployment id (absent: 503 at once)."""
         ...
@@ -246,7 +247,7 @@ class ServiceDiscovery(Protocol):
         """Replace the whole registered set with `routes`."""
         ...
 
-    def publish_endpoint_modes(self, modes: Mapping[UUID, str]) -> None:
+    def publish_endpoint_modes(self, modes: Mapping[UUID, EndpointState]) -> None:
         """Replace what the proxies do for endpoints without a replica (`EndpointMode`)."""
         ...
 

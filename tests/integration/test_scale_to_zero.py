@@ -7,17 +7,19 @@ import json
 import re
 from collections.abc import Callable
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 import redis
 import sqlalchemy as sa
 from click.testing import Result
 
-from workers.adapters.postgres.schema import deployment_history, deployments
+from workers.adapters.postgres.deployment_repository import PostgresDeploymentRepository
+from workers.adapters.postgres.schema import deployment_history, deployments, routes, sessions
 from workers.adapters.redis.activity import wake_feed
 from workers.adapters.redis.keys import RedisKeys
 from workers.contracts.service_discovery import modes_from_fields
+from workers.domain import EndpointMode, EndpointState
 from workers.phase_names import PhaseName
 from workers.phase_runs import PhaseRun
 
@@ -74,7 +76,7 @@ def test_an_idle_deployment_goes_to_zero_and_one_wake_brings_its_replicas_back(
     assert (shown["scale_to_zero_after_s"], shown["idle_s"]) == (5.0, None)
     run_phase(PhaseName.SYNC_SERVICE_DISCOVERY)
     assert modes_from_fields(_hash(redis_client, redis_keys.endpoint_modes)) == {
-        str(serving): "wakes"
+        str(serving): EndpointState(EndpointMode.WAKES)
     }
 
     feed = wake_feed(redis_client, redis_keys)
@@ -110,7 +112,7 @@ def test_an_operators_zero_does_not_wake_and_turning_the_setting_off_at_zero_bri
     run_phase(PhaseName.SCALE)
     run_phase(PhaseName.SYNC_SERVICE_DISCOVERY)
     assert modes_from_fields(_hash(redis_client, redis_keys.endpoint_modes)) == {
-        str(serving): "operator-zero"
+        str(serving): EndpointState(EndpointMode.OPERATOR_ZERO)
     }
     shown = _json(run("deployment", "show", "svc", "--json"))
     assert (shown["ready"], shown["reason"]) == ("0/0", "scaled to 0 by an operator")
@@ -167,7 +169,7 @@ def test_set_without_a_setting_or_on_a_destroyed_deployment_is_refused(
 ) -> None:
     nothing = run("deployment", "set", "svc")
     assert (nothing.exit_code, nothing.output.strip()) == (
-        2, "Error: options: give --scale-to-zero-after-s or --drain-s",
+        2, "Error: options: give --scale-to-zero-after-s, --drain-s or --start-deadline-s",
     )  # fmt: skip
     unknown = run("deployment", "set", "nope", "--drain-s", "1")
     assert unknown.output.strip() == "Error: DEPLOYMENT: no deployment named or with id 'nope'"
@@ -182,3 +184,27 @@ def _row_by_name(engine: sa.Engine, name: str) -> dict[str, Any]:
 def _hash(client: redis.Redis, key: str) -> dict[str, str]:
     found: dict[str, str] = client.hgetall(key)  # type: ignore[assignment]
     return found
+
+
+def test_a_deployment_whose_replicas_cannot_start_is_refused_saying_why_not_held(
+    engine: sa.Engine, serving: UUID, repository: PostgresDeploymentRepository
+) -> None:
+    assert repository.fetch_endpoint_modes() == {serving: EndpointState(EndpointMode.WAKES)}
+    with engine.begin() as conn:  # two of its sessions exited on their own a moment ago
+        for _ in range(2):
+            route_id, session_id = uuid4(), uuid4()
+            conn.execute(routes.insert().values(id=route_id, deployment_id=serving, revision=1,
+                                                status="terminated"))  # fmt: skip
+            conn.execute(sessions.insert().values(
+                id=session_id, route_id=route_id, name="s", spec={}, status="ERROR",
+                terminated_at=sa.func.now()))  # fmt: skip
+    why = "its replicas keep exiting: 2 sessions ended on their own in the last 10 minutes"
+    looping = repository.fetch_endpoint_modes()[serving]
+    assert looping == EndpointState(EndpointMode.UNAVAILABLE, why)
+    with engine.begin() as conn:
+        conn.execute(sessions.delete())
+        conn.execute(deployments.update().values(
+            condition_reason="no_host_slot",
+            condition_message="no host with a free slot: 2 hosts, all full"))  # fmt: skip
+    assert repository.fetch_endpoint_modes()[serving] == EndpointState(
+        EndpointMode.UNAVAILABLE, "no host with a free slot: 2 hosts, all full")  # fmt: skip

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
-from workers.domain import ModelServiceMetadata
+from workers.domain import EndpointMode, EndpointState, ModelServiceMetadata
 
 # A field of the endpoint-modes hash beside the deployment ids (never a UUID): the hash
 # always exists once a sync ran, so a missing one means a store that lost it.
@@ -56,14 +56,34 @@ def target_from_fields(route_id: str, fields: Mapping[str, str]) -> ModelService
         return None
 
 
-def modes_fields(modes: Mapping[UUID, str], generation: int) -> dict[str, str]:
-    """The endpoint-modes hash: deployment id -> mode, and the sync's generation."""
-    return {**{str(i): str(mode) for i, mode in modes.items()}, GENERATION_FIELD: str(generation)}
+def modes_fields(modes: Mapping[UUID, EndpointState], generation: int) -> dict[str, str]:
+    """The endpoint-modes hash: deployment id -> its mode (`wakes`, `operator-zero`), or a
+    JSON object with the mode and why (`unavailable`); and the sync's generation."""
+    fields = {str(i): _mode_field(state) for i, state in modes.items()}
+    return {**fields, GENERATION_FIELD: str(generation)}
 
 
-def modes_from_fields(fields: Mapping[str, Any]) -> dict[str, str]:
-    """Deployment id -> mode, from the hash (its generation left out)."""
-    return {str(k): str(v) for k, v in fields.items() if k != GENERATION_FIELD}
+def modes_from_fields(fields: Mapping[str, Any]) -> dict[str, EndpointState]:
+    """Deployment id -> its state, from the hash (its generation, and any value that is
+    not a mode, left out)."""
+    found = ((str(k), _mode_from_field(str(v))) for k, v in fields.items() if k != GENERATION_FIELD)
+    return {endpoint: state for endpoint, state in found if state is not None}
+
+
+def _mode_field(state: EndpointState) -> str:
+    if not state.reason:
+        return state.mode.value
+    return json.dumps({"mode": state.mode.value, "reason": state.reason})
+
+
+def _mode_from_field(raw: str) -> EndpointState | None:
+    try:
+        if not raw.startswith("{"):
+            return EndpointState(EndpointMode(raw))
+        found = json.loads(raw)
+        return EndpointState(EndpointMode(found["mode"]), str(found.get("reason", "")))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def generation_of(value: Any) -> int | None:

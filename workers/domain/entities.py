@@ -10,7 +10,12 @@ from enum import StrEnum
 from typing import NewType
 from uuid import UUID
 
-from workers.domain.statuses import DeploymentLifecycle, HealthCheckStatus, RouteStatus
+from workers.domain.statuses import (
+    DeploymentLifecycle,
+    EndpointMode,
+    HealthCheckStatus,
+    RouteStatus,
+)
 
 SessionId = NewType("SessionId", UUID)
 # Every session learns which revision of its deployment it runs (the sessions contract).
@@ -257,6 +262,14 @@ class RouteDiscoveryData:
     revision: int | None = None
     host_name: str | None = None  # the host its session runs on, when hosts are registered
     traffic_ratio: float = 1.0  # its share of requests relative to its deployment's others
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    """What a proxy does for a live deployment with no replica to send a request to."""
+
+    mode: EndpointMode
+    reason: str = ""  # why (UNAVAILABLE): told to the client in its 503
 
 
 @dataclass(frozen=True)

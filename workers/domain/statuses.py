@@ -45,6 +45,9 @@ class EndpointMode(StrEnum):
 
     WAKES = "wakes"  # scale to zero is on: hold the request and announce a wake
     OPERATOR_ZERO = "operator-zero"  # an operator asked for 0 replicas: 503 at once
+    # Its replicas cannot start now (a crash loop, no room, never healthy): 503 at once with
+    # why, not held for a wake that cannot come.
+    UNAVAILABLE = "unavailable"
 
 
 class SessionStatus(StrEnum):

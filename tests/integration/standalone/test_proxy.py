@@ -30,9 +30,10 @@ from workers.contracts.service_discovery import target_fields
 from workers.devtools import namespaces
 from workers.devtools.processes import Process, wait_for
 from workers.devtools.throwaway_servers import free_port
-from workers.domain import ModelServiceMetadata
+from workers.domain import EndpointMode, EndpointState, ModelServiceMetadata
 
 TOKEN = "proxy-test-token"
+WAKES, OPERATOR_ZERO = EndpointState(EndpointMode.WAKES), EndpointState(EndpointMode.OPERATOR_ZERO)
 
 
 @pytest.fixture
@@ -573,7 +574,7 @@ def test_requests_for_a_deployment_at_zero_wait_announce_a_wake_and_go_out_in_tu
 ) -> None:  # fmt: skip
     endpoint_id, server = uuid4(), sample_server("woken")
     server.state.latency_s = 0.3
-    service_discovery.publish_endpoint_modes({endpoint_id: "wakes"})
+    service_discovery.publish_endpoint_modes({endpoint_id: WAKES})
     with _proxy(redis_url, redis_keys, tmp_path, MODELFLEET_PROXY_WAKE_CONCURRENCY="2") as url:
         endpoint = _register(url, endpoint_id)
         _mode_read()
@@ -595,7 +596,7 @@ def test_a_hold_ends_in_504_after_its_time_and_503_with_retry_after_when_full(
     service_discovery: RedisServiceDiscovery,
 ) -> None:  # fmt: skip
     endpoint_id = uuid4()
-    service_discovery.publish_endpoint_modes({endpoint_id: "wakes"})
+    service_discovery.publish_endpoint_modes({endpoint_id: WAKES})
     with _proxy(redis_url, redis_keys, tmp_path, MODELFLEET_PROXY_HOLD_S="2",
                 MODELFLEET_PROXY_HOLD_MAX="1") as url:  # fmt: skip
         endpoint = _register(url, endpoint_id)
@@ -619,13 +620,41 @@ def test_a_deployment_an_operator_scaled_to_zero_is_503_at_once(
     redis_keys: RedisKeys,
 ) -> None:  # fmt: skip
     endpoint_id = uuid4()
-    service_discovery.publish_endpoint_modes({endpoint_id: "operator-zero"})
+    service_discovery.publish_endpoint_modes({endpoint_id: OPERATOR_ZERO})
     endpoint = _register(proxy_url, endpoint_id)
     answer = wait_for(lambda: _complete(endpoint), lambda a: a.status_code == 503 and
                       "operator" in a.text, timeout_s=5, what="the mode read")  # fmt: skip
     assert answer.json() == {"error": f"endpoint {endpoint_id} is scaled to 0 by an operator"}
     assert answer.elapsed.total_seconds() < 1  # not held
     assert redis_client.xlen(redis_keys.wakes) == 0
+
+
+def test_held_bytes_past_the_limit_get_503_and_an_unavailable_deployment_503_saying_why(
+    redis_url: str, redis_keys: RedisKeys, tmp_path: Path,
+    service_discovery: RedisServiceDiscovery,
+) -> None:  # fmt: skip
+    waking, crashing = uuid4(), uuid4()
+    why = "its replicas keep exiting: 3 sessions ended on their own in the last 10 minutes"
+    service_discovery.publish_endpoint_modes(
+        {waking: WAKES, crashing: EndpointState(EndpointMode.UNAVAILABLE, why)}
+    )
+    with _proxy(redis_url, redis_keys, tmp_path, MODELFLEET_PROXY_HOLD_S="3",
+                MODELFLEET_PROXY_HOLD_MAX_BYTES="1000") as url:  # fmt: skip
+        endpoint = _register(url, waking)
+        _mode_read()
+        big = {"prompt": "x" * 600}
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            first = pool.submit(requests.post, f"{endpoint}/v1/completions", json=big, timeout=10)
+            wait_for(lambda: _held(url), lambda n: n == 1, timeout_s=10, what="one held")
+            over = requests.post(f"{endpoint}/v1/completions", json=big, timeout=10)
+            first.result(timeout=15)
+        refused = _complete(_register(url, crashing))
+    assert (over.status_code, over.headers["Retry-After"]) == (503, "5")
+    assert "bytes of requests already wait for wakes (MODELFLEET_PROXY_HOLD_MAX_BYTES 1000)" \
+        in over.json()["error"]  # fmt: skip
+    assert refused.status_code == 503
+    assert refused.json() == {"error": f"endpoint {crashing} cannot serve now: {why}"}
+    assert refused.elapsed.total_seconds() < 1  # not held for a wake that cannot come
 
 
 def _mode_read() -> None:
@@ -664,13 +693,13 @@ def test_a_held_request_is_let_go_when_an_operator_scales_its_deployment_to_zero
     proxy_url: str, service_discovery: RedisServiceDiscovery,
 ) -> None:  # fmt: skip
     endpoint_id = uuid4()
-    service_discovery.publish_endpoint_modes({endpoint_id: "wakes"})
+    service_discovery.publish_endpoint_modes({endpoint_id: WAKES})
     endpoint = _register(proxy_url, endpoint_id)
     _mode_read()
     with ThreadPoolExecutor(max_workers=1) as pool:
         held = pool.submit(_complete, endpoint)
         wait_for(lambda: _held(proxy_url), lambda n: n == 1, timeout_s=10, what="one held")
-        service_discovery.publish_endpoint_modes({endpoint_id: "operator-zero"})
+        service_discovery.publish_endpoint_modes({endpoint_id: OPERATOR_ZERO})
         answer = held.result(timeout=10)  # not the 300 s hold
     assert answer.status_code == 503
     assert answer.json() == {"error": f"endpoint {endpoint_id} is scaled to 0 by an operator"}

@@ -52,6 +52,7 @@ from workers.domain import (
     DeploymentInfo,
     DeploymentLifecycle,
     DeploymentTransition,
+    EndpointState,
     OutcomeBucket,
     RolloutState,
     RolloutStep,
@@ -393,7 +394,7 @@ class PostgresDeploymentRepository:
         with transaction(self._engine) as conn:
             return zero.restore_from_zero(conn, counts)
 
-    def fetch_endpoint_modes(self) -> dict[UUID, str]:
+    def fetch_endpoint_modes(self) -> dict[UUID, EndpointState]:
         with transaction(self._engine) as conn:
             return zero.endpoint_modes(conn)
 

@@ -32,7 +32,7 @@ from workers.contracts.service_discovery import (
     target_fields,
     target_from_fields,
 )
-from workers.domain import ModelServiceMetadata
+from workers.domain import EndpointState, ModelServiceMetadata
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class RedisServiceDiscovery:
         with redis_errors():
             self._client.transaction(replace, index, self._keys.scrape_target_generation)
 
-    def publish_endpoint_modes(self, modes: Mapping[UUID, str]) -> None:
+    def publish_endpoint_modes(self, modes: Mapping[UUID, EndpointState]) -> None:
         """Replace the whole modes hash (one transaction: proxies never see it half). It
         always exists afterwards (its generation field), so a proxy that finds none knows
         the store lost it, and keeps what it knew."""

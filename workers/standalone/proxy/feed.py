@@ -36,7 +36,7 @@ from workers.contracts.service_discovery import (
     modes_from_fields,
     target_from_fields,
 )
-from workers.domain import ModelServiceMetadata
+from workers.domain import EndpointState, ModelServiceMetadata
 from workers.standalone.proxy.routing import RoutingTable
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,8 @@ class Endpoints:
     """The endpoints the registration API was told of (every proxy process shares them)."""
 
     known: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # What to do with a request for a deployment without replicas (`EndpointMode`).
-    modes: dict[str, str] = field(default_factory=dict)
+    # What to do with a request for a deployment without replicas (`EndpointState`).
+    modes: dict[str, EndpointState] = field(default_factory=dict)
 
     def __contains__(self, endpoint: object) -> bool:
         return endpoint in self.known

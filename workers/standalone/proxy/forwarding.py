@@ -156,6 +156,8 @@ class Proxy:
             self.windows.seen(endpoint)  # asked for, even if refused: not idle
         if replica is None and (refused := self._without_replica(endpoint)) is not None:
             return refused
+        if replica is None and not self.holds.room_for(request.content_length or 0):
+            return _retry_later(HoldFull(self.holds.bytes_full()))  # not read: not held
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -175,28 +177,29 @@ class Proxy:
 
     def _without_replica(self, endpoint: str) -> web.Response | None:
         """The answer to a request no replica can take now; None: hold it (a wake)."""
-        mode = self.endpoints.modes.get(endpoint)
-        if mode == EndpointMode.WAKES:
+        state = self.endpoints.modes.get(endpoint)
+        mode = None if state is None else state.mode
+        if mode is EndpointMode.WAKES:
             return None
         if endpoint not in self.endpoints and mode is None:
             return _error(404, f"no endpoint {endpoint} is registered with this proxy")
-        if mode == EndpointMode.OPERATOR_ZERO:
+        if mode is EndpointMode.OPERATOR_ZERO:
             return _error(503, f"endpoint {endpoint} is scaled to 0 by an operator")
+        if state is not None and mode is EndpointMode.UNAVAILABLE:
+            return _error(503, f"endpoint {endpoint} cannot serve now: {state.reason}")
         return _error(503, f"no healthy replica for endpoint {endpoint}")
 
     async def _held(self, request: web.Request, endpoint: str, body: bytes) -> web.StreamResponse:
         """Wait for a replica of a deployment at zero (or still starting), then send."""
         try:
-            async with self.holds.turn(endpoint) as (replica, _):
+            async with self.holds.turn(endpoint, len(body)) as (replica, _):
                 return await self._send(request, endpoint, replica, body)
         except NotWaking:  # its mode changed while it waited
             return self._without_replica(endpoint) or _error(
                 503, f"no healthy replica for endpoint {endpoint}"
             )
         except HoldFull as full:
-            answer = _error(503, f"{full}; try again later")
-            answer.headers["Retry-After"] = str(RETRY_AFTER_S)
-            return answer
+            return _retry_later(full)
         except TimeoutError:
             return _error(504, f"no replica of endpoint {endpoint} became ready within "
                                f"{self.settings.hold_s:g} s (MODELFLEET_PROXY_HOLD_S)")  # fmt: skip
@@ -289,7 +292,8 @@ class Proxy:
         return list(self._answering)
 
     def _waking(self, endpoint: str) -> bool:
-        return self.endpoints.modes.get(endpoint) == EndpointMode.WAKES
+        state = self.endpoints.modes.get(endpoint)
+        return state is not None and state.mode is EndpointMode.WAKES
 
     async def _announce_wake(self, endpoint: str) -> None:
         await self.redis_client.xadd(self.keys.wakes, {"deployments": endpoint},
@@ -345,6 +349,12 @@ class Proxy:
         if self._client is not None:
             await self._client.close()
         await self.redis_client.aclose()
+
+
+def _retry_later(full: HoldFull) -> web.Response:
+    answer = _error(503, f"{full}; try again later")
+    answer.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return answer
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -7,7 +7,8 @@ starts `deployments.wake` at once; repeats are harmless: one wake wins). Each wa
 replica in the routing table (published only once its health check passed: an open port
 is not enough), at most `hold_s`; then they go out in turns: a fresh replica never gets
 more than `wake_concurrency` held requests at once (a burst would otherwise land on the
-first replica while it warms up). At most `hold_max` wait per deployment.
+first replica while it warms up). At most `hold_max` wait per deployment, holding at
+most `hold_max_bytes` of request bodies in all (a cold start must not pin gigabytes).
 """
 
 from __future__ import annotations
@@ -59,28 +60,39 @@ class Holds:
     announce: Callable[[str], Awaitable[None]]  # a wake for this deployment, on the feed
     waking: Callable[[str], bool]  # whether the deployment still wakes on request
     _waiting: dict[str, _Waiting] = field(default_factory=dict)
+    _held_bytes: int = 0  # request bodies waiting here, in all
+
+    def room_for(self, size: int) -> bool:
+        """Whether a body of `size` bytes may wait too (MODELFLEET_PROXY_HOLD_MAX_BYTES)."""
+        return self._held_bytes + size <= self.settings.hold_max_bytes
+
+    def bytes_full(self) -> str:
+        return (f"{self._held_bytes} bytes of requests already wait for wakes "
+                f"(MODELFLEET_PROXY_HOLD_MAX_BYTES {self.settings.hold_max_bytes})")  # fmt: skip
 
     @contextlib.asynccontextmanager
-    async def turn(self, endpoint: str) -> AsyncIterator[tuple[Replica, bool]]:
+    async def turn(self, endpoint: str, size: int = 0) -> AsyncIterator[tuple[Replica, bool]]:
         """Wait (at most `hold_s`, else TimeoutError) for a replica with room for one more
-        held request; yield it, and whether this was the wake's first request."""
+        held request of `size` bytes; yield it, and whether this was the wake's first."""
         waiting = self._waiting.setdefault(endpoint, _Waiting())
         if waiting.held >= self.settings.hold_max:
             raise HoldFull(f"{waiting.held} requests already wait for endpoint {endpoint}")
+        if not self.room_for(size):
+            raise HoldFull(self.bytes_full())
         arrived = time.monotonic()
         first = waiting.since is None
         waiting.since = waiting.since or arrived
         self._held(endpoint, waiting, +1)
+        self._held_bytes += size
         try:
             async with asyncio.timeout(self.settings.hold_s), waiting.turn:
                 found = await waiting.turn.wait_for(lambda: self._free_or_gone(endpoint, waiting))
             if found is _GIVEN_UP:
                 raise NotWaking(endpoint)
             replica = cast(Replica, found)
-        except BaseException:
+        finally:
             self._held(endpoint, waiting, -1)
-            raise
-        self._held(endpoint, waiting, -1)
+            self._held_bytes -= size
         waiting.sending[replica.route_id] += 1
         try:
             yield replica, first
