@@ -27,11 +27,11 @@ from workers.adapters.redis.hosts import RedisHostSignals
 from workers.adapters.redis.keys import RedisKeys
 from workers.adapters.redis.metrics import RedisMetricsStore
 from workers.adapters.redis.phase_runs import RedisOutcomeStore, RedisPhaseLock, RedisRunProgress
-from workers.autoscaling import ScalingDecision, direction
 from workers.config import Settings
 from workers.domain import DeploymentInfo
 from workers.executors import DeploymentExecutor, HostExecutor, RouteExecutor
 from workers.phase_names import PhaseName
+from workers.policies.autoscaling import ScalingDecision, direction
 from workers.policies.host_liveness import LivenessRules
 
 # `hosts.check` runs missed for this many of its intervals mean the controller was blind.

@@ -1,4 +1,4 @@
-"""deployments.rollout: advance each rollout by one step (`workers.rollouts`).
+"""deployments.rollout: advance each rollout by one step (`workers.policies.rollouts`).
 
 Success: the new revision serves, the rollout is over (ready). Error: it failed
 and was rolled back (ready on the previous revision; the history row says why).

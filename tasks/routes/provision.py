@@ -1,7 +1,7 @@
 """routes.provision: ask the scheduler for a session per new route.
 
 Routes of a deployment whose sessions keep exiting wait out a crash-loop
-back-off first (`workers.crash_loop`): a replacement every few seconds forever
+back-off first (`workers.policies.crash_loop`): a replacement every few seconds forever
 helps nobody.
 """
 

@@ -34,7 +34,7 @@ from workers.domain import (
     RouteTransition,
 )
 from workers.executors import DeploymentExecutor
-from workers.rollouts import plan_step
+from workers.policies.rollouts import plan_step
 
 ROLLING = RolloutSpec(max_surge="1")
 

@@ -24,7 +24,7 @@ CROSSINGS = {
         "import workers.adapters.redis.keys",
         "Adapters do not import each other",
     ),
-    "workers/rollouts.py": (
+    "workers/policies/rollouts.py": (
         "import workers.adapters.postgres.bulk",
         "The controller's layers",
     ),

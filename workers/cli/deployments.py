@@ -33,11 +33,12 @@ from workers.domain import (
     DeploymentLifecycle,
     HealthStatus,
     ModelRevision,
+    RolloutProgress,
 )
 from workers.errors import InfrastructureUnavailable
-from workers.idleness import at_zero_reason
 from workers.inputs import name_problem
-from workers.rollouts import describe_progress
+from workers.policies.idleness import at_zero_reason
+from workers.policies.rollout_notes import describe_progress
 
 LIFECYCLES = [lifecycle.value for lifecycle in DeploymentLifecycle]
 
@@ -155,7 +156,9 @@ def with_rollout(row: dict[str, Any]) -> dict[str, Any]:
     remaining', the step's own counts)."""
     desired = row["desired"]
     stored = row.get("rollout_progress")
-    progress = describe_progress(stored) if stored and row["lifecycle"] == "deploying" else None
+    progress = None
+    if stored and row["lifecycle"] == "deploying":
+        progress = describe_progress(RolloutProgress.from_json(stored))
     ready = f"{row['healthy_routes']}/{desired}"
     return {**row, "ready": ready, "reason": _reason(row, desired, progress), "rollout": progress}
 

@@ -20,7 +20,7 @@ from workers.cli.revision_options import HEALTH_OPTIONS, environ_pairs, health_o
 from workers.cli.root import CliContext, bad_input, find_deployment, reported_failures
 from workers.cli.waiting import Deadline, wait_until
 from workers.domain import RolloutSpec, RolloutStrategy
-from workers.rollouts import SpecError, check_spec, parse_steps
+from workers.policies.rollout_specs import SpecError, check_spec, parse_steps
 
 WAIT_POLL_S = 0.5
 DEFAULTS = RolloutSpec()  # the rollout defaults, written once (workers.domain)

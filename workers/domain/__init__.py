@@ -45,8 +45,10 @@ from workers.domain.results import (
     StatusTransition,
 )
 from workers.domain.rollouts import (
+    CanaryPosition,
     RevisionFailures,
     RolloutOutcome,
+    RolloutProgress,
     RolloutSpec,
     RolloutState,
     RolloutStep,
@@ -64,6 +66,7 @@ from workers.domain.statuses import (
     OutcomeBucket,
     RouteStatus,
     SessionStatus,
+    TrafficStatus,
 )
 
 __all__ = [
@@ -73,6 +76,7 @@ __all__ = [
     "REVISION_VARIABLE",
     "AutoScalingMetricsData",
     "AutoScalingRule",
+    "CanaryPosition",
     "CleanupConfig",
     "Comparator",
     "Condition",
@@ -101,6 +105,7 @@ __all__ = [
     "ProbeReach",
     "RevisionFailures",
     "RolloutOutcome",
+    "RolloutProgress",
     "RolloutSpec",
     "RolloutState",
     "RolloutStep",
@@ -120,4 +125,5 @@ __all__ = [
     "StartupProgress",
     "StatusTransition",
     "TrafficCounts",
+    "TrafficStatus",
 ]

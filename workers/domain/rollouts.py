@@ -1,10 +1,10 @@
-"""Rollouts as values (the step itself is planned in `workers.rollouts`)."""
+"""Rollouts as values (the step itself is planned in `workers.policies.rollouts`)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -112,6 +112,61 @@ class RolloutState:
 
 
 @dataclass(frozen=True)
+class CanaryPosition:
+    """Where a canary is: its step (from 1) of `steps`, its share of the traffic, and how
+    long it has held that step of the `hold_s` it must."""
+
+    step: int
+    steps: int
+    share: int
+    held_s: float
+    hold_s: float
+
+
+@dataclass(frozen=True)
+class RolloutProgress:
+    """Where a rollout stands, as a step saw it (stored in `deployments.rollout_progress`,
+    read by `deployment list`, `--wait` and the dev view)."""
+
+    revision: int
+    desired: int
+    new_healthy: int = 0
+    new_total: int = 0
+    old_total: int = 0
+    # the live analysis: the new revision's requests since its step (or rollout) began
+    requests: int = 0
+    min_requests: int = 0
+    error_rate: float = 0.0
+    max_error_rate: float = 0.0
+    quiet: bool = False  # no request at all in the last minute: judged on health alone
+    canary: CanaryPosition | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form: flat, the canary's fields beside the rest, `quiet` only if so."""
+        data: dict[str, Any] = {
+            name: getattr(self, name) for name in _PROGRESS_FIELDS if name != "quiet"
+        }
+        if self.quiet:
+            data["quiet"] = True
+        if self.canary is not None:
+            data.update({name: getattr(self.canary, name) for name in _CANARY_FIELDS})
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RolloutProgress:
+        """Read back what `to_json` wrote (a field it did not write takes its default)."""
+        known = {name: data[name] for name in _PROGRESS_FIELDS if name in data}
+        canary = None
+        if all(name in data for name in _CANARY_FIELDS):
+            canary = CanaryPosition(**{name: data[name] for name in _CANARY_FIELDS})
+        return cls(**known, canary=canary)
+
+
+_PROGRESS_FIELDS = tuple(f.name for f in fields(RolloutProgress) if f.name != "canary")
+_CANARY_FIELDS = tuple(f.name for f in fields(CanaryPosition))
+
+
+@dataclass(frozen=True)
 class RolloutStep:
     outcome: RolloutOutcome = RolloutOutcome.IN_PROGRESS
     create: int = 0  # new routes of the new revision to start
@@ -120,7 +175,7 @@ class RolloutStep:
     drain: tuple[UUID, ...] = ()  # routes to take out of traffic
     promote: bool = False  # switch traffic to the new routes now
     summary: str = ""  # for history: where the rollout stands, or why it failed
-    counts: dict[str, Any] = field(default_factory=dict)
+    progress: RolloutProgress | None = None  # where it stands, stored for the CLI
     weights: Mapping[UUID, float] = field(default_factory=dict)  # route -> its traffic ratio
     canary_step: int | None = None  # the canary step entered now (its clock restarts)
 

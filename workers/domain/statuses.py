@@ -25,6 +25,14 @@ ACTIVE_ROUTE_STATUSES = frozenset(
 )
 
 
+class TrafficStatus(StrEnum):
+    """Whether a route's session may get requests once it serves."""
+
+    ACTIVE = "active"  # in the traffic set when healthy
+    STANDBY = "standby"  # a blue-green route kept out until its rollout is promoted
+    INACTIVE = "inactive"  # out of traffic for good (draining, and after)
+
+
 class DeploymentLifecycle(StrEnum):
     PENDING = "pending"
     SCALING = "scaling"

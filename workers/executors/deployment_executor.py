@@ -32,10 +32,10 @@ from workers.errors import (
 from workers.executors.outcomes import capture, unique_by_id
 from workers.executors.payloads import endpoint_registration_body
 from workers.executors.rollout_steps import sort_rollout, with_requests
-from workers.executors.scaling import manual_desired_replicas, plan_scaling, replicas
-from workers.idleness import due_for_zero, idle_for_s, wake_count, woken_note, zeroed_note
+from workers.policies.idleness import due_for_zero, idle_for_s, wake_count, woken_note, zeroed_note
+from workers.policies.rollouts import abort_step, plan_step
+from workers.policies.scaling import manual_desired_replicas, plan_scaling, replicas
 from workers.ports import AppProxy, DeploymentRepository, RequestActivity
-from workers.rollouts import abort_step, plan_step
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ class DeploymentExecutor:
     def rollout_deployment(
         self, deployments: Sequence[DeploymentInfo]
     ) -> DeploymentExecutionResult:
-        """Advance each rollout by one step (`workers.rollouts.plan_step`), judged also by
+        """Advance each rollout by one step (`workers.policies.rollouts.plan_step`), judged also by
         what the proxies counted of each revision's requests.
 
         Success: the new revision serves and the rollout is over. Error: it

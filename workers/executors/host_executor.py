@@ -24,8 +24,8 @@ from workers.domain import (
     HostStatus,
 )
 from workers.errors import HostLost, HostUnreachable, InfrastructureUnavailable, error_code_of
-from workers.placement import choose_host, why_no_room
 from workers.policies.host_liveness import LivenessRules, LivenessVerdict, Signals, judge
+from workers.policies.placement import choose_host, why_no_room
 from workers.policies.probe_reach import judge_probes
 from workers.ports import HostRegistry, HostSignals
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from workers.contracts.labels import RouteLabels, to_labels
 from workers.domain import (
     REVISION_VARIABLE,
     DeploymentContext,
@@ -88,22 +89,20 @@ def _revision_variable(context: DeploymentContext) -> dict[str, str]:
 
 
 def scrape_target(data: RouteDiscoveryData) -> ModelServiceMetadata:
-    revision = {} if data.revision is None else {"revision": str(data.revision)}
-    host = {} if data.host_name is None else {"host": data.host_name}
-    weight = {} if data.traffic_ratio == 1.0 else {"traffic_ratio": f"{data.traffic_ratio:g}"}
+    labels = RouteLabels(
+        route_id=data.route_id,
+        endpoint_id=data.endpoint_id,
+        model_service_name=data.endpoint_name,
+        runtime_variant=data.runtime_variant,
+        revision=data.revision,
+        host=data.host_name,
+        traffic_ratio=data.traffic_ratio,
+    )
     return ModelServiceMetadata(
         route_id=data.route_id,
         model_service_name=data.endpoint_name,
         host=data.host,
         port=data.port,
         metrics_path=METRICS_PATH,
-        labels={
-            "route_id": str(data.route_id),
-            "endpoint_id": str(data.endpoint_id),
-            "model_service_name": data.endpoint_name,
-            "runtime_variant": data.runtime_variant,
-            **revision,
-            **host,
-            **weight,
-        },
+        labels=to_labels(labels),
     )

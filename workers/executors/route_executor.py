@@ -41,8 +41,8 @@ from workers.errors import (
 )
 from workers.executors.outcomes import capture, unique_by_id
 from workers.executors.payloads import scrape_target, session_spec
+from workers.policies.rollout_notes import never_healthy_note
 from workers.ports import DeploymentRepository, HealthStore, SchedulingController, ServiceDiscovery
-from workers.rollouts import never_healthy_note
 
 log = logging.getLogger(__name__)
 

@@ -43,6 +43,7 @@ from workers.adapters.postgres.phase_targets import (
     with_its_revision,
 )
 from workers.adapters.postgres.schema import deployments, routes, sessions
+from workers.adapters.postgres.terms import SESSION_HOST
 from workers.adapters.redis.health import RedisHealthStore
 from workers.adapters.redis.hosts import RedisProbeSignals
 from workers.domain import RouteStatus
@@ -153,7 +154,7 @@ class HealthProber:
         query = with_its_revision(
             sa.select(
                 routes.c.id,
-                sa.func.coalesce(sessions.c.placed_on, sessions.c.runner).label("machine"),
+                SESSION_HOST.label("machine"),
                 sessions.c.host,
                 sessions.c.port,
                 sessions.c.started_at,

@@ -29,7 +29,7 @@ from workers.domain import (
 )
 from workers.errors import NeverHealthy, probe_saw
 from workers.executors import RouteExecutor
-from workers.rollouts import describe_failures, never_healthy_note
+from workers.policies.rollout_notes import describe_failures, never_healthy_note
 
 SEVEN_S = HealthCheckConfig(path="/nowhere", interval_s=1, max_retries=2, initial_delay_s=5)
 

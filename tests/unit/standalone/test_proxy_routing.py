@@ -9,7 +9,7 @@ from uuid import UUID
 from workers.domain import ModelServiceMetadata
 from workers.standalone.proxy.routing import RoutingTable
 
-ENDPOINT = "e1"
+ENDPOINT = str(UUID(int=0xE1))
 
 
 def _table(*replicas: tuple[int, str, str]) -> RoutingTable:

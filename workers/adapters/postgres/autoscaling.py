@@ -1,6 +1,6 @@
 """Autoscaling in PostgreSQL: rules, the metrics they read, and saving what they decide.
 
-The decision itself is `workers.autoscaling.decide_replicas` (pure). Saving a new
+The decision itself is `workers.policies.autoscaling.decide_replicas` (pure). Saving a new
 desired count derives the decision again from the rules and metrics as they are
 then, in the same transaction as the count, so the firing rule's
 `last_triggered_at` and the history row ("scaled 1 -> 3: requests_in_flight 2.7
@@ -36,21 +36,19 @@ from workers.adapters.postgres.schema import (
     routes,
     sessions,
 )
-from workers.autoscaling import ScalingDecision, decide_replicas, describe_decision
+from workers.adapters.postgres.terms import LEAVING_HOST_STATUSES, SESSION_HOST
 from workers.domain import (
     ACTIVE_ROUTE_STATUSES,
     AutoScalingMetricsData,
     AutoScalingRule,
     DeploymentInfo,
-    HostStatus,
     RouteData,
     SessionId,
 )
 from workers.phase_names import PhaseName
+from workers.policies.autoscaling import ScalingDecision, decide_replicas, describe_decision
 
 _ACTIVE = [status.value for status in ACTIVE_ROUTE_STATUSES]
-# A route whose session's host is one of these no longer counts as a replica.
-LEAVING_HOST_STATUSES = (HostStatus.DRAINING.value, HostStatus.LOST.value)
 _UUID = PG_UUID(as_uuid=True)
 MetricValues = Mapping[str, float]
 
@@ -88,10 +86,9 @@ def active_routes(
 
 
 def _host_leaving() -> sa.ColumnElement[bool]:
-    on_it = sa.func.coalesce(sessions.c.placed_on, sessions.c.runner)
     return sa.exists(
         sa.select(1)
-        .select_from(sessions.join(hosts, hosts.c.name == on_it))
+        .select_from(sessions.join(hosts, hosts.c.name == SESSION_HOST))
         .where(sessions.c.id == routes.c.session_id, hosts.c.status.in_(LEAVING_HOST_STATUSES))
     )
 

@@ -27,6 +27,7 @@ from workers.adapters.postgres.schema import (
     routes,
     scaling_groups,
 )
+from workers.adapters.postgres.terms import TARGET_REPLICAS, traffic_status
 from workers.adapters.postgres.transitions import (
     apply_deployment_transitions,
     apply_host_transitions,
@@ -350,9 +351,7 @@ class RolloutStart(StrEnum):
     REFUSED = "refused"  # its lifecycle allows no rollout now
 
 
-_TARGET_REPLICAS = sa.func.coalesce(
-    deployments.c.desired_replica_count, deployments.c.replica_count
-)
+_TARGET_REPLICAS = TARGET_REPLICAS
 
 
 def _current_at_zero(
@@ -434,7 +433,7 @@ def _route_values(route: RouteData) -> dict[str, Any]:
         "status": route.status.value,
         "traffic_ratio": route.traffic_ratio,
         "revision": route.revision,
-        "traffic_status": "active" if route.in_traffic else "standby",
+        "traffic_status": traffic_status(route.in_traffic),
     }
     if route.created_at is not None:
         values["created_at"] = route.created_at

@@ -40,8 +40,8 @@ from workers.adapters.postgres.schema import (
     scaling_groups,
     sessions,
 )
+from workers.adapters.postgres.terms import SESSION_HOST
 from workers.adapters.postgres.transitions import apply_deployment_transitions
-from workers.autoscaling import ScalingDecision, decide_replicas, describe_decision
 from workers.domain import (
     ACTIVE_ROUTE_STATUSES,
     AutoScalingMetricsData,
@@ -65,9 +65,11 @@ from workers.domain import (
     SessionId,
     SessionStatus,
     StartupProgress,
+    TrafficStatus,
 )
 from workers.errors import EndpointNotFound, NeverHealthy, NoHostAvailable, RevisionMissing
 from workers.phase_names import PhaseName
+from workers.policies.autoscaling import ScalingDecision, decide_replicas, describe_decision
 
 log = logging.getLogger(__name__)
 
@@ -201,14 +203,14 @@ class PostgresDeploymentRepository:
                 sessions.c.host,
                 sessions.c.port,
                 routes.c.revision,
-                sa.func.coalesce(sessions.c.placed_on, sessions.c.runner).label("host_name"),
+                SESSION_HOST.label("host_name"),
                 routes.c.traffic_ratio,
             )
             .join(sessions, sessions.c.id == routes.c.session_id)
             .join(deployments, deployments.c.id == routes.c.deployment_id)
             .where(
                 any_of(routes.c.id, route_ids),
-                routes.c.traffic_status == "active",  # blue-green standby routes wait
+                routes.c.traffic_status == TrafficStatus.ACTIVE.value,  # standby routes wait
                 sessions.c.status == SessionStatus.RUNNING.value,
                 sessions.c.host.is_not(None),
                 sessions.c.port.is_not(None),
@@ -369,7 +371,7 @@ class PostgresDeploymentRepository:
         rules: Sequence[AutoScalingRule],
         metrics: AutoScalingMetricsData,
     ) -> int | None:
-        """The count the first firing rule asks for (see `workers.autoscaling`), or None."""
+        """The count the first firing rule asks for (`workers.policies.autoscaling`), or None."""
         decision = decide_replicas(deployment, rules, metrics, self._clock())
         if decision is None:
             return None

@@ -16,16 +16,20 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
-from workers.adapters.postgres.autoscaling import LEAVING_HOST_STATUSES
 from workers.adapters.postgres.engine import transaction
 from workers.adapters.postgres.route_moves import take_out_of_service
 from workers.adapters.postgres.schema import (
-    TERMINAL_SESSION_STATUSES,
     controller_watch,
     deployments,
     hosts,
     routes,
     sessions,
+)
+from workers.adapters.postgres.terms import (
+    LEAVING_HOST_STATUSES,
+    LIVE_SESSION,
+    SESSION_HOST,
+    TARGET_REPLICAS,
 )
 from workers.adapters.postgres.transitions import apply_host_transitions, apply_route_transitions
 from workers.domain import (
@@ -44,10 +48,8 @@ from workers.domain import (
 from workers.errors import HostLost
 from workers.phase_names import PhaseName
 
-SESSION_HOST = sa.func.coalesce(sessions.c.placed_on, sessions.c.runner)
-_LIVE = sessions.c.status.not_in(TERMINAL_SESSION_STATUSES)
+_LIVE = LIVE_SESSION
 _ACTIVE = [s.value for s in ACTIVE_ROUTE_STATUSES]
-LEAVING = LEAVING_HOST_STATUSES
 _GIVEN_UP = [*_ACTIVE, RouteStatus.DRAINING.value, RouteStatus.TERMINATING.value]
 
 
@@ -133,11 +135,11 @@ def routes_on(conn: sa.Connection, names: AbstractSet[str]) -> list[HostRoute]:
         .where(
             routes.c.deployment_id == deployments.c.id,
             routes.c.status == RouteStatus.HEALTHY.value,
-            sa.or_(hosts.c.status.is_(None), hosts.c.status.not_in(LEAVING)),
+            sa.or_(hosts.c.status.is_(None), hosts.c.status.not_in(LEAVING_HOST_STATUSES)),
         )
         .scalar_subquery()
     )
-    target = sa.func.coalesce(deployments.c.desired_replica_count, deployments.c.replica_count)
+    target = TARGET_REPLICAS
     query = (
         sa.select(routes.c.id, routes.c.deployment_id, SESSION_HOST.label("host"),
                   healthy_elsewhere.label("healthy_elsewhere"), target.label("target"))

@@ -31,7 +31,6 @@ from workers.adapters.postgres.schema import (
     scaling_groups,
     sessions,
 )
-from workers.crash_loop import WINDOW_S, start_allowed_at
 from workers.domain import (
     DeploymentInfo,
     DeploymentLifecycle,
@@ -40,6 +39,7 @@ from workers.domain import (
     RouteData,
     RouteStatus,
 )
+from workers.policies.crash_loop import WINDOW_S, start_allowed_at
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def load_routes_to_provision(conn: sa.Connection) -> list[RouteData]:
     """Provisioning routes, except those of revisions in crash-loop back-off.
 
     A revision's recent exits are its sessions that ended in ERROR within the
-    back-off window (`workers.crash_loop`); its routes wait until the back-off
+    back-off window (`workers.policies.crash_loop`); its routes wait until the back-off
     after the latest one has passed. The routes of a revision being rolled out
     never wait: the back-off protects a steady fleet, and a rollout judges its new
     revision by how fast it fails (its exits do not hold back the old revision's

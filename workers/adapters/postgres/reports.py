@@ -14,7 +14,6 @@ import sqlalchemy as sa
 
 from workers.adapters.postgres.engine import transaction
 from workers.adapters.postgres.schema import (
-    TERMINAL_SESSION_STATUSES,
     autoscaling_rules,
     deployment_history,
     deployment_revisions,
@@ -26,6 +25,7 @@ from workers.adapters.postgres.schema import (
     scaling_groups,
     sessions,
 )
+from workers.adapters.postgres.terms import LIVE_SESSION, SESSION_HOST, TARGET_REPLICAS
 from workers.domain import ACTIVE_ROUTE_STATUSES, HostStatus
 
 Row = dict[str, Any]
@@ -88,7 +88,7 @@ class Reports:
                 routes.c.traffic_ratio,
                 routes.c.session_id,
                 sessions.c.status.label("session_status"),
-                sa.func.coalesce(sessions.c.placed_on, sessions.c.runner).label("host_name"),
+                SESSION_HOST.label("host_name"),
                 sessions.c.host,
                 sessions.c.port,
                 routes.c.status_changed_at,
@@ -105,11 +105,9 @@ class Reports:
     def hosts(self) -> list[Row]:
         """Every host: address, status, what its operator asked (intent), why it is not
         simply ready (condition), slots, live sessions, heartbeat age (database clock)."""
-        on_it = sa.func.coalesce(sessions.c.placed_on, sessions.c.runner)
+        on_it = SESSION_HOST
         live = (
-            sa.select(sa.func.count())
-            .where(on_it == hosts.c.name, sessions.c.status.not_in(TERMINAL_SESSION_STATUSES))
-            .scalar_subquery()
+            sa.select(sa.func.count()).where(on_it == hosts.c.name, LIVE_SESSION).scalar_subquery()
         )
         age = sa.func.round(
             sa.cast(
@@ -278,7 +276,7 @@ def _deployments_query() -> sa.Select[Any]:
         .join(routes, routes.c.id == sessions.c.route_id)
         .where(
             routes.c.deployment_id == deployments.c.id,
-            sessions.c.status.not_in(TERMINAL_SESSION_STATUSES),
+            LIVE_SESSION,
         )
         .scalar_subquery()
     )
@@ -295,9 +293,7 @@ def _deployments_query() -> sa.Select[Any]:
         deployments.c.replica_count,
         deployments.c.desired_replica_count,
         # The count the controller works toward: the autoscaler's, else the operator's.
-        sa.func.coalesce(deployments.c.desired_replica_count, deployments.c.replica_count).label(
-            "desired"
-        ),
+        TARGET_REPLICAS.label("desired"),
         active.label("active_routes"),
         healthy.label("healthy_routes"),
         live_sessions.label("live_sessions"),

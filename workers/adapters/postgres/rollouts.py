@@ -1,66 +1,49 @@
 """Rollouts in PostgreSQL: the state a rollout step is planned from, and applying that step.
 
 A deployment in `deploying` has a `deploying_revision` and the rollout's
-settings in its `rollout_*` columns. Failures of the new revision are its
-routes that have a history row since the rollout began that counts against
-their revision (`revision_failure`, set by the phases whose errors say a
-revision is bad: a session that did not start or ended, a route that went
-unhealthy or never became healthy in time). A route counts once, however many
-phases saw it fail.
+settings in its `rollout_*` columns; its new revision's failures are read in
+`revision_failures`.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, distinct_on
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
 from workers.adapters.postgres.bulk import any_of, unnest_rows
+from workers.adapters.postgres.revision_failures import revision_failures
 from workers.adapters.postgres.route_moves import insert_routes, take_out_of_service
 from workers.adapters.postgres.rows import ROUTE_COLUMNS, route_from_row
 from workers.adapters.postgres.schema import (
     deployment_history,
     deployment_revisions,
     deployments,
-    route_history,
     routes,
-    sessions,
 )
 from workers.domain import (
-    HealthCheckConfig,
     RevisionFailures,
     RolloutOutcome,
+    RolloutProgress,
     RolloutSpec,
     RolloutState,
     RolloutStep,
     RolloutStrategy,
     RouteCreator,
-    RouteStatus,
+    TrafficStatus,
 )
-from workers.errors import NeverHealthy, RouteUnhealthy, probe_saw
 from workers.phase_names import PhaseName
-from workers.rollouts import describe_failures
+from workers.policies.rollout_notes import describe_failures
+from workers.policies.rollouts import TAKING_PART
 
 PHASE = PhaseName.ROLLOUT
 _DEFAULTS = RolloutSpec()  # where a column was left empty
-# A route that never passed its health check failed with one of these.
-_NEVER_HEALTHY_CODES = (NeverHealthy.error_code, RouteUnhealthy.error_code)
-TAKING_PART = [
-    s.value
-    for s in (
-        RouteStatus.PROVISIONING,
-        RouteStatus.DEGRADED,
-        RouteStatus.HEALTHY,
-        RouteStatus.UNHEALTHY,
-        RouteStatus.FAILED_TO_START,
-    )
-]
+_TAKING_PART = sorted(status.value for status in TAKING_PART)
 REVISION_COLUMNS = (
     "image",
     "runtime_variant",
@@ -90,7 +73,7 @@ def load_states(conn: sa.Connection, deployment_ids: Collection[UUID]) -> dict[U
     if not found:
         return {}
     taking_part = _routes_taking_part(conn, found)
-    failures = _revision_failures(conn, found)
+    failures = revision_failures(conn, found)
     return {
         deployment_id: _state(row, taking_part.get(deployment_id, []), failures[deployment_id])
         for deployment_id, row in found.items()
@@ -113,14 +96,14 @@ def apply_step(
         return False
     _move_routes(conn, state, deployment_id, step)
     # Read by blue-green's promote delay and by how long a judgment may hold the last old route.
-    all_healthy = step.counts.get("new_healthy", 0) >= state.desired
+    all_healthy = step.progress is not None and step.progress.new_healthy >= state.desired
     _track_all_new_healthy(conn, deployment_id, all_healthy)
     if step.canary_step is not None:
         conn.execute(deployments.update().where(deployments.c.id == deployment_id)
                      .values(rollout_step=step.canary_step,
                              rollout_step_started_at=sa.func.now()))  # fmt: skip
-    if step.outcome is RolloutOutcome.IN_PROGRESS and step.counts:
-        _note_progress(conn, deployment_id, step)
+    if step.outcome is RolloutOutcome.IN_PROGRESS and step.progress is not None:
+        _note_progress(conn, deployment_id, step.progress)
     if step.outcome is RolloutOutcome.FINISHED:
         make_current(conn, deployment_id, state.new_revision)
     elif step.outcome is RolloutOutcome.FAILED:
@@ -210,120 +193,12 @@ def _routes_taking_part(conn: sa.Connection, found: dict[UUID, Any]) -> dict[UUI
     grouped: dict[UUID, list[Any]] = {}
     query = (
         sa.select(*ROUTE_COLUMNS)
-        .where(any_of(routes.c.deployment_id, found), routes.c.status.in_(TAKING_PART))
+        .where(any_of(routes.c.deployment_id, found), routes.c.status.in_(_TAKING_PART))
         .order_by(routes.c.created_at, routes.c.id)
     )
     for route in conn.execute(query).mappings():
         grouped.setdefault(route["deployment_id"], []).append(route)
     return grouped
-
-
-def _new_revision_routes(found: dict[UUID, Any]) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        routes.c.deployment_id == deployments.c.id,
-        routes.c.revision == deployments.c.deploying_revision,
-        any_of(deployments.c.id, found),
-    )
-
-
-def _revision_failures(conn: sa.Connection, found: dict[UUID, Any]) -> dict[UUID, RevisionFailures]:
-    """Per deployment: the routes of the new revision that failed since the rollout began
-    (history rows that count against a revision), how its sessions exited, and what its
-    health checks saw."""
-    failed = _failed_routes(conn, found)
-    exits = _exits(conn, found)
-    health = _deploying_health(conn, found)
-    return {
-        deployment_id: _failures_of(failed.get(deployment_id, []),
-                                    exits.get(deployment_id, []), health.get(deployment_id))
-        for deployment_id in found
-    }  # fmt: skip
-
-
-def _failed_routes(conn: sa.Connection, found: dict[UUID, Any]) -> dict[UUID, list[Any]]:
-    """The routes that failed, each once (a session that could not start fails in two
-    phases; an unhealthy route in the fast path and the full pass): deployment, its
-    latest failure's error code and message, whether the route was ever healthy."""
-    query = (
-        sa.select(
-            routes.c.deployment_id,
-            route_history.c.error_code,
-            route_history.c.message,
-            routes.c.first_healthy_at.is_not(None).label("ever_healthy"),
-        )
-        .select_from(route_history)
-        .join(routes, routes.c.id == route_history.c.route_id)
-        .join(deployments, _new_revision_routes(found))
-        .where(
-            route_history.c.revision_failure.is_(True),
-            route_history.c.created_at >= deployments.c.rollout_started_at,
-        )
-        .ext(distinct_on(route_history.c.route_id))
-        .order_by(route_history.c.route_id, route_history.c.id.desc())
-    )
-    grouped: dict[UUID, list[Any]] = {}
-    for row in conn.execute(query):
-        grouped.setdefault(row.deployment_id, []).append(row)
-    return grouped
-
-
-def _exits(conn: sa.Connection, found: dict[UUID, Any]) -> dict[UUID, list[Any]]:
-    """Per deployment: the new revision's sessions that exited on their own, oldest first."""
-    query = (
-        sa.select(routes.c.deployment_id, sessions.c.exit_code, sessions.c.last_output)
-        .select_from(sessions)
-        .join(routes, routes.c.id == sessions.c.route_id)
-        .join(deployments, _new_revision_routes(found))
-        .where(
-            sessions.c.status == "ERROR",
-            sessions.c.terminated_at >= deployments.c.rollout_started_at,
-        )
-        .order_by(sessions.c.terminated_at)
-    )
-    grouped: dict[UUID, list[Any]] = {}
-    for row in conn.execute(query):
-        grouped.setdefault(row.deployment_id, []).append(row)
-    return grouped
-
-
-def _deploying_health(conn: sa.Connection, found: dict[UUID, Any]) -> dict[UUID, Any]:
-    """The health check of each deployment's deploying revision."""
-    query = sa.select(
-        deployment_revisions.c.deployment_id,
-        deployment_revisions.c.health_check_path,
-        deployment_revisions.c.health_check_interval_s,
-        deployment_revisions.c.health_check_max_retries,
-        deployment_revisions.c.health_check_initial_delay_s,
-    ).where(
-        any_of(deployment_revisions.c.deployment_id, found),
-        deployment_revisions.c.deployment_id == deployments.c.id,
-        deployment_revisions.c.number == deployments.c.deploying_revision,
-    )
-    return {row.deployment_id: row for row in conn.execute(query)}
-
-
-def _failures_of(failed: list[Any], exits: list[Any], health: Any) -> RevisionFailures:
-    never = [r for r in failed if not r.ever_healthy and r.error_code in _NEVER_HEALTHY_CODES]
-    seen = next((saw for r in reversed(never) if (saw := probe_saw(r.message))), None)
-    outputs = [out for _, _, out in exits if out and out.strip()]
-    checked = health is not None and health.health_check_path is not None
-    return RevisionFailures(
-        count=len(failed),
-        exit_codes=Counter(code for _, code, _ in exits),
-        last_output=outputs[-1].strip().splitlines()[-1] if outputs else "",
-        never_healthy=len(never),
-        budget_s=_budget_s(health) if checked else None,
-        health_path=health.health_check_path if checked else None,
-        probe_saw=seen,
-    )
-
-
-def _budget_s(health: Any) -> float:
-    return HealthCheckConfig(
-        interval_s=health.health_check_interval_s,
-        max_retries=health.health_check_max_retries,
-        initial_delay_s=health.health_check_initial_delay_s,
-    ).budget_s
 
 
 def _promote(conn: sa.Connection, deployment_id: UUID, new: int) -> None:
@@ -332,9 +207,9 @@ def _promote(conn: sa.Connection, deployment_id: UUID, new: int) -> None:
         .where(
             routes.c.deployment_id == deployment_id,
             routes.c.revision == new,
-            routes.c.traffic_status == "standby",
+            routes.c.traffic_status == TrafficStatus.STANDBY.value,
         )
-        .values(traffic_status="active")
+        .values(traffic_status=TrafficStatus.ACTIVE.value)
     )
     conn.execute(
         deployments.update()
@@ -343,10 +218,10 @@ def _promote(conn: sa.Connection, deployment_id: UUID, new: int) -> None:
     )
 
 
-def _note_progress(conn: sa.Connection, deployment_id: UUID, step: RolloutStep) -> None:
-    """The step's own counts, for `deployment list`, `--wait` and the dev view to read
-    (written only when they change: a rollout steps every second)."""
-    progress = dict(step.counts)
+def _note_progress(conn: sa.Connection, deployment_id: UUID, step: RolloutProgress) -> None:
+    """Where the rollout stands, for `deployment list`, `--wait` and the dev view to read
+    (written only when it changes: a rollout steps every second)."""
+    progress = step.to_json()
     conn.execute(
         deployments.update()
         .where(

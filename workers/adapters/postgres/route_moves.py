@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from workers.adapters.postgres.bulk import any_of
 from workers.adapters.postgres.schema import deployments, routes
+from workers.adapters.postgres.terms import traffic_status
 from workers.adapters.postgres.transitions import apply_route_transitions
 from workers.domain import (
     ACTIVE_ROUTE_STATUSES,
@@ -21,6 +22,7 @@ from workers.domain import (
     RouteCreator,
     RouteStatus,
     RouteTransition,
+    TrafficStatus,
 )
 
 
@@ -50,7 +52,7 @@ def take_out_of_service(
         conn.execute(
             routes.update()
             .where(any_of(routes.c.id, applied))
-            .values(traffic_ratio=0.0, traffic_status="inactive")
+            .values(traffic_ratio=0.0, traffic_status=TrafficStatus.INACTIVE.value)
         )
     return applied
 
@@ -71,7 +73,7 @@ def insert_routes(conn: sa.Connection, creators: Sequence[RouteCreator]) -> list
             "deployment_id": creator.endpoint_id,
             "traffic_ratio": creator.traffic_ratio,
             "revision": creator.revision or current.get(creator.endpoint_id),
-            "traffic_status": "active" if creator.in_traffic else "standby",
+            "traffic_status": traffic_status(creator.in_traffic),
         }
         for route_id, creator in zip(ids, creators, strict=True)
     ]

@@ -19,6 +19,7 @@ from workers.domain import (
     RouteData,
     RouteStatus,
     SessionId,
+    TrafficStatus,
 )
 
 DEPLOYMENT_COLUMNS = tuple(deployments.c)
@@ -151,7 +152,7 @@ def route_from_row(m: sa.RowMapping) -> RouteData:
         created_at=m["created_at"],
         status_changed_at=m["status_changed_at"],
         revision=m["revision"],
-        in_traffic=m["traffic_status"] != "standby",
+        in_traffic=m["traffic_status"] != TrafficStatus.STANDBY.value,
         ever_healthy=m["first_healthy_at"] is not None,
         host_leaving=bool(m.get("host_leaving", False)),
     )

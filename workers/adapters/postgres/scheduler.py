@@ -6,7 +6,7 @@ the PENDING rows placed on it, starts the model server, and reports RUNNING
 live session per route, so an enqueue repeated by a redelivered task, or racing
 another worker, returns the session that exists instead of starting a second.
 
-Placement is the controller's (`workers.placement`): while hosts are registered,
+Placement is the controller's (`workers.policies.placement`): while hosts are registered,
 each new session is placed on one (`placed_on`), under a lock on the host rows so
 that concurrent placements see each other; with no host registered at all (another
 scheduler, like Backend.AI's) sessions are left unplaced.
@@ -29,14 +29,15 @@ from workers.adapters.postgres.schema import (
     TERMINAL_SESSION_STATUSES,
     sessions,
 )
+from workers.adapters.postgres.terms import LIVE_SESSION
 from workers.domain import SessionId, SessionSpec, SessionStatus
 from workers.errors import NoHostAvailable
-from workers.placement import choose_host, why_no_room
+from workers.policies.placement import choose_host, why_no_room
 
 # Sessions nobody has started yet are cancelled outright; the others must be stopped.
 _NOT_STARTED = (SessionStatus.PENDING.value, SessionStatus.SCHEDULED.value)
 _STOPPED_OR_STOPPING = (*TERMINAL_SESSION_STATUSES, SessionStatus.TERMINATING.value)
-_LIVE = sessions.c.status.not_in(TERMINAL_SESSION_STATUSES)
+_LIVE = LIVE_SESSION
 
 
 class SessionTableScheduler:

@@ -22,6 +22,7 @@ from workers.domain import (
     MetricSource,
     RouteStatus,
     SessionStatus,
+    TrafficStatus,
 )
 from workers.phase_runs import PhaseRunState
 
@@ -49,9 +50,6 @@ def _one_of(column: str, values: Iterable[str], name: str) -> sa.CheckConstraint
 
 def _values(enum: type[StrEnum]) -> list[str]:
     return [member.value for member in enum]
-
-
-TRAFFIC_STATUSES = ("active", "standby", "inactive")
 
 
 def _revision_columns() -> list[sa.Column[Any]]:
@@ -296,7 +294,7 @@ routes = sa.Table(
     ),
     sa.Column("status", sa.Text, nullable=False, server_default="provisioning"),
     sa.Column("traffic_ratio", sa.Float, nullable=False, server_default="1"),
-    sa.Column("traffic_status", sa.Text, nullable=False, server_default="active"),
+    sa.Column("traffic_status", sa.Text, nullable=False, server_default=TrafficStatus.ACTIVE.value),
     sa.Column(
         "status_changed_at",
         sa.DateTime(timezone=True),
@@ -310,7 +308,7 @@ routes = sa.Table(
     sa.Column("first_healthy_at", sa.DateTime(timezone=True)),
     _one_of("status", _values(RouteStatus), "status"),
     # standby: a blue-green route kept out of traffic until its rollout is promoted.
-    _one_of("traffic_status", TRAFFIC_STATUSES, "traffic_status"),
+    _one_of("traffic_status", _values(TrafficStatus), "traffic_status"),
     sa.Index("ix_routes_deployment_id_status", "deployment_id", "status"),
     sa.Index("ix_routes_status", "status"),
 )

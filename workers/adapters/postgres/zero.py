@@ -12,9 +12,10 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
 from workers.adapters.postgres.bulk import unnest_rows
 from workers.adapters.postgres.schema import deployments, routes, sessions
-from workers.crash_loop import WINDOW_S
+from workers.adapters.postgres.terms import TARGET_REPLICAS
 from workers.domain import LIVE_LIFECYCLES, DeploymentLifecycle, EndpointMode, EndpointState
 from workers.errors import NeverHealthy, NoHostAvailable
+from workers.policies.crash_loop import WINDOW_S
 
 # A deployment whose replicas cannot start now: its requests are refused, saying why.
 _CANNOT_START = (NoHostAvailable.error_code, NeverHealthy.error_code)
@@ -59,7 +60,7 @@ def endpoint_modes(conn: sa.Connection) -> dict[UUID, EndpointState]:
     requests for a wake would only make them time out); or hold it for a wake (scale to
     zero). The others answer 503 "no healthy replica"."""
     live = deployments.c.lifecycle.in_([lc.value for lc in LIVE_LIFECYCLES])
-    target = sa.func.coalesce(deployments.c.desired_replica_count, deployments.c.replica_count)
+    target = TARGET_REPLICAS
     operator_zero = sa.and_(target == 0, deployments.c.zeroed_from.is_(None))
     exits = _recent_exits()
     query = (

@@ -17,10 +17,9 @@ from workers.adapters.redis.client import redis_errors, server_time_s
 from workers.adapters.redis.feeds import RedisFeed
 from workers.adapters.redis.keys import REQUEST_WINDOW_S as WINDOW_S
 from workers.adapters.redis.keys import REQUEST_WINDOWS_KEPT_S, RedisKeys
+from workers.contracts import feeds
+from workers.contracts.windows import FAILED_CLASSES, parse_field
 from workers.domain import TrafficCounts
-
-CODE_CLASSES = frozenset({"2xx", "3xx", "4xx", "5xx", "error"})
-FAILED_CLASSES = frozenset({"5xx", "error"})  # error: no replica answered at all
 
 
 class RedisRequestActivity:
@@ -79,26 +78,26 @@ def _windows(since_s: float, now_s: float) -> range:
 
 def wake_feed(client: redis.Redis, keys: RedisKeys) -> RedisFeed:
     """Deployment ids a proxy holds requests for; `deployments.wake` takes them."""
-    return RedisFeed(client, keys.wakes, keys.wakes_cursor, "deployments")
+    return RedisFeed(client, keys.wakes, keys.wakes_cursor, feeds.WAKES)
 
 
 def traffic_by_revision(windows: list[Mapping[str, str]]) -> dict[int, TrafficCounts]:
-    """The windows' fields summed per revision: `{rev}|{class}` -> requests (5xx and
-    `error` failed), `{rev}|le|{bound}` -> answered within `bound` s."""
+    """The windows' fields summed per revision (`workers.contracts.windows`): requests by
+    class (5xx and `error` failed), and answered within each bound."""
     requests: Counter[int] = Counter()
     failed: Counter[int] = Counter()
     within: dict[int, Counter[float]] = defaultdict(Counter)
     for fields in windows:
         for name, value in fields.items():
-            parts = name.split("|")
-            if not parts[0].isdigit() or not value.lstrip("-").isdigit():
+            field = parse_field(name)
+            if field is None or not value.lstrip("-").isdigit():
                 continue  # a request without a revision, or not ours
-            revision, amount = int(parts[0]), int(value)
-            if len(parts) == 2 and parts[1] in CODE_CLASSES:
-                requests[revision] += amount
-                failed[revision] += amount if parts[1] in FAILED_CLASSES else 0
-            elif len(parts) == 3 and parts[1] == "le":
-                within[revision][float(parts[2])] += amount
+            amount = int(value)
+            if field.klass is not None:
+                requests[field.revision] += amount
+                failed[field.revision] += amount if field.klass in FAILED_CLASSES else 0
+            elif field.within_s is not None:
+                within[field.revision][field.within_s] += amount
     return {
         revision: TrafficCounts(count, failed[revision], dict(within[revision]))
         for revision, count in requests.items()

@@ -25,6 +25,7 @@ import redis
 
 from workers.adapters.redis.client import redis_errors
 from workers.adapters.redis.keys import CHANGES_KEPT, RedisKeys
+from workers.contracts.feeds import TRAFFIC_SET_CHANGES
 from workers.contracts.service_discovery import (
     generation_of,
     modes_fields,
@@ -70,7 +71,8 @@ class RedisServiceDiscovery:
                 pipe.sadd(index, *targets)
             pipe.set(self._keys.scrape_target_generation, str(generation))
             if changed:
-                pipe.xadd(self._keys.scrape_target_changes, {"routes": ",".join(sorted(changed))},
+                pipe.xadd(self._keys.scrape_target_changes,
+                          TRAFFIC_SET_CHANGES.entry(sorted(changed)),
                           maxlen=CHANGES_KEPT, approximate=True)  # fmt: skip
 
         with redis_errors():

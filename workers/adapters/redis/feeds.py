@@ -15,6 +15,7 @@ import redis
 
 from workers.adapters.redis.client import redis_errors
 from workers.adapters.redis.keys import CHANGES_KEPT
+from workers.contracts.feeds import FeedSpec
 
 CHANGES_READ = 10_000  # the most entries one `take` reads
 
@@ -24,13 +25,12 @@ class RedisFeed:
     client: redis.Redis
     stream: str
     cursor: str
-    field: str  # the entries' field that names ids
+    spec: FeedSpec  # how its entries name ids
 
     def announce(self, ids: list[str], pipe: Any = None) -> None:
         """An entry naming `ids` (on `pipe` when given: with the caller's other writes)."""
         target = self.client if pipe is None else pipe
-        target.xadd(self.stream, {self.field: ",".join(ids)},
-                    maxlen=CHANGES_KEPT, approximate=True)  # fmt: skip
+        target.xadd(self.stream, self.spec.entry(ids), maxlen=CHANGES_KEPT, approximate=True)
 
     def take(self) -> list[str]:
         """Ids announced since the last call, oldest first, each once; the cursor moves past
@@ -43,8 +43,8 @@ class RedisFeed:
             if not entries:
                 return []
             self.client.set(self.cursor, entries[-1][0])
-        announced = (one for _, fields in entries for one in fields.get(self.field, "").split(","))
-        return list(dict.fromkeys(one for one in announced if one))
+        announced = (one for _, fields in entries for one in self.spec.ids_in(fields))
+        return list(dict.fromkeys(announced))
 
     def last_taken(self) -> str:
         """The id of the last entry `take` took ("0": none yet); a watcher starting there

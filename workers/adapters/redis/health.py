@@ -24,6 +24,7 @@ from workers.adapters.redis.keys import (
     HEALTH_TTL_S,
     RedisKeys,
 )
+from workers.contracts.feeds import READINESS_CHANGES
 from workers.domain import HealthCheckStatus, HealthStatus
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class RedisHealthStore:
         self._ttl_s = ttl_s  # of the records this store writes
         self._malformed = MalformedRecords()
         self._changes = RedisFeed(client, keys.route_health_changes,
-                                  keys.route_health_changes_cursor, "routes")  # fmt: skip
+                                  keys.route_health_changes_cursor, READINESS_CHANGES)  # fmt: skip
 
     def check_route_health_status(self, route_ids: Sequence[str]) -> dict[str, HealthStatus]:
         """Readiness of each route, read with the server's clock in one round trip.

@@ -32,6 +32,7 @@ from prometheus_client import (
 from workers.adapters.redis.keys import REQUEST_WINDOW_S as WINDOW_S
 from workers.adapters.redis.keys import REQUEST_WINDOWS_KEPT_S as WINDOW_KEPT_S
 from workers.adapters.redis.keys import RedisKeys
+from workers.contracts.windows import class_field, code_class, sum_field, within_field
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,6 @@ FLUSH_EVERY_S = 1.0
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                      120.0, 300.0)  # fmt: skip
 _BUCKET_LABELS = tuple((bound, f"{bound:g}") for bound in LATENCY_BUCKETS_S)
-ERROR = "error"  # no answer at all: refused, reset, timed out
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own
 
 REQUESTS = PromCounter(
@@ -83,10 +83,6 @@ TABLE_GENERATION = Gauge(
 )
 
 
-def code_class(status: int | None) -> str:
-    return ERROR if status is None else f"{status // 100}xx"
-
-
 def exposition() -> bytes:
     """This proxy's metrics text: its processes' together when there are several."""
     if os.environ.get(MULTIPROCESS_DIR_VARIABLE):
@@ -116,11 +112,11 @@ class RequestWindows:
         DURATION.labels(endpoint, revision).observe(seconds)
         now_s = time.time()
         window = self._counts[(endpoint, int(now_s // WINDOW_S) * WINDOW_S)]
-        window[f"{revision}|{code_class(status)}"] += 1
-        window[f"{revision}|sum_ms"] += round(seconds * 1000)
+        window[class_field(revision, code_class(status))] += 1
+        window[sum_field(revision)] += round(seconds * 1000)
         for bound, label in _BUCKET_LABELS:
             if seconds <= bound:
-                window[f"{revision}|le|{label}"] += 1
+                window[within_field(revision, label)] += 1
         self._last_seen[endpoint] = now_s
 
     def seen(self, endpoint: str) -> None:

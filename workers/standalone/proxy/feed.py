@@ -31,6 +31,7 @@ import redis
 import redis.asyncio as aioredis
 
 from workers.adapters.redis.keys import RedisKeys
+from workers.contracts.feeds import TRAFFIC_SET_CHANGES
 from workers.contracts.service_discovery import (
     generation_of,
     modes_from_fields,
@@ -208,8 +209,7 @@ class TableFeed:
 
 def _announced(entries: list[Any]) -> list[str]:
     """The route ids change-feed entries name, each once."""
-    named = (route for _, fields in entries for route in fields.get("routes", "").split(","))
-    return sorted({route for route in named if route})
+    return sorted({route for _, fields in entries for route in TRAFFIC_SET_CHANGES.ids_in(fields)})
 
 
 def _document(raw: str) -> dict[str, Any]:

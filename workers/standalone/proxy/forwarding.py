@@ -42,6 +42,7 @@ from aiohttp import (
 from workers.adapters.app_proxy_http import TOKEN_HEADER
 from workers.adapters.redis.keys import CHANGES_KEPT, RedisKeys
 from workers.config import ProxySettings
+from workers.contracts.feeds import WAKES
 from workers.domain import EndpointMode
 from workers.standalone.proxy import counting
 from workers.standalone.proxy.counting import RequestWindows
@@ -296,7 +297,7 @@ class Proxy:
         return state is not None and state.mode is EndpointMode.WAKES
 
     async def _announce_wake(self, endpoint: str) -> None:
-        await self.redis_client.xadd(self.keys.wakes, {"deployments": endpoint},
+        await self.redis_client.xadd(self.keys.wakes, WAKES.entry([endpoint]),
                                      maxlen=CHANGES_KEPT, approximate=True)  # fmt: skip
 
     def _another(self, endpoint: str, first: Replica) -> Replica | None:

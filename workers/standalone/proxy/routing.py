@@ -26,6 +26,7 @@ import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from workers.contracts.labels import from_labels
 from workers.domain import ModelServiceMetadata
 
 EJECT_S = 5.0  # the first ejection; each failure in a row doubles it
@@ -44,17 +45,13 @@ class Replica:
     @classmethod
     def of(cls, target: ModelServiceMetadata) -> Replica | None:
         """The replica a published scrape target stands for (None without an endpoint)."""
-        labels = target.labels
-        endpoint = labels.get("endpoint_id")
-        if not endpoint:
+        labels = from_labels(target.labels)
+        if labels is None:
             return None
-        try:
-            weight = max(float(labels.get("traffic_ratio", "1")), 0.0)
-        except ValueError:
-            weight = 1.0
         host = target.host if ":" not in target.host else f"[{target.host}]"
-        return cls(str(target.route_id), endpoint, f"{host}:{target.port}",
-                   labels.get("revision", ""), labels.get("host", ""), weight)  # fmt: skip
+        revision = "" if labels.revision is None else str(labels.revision)
+        return cls(str(target.route_id), str(labels.endpoint_id), f"{host}:{target.port}",
+                   revision, labels.host or "", labels.traffic_ratio)  # fmt: skip
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -11,6 +12,7 @@ from workers.domain import (
     RolloutOutcome as Outcome,
 )
 from workers.domain import (
+    RolloutProgress,
     RolloutSpec,
     RolloutState,
     RouteData,
@@ -20,13 +22,13 @@ from workers.domain import (
 from workers.domain import (
     RolloutStrategy as Strategy,
 )
-from workers.rollouts import (
+from workers.policies.rollout_specs import (
     SpecError,
     check_spec,
     parse_steps,
-    plan_step,
     surge_and_unavailable,
 )
+from workers.policies.rollouts import plan_step
 
 H, D, P, U = (
     RouteStatus.HEALTHY,
@@ -369,3 +371,20 @@ def test_a_rollback_gives_the_old_routes_their_full_weight_back() -> None:
     assert step.outcome is Outcome.FAILED
     assert step.weights == {r.id: 1.0 for r in old}
     assert set(step.drain) == {r.id for r in new}
+
+
+def test_a_steps_progress_reads_back_equal_from_its_stored_form() -> None:
+    spec = replace(CANARY, min_requests=20)
+    old, new = _routes(OLD, H, H), _weighted(_routes(NEW, H, U), 5.0)
+    state = _state(old, new, spec=spec, desired=2, canary_step=0, step_for_s=12,
+                   traffic={OLD: _traffic(63, 0), NEW: _traffic(7, 1)})  # fmt: skip
+    progress = plan_step(state).progress
+    assert progress is not None
+    assert progress.canary is not None
+    assert (progress.new_healthy, progress.new_total, progress.canary.step) == (1, 2, 1)
+    stored = json.loads(json.dumps(progress.to_json()))
+    assert RolloutProgress.from_json(stored) == progress
+    rolling = plan_step(_state(old, [], spec=RolloutSpec(max_surge="1"))).progress
+    assert rolling is not None
+    assert "step" not in rolling.to_json()
+    assert RolloutProgress.from_json(rolling.to_json()) == rolling

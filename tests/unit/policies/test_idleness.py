@@ -13,7 +13,7 @@ from workers.domain import (
     DeploymentLifecycle,
     MetricSource,
 )
-from workers.idleness import at_zero_reason, due_for_zero, idle_for_s, wake_count
+from workers.policies.idleness import at_zero_reason, due_for_zero, idle_for_s, wake_count
 
 T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC).timestamp()
 

@@ -7,7 +7,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from workers.domain import HostInfo, HostStatus
-from workers.placement import choose_host, why_no_room, with_one_more
+from workers.policies.placement import choose_host, why_no_room, with_one_more
 
 D, OTHER = uuid4(), uuid4()
 

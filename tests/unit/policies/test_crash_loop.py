@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from workers.crash_loop import backoff_s, start_allowed_at
+from workers.policies.crash_loop import backoff_s, start_allowed_at
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from tests.factories import make_deployment, make_route, new_session_id
-from workers.autoscaling import decide_replicas
 from workers.domain import AutoScalingMetricsData, AutoScalingRule, Comparator, MetricSource
+from workers.policies.autoscaling import decide_replicas
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
