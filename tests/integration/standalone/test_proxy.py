@@ -469,7 +469,9 @@ def test_workers_share_one_port_and_their_metrics_add_up(
                             timeout_s=30, what="two worker processes")  # fmt: skip
         service_discovery.sync_model_service_routes([_target(endpoint_id, server.port)])
         endpoint = _register(url, endpoint_id)
-        wait_for(lambda: _complete(endpoint).status_code, lambda s: s == 200, timeout_s=10,
+        # Each request a new connection, to either worker: ten in a row answered, both route.
+        wait_for(lambda: [_complete(endpoint).status_code for _ in range(10)],
+                 lambda codes: codes == [200] * 10, timeout_s=20,
                  what="every worker routing the endpoint")  # fmt: skip
         served_before = server.state.served
         for _ in range(40):  # a new connection each: the kernel spreads them over both
@@ -762,8 +764,10 @@ def test_a_request_on_a_cut_link_goes_to_another_host_after_the_dead_connection_
     redis_url: str, redis_keys: RedisKeys, tmp_path: Path,
     service_discovery: RedisServiceDiscovery, sample_server: Callable[[str], SampleServer],
 ) -> None:  # fmt: skip
-    """A machine cut off mid-conversation: the request written on its kept-alive connection
-    is never acknowledged; after MODELFLEET_PROXY_DEAD_CONNECTION_S it goes elsewhere."""
+    """A machine cut off mid-conversation: a request it acknowledged and was computing gets
+    no answer to the kernel's keep-alive probes, and the next one written on its kept-alive
+    connection is never acknowledged; after MODELFLEET_PROXY_DEAD_CONNECTION_S each goes
+    elsewhere."""
     assert namespaces.available(), "network namespaces need root and iproute2"
     endpoint_id, b_live = uuid4(), sample_server("b-live")
     settings = {"MODELFLEET_PROXY_DEAD_CONNECTION_S": "1"}
@@ -773,7 +777,8 @@ def test_a_request_on_a_cut_link_goes_to_another_host_after_the_dead_connection_
         host, port = network.hosts[0], free_port()
         argv = host.argv([sys.executable, "-m", "workers.devtools.model_server"])
         model = Process("cut-model", argv, {**os.environ, "PORT": str(port), "BIND_HOST": "0.0.0.0",
-                                            "MODEL_NAME": "cut"}, tmp_path)  # fmt: skip
+                                            "MODEL_NAME": "cut", "MODEL_LATENCY_S": "1.5"},
+                        tmp_path)  # fmt: skip
         try:
             service_discovery.sync_model_service_routes([
                 _target(endpoint_id, port, host="host-a", address=host.address),
@@ -784,14 +789,19 @@ def test_a_request_on_a_cut_link_goes_to_another_host_after_the_dead_connection_
             wait_for(lambda: {_complete(endpoint).json()["model"] for _ in range(4)},
                      lambda models: models == {"cut", "b-live"}, timeout_s=30,
                      what="both replicas answering (their connections kept alive)")  # fmt: skip
-            host.cut()
-            answers = [_complete(endpoint) for _ in range(4)]
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                in_flight = [pool.submit(_complete, endpoint) for _ in range(2)]  # one each
+                time.sleep(0.5)  # host a acknowledged its request and is computing it
+                host.cut()
+                answers = [_complete(endpoint) for _ in range(4)]
+                answers += [future.result() for future in in_flight]
         finally:
             model.stop()
-    assert [a.status_code for a in answers] == [200] * 4
+    assert [a.status_code for a in answers] == [200] * 6
     assert {a.json()["model"] for a in answers} == {"b-live"}
     proxy_log = next(tmp_path.glob("proxy-*.log")).read_text()
-    assert "no byte and no TCP progress for 1 s" in proxy_log
+    # the one in flight there went elsewhere; the replica was ejected: the rest went to b
+    assert proxy_log.count("no byte and no TCP progress for 1 s; retrying") == 1
 
 
 def test_a_weight_change_whose_feed_entry_was_missed_reaches_the_table_at_the_next_resync(

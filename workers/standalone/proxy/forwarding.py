@@ -48,7 +48,7 @@ from workers.standalone.proxy import counting
 from workers.standalone.proxy.counting import RequestWindows
 from workers.standalone.proxy.feed import Endpoints, TableFeed
 from workers.standalone.proxy.holding import HoldFull, Holds, NotWaking
-from workers.standalone.proxy.path_watch import PathWatch, WatchedConnector
+from workers.standalone.proxy.path_watch import PathWatch, WatchedConnector, probe_every_s
 from workers.standalone.proxy.routing import Replica, RoutingTable
 
 log = logging.getLogger(__name__)
@@ -333,7 +333,10 @@ class Proxy:
             # Connections to replicas are kept and reused (keep-alive), per replica; an idle
             # one is closed before a model server's own idle timeout (uvicorn: 5 s) can
             # close it under a request being sent on it.
-            connector = WatchedConnector(limit=0, limit_per_host=256, keepalive_timeout=4)
+            connector = WatchedConnector(
+                limit=0, limit_per_host=256, keepalive_timeout=4,
+                probe_every_s=probe_every_s(self.settings.dead_connection_s),
+            )  # fmt: skip
             self._client = ClientSession(timeout=timeout, connector=connector,
                                          auto_decompress=False)  # fmt: skip
         return self._client

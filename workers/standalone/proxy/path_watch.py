@@ -1,16 +1,19 @@
 """Whether a replica's connection still moves: the data-path evidence a retry rests on.
 
-A request written to a replica may go again to another only when none of it can have
-been processed: the connection was refused or reset (`forwarding`), or the replica's
-machine acknowledged none of the request and sent nothing back for `dead_s` (a cut
-link: TCP keeps resending into the void). A frozen process on a live machine still has
-its kernel acknowledge the bytes; that request waits (it may yet be answered, and a
-copy sent elsewhere could run twice). Whether the machine's agent heartbeats says
-nothing either way: a host cut off from the control plane may serve perfectly well.
+A request written to a replica goes again to another only when the replica's answer
+cannot come: the connection was refused or reset (`forwarding`), or the replica's
+machine stopped speaking TCP for `dead_s`: it acknowledged none of the request, or it
+acknowledged the request and then answered none of the kernel's keep-alive probes (a
+cut link: the request was being computed there, and its answer can never arrive). A
+frozen process on a live machine still has its kernel acknowledge the bytes and the
+probes; that request waits (it may yet be answered, and a copy sent elsewhere would run
+twice). Whether the machine's agent heartbeats says nothing either way: a host cut off
+from the control plane may serve perfectly well.
 
 One loop per proxy process looks at every request waiting for its answer's first byte,
 a few times per `dead_s`, with the kernel's own account of the connection (`TCP_INFO`):
-nothing is added to a request that is answered promptly.
+nothing is added to a request that is answered promptly, and a connection's probes
+are a few bytes a second while it waits.
 """
 
 from __future__ import annotations
@@ -32,32 +35,60 @@ from aiohttp.connector import Connection
 log = logging.getLogger(__name__)
 
 LOOKS_PER_DEAD_S = 4
-# struct tcp_info (linux/tcp.h): eight u8 fields, then u32s; tcpi_unacked is the 5th u32
-# and tcpi_last_ack_recv (ms since the peer last acknowledged anything) the 13th.
+# struct tcp_info (linux/tcp.h): eight u8 fields (the 4th, tcpi_probes: keep-alive probes
+# sent and not answered), then u32s; tcpi_unacked is the 5th u32 and tcpi_last_ack_recv
+# (ms since the peer last acknowledged anything) the 13th.
 _TCP_INFO = struct.Struct("8B13I")
 _TCP_INFO_BYTES = 104
-_UNACKED, _LAST_ACK_RECV_MS = 8 + 4, 8 + 12
+_PROBES, _UNACKED, _LAST_ACK_RECV_MS = 3, 8 + 4, 8 + 12
+# Two probes unanswered in a row: a live machine's kernel answers within a round trip.
+_UNANSWERED_PROBES = 2
 
 # The connections a request got from the pool, for the watch to look at.
 _CONNECTIONS: ContextVar[list[Connection] | None] = ContextVar("connections", default=None)
 
 
 class WatchedConnector(TCPConnector):
-    """aiohttp's pooled connector; each connection handed to a watched request is noted."""
+    """aiohttp's pooled connector; each connection handed to a watched request is noted,
+    and probes its peer when silent (TCP keep-alive, every `probe_every_s`)."""
+
+    def __init__(self, *, probe_every_s: int = 1, **options: Any) -> None:
+        super().__init__(**options)
+        self._probe_every_s = probe_every_s
 
     async def connect(self, req: ClientRequest, traces: Any, timeout: Any) -> Connection:
         connection = await super().connect(req, traces, timeout)
         held = _CONNECTIONS.get()
         if held is not None:
             held.append(connection)
+            _probe_when_silent(connection, self._probe_every_s)
         return connection
 
 
+def probe_every_s(dead_s: float) -> int:
+    """Keep-alive probes often enough that two go unanswered within `dead_s` (the kernel
+    counts whole seconds, 1 at least)."""
+    return max(1, int(dead_s // (_UNANSWERED_PROBES + 1)))
+
+
+def _probe_when_silent(connection: Connection, every_s: int) -> None:
+    sock = _socket(connection)
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, every_s)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, every_s)
+        # Past the watch's verdict, the kernel closes a connection nobody answers (an
+        # idle one in the pool, to a machine gone).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3 * _UNANSWERED_PROBES)
+
+
 def silent_for_s(connection: Connection) -> float | None:
-    """Seconds since the peer last acknowledged any of the bytes it still owes an
-    acknowledgement for; None while nothing is outstanding (or it cannot be told)."""
-    transport = connection.transport
-    sock = None if transport is None else transport.get_extra_info("socket")
+    """Seconds since the peer last acknowledged anything, while it owes an
+    acknowledgement: of bytes sent, or of keep-alive probes (two in a row unanswered);
+    None while nothing is owed (or it cannot be told)."""
+    sock = _socket(connection)
     if sock is None:
         return None
     try:
@@ -65,9 +96,14 @@ def silent_for_s(connection: Connection) -> float | None:
     except (OSError, AttributeError):
         return None
     info = _TCP_INFO.unpack_from(raw)
-    if info[_UNACKED] == 0:
+    if info[_UNACKED] == 0 and info[_PROBES] < _UNANSWERED_PROBES:
         return None
     return float(info[_LAST_ACK_RECV_MS]) / 1000
+
+
+def _socket(connection: Connection) -> socket.socket | None:
+    transport = connection.transport
+    return None if transport is None else transport.get_extra_info("socket")
 
 
 @dataclass
