@@ -1,31 +1,28 @@
 """How a phase is declared: its targets, its executor call, and its transitions as data.
 
-Each phase module (`tasks/routes/provision.py`, ...) holds one `Phase`, the row
-of the phase table it implements (docs/phases.md). `tasks.runs` does everything
-else (lock, run record, fan-out, callback, follow-ups) the same way for every phase.
+Each phase module (`tasks/routes/provision.py`, ...) holds one `Phase`, the row of
+the phase table it implements (`modelfleet phase list` prints the table). `tasks.runs`
+does everything else (lock, run record, fan-out, callback, follow-ups) the same way for
+every phase.
 
 An executor's result becomes `Outcome` records once, in the header task
-(`EntityKind.outcomes`); the callback derives the transitions from those records
+(`Kind.outcomes`); the callback derives the transitions from those records
 and the entities as they are now, never from a rebuilt executor result.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-import sqlalchemy as sa
-
-from workers.adapters.postgres.phase_store import PostgresPhaseStore
-from workers.adapters.postgres.transitions import Statuses
 from workers.composition import Adapters
 from workers.domain import (
     DeploymentExecutionResult,
     DeploymentInfo,
     DeploymentLifecycle,
+    EntityKind,
     HostExecutionResult,
     HostInfo,
     HostStatus,
@@ -79,70 +76,39 @@ class Current(Generic[StatusT]):
 
 
 @dataclass(frozen=True)
-class EntityKind(Generic[EntityT, StatusT, ResultT]):
-    """What differs between route phases and deployment phases."""
+class Kind(Generic[EntityT, StatusT, ResultT]):
+    """What a phase needs to know of the entities it moves, beyond where they are stored
+    (the phase store keeps one record per `EntityKind` for that)."""
 
-    name: str
+    name: EntityKind
     all_statuses: frozenset[StatusT]
-    # (store, statuses, ids or None for all, connection or None) -> entities, oldest first
-    load: Callable[
-        [PostgresPhaseStore, AbstractSet[StatusT], Collection[UUID] | None, sa.Connection | None],
-        list[EntityT],
-    ]
     outcomes: Callable[[ResultT], list[Outcome]]  # the executor's result, as records
     status_of: Callable[[EntityT], StatusT]
     retries_of: Callable[[EntityT], int]
-    # (store, statuses) -> the ids in them, oldest first (what a run fans out)
-    ids: Callable[[PostgresPhaseStore, AbstractSet[StatusT]], list[UUID]]
-    # (store, statuses) -> how many are in them
-    count: Callable[[PostgresPhaseStore, AbstractSet[StatusT]], int]
-    # (store, ids, connection) -> id -> (status value, retry count): all a callback reads
-    statuses: Callable[[PostgresPhaseStore, Collection[UUID], sa.Connection], Statuses]
-    # (store, transitions, connection) -> ids whose guard held
-    apply: Callable[
-        [PostgresPhaseStore, Sequence[StatusTransition[StatusT]], sa.Connection], list[UUID]
-    ]
 
 
-ROUTES: EntityKind[RouteData, RouteStatus, RouteExecutionResult] = EntityKind(
-    name="route",
+ROUTES: Kind[RouteData, RouteStatus, RouteExecutionResult] = Kind(
+    name=EntityKind.ROUTE,
     all_statuses=frozenset(RouteStatus),
-    load=lambda store, statuses, ids, conn: store.load_routes(statuses, ids, conn=conn),
     outcomes=route_outcomes,
     status_of=lambda route: route.status,
     retries_of=lambda route: 0,
-    ids=lambda store, statuses: store.route_ids(statuses),
-    count=lambda store, statuses: store.route_count(statuses),
-    statuses=lambda store, ids, conn: store.route_statuses(ids, conn),
-    apply=lambda store, changes, conn: store.apply_route_transitions(changes, conn=conn),
 )
 
-DEPLOYMENTS: EntityKind[DeploymentInfo, DeploymentLifecycle, DeploymentExecutionResult] = (
-    EntityKind(
-        name="deployment",
-        all_statuses=frozenset(DeploymentLifecycle),
-        load=lambda store, statuses, ids, conn: store.load_deployments(statuses, ids, conn=conn),
-        outcomes=deployment_outcomes,
-        status_of=lambda deployment: deployment.lifecycle,
-        retries_of=lambda deployment: deployment.retry_count,
-        ids=lambda store, lifecycles: store.deployment_ids(lifecycles),
-        count=lambda store, lifecycles: store.deployment_count(lifecycles),
-        statuses=lambda store, ids, conn: store.deployment_statuses(ids, conn),
-        apply=lambda store, changes, conn: store.apply_deployment_transitions(changes, conn=conn),
-    )
+DEPLOYMENTS: Kind[DeploymentInfo, DeploymentLifecycle, DeploymentExecutionResult] = Kind(
+    name=EntityKind.DEPLOYMENT,
+    all_statuses=frozenset(DeploymentLifecycle),
+    outcomes=deployment_outcomes,
+    status_of=lambda deployment: deployment.lifecycle,
+    retries_of=lambda deployment: deployment.retry_count,
 )
 
-HOSTS: EntityKind[HostInfo, HostStatus, HostExecutionResult] = EntityKind(
-    name="host",
+HOSTS: Kind[HostInfo, HostStatus, HostExecutionResult] = Kind(
+    name=EntityKind.HOST,
     all_statuses=frozenset(HostStatus),
-    load=lambda store, statuses, ids, conn: store.load_hosts(statuses, ids, conn=conn),
     outcomes=host_outcomes,
     status_of=lambda host: host.status,
     retries_of=lambda host: 0,
-    ids=lambda store, statuses: store.host_ids(statuses),
-    count=lambda store, statuses: store.host_count(statuses),
-    statuses=lambda store, ids, conn: store.host_statuses(ids, conn),
-    apply=lambda store, changes, conn: store.apply_host_transitions(changes, conn=conn),
 )
 
 
@@ -150,8 +116,8 @@ HOSTS: EntityKind[HostInfo, HostStatus, HostExecutionResult] = EntityKind(
 class Phase(Generic[EntityT, StatusT, ResultT]):
     """One row of the phase table."""
 
-    name: str  # a PhaseName for every row of the table
-    kind: EntityKind[EntityT, StatusT, ResultT]
+    name: PhaseName
+    kind: Kind[EntityT, StatusT, ResultT]
     targets: frozenset[StatusT]
     execute: Callable[[Adapters, list[EntityT]], ResultT]
     on: Mapping[OutcomeBucket, Action[StatusT]] = field(default_factory=dict)
@@ -186,32 +152,32 @@ class Phase(Generic[EntityT, StatusT, ResultT]):
     def targets_now(self, adapters: Adapters) -> Sequence[EntityT]:
         if self.load_targets is not None:
             return self.load_targets(adapters)
-        return self.kind.load(adapters.phase_store, self.targets, None, None)
+        return adapters.phase_store.load(self.kind.name, self.targets)
 
     def target_ids(self, adapters: Adapters) -> list[UUID]:
         """The ids of the targets now (only ids: each task loads its items fresh)."""
         if self.load_targets is not None:
             return [item.id for item in self.load_targets(adapters)]
-        return self.kind.ids(adapters.phase_store, self.targets)
+        return adapters.phase_store.ids(self.kind.name, self.targets)
 
     def target_count(self, adapters: Adapters) -> int | None:
         """How many targets there are now; None for a phase with its own `load_targets`
         (they are found by a query of their own, not counted by status)."""
         if self.load_targets is not None:
             return None
-        return self.kind.count(adapters.phase_store, self.targets)
+        return adapters.phase_store.count(self.kind.name, self.targets)
 
     def load_items(self, adapters: Adapters, ids: Sequence[UUID]) -> list[EntityT]:
         """The items as they are now, if still in one of the phase's statuses."""
-        return self.kind.load(adapters.phase_store, self.targets, ids, None)
+        return adapters.phase_store.load(self.kind.name, self.targets, ids)
 
     def load_current(
-        self, adapters: Adapters, ids: Sequence[UUID], conn: sa.Connection
+        self, adapters: Adapters, ids: Sequence[UUID], conn: Any
     ) -> dict[UUID, Current[StatusT]]:
         """The items' statuses now, in any status (the callback decides what applies):
         two columns, not the whole entities the header tasks worked on."""
         by_value = {status.value: status for status in self.kind.all_statuses}
-        found = self.kind.statuses(adapters.phase_store, ids, conn)
+        found = adapters.phase_store.statuses(self.kind.name, ids, conn)
         return {i: Current(by_value[status], retries) for i, (status, retries) in found.items()}
 
     def _current(self, entity: EntityT) -> Current[StatusT]:
@@ -234,9 +200,9 @@ class Phase(Generic[EntityT, StatusT, ResultT]):
         return changes
 
     def apply(
-        self, adapters: Adapters, changes: Sequence[StatusTransition[StatusT]], conn: sa.Connection
+        self, adapters: Adapters, changes: Sequence[StatusTransition[StatusT]], conn: Any
     ) -> list[UUID]:
-        return self.kind.apply(adapters.phase_store, changes, conn)
+        return adapters.phase_store.apply(self.kind.name, changes, conn=conn)
 
     def _transition(
         self, outcome: Outcome, entity: EntityT | Current[StatusT]

@@ -9,7 +9,6 @@ from uuid import uuid4
 import sqlalchemy as sa
 
 from workers.adapters.postgres.catalog import Catalog
-from workers.adapters.postgres.phase_store import PostgresPhaseStore
 from workers.adapters.postgres.schema import sessions
 from workers.domain import (
     DeploymentContext,
@@ -21,6 +20,7 @@ from workers.domain import (
     SessionId,
 )
 from workers.phase_runs import PhaseRun
+from workers.ports import PhaseStore
 
 
 def make_revision(**overrides: Any) -> ModelRevision:
@@ -73,7 +73,7 @@ def context_of(deployment: DeploymentInfo, **environ: str) -> DeploymentContext:
 
 
 def open_run(
-    store: PostgresPhaseStore,
+    store: PhaseStore,
     phase: str,
     *,
     item_count: int = 0,

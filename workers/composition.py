@@ -33,6 +33,7 @@ from workers.executors import DeploymentExecutor, HostExecutor, RouteExecutor
 from workers.phase_names import PhaseName
 from workers.policies.autoscaling import ScalingDecision, direction
 from workers.policies.host_liveness import LivenessRules
+from workers.ports import PhaseStore
 
 # `hosts.check` runs missed for this many of its intervals mean the controller was blind.
 BLIND_AFTER_TICKS = 3
@@ -49,7 +50,7 @@ class Adapters:
     service_discovery: RedisServiceDiscovery
     metrics: RedisMetricsStore
     app_proxy: HttpAppProxy
-    phase_store: PostgresPhaseStore
+    phase_store: PhaseStore
     phase_lock: RedisPhaseLock
     outcomes: RedisOutcomeStore
     run_progress: RedisRunProgress

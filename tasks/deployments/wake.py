@@ -17,7 +17,7 @@ from tasks.phase import DEPLOYMENTS, Move, Phase
 from tasks.runs import phase_task
 from workers.celery import app
 from workers.composition import Adapters
-from workers.domain import DeploymentInfo, DeploymentLifecycle, OutcomeBucket
+from workers.domain import DeploymentInfo, DeploymentLifecycle, EntityKind, OutcomeBucket
 from workers.phase_names import PhaseName
 
 NAME = PhaseName.WAKE
@@ -29,7 +29,7 @@ def waited_for(adapters: Adapters) -> list[DeploymentInfo]:
     ids = announced_ids(adapters.wakes.take())
     if not ids:
         return []
-    found = adapters.phase_store.load_deployments(READY, ids)
+    found = adapters.phase_store.load(EntityKind.DEPLOYMENT, READY, ids)
     return [deployment for deployment in found if deployment.zeroed_from is not None]
 
 

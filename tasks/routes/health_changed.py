@@ -17,7 +17,7 @@ from tasks.routes import health_check
 from tasks.runs import phase_task
 from workers.celery import app
 from workers.composition import Adapters
-from workers.domain import RouteData
+from workers.domain import EntityKind, RouteData
 from workers.phase_names import PhaseName
 
 NAME = PhaseName.HEALTH_CHANGED
@@ -28,7 +28,7 @@ def changed_routes(adapters: Adapters) -> list[RouteData]:
     ids = announced_ids(adapters.health_store.take_changes())
     if not ids:
         return []
-    return list(adapters.phase_store.load_routes(health_check.PHASE.targets, ids))
+    return list(adapters.phase_store.load(EntityKind.ROUTE, health_check.PHASE.targets, ids))
 
 
 PHASE = replace(health_check.PHASE, name=NAME, load_targets=changed_routes)

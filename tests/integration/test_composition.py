@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from workers.adapters.redis.keys import RedisKeys
 from workers.composition import build_adapters
 from workers.config import Settings
-from workers.domain import DeploymentLifecycle
+from workers.domain import DeploymentLifecycle, EntityKind
 
 
 def test_adapters_built_from_settings_reach_the_real_stores(
@@ -26,7 +26,7 @@ def test_adapters_built_from_settings_reach_the_real_stores(
         adapters.health_store.update_readiness({route_id: True})
         assert route_id in adapters.health_store.check_route_health_status([route_id])
         assert adapters.route_executor().check_route_health([]).successes == []
-        assert adapters.phase_store.load_deployments({DeploymentLifecycle.READY}) == []
+        assert adapters.phase_store.load(EntityKind.DEPLOYMENT, {DeploymentLifecycle.READY}) == []
         assert adapters.deployment_executor().check_pending_deployments([]).successes == []
     finally:
         adapters.close()

@@ -29,8 +29,9 @@ from workers.adapters.postgres.schema import deployment_history, route_history, 
 from workers.celery import app
 from workers.composition import Adapters
 from workers.config import PhaseSettings, Settings
-from workers.domain import OutcomeBucket, RouteData, RouteExecutionResult, RouteStatus
+from workers.domain import EntityKind, OutcomeBucket, RouteData, RouteExecutionResult, RouteStatus
 from workers.errors import InfrastructureUnavailable
+from workers.phase_names import PhaseName
 from workers.phase_runs import Outcome, PhaseRun, PhaseRunState, RunSummary
 
 
@@ -63,7 +64,7 @@ def test_an_executor_that_raises_turns_every_item_into_an_error_outcome(
     adapters: Adapters, degraded_routes: list[RouteData]
 ) -> None:
     phase = Phase(
-        name="test.boom",
+        name=PhaseName.EVICT,  # any name: only its items are executed here
         kind=ROUTES,
         targets=frozenset({RouteStatus.DEGRADED}),
         execute=_boom,
@@ -105,7 +106,9 @@ def test_close_run_applies_outcomes_once_and_releases_the_lock(
     assert closed is not None
     assert (closed.summary.counts.success, closed.summary.transition_count) == (2, 2)
     assert adapters.phase_lock.holder(phase.name) is None
-    statuses = {r.status for r in adapters.phase_store.load_routes(frozenset(RouteStatus))}
+    statuses = {
+        r.status for r in adapters.phase_store.load(EntityKind.ROUTE, frozenset(RouteStatus))
+    }
     assert statuses == {RouteStatus.HEALTHY}
     again = close_run(phase, adapters, run.id, [], PhaseRunState.RECOVERED)
     assert again is None  # a redelivered callback, or the sweeper, finds it closed

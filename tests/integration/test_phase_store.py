@@ -18,6 +18,7 @@ from workers.adapters.redis.keys import RedisKeys
 from workers.adapters.redis.phase_runs import RedisOutcomeStore, RedisPhaseLock
 from workers.domain import (
     DeploymentLifecycle,
+    EntityKind,
     HealthCheckConfig,
     OutcomeBucket,
     RouteStatus,
@@ -45,13 +46,13 @@ def test_load_by_status_and_by_ids(
             make_route(ready, status=RouteStatus.TERMINATED),
         ]
     )
-    assert phase_store.load_deployments({DeploymentLifecycle.PENDING}) == [pending]
+    assert phase_store.load(EntityKind.DEPLOYMENT, {DeploymentLifecycle.PENDING}) == [pending]
     both = {RouteStatus.HEALTHY, RouteStatus.DEGRADED}
-    assert [r.id for r in phase_store.load_routes(both)] == [healthy.id, degraded.id]
-    assert [r.id for r in phase_store.load_routes(both, [degraded.id])] == [degraded.id]
+    assert [r.id for r in phase_store.load(EntityKind.ROUTE, both)] == [healthy.id, degraded.id]
+    assert [r.id for r in phase_store.load(EntityKind.ROUTE, both, [degraded.id])] == [degraded.id]
     # By id, but no longer in a target status: not loaded.
-    assert phase_store.load_routes({RouteStatus.PROVISIONING}, [healthy.id]) == []
-    assert phase_store.load_deployments({DeploymentLifecycle.READY}, [pending.id]) == []
+    assert phase_store.load(EntityKind.ROUTE, {RouteStatus.PROVISIONING}, [healthy.id]) == []
+    assert phase_store.load(EntityKind.DEPLOYMENT, {DeploymentLifecycle.READY}, [pending.id]) == []
 
 
 def test_eviction_candidates_wait_out_the_initial_delay_of_degraded_routes(

@@ -17,6 +17,7 @@ from workers.domain import (
     DeploymentInfo,
     DeploymentLifecycle,
     DeploymentTransition,
+    EntityKind,
     OutcomeBucket,
     RouteStatus,
     RouteTransition,
@@ -67,8 +68,8 @@ def test_a_transition_moves_the_route_and_records_history(
     route = make_route(deployment, status=D)
     catalog.add_routes([route])
     before = _route(engine, route.id)["status_changed_at"]
-    applied = phase_store.apply_route_transitions(
-        [_health_check(route.id, H, OutcomeBucket.SUCCESS)]
+    applied = phase_store.apply(
+        EntityKind.ROUTE, [_health_check(route.id, H, OutcomeBucket.SUCCESS)]
     )
     assert applied == [route.id]
     after = _route(engine, route.id)
@@ -95,8 +96,8 @@ def test_a_route_no_longer_in_an_expected_status_is_left_alone(
 ) -> None:
     moved_on = make_route(deployment, status=RouteStatus.TERMINATING)
     catalog.add_routes([moved_on])
-    applied = phase_store.apply_route_transitions(
-        [_health_check(moved_on.id, H, OutcomeBucket.SUCCESS)]
+    applied = phase_store.apply(
+        EntityKind.ROUTE, [_health_check(moved_on.id, H, OutcomeBucket.SUCCESS)]
     )
     assert applied == []
     assert _route(engine, moved_on.id)["status"] == "terminating"
@@ -112,14 +113,15 @@ def test_a_repeated_outcome_bumps_attempts_instead_of_adding_rows(
     route = make_route(deployment, status=H)
     catalog.add_routes([route])
     for message in ("probe 1 failed", "probe 2 failed", "probe 3 failed"):
-        phase_store.apply_route_transitions(
+        phase_store.apply(
+            EntityKind.ROUTE,
             [
                 _health_check(
                     route.id, U, OutcomeBucket.ERROR, error_code="route_unhealthy", message=message
                 )
-            ]
+            ],
         )
-    phase_store.apply_route_transitions([_health_check(route.id, H, OutcomeBucket.SUCCESS)])
+    phase_store.apply(EntityKind.ROUTE, [_health_check(route.id, H, OutcomeBucket.SUCCESS)])
     history = _history(engine, route_history)
     assert [(h["from_status"], h["to_status"], h["attempts"], h["message"]) for h in history] == [
         ("healthy", "unhealthy", 3, "probe 3 failed"),
@@ -135,19 +137,20 @@ def test_an_error_keeps_its_data_on_the_route_until_a_later_success(
 ) -> None:
     route = make_route(deployment, status=H)
     catalog.add_routes([route])
-    phase_store.apply_route_transitions(
+    phase_store.apply(
+        EntityKind.ROUTE,
         [
             _health_check(
                 route.id, U, OutcomeBucket.ERROR, error_code="route_unhealthy", message="down"
             )
-        ]
+        ],
     )
     assert _route(engine, route.id)["error_data"] == {
         "phase": "routes.health_check",
         "error_code": "route_unhealthy",
         "message": "down",
     }
-    phase_store.apply_route_transitions([_health_check(route.id, H, OutcomeBucket.SUCCESS)])
+    phase_store.apply(EntityKind.ROUTE, [_health_check(route.id, H, OutcomeBucket.SUCCESS)])
     assert _route(engine, route.id)["error_data"] is None
 
 
@@ -160,7 +163,7 @@ def test_staying_put_writes_history_without_touching_the_status_clock(
     route = make_route(deployment, status=D)
     catalog.add_routes([route])
     before = _route(engine, route.id)["status_changed_at"]
-    phase_store.apply_route_transitions([_health_check(route.id, None, OutcomeBucket.STALE)])
+    phase_store.apply(EntityKind.ROUTE, [_health_check(route.id, None, OutcomeBucket.STALE)])
     assert _route(engine, route.id)["status_changed_at"] == before
     assert [
         (h["from_status"], h["to_status"], h["result"]) for h in _history(engine, route_history)
@@ -193,11 +196,15 @@ def test_deployment_errors_count_retries_and_a_move_resets_them(
     catalog.create_scaling_group("sg1")
     doomed = catalog.create_deployment(make_deployment(lifecycle=DeploymentLifecycle.DESTROYING))
     for _ in range(2):
-        phase_store.apply_deployment_transitions([_destroy(doomed.id, None, OutcomeBucket.ERROR)])
+        phase_store.apply(EntityKind.DEPLOYMENT, [_destroy(doomed.id, None, OutcomeBucket.ERROR)])
     assert _deployment_row(engine, doomed.id)["retry_count"] == 2
-    assert phase_store.load_deployments({DeploymentLifecycle.DESTROYING})[0].retry_count == 2
-    phase_store.apply_deployment_transitions(
-        [_destroy(doomed.id, DeploymentLifecycle.DESTROYED, OutcomeBucket.SUCCESS)]
+    assert (
+        phase_store.load(EntityKind.DEPLOYMENT, {DeploymentLifecycle.DESTROYING})[0].retry_count
+        == 2
+    )
+    phase_store.apply(
+        EntityKind.DEPLOYMENT,
+        [_destroy(doomed.id, DeploymentLifecycle.DESTROYED, OutcomeBucket.SUCCESS)],
     )
     row = _deployment_row(engine, doomed.id)
     assert (row["lifecycle"], row["retry_count"]) == ("destroyed", 0)
@@ -221,8 +228,8 @@ def test_transitions_and_history_commit_or_roll_back_together(
 
     def callback_that_fails_after_the_transitions() -> None:
         with engine.begin() as conn:
-            phase_store.apply_route_transitions(
-                [_health_check(route.id, H, OutcomeBucket.SUCCESS)], conn=conn
+            phase_store.apply(
+                EntityKind.ROUTE, [_health_check(route.id, H, OutcomeBucket.SUCCESS)], conn=conn
             )
             raise RuntimeError("callback failed")
 
@@ -250,13 +257,13 @@ def test_a_concurrent_change_wins_over_a_stale_guard(
     )
     second_applied: list[UUID] = []
     with engine.begin() as first:
-        phase_store.apply_route_transitions(
-            [_health_check(route.id, U, OutcomeBucket.ERROR)], conn=first
+        phase_store.apply(
+            EntityKind.ROUTE, [_health_check(route.id, U, OutcomeBucket.ERROR)], conn=first
         )
         racer = threading.Thread(
             target=lambda: second_applied.extend(
-                phase_store.apply_route_transitions(
-                    [_health_check(route.id, H, OutcomeBucket.SUCCESS)]
+                phase_store.apply(
+                    EntityKind.ROUTE, [_health_check(route.id, H, OutcomeBucket.SUCCESS)]
                 )
             )
         )
@@ -266,7 +273,7 @@ def test_a_concurrent_change_wins_over_a_stale_guard(
     racer.join(timeout=10)
     # The second run saw 'unhealthy' after the lock was released: its guard (H, U, D) held.
     assert second_applied == [route.id]
-    assert phase_store.apply_route_transitions([evict]) == []
+    assert phase_store.apply(EntityKind.ROUTE, [evict]) == []
 
 
 def test_ten_thousand_guarded_transitions_in_one_batch(
@@ -290,7 +297,7 @@ def test_ten_thousand_guarded_transitions_in_one_batch(
         )
         for r in many[9_000:]
     ]
-    applied = phase_store.apply_route_transitions(changes)
+    applied = phase_store.apply(EntityKind.ROUTE, changes)
     assert len(applied) == 9_000
     with engine.connect() as conn:
         counts: dict[str, int] = dict(

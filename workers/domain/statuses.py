@@ -25,6 +25,14 @@ ACTIVE_ROUTE_STATUSES = frozenset(
 )
 
 
+class EntityKind(StrEnum):
+    """What a phase works on: the rows whose statuses it moves."""
+
+    ROUTE = "route"
+    DEPLOYMENT = "deployment"
+    HOST = "host"
+
+
 class TrafficStatus(StrEnum):
     """Whether a route's session may get requests once it serves."""
 

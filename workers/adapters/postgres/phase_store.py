@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
+from enum import StrEnum
+from typing import Any
 from uuid import UUID, uuid4
 
 import sqlalchemy as sa
@@ -18,18 +20,9 @@ from sqlalchemy.dialects.postgresql import distinct_on
 
 from workers.adapters.postgres import phase_targets, transitions
 from workers.adapters.postgres.engine import joined, transaction
-from workers.adapters.postgres.schema import deployments, hosts, phase_runs, routes
-from workers.domain import (
-    DeploymentInfo,
-    DeploymentLifecycle,
-    DeploymentTransition,
-    HostInfo,
-    HostStatus,
-    HostTransition,
-    RouteData,
-    RouteStatus,
-    RouteTransition,
-)
+from workers.adapters.postgres.entity_kinds import STORED_KINDS
+from workers.adapters.postgres.schema import phase_runs
+from workers.domain import DeploymentInfo, EntityKind, RouteData, StatusTransition
 from workers.phase_runs import OutcomeCounts, PhaseRun, PhaseRunState, RunSummary
 
 _RUNNING = PhaseRunState.RUNNING.value
@@ -45,53 +38,47 @@ class PostgresPhaseStore:
         with transaction(self._engine) as conn:
             yield conn
 
-    # -- targets --
-    def route_ids(self, statuses: AbstractSet[RouteStatus]) -> list[UUID]:
+    # -- entities, by kind --
+    def ids(self, kind: EntityKind, statuses: AbstractSet[StrEnum]) -> list[UUID]:
+        """The ids of the entities in `statuses`, in fan-out order (each task loads its own)."""
+        stored = STORED_KINDS[kind]
         with transaction(self._engine) as conn:
-            return phase_targets.target_ids(conn, routes.c.status, statuses,
-                                            routes.c.created_at, routes.c.id)  # fmt: skip
+            return phase_targets.target_ids(conn, stored.status, statuses, *stored.order)
 
-    def deployment_ids(self, lifecycles: AbstractSet[DeploymentLifecycle]) -> list[UUID]:
+    def count(self, kind: EntityKind, statuses: AbstractSet[StrEnum]) -> int:
         with transaction(self._engine) as conn:
-            return phase_targets.target_ids(conn, deployments.c.lifecycle, lifecycles,
-                                            deployments.c.created_at, deployments.c.id)  # fmt: skip
+            return phase_targets.count_in(conn, STORED_KINDS[kind].status, statuses)
 
-    def host_ids(self, statuses: AbstractSet[HostStatus]) -> list[UUID]:
-        with transaction(self._engine) as conn:
-            return phase_targets.target_ids(conn, hosts.c.status, statuses, hosts.c.name)
-
-    def route_count(self, statuses: AbstractSet[RouteStatus]) -> int:
-        with transaction(self._engine) as conn:
-            return phase_targets.count_in(conn, routes.c.status, statuses)
-
-    def deployment_count(self, lifecycles: AbstractSet[DeploymentLifecycle]) -> int:
-        with transaction(self._engine) as conn:
-            return phase_targets.count_in(conn, deployments.c.lifecycle, lifecycles)
-
-    def host_count(self, statuses: AbstractSet[HostStatus]) -> int:
-        with transaction(self._engine) as conn:
-            return phase_targets.count_in(conn, hosts.c.status, statuses)
-
-    def load_deployments(
+    def load(
         self,
-        lifecycles: AbstractSet[DeploymentLifecycle],
+        kind: EntityKind,
+        statuses: AbstractSet[StrEnum],
         ids: Collection[UUID] | None = None,
         *,
         conn: sa.Connection | None = None,
-    ) -> list[DeploymentInfo]:
+    ) -> list[Any]:
+        """The entities in `statuses` (and among `ids`, when given), in fan-out order."""
         with joined(self._engine, conn) as c:
-            return phase_targets.load_deployments(c, lifecycles, ids)
+            return STORED_KINDS[kind].load(c, statuses, ids)
 
-    def load_routes(
+    def statuses(
+        self, kind: EntityKind, ids: Collection[UUID], conn: sa.Connection
+    ) -> transitions.Statuses:
+        """Each entity's status and retry count now: what a run's close decides from."""
+        return STORED_KINDS[kind].statuses(conn, ids)
+
+    def apply(
         self,
-        statuses: AbstractSet[RouteStatus],
-        ids: Collection[UUID] | None = None,
+        kind: EntityKind,
+        changes: Sequence[StatusTransition[Any]],
         *,
         conn: sa.Connection | None = None,
-    ) -> list[RouteData]:
+    ) -> list[UUID]:
+        """Guarded status changes plus history (see `transitions`): the ids that moved."""
         with joined(self._engine, conn) as c:
-            return phase_targets.load_routes(c, statuses, ids)
+            return STORED_KINDS[kind].apply(c, changes)
 
+    # -- targets a phase finds by a query of its own --
     def load_eviction_candidates(self) -> list[RouteData]:
         with transaction(self._engine) as conn:
             return phase_targets.load_eviction_candidates(conn)
@@ -104,16 +91,6 @@ class PostgresPhaseStore:
         with transaction(self._engine) as conn:
             return phase_targets.load_drained_routes(conn)
 
-    def load_hosts(
-        self,
-        statuses: AbstractSet[HostStatus],
-        ids: Collection[UUID] | None = None,
-        *,
-        conn: sa.Connection | None = None,
-    ) -> list[HostInfo]:
-        with joined(self._engine, conn) as c:
-            return phase_targets.load_hosts(c, statuses, ids)
-
     def load_scale_to_zero_candidates(self) -> list[DeploymentInfo]:
         with transaction(self._engine) as conn:
             return phase_targets.load_scale_to_zero_candidates(conn)
@@ -121,40 +98,6 @@ class PostgresPhaseStore:
     def load_routes_starting(self) -> list[RouteData]:
         with transaction(self._engine) as conn:
             return phase_targets.load_routes_starting(conn)
-
-    # -- statuses now (what a run's callback decides its transitions from) --
-    def route_statuses(self, ids: Collection[UUID], conn: sa.Connection) -> transitions.Statuses:
-        return transitions.route_statuses(conn, ids)
-
-    def deployment_statuses(
-        self, ids: Collection[UUID], conn: sa.Connection
-    ) -> transitions.Statuses:
-        return transitions.deployment_statuses(conn, ids)
-
-    def host_statuses(self, ids: Collection[UUID], conn: sa.Connection) -> transitions.Statuses:
-        return transitions.host_statuses(conn, ids)
-
-    # -- transitions --
-    def apply_route_transitions(
-        self, changes: Sequence[RouteTransition], *, conn: sa.Connection | None = None
-    ) -> list[UUID]:
-        """Guarded status changes plus history; see `transitions`."""
-        with joined(self._engine, conn) as c:
-            return transitions.apply_route_transitions(c, changes)
-
-    def apply_deployment_transitions(
-        self, changes: Sequence[DeploymentTransition], *, conn: sa.Connection | None = None
-    ) -> list[UUID]:
-        """Guarded lifecycle changes plus history; see `transitions`."""
-        with joined(self._engine, conn) as c:
-            return transitions.apply_deployment_transitions(c, changes)
-
-    def apply_host_transitions(
-        self, changes: Sequence[HostTransition], *, conn: sa.Connection | None = None
-    ) -> list[UUID]:
-        """Guarded host status changes plus history; see `transitions`."""
-        with joined(self._engine, conn) as c:
-            return transitions.apply_host_transitions(c, changes)
 
     # -- phase runs --
     def open_run(
