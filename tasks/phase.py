@@ -81,7 +81,7 @@ class Kind(Generic[EntityT, StatusT, ResultT]):
     (the phase store keeps one record per `EntityKind` for that)."""
 
     name: EntityKind
-    all_statuses: frozenset[StatusT]
+    all_statuses: tuple[StatusT, ...]  # in their enum's order
     outcomes: Callable[[ResultT], list[Outcome]]  # the executor's result, as records
     status_of: Callable[[EntityT], StatusT]
     retries_of: Callable[[EntityT], int]
@@ -89,7 +89,7 @@ class Kind(Generic[EntityT, StatusT, ResultT]):
 
 ROUTES: Kind[RouteData, RouteStatus, RouteExecutionResult] = Kind(
     name=EntityKind.ROUTE,
-    all_statuses=frozenset(RouteStatus),
+    all_statuses=tuple(RouteStatus),
     outcomes=route_outcomes,
     status_of=lambda route: route.status,
     retries_of=lambda route: 0,
@@ -97,7 +97,7 @@ ROUTES: Kind[RouteData, RouteStatus, RouteExecutionResult] = Kind(
 
 DEPLOYMENTS: Kind[DeploymentInfo, DeploymentLifecycle, DeploymentExecutionResult] = Kind(
     name=EntityKind.DEPLOYMENT,
-    all_statuses=frozenset(DeploymentLifecycle),
+    all_statuses=tuple(DeploymentLifecycle),
     outcomes=deployment_outcomes,
     status_of=lambda deployment: deployment.lifecycle,
     retries_of=lambda deployment: deployment.retry_count,
@@ -105,7 +105,7 @@ DEPLOYMENTS: Kind[DeploymentInfo, DeploymentLifecycle, DeploymentExecutionResult
 
 HOSTS: Kind[HostInfo, HostStatus, HostExecutionResult] = Kind(
     name=EntityKind.HOST,
-    all_statuses=frozenset(HostStatus),
+    all_statuses=tuple(HostStatus),
     outcomes=host_outcomes,
     status_of=lambda host: host.status,
     retries_of=lambda host: 0,
@@ -128,8 +128,10 @@ class Phase(Generic[EntityT, StatusT, ResultT]):
     follow_ups_on_outcome: Mapping[OutcomeBucket, tuple[PhaseName, ...]] = field(
         default_factory=dict
     )
-    # Where the targets come from when "every entity in `targets`" is not the answer.
+    # Where the targets come from when "every entity in `targets`" is not the answer,
+    # and which of them it chooses, in words (for the phase table).
     load_targets: Callable[[Adapters], Sequence[EntityT]] | None = None
+    chosen_by: str = ""
     # One header task gets every item: the phase acts on the set as a whole.
     whole_set: bool = False
     # Each item is a call to another service (the app proxy): one header task per item.
@@ -140,6 +142,10 @@ class Phase(Generic[EntityT, StatusT, ResultT]):
     # What its errors and waits say becomes the deployment's condition (REASON) until it
     # moves on; not for an outcome that leaves it serving (a rollback).
     explains: bool = True
+
+    def __post_init__(self) -> None:
+        if self.load_targets is not None and not self.chosen_by:
+            raise ValueError(f"{self.name}: a phase with load_targets says how it chooses")
 
     def follow_ups_after(
         self, applied: Collection[OutcomeBucket], seen: Collection[OutcomeBucket]

@@ -18,6 +18,7 @@ PHASE = Phase(
     targets=frozenset({DeploymentLifecycle.READY}),
     execute=lambda adapters, items: adapters.deployment_executor().scale_idle_to_zero(items),
     load_targets=lambda adapters: adapters.phase_store.load_scale_to_zero_candidates(),
+    chosen_by="with scale to zero on and replicas to give back",
     on={OutcomeBucket.SUCCESS: Move(DeploymentLifecycle.SCALING)},
     explains=False,  # at zero it serves what it is asked to: the reason is its state
     follow_ups={OutcomeBucket.SUCCESS: (PhaseName.SCALE,)},

@@ -39,6 +39,7 @@ PHASE = Phase(
     targets=READY,
     execute=lambda adapters, items: adapters.deployment_executor().wake(items),
     load_targets=waited_for,
+    chosen_by="at zero by idleness, announced on the wake feed",
     on={OutcomeBucket.SUCCESS: Move(DeploymentLifecycle.SCALING)},
     explains=False,
     follow_ups={OutcomeBucket.SUCCESS: (PhaseName.SCALE,)},

@@ -23,6 +23,7 @@ PHASE = Phase(
     targets=frozenset({RouteStatus.DEGRADED, RouteStatus.UNHEALTHY}),
     execute=lambda adapters, items: adapters.route_executor().check_startup(items),
     load_targets=lambda adapters: adapters.phase_store.load_routes_starting(),
+    chosen_by="never healthy, their session running, their revision health-checked",
     on={OutcomeBucket.ERROR: Move(RouteStatus.DRAINING)},
     judges_revision=True,
     follow_ups={OutcomeBucket.ERROR: (*LEAVING_SERVICE, PhaseName.ROLLOUT, PhaseName.RECONCILE)},

@@ -18,6 +18,7 @@ PHASE = Phase(
     targets=frozenset({RouteStatus.DRAINING}),
     execute=lambda adapters, items: adapters.route_executor().finish_draining(items),
     load_targets=lambda adapters: adapters.phase_store.load_drained_routes(),
+    chosen_by="out of traffic for at least their deployment's drain_s",
     on={OutcomeBucket.SUCCESS: Move(RouteStatus.TERMINATING)},
     follow_ups={OutcomeBucket.SUCCESS: (PhaseName.TERMINATE,)},
 )

@@ -16,6 +16,7 @@ PHASE = Phase(
     targets=frozenset({RouteStatus.UNHEALTHY, RouteStatus.DEGRADED, RouteStatus.HEALTHY}),
     execute=lambda adapters, items: adapters.route_executor().cleanup_routes_by_config(items),
     load_targets=lambda adapters: adapters.phase_store.load_eviction_candidates(),
+    chosen_by="unhealthy once healthy, or named by their group's cleanup config",
     on={OutcomeBucket.SUCCESS: Move(RouteStatus.DRAINING)},
     follow_ups={OutcomeBucket.SUCCESS: (*LEAVING_SERVICE, PhaseName.RECONCILE)},
 )

@@ -31,7 +31,8 @@ def changed_routes(adapters: Adapters) -> list[RouteData]:
     return list(adapters.phase_store.load(EntityKind.ROUTE, health_check.PHASE.targets, ids))
 
 
-PHASE = replace(health_check.PHASE, name=NAME, load_targets=changed_routes)
+PHASE = replace(health_check.PHASE, name=NAME, load_targets=changed_routes,
+                chosen_by="announced on the readiness change feed")  # fmt: skip
 
 task = phase_task(PHASE)
 

@@ -16,6 +16,7 @@ PHASE = Phase(
     targets=frozenset({RouteStatus.PROVISIONING}),
     execute=lambda adapters, items: adapters.route_executor().provision_routes(items),
     load_targets=lambda adapters: adapters.phase_store.load_routes_to_provision(),
+    chosen_by="except those of a revision in crash-loop back-off",
     on={
         OutcomeBucket.SUCCESS: Move(RouteStatus.DEGRADED),
         OutcomeBucket.ERROR: Move(RouteStatus.FAILED_TO_START),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 from click.testing import CliRunner
 
-from beat_schedule import SCHEDULED_INTERVALS_S
+from beat_schedule import PHASE_INTERVALS_S, SCHEDULED_INTERVALS_S
 from workers.program import main
 
 
@@ -45,3 +47,15 @@ def test_long_running_processes_take_a_log_level() -> None:
         ["service-discovery", "serve"],
     ):
         assert "--log-level" in _help(*command), command
+
+
+def test_phase_list_prints_every_phase_as_json_and_as_a_table() -> None:
+    listed = CliRunner().invoke(main, ["phase", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.output)
+    assert [row["phase"] for row in rows] == [str(name) for name in PHASE_INTERVALS_S]
+    provision = next(row for row in rows if row["phase"] == "routes.provision")
+    assert (provision["success"], provision["error"]) == ("degraded", "failed_to_start")
+    shown = CliRunner().invoke(main, ["phase", "list"], terminal_width=200)
+    assert shown.exit_code == 0
+    assert "hosts.drain" in shown.output

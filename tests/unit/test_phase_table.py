@@ -6,6 +6,7 @@ rebuilt seed result, checked row by row without any I/O.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -13,6 +14,7 @@ import pytest
 
 import tasks  # noqa: F401  # registers every phase
 from beat_schedule import PHASE_INTERVALS_S
+from tasks.phase_table import markdown, phase_rows
 from tasks.runs import PHASES, _groups
 from tests.factories import make_deployment, make_route
 from workers.domain import (
@@ -260,3 +262,13 @@ def test_every_follow_up_names_a_registered_phase() -> None:
     assert named
     assert {follow_up for _, follow_up in named} <= set(PHASES)
     assert set(PHASES) == set(PhaseName)
+
+
+def test_the_readmes_phase_table_is_the_one_the_phase_rows_print() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    printed = markdown(phase_rows(PHASES.values()))
+    assert printed.splitlines()[0] in readme, "the README has no phase table"
+    start = readme.index(printed.splitlines()[0])
+    in_readme = readme[start : readme.index("\n\n", start)] + "\n"
+    assert in_readme == printed, "run `modelfleet phase list --markdown` into the README"
+    assert len(printed.splitlines()) == len(PhaseName) + 2  # every phase, one row each
