@@ -23,6 +23,7 @@ from workers.phase_runs import (
     PhaseRunState,
     RunSummary,
     error_samples,
+    look_again_in_s,
 )
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def close_run(
         closed = store.close_run(conn, run_id, state, summary)
     applied_buckets = {c.result for c in changes if c.entity_id in applied}
     _after_close(phase, adapters, closed, phase.follow_ups_after(applied_buckets, _buckets(merged)))
+    _look_again(phase, adapters, look_again_in_s(merged))
     return closed
 
 
@@ -119,6 +121,16 @@ def _after_close(phase: AnyPhase, adapters: Adapters, run: PhaseRun, follow_ups:
         follow_ups.add(phase.name)
     for name in sorted(follow_ups):
         app.send_task(name, kwargs={"rerun_if_busy": True})
+
+
+def _look_again(phase: AnyPhase, adapters: Adapters, again_in_s: float | None) -> None:
+    """Run the phase again when a waiting item asked to be looked at, if that is sooner
+    than its next tick (controller-runtime's RequeueAfter)."""
+    interval_s = adapters.settings.phases.intervals_s.get(phase.name, 1.0)
+    if again_in_s is None or again_in_s >= interval_s:
+        return
+    log.info("an item asked to be looked at again in %.2fs", again_in_s)
+    app.send_task(phase.name, kwargs={"rerun_if_busy": True}, countdown=max(again_in_s, 0.0))
 
 
 def _with_stored(adapters: Adapters, run: PhaseRun, outcomes: Sequence[Outcome]) -> list[Outcome]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -45,11 +45,17 @@ class Outcome:
     reason: str = ""
     detail: str = ""
     error_code: str | None = None
+    again_in_s: float | None = None  # waiting: look again this soon (the phase knows)
 
     @property
     def says_why(self) -> bool:
         """An error, or a wait that says what it waits for: worth a history row."""
         return self.bucket is OutcomeBucket.ERROR or bool(self.reason)
+
+    @property
+    def bare(self) -> bool:
+        """Its bucket says all there is (no reason, no time to look again)."""
+        return not self.says_why and self.again_in_s is None
 
     @property
     def message(self) -> str:
@@ -60,6 +66,8 @@ class Outcome:
         record: dict[str, Any] = {"id": str(self.id), "bucket": self.bucket.value}
         if self.says_why:
             record.update(reason=self.reason, detail=self.detail, error_code=self.error_code)
+        if self.again_in_s is not None:
+            record["again_in_s"] = self.again_in_s
         return record
 
     @classmethod
@@ -70,6 +78,7 @@ class Outcome:
             reason=record.get("reason", ""),
             detail=record.get("detail", ""),
             error_code=record.get("error_code"),
+            again_in_s=record.get("again_in_s"),
         )
 
 
@@ -144,8 +153,14 @@ def deployment_outcomes(result: DeploymentExecutionResult) -> list[Outcome]:
         *(_said(d.id, OutcomeBucket.SUCCESS, result.reasons.get(d.id)) for d in result.successes),
         *(_said(e.deployment_info.id, OutcomeBucket.ERROR, e) for e in result.errors),
         *(Outcome(d.id, OutcomeBucket.SKIPPED) for d in result.skipped),
-        *(_said(d.id, OutcomeBucket.WAITING, result.reasons.get(d.id)) for d in result.waiting),
-    ]
+        *(replace(_said(d.id, OutcomeBucket.WAITING, result.reasons.get(d.id)),
+                  again_in_s=result.again_in_s.get(d.id)) for d in result.waiting),
+    ]  # fmt: skip
+
+
+def look_again_in_s(outcomes: Iterable[Outcome]) -> float | None:
+    """The soonest any waiting item asked to be looked at again (None: none asked)."""
+    return min((o.again_in_s for o in outcomes if o.again_in_s is not None), default=None)
 
 
 def host_outcomes(result: HostExecutionResult) -> list[Outcome]:

@@ -485,3 +485,31 @@ def _expected(n: int) -> tuple[Any, ...]:
     if n % 4 == 2:
         return "unhealthy", failure, ("healthy", "unhealthy", "error", failure["message"], 1)
     return "terminated", None, None
+
+
+def test_a_waiting_item_that_says_when_to_look_again_runs_its_phase_again_then(
+    adapters: Adapters, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sooner than its next tick: the run that closes sends the phase with that countdown;
+    a wait later than the tick leaves it to the tick. The time crosses Redis as it came."""
+    sent: list[tuple[str, float | None]] = []
+
+    def send_task(name: str, countdown: float | None = None, **_: object) -> None:
+        sent.append((name, countdown))
+
+    monkeypatch.setattr(app, "send_task", send_task)
+    catalog.create_scaling_group("sg1")
+    deployment = catalog.create_deployment(make_deployment())
+    phase = PHASES["deployments.rollout"]  # every second
+    for again_in_s in (0.4, 5.0):
+        token = adapters.phase_lock.acquire(phase.name, ttl_s=60)
+        assert token is not None
+        run = open_run(adapters.phase_store, phase.name, item_count=1, task_count=1,
+                       lock_token=token, deadline_s=60)  # fmt: skip
+        waiting = Outcome(deployment.id, OutcomeBucket.WAITING, again_in_s=again_in_s)
+        adapters.outcomes.save(run.id, [waiting], 60, part="t")
+        assert close_run(phase, adapters, run.id, [], PhaseRunState.RECOVERED) is not None
+    # (a waiting rollout's own follow-ups go at once, as before)
+    assert [(name, countdown) for name, countdown in sent if countdown is not None] == [
+        ("deployments.rollout", 0.4)
+    ]

@@ -48,6 +48,9 @@ class DeploymentExecutionResult:
     # Why a waiting deployment waits, or what a success did that is worth a history row
     # (by id), for its history and `deployment show`.
     reasons: dict[UUID, DeploymentExecutionError] = field(default_factory=dict)
+    # When to look again at a waiting one, where the executor knows (a canary's step
+    # ends then): the phase runs again then rather than at its next tick.
+    again_in_s: dict[UUID, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -178,6 +178,7 @@ class RolloutStep:
     progress: RolloutProgress | None = None  # where it stands, stored for the CLI
     weights: Mapping[UUID, float] = field(default_factory=dict)  # route -> its traffic ratio
     canary_step: int | None = None  # the canary step entered now (its clock restarts)
+    again_in_s: float | None = None  # a wait that ends then (a canary's hold, a promote delay)
 
     @property
     def acts(self) -> bool:

@@ -62,3 +62,5 @@ def sort_rollout(
                                                       error_code_of(failure)))  # fmt: skip
     else:
         result.waiting.append(deployment)  # in progress: the phase comes back to it
+        if step.again_in_s is not None:
+            result.again_in_s[deployment.id] = step.again_in_s

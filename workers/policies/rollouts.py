@@ -123,20 +123,31 @@ def _blue_green(state: RolloutState, progress: RolloutProgress) -> RolloutStep:
     old = [r for r in state.routes if r.revision == state.old_revision]
     summary = describe_progress(progress)
     if not state.promoted:
-        if len(new) < state.desired:
-            return RolloutStep(create=state.desired - len(new), create_in_traffic=False,
-                               summary=summary, progress=progress)  # fmt: skip
-        if _healthy(new) < state.desired or not _may_promote(state):
-            return RolloutStep(summary=summary, progress=progress)
-        return RolloutStep(
-            promote=True, drain=tuple(r.id for r in old), summary=summary, progress=progress
-        )
+        return _before_promotion(state, progress, new, old)
     if old:
         return RolloutStep(drain=tuple(r.id for r in old), summary=summary, progress=progress)
     if _healthy(new) >= state.desired and _judged(state):
         return RolloutStep(RolloutOutcome.FINISHED, summary=summary, progress=progress)
     # Promoted but short of healthy routes (one was evicted): replace it, in traffic.
     return RolloutStep(create=max(0, state.desired - len(new)), summary=summary, progress=progress)
+
+
+def _before_promotion(
+    state: RolloutState, progress: RolloutProgress, new: list[RouteData], old: list[RouteData]
+) -> RolloutStep:
+    """Blue-green: the new routes start out of traffic; once all are healthy (and the
+    promote delay passed, or an operator promoted), traffic switches and the old drain."""
+    summary = describe_progress(progress)
+    if len(new) < state.desired:
+        return RolloutStep(create=state.desired - len(new), create_in_traffic=False,
+                           summary=summary, progress=progress)  # fmt: skip
+    if _healthy(new) < state.desired:
+        return RolloutStep(summary=summary, progress=progress)
+    if not _may_promote(state):
+        return RolloutStep(summary=summary, progress=progress, again_in_s=_promote_in_s(state))
+    return RolloutStep(
+        promote=True, drain=tuple(r.id for r in old), summary=summary, progress=progress
+    )
 
 
 def _canary(state: RolloutState, progress: RolloutProgress) -> RolloutStep:
@@ -154,8 +165,10 @@ def _canary(state: RolloutState, progress: RolloutProgress) -> RolloutStep:
         return RolloutStep(summary=summary, progress=progress)
     step, entering = _canary_position(state)
     weights = _changed(_split(new, old, steps[step]), state.routes)
+    held_s = 0.0 if entering else state.step_for_s
     return RolloutStep(weights=weights, canary_step=step if entering else None,
-                       summary=summary, progress=progress)  # fmt: skip
+                       summary=summary, progress=progress,
+                       again_in_s=max(_hold(state) - held_s, 0.0) or None)  # fmt: skip
 
 
 def _canary_position(state: RolloutState) -> tuple[int, bool]:
@@ -237,6 +250,14 @@ def judge_traffic(state: RolloutState) -> str:
         return (f"p95 latency {new_p95:g} s over {ratio:g}x revision {state.old_revision}'s "
                 f"{old_p95:g} s ({new.requests} requests)")  # fmt: skip
     return ""
+
+
+def _promote_in_s(state: RolloutState) -> float | None:
+    """When the promote delay ends (None: it waits for an operator, or has ended)."""
+    healthy_for_s = state.all_new_healthy_for_s
+    if not state.spec.auto_promote or healthy_for_s is None:
+        return None
+    return max(state.spec.promote_delay_s - healthy_for_s, 0.0) or None
 
 
 def _may_promote(state: RolloutState) -> bool:

@@ -388,3 +388,19 @@ def test_a_steps_progress_reads_back_equal_from_its_stored_form() -> None:
     assert rolling is not None
     assert "step" not in rolling.to_json()
     assert RolloutProgress.from_json(rolling.to_json()) == rolling
+
+
+def test_a_wait_that_ends_at_a_known_time_says_when_to_look_again() -> None:
+    delayed = replace(BLUE_GREEN, promote_delay_s=30)
+    old, new = _routes(OLD, H, H, H), _routes(NEW, H, H, H)
+    waiting = plan_step(_state(old, new, spec=delayed, all_new_healthy_for_s=10.0))
+    assert (waiting.promote, waiting.again_in_s) == (False, 20.0)
+    by_hand = replace(BLUE_GREEN, auto_promote=False)  # an operator's: no time to name
+    assert plan_step(_state(old, new, spec=by_hand, all_new_healthy_for_s=10.0)).again_in_s is None
+    canary_old, canary_new = _routes(OLD, H, H), _weighted(_routes(NEW, H, H), 5.0)
+    judged = {OLD: _traffic(900, 0), NEW: _traffic(100, 0)}
+    holding = _state(canary_old, canary_new, spec=CANARY, desired=2, canary_step=0,
+                     step_for_s=12, traffic=judged)  # fmt: skip
+    assert plan_step(holding).again_in_s == CANARY.canary_interval_s - 12
+    entering = plan_step(replace(holding, step_for_s=CANARY.canary_interval_s + 1))
+    assert (entering.canary_step, entering.again_in_s) == (1, CANARY.canary_interval_s)

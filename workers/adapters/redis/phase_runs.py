@@ -258,7 +258,7 @@ _TOKEN_SEPARATORS = 2  # owner/run/random
 
 
 def _encoded(outcome: Outcome) -> str:
-    return json.dumps(outcome.to_json()) if outcome.says_why else outcome.bucket.value
+    return outcome.bucket.value if outcome.bare else json.dumps(outcome.to_json())
 
 
 def _decoded(item_id: str, record: str) -> Outcome:
