@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
+import time
 from uuid import uuid4
 
 import pytest
 import redis
 
+from tasks.feeds import Watcher
 from workers.adapters.redis.client import server_time_s
 from workers.adapters.redis.health import RedisHealthStore
 from workers.adapters.redis.keys import RedisKeys
+from workers.celery import app
+from workers.devtools.processes import wait_for
 from workers.domain import HealthCheckStatus
 from workers.errors import InfrastructureUnavailable
+from workers.phase_names import PhaseName
 
 
 def _write(client: redis.Redis, keys: RedisKeys, route_id: str, **fields: str) -> None:
@@ -210,3 +215,21 @@ def test_a_writer_that_announces_nothing_adds_nothing_to_the_feed(
 ) -> None:
     health_store.update_readiness({str(uuid4()): True})
     assert redis_client.exists(redis_keys.route_health_changes) == 0
+
+
+def test_a_feed_watcher_starts_its_phase_on_an_announcement_and_stops_when_told(
+    health_store: RedisHealthStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[str] = []
+    monkeypatch.setattr(app, "send_task", lambda name, **_: started.append(name))
+    watcher = Watcher(PhaseName.HEALTH_CHANGED, lambda: health_store).start()
+    try:
+        time.sleep(0.3)  # watching
+        health_store.update_readiness({str(uuid4()): True}, changed=["x"])
+        wait_for(lambda: list(started), lambda s: s == [PhaseName.HEALTH_CHANGED], timeout_s=5,
+                 what="the phase started by the watcher")  # fmt: skip
+    finally:
+        assert watcher.stop(), "the watcher thread is still running"
+    health_store.update_readiness({str(uuid4()): True}, changed=["y"])
+    time.sleep(0.5)
+    assert started == [PhaseName.HEALTH_CHANGED]  # stopped: nothing more
