@@ -304,7 +304,7 @@ def finish_run(results: list[list[dict[str, Any]]], phase_name: str, run_id: str
 
 @app.task(name="modelfleet.fail_run")
 def fail_run(
-    request: Any, exc: BaseException, traceback: Any, phase_name: str, run_id: str
+    request: Any, exc: BaseException, _traceback: Any, phase_name: str, run_id: str
 ) -> None:
     """Chord error callback: a header task raised; close the run as failed, apply nothing."""
     with phase_context(phase_name, run_id):

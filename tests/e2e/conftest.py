@@ -4,7 +4,6 @@ health checker by writing session rows and readiness, as those services would.""
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -172,10 +171,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
-
-
-def json_body(seen: Seen) -> Any:
-    return json.loads(seen.body) if seen.body else None
 
 
 @pytest.fixture

@@ -269,7 +269,6 @@ def show(cli: CliContext, ref: str, limit: int, as_json: bool) -> None:
                    ["terminated_at", "route_id", "exit_code", "last_output"])  # fmt: skip
 
 
-ROUTE_FIELDS = ["id", "revision", "status", "host_name", "health", "health_age_s"]
 SHOW_FIELDS = [
     "name",
     "id",

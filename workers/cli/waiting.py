@@ -24,9 +24,6 @@ class Deadline:
         self.timeout_s = timeout_s
         self._ends_at = time.monotonic() + timeout_s
 
-    def left_s(self) -> float:
-        return max(self._ends_at - time.monotonic(), 0.1)
-
     def pause(self, still: str, hint: str = "", pause_s: float = POLL_INTERVAL_S) -> None:
         """Sleep `pause_s`, or exit 1 saying what is `still` true when the time is up."""
         if time.monotonic() + pause_s > self._ends_at:

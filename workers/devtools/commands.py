@@ -91,7 +91,7 @@ def _live_view(system: dev_system.DevSystem) -> None:
             live.console.line()  # piped, the last frame ends without a line break
 
 
-def _interrupt(signum: int, frame: object) -> None:
+def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 

@@ -255,7 +255,7 @@ def main() -> None:
 def stop_on_sigterm(server: ThreadingHTTPServer) -> None:
     """SIGTERM ends `serve_forever` (from another thread: shutdown() waits for the loop)."""
 
-    def stop(signum: int, frame: Any) -> None:
+    def stop(_signum: int, _frame: Any) -> None:
         threading.Thread(target=server.shutdown, name="graceful-stop", daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)

@@ -115,10 +115,6 @@ class DeploymentInfo:
     idle_counts_from: datetime | None = field(default=None, compare=False)
 
     @property
-    def at_zero_by_idleness(self) -> bool:
-        return self.zeroed_from is not None
-
-    @property
     def target_replica_count(self) -> int:
         """The autoscaler's desired count when it has set one, else the manual count."""
         if self.desired_replica_count is not None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from workers.adapters.postgres.schema import autoscaling_rules, deployments, routes
+from workers.adapters.postgres.schema import deployments, routes
 from workers.domain import (
     AutoScalingRule,
     Comparator,
@@ -188,5 +188,3 @@ def rule_values(deployment_id: Any, rule: AutoScalingRule) -> dict[str, Any]:
         "last_triggered_at": rule.last_triggered_at,
     }
 
-
-RULE_COLUMNS = tuple(autoscaling_rules.c)

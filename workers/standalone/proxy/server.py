@@ -64,7 +64,7 @@ def _serve_many(make_proxy: ProxyFactory, listening: socket.socket, host: str, p
         child.start()
     log.info("proxy: %d workers on http://%s:%d", workers, host, port)
 
-    def stop(signum: int, _: FrameType | None) -> None:
+    def stop(_signum: int, _: FrameType | None) -> None:
         for child in children:
             if child.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
