@@ -187,4 +187,3 @@ def rule_values(deployment_id: Any, rule: AutoScalingRule) -> dict[str, Any]:
         "max_replicas": rule.max_replicas,
         "last_triggered_at": rule.last_triggered_at,
     }
-
