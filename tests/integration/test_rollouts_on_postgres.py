@@ -14,8 +14,9 @@ import sqlalchemy as sa
 from click.testing import Result
 
 from tests.factories import make_deployment, make_revision, make_route
-from workers.adapters.postgres.catalog import Catalog, RolloutStart
+from workers.adapters.postgres.catalog import Catalog
 from workers.adapters.postgres.deployment_repository import PostgresDeploymentRepository
+from workers.adapters.postgres.revision_records import RolloutStart
 from workers.adapters.postgres.schema import (
     deployment_history,
     deployment_revisions,

@@ -7,6 +7,7 @@ program (`workers.program`) adds those of the standalone components and the dev 
 from workers.cli import (
     autoscaling_rules,
     db,
+    deployment_show,
     deployments,
     hosts,
     phases,
@@ -21,6 +22,7 @@ from workers.cli.root import main, one_line
 __all__ = [
     "autoscaling_rules",
     "db",
+    "deployment_show",
     "deployments",
     "hosts",
     "main",

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from workers.adapters.postgres.catalog import RolloutStart
+from workers.adapters.postgres.revision_records import RolloutStart
 from workers.cli.deployments import deployment, start_deadline_option, with_rollout
 from workers.cli.output import done, emit, json_option, wide_option
 from workers.cli.params import FiniteFloat

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Mapping, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import replace
-from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
 
 from workers.adapters.postgres.engine import transaction
-from workers.adapters.postgres.rollouts import REVISION_COLUMNS, make_current
+from workers.adapters.postgres.operator_moves import OPERATOR_PHASE, operator_move
+from workers.adapters.postgres.revision_records import RolloutStart, create_revision, start_rollout
 from workers.adapters.postgres.rows import deployment_values, revision_values, rule_values
 from workers.adapters.postgres.schema import (
     autoscaling_rules,
@@ -27,7 +26,7 @@ from workers.adapters.postgres.schema import (
     routes,
     scaling_groups,
 )
-from workers.adapters.postgres.terms import TARGET_REPLICAS, traffic_status
+from workers.adapters.postgres.terms import traffic_status
 from workers.adapters.postgres.transitions import (
     apply_deployment_transitions,
     apply_host_transitions,
@@ -38,7 +37,6 @@ from workers.domain import (
     AutoScalingRule,
     DeploymentInfo,
     DeploymentLifecycle,
-    DeploymentTransition,
     HostStatus,
     HostTransition,
     OutcomeBucket,
@@ -47,7 +45,6 @@ from workers.domain import (
     RouteData,
     RouteStatus,
 )
-from workers.phase_names import OPERATOR
 
 PENDING, SCALING, READY, DEPLOYING = (
     DeploymentLifecycle.PENDING,
@@ -55,8 +52,6 @@ PENDING, SCALING, READY, DEPLOYING = (
     DeploymentLifecycle.READY,
     DeploymentLifecycle.DEPLOYING,
 )
-
-OPERATOR_PHASE = OPERATOR  # the `phase` of history rows written for a CLI command
 
 
 class Catalog:
@@ -95,7 +90,7 @@ class Catalog:
         """Destroyed at once, its routes terminated, without the phases (whose workers
         are gone): what `modelfleet dev` does to its demo in a database it did not create."""
         every = set(DeploymentLifecycle) - {DeploymentLifecycle.DESTROYED}
-        change = _operator_move(deployment_id, every, DeploymentLifecycle.DESTROYED, why)
+        change = operator_move(deployment_id, every, DeploymentLifecycle.DESTROYED, why)
         with transaction(self._engine) as conn:
             apply_deployment_transitions(conn, [change])
             conn.execute(
@@ -173,14 +168,14 @@ class Catalog:
                 _count_changed(conn, deployment_id, what)
             else:
                 apply_deployment_transitions(
-                    conn, [_operator_move(deployment_id, LIVE_LIFECYCLES, None, what)]
+                    conn, [operator_move(deployment_id, LIVE_LIFECYCLES, None, what)]
                 )
         return said
 
     def request_destroy(self, deployment_id: UUID) -> bool:
         """Move a live deployment to destroying; False if it is already on its way out."""
         destroying = DeploymentLifecycle.DESTROYING
-        change = _operator_move(deployment_id, LIVE_LIFECYCLES, destroying, "destroy")
+        change = operator_move(deployment_id, LIVE_LIFECYCLES, destroying, "destroy")
         with transaction(self._engine) as conn:
             return bool(apply_deployment_transitions(conn, [change]))
 
@@ -191,69 +186,15 @@ class Catalog:
         they change nothing. Revisions beyond the newest `keep` (and the current and
         deploying ones) are forgotten."""
         with transaction(self._engine) as conn:
-            deployment = conn.execute(
-                sa.select(deployments.c.current_revision, deployments.c.deploying_revision)
-                .where(deployments.c.id == deployment_id)
-                .with_for_update()
-            ).one()
-            base = _revision_row(conn, deployment_id, deployment.current_revision)
-            changed = sorted(name for name, value in changes.items() if base[name] != value)
-            if not changed:
-                return None
-            number = _next_revision_number(conn, deployment_id)
-            conn.execute(
-                deployment_revisions.insert().values(
-                    {**base, **changes, "number": number, "changed": changed}
-                )
-            )
-            kept = {deployment.current_revision, deployment.deploying_revision, number}
-            _forget_old_revisions(conn, deployment_id, keep, kept)
-        return number
+            return create_revision(conn, deployment_id, changes, keep)
 
     def start_rollout(
         self, deployment_id: UUID, revision: int, spec: RolloutSpec, what: str
     ) -> RolloutStart:
         """Move a ready (or scaling, or deploying: superseded) deployment to `revision`
-        with `spec`. At zero replicas (scaled to zero, or an operator's 0) nothing runs
-        to roll: the revision becomes current at once, and the next wake starts it."""
+        with `spec`; at zero replicas the revision is current at once (`start_rollout`)."""
         with transaction(self._engine) as conn:
-            target = conn.execute(
-                sa.select(_TARGET_REPLICAS, deployments.c.lifecycle)
-                .where(deployments.c.id == deployment_id)
-                .with_for_update()
-            ).one_or_none()
-            if target is not None and target[0] == 0 and target[1] != DEPLOYING.value:
-                return _current_at_zero(conn, deployment_id, revision, what)
-            change = _operator_move(deployment_id, {READY, SCALING, DEPLOYING}, DEPLOYING, what)
-            if not apply_deployment_transitions(conn, [change]):
-                return RolloutStart.REFUSED
-            conn.execute(
-                deployments.update()
-                .where(deployments.c.id == deployment_id)
-                .values(
-                    deploying_revision=revision,
-                    rollout_strategy=spec.strategy.value,
-                    rollout_max_surge=spec.max_surge,
-                    rollout_max_unavailable=spec.max_unavailable,
-                    rollout_promote_delay_s=spec.promote_delay_s,
-                    rollout_auto_promote=spec.auto_promote,
-                    rollout_failure_threshold=spec.failure_threshold,
-                    rollout_progress_deadline_s=spec.progress_deadline_s,
-                    rollout_desired=_TARGET_REPLICAS,
-                    rollout_started_at=sa.func.now(),
-                    rollout_all_new_healthy_at=None,
-                    rollout_promoted_at=None,
-                    rollout_promote_requested=False,
-                    rollout_canary_steps=",".join(str(step) for step in spec.canary_steps),
-                    rollout_canary_interval_s=spec.canary_interval_s,
-                    rollout_max_error_rate=spec.max_error_rate,
-                    rollout_min_requests=spec.min_requests,
-                    rollout_max_p95_latency_ratio=spec.max_p95_latency_ratio,
-                    rollout_step=None,
-                    rollout_step_started_at=None,
-                )
-            )
-        return RolloutStart.STARTED
+            return start_rollout(conn, deployment_id, revision, spec, what)
 
     def request_promote(self, deployment_id: UUID) -> bool:
         """Ask a blue-green rollout that waits for it to switch traffic, or a canary to skip
@@ -272,7 +213,7 @@ class Catalog:
                 deployments.update().where(waiting).values(rollout_promote_requested=True)
             ).rowcount
             if asked:
-                stay = _operator_move(deployment_id, {DEPLOYING}, None, "promote")
+                stay = operator_move(deployment_id, {DEPLOYING}, None, "promote")
                 apply_deployment_transitions(conn, [stay])
         return bool(asked)
 
@@ -333,96 +274,16 @@ def _count_changed(conn: sa.Connection, deployment_id: UUID, what: str) -> None:
     """An operator changed the replica count: a ready deployment scales now (history says
     so); one that is not ready reads the count when it gets there."""
     moved = apply_deployment_transitions(
-        conn, [_operator_move(deployment_id, {READY}, DeploymentLifecycle.SCALING, what)]
+        conn, [operator_move(deployment_id, {READY}, DeploymentLifecycle.SCALING, what)]
     )
     if not moved:
         apply_deployment_transitions(
-            conn, [_operator_move(deployment_id, {PENDING, SCALING, DEPLOYING}, None, what)]
+            conn, [operator_move(deployment_id, {PENDING, SCALING, DEPLOYING}, None, what)]
         )
 
 
 def _setting(value: Any) -> str:
     return "off" if value is None else f"{value:g}"
-
-
-class RolloutStart(StrEnum):
-    STARTED = "started"
-    CURRENT_AT_ZERO = "current at zero"  # nothing ran: the next wake starts it
-    REFUSED = "refused"  # its lifecycle allows no rollout now
-
-
-_TARGET_REPLICAS = TARGET_REPLICAS
-
-
-def _current_at_zero(
-    conn: sa.Connection, deployment_id: UUID, revision: int, what: str
-) -> RolloutStart:
-    """A deployment at zero takes `revision` as current without a rollout (its default
-    surge of 25 % of nothing was 0, and the rollout refused itself at once)."""
-    said = f"{what}: at zero, revision {revision} is current; the next wake starts it"
-    stay = _operator_move(deployment_id, {READY, SCALING}, None, said)
-    if not apply_deployment_transitions(conn, [replace(stay, explains=True)]):
-        return RolloutStart.REFUSED
-    make_current(conn, deployment_id, revision)
-    return RolloutStart.CURRENT_AT_ZERO
-
-
-def _operator_move(
-    deployment_id: UUID,
-    expected: AbstractSet[DeploymentLifecycle],
-    to: DeploymentLifecycle | None,
-    what: str,
-) -> DeploymentTransition:
-    """An operator's change with its history row (`to` None: the lifecycle stays)."""
-    return DeploymentTransition(
-        entity_id=deployment_id,
-        expected=frozenset(expected),
-        to_status=to,
-        phase=OPERATOR_PHASE,
-        result=OutcomeBucket.SUCCESS,
-        message=f"operator asked: {what}",
-    )
-
-
-def _revision_row(conn: sa.Connection, deployment_id: UUID, number: int) -> dict[str, Any]:
-    row = (
-        conn.execute(
-            sa.select(*(deployment_revisions.c[name] for name in REVISION_COLUMNS)).where(
-                deployment_revisions.c.deployment_id == deployment_id,
-                deployment_revisions.c.number == number,
-            )
-        )
-        .mappings()
-        .one()
-    )
-    return {"deployment_id": deployment_id, **row}
-
-
-def _next_revision_number(conn: sa.Connection, deployment_id: UUID) -> int:
-    highest = conn.execute(
-        sa.select(sa.func.max(deployment_revisions.c.number)).where(
-            deployment_revisions.c.deployment_id == deployment_id
-        )
-    ).scalar()
-    return int(highest or 0) + 1
-
-
-def _forget_old_revisions(
-    conn: sa.Connection, deployment_id: UUID, keep: int, kept: set[int | None]
-) -> None:
-    newest = (
-        sa.select(deployment_revisions.c.number)
-        .where(deployment_revisions.c.deployment_id == deployment_id)
-        .order_by(deployment_revisions.c.number.desc())
-        .limit(keep)
-    )
-    conn.execute(
-        deployment_revisions.delete().where(
-            deployment_revisions.c.deployment_id == deployment_id,
-            deployment_revisions.c.number.not_in(newest),
-            deployment_revisions.c.number.not_in([n for n in kept if n is not None]),
-        )
-    )
 
 
 def _route_values(route: RouteData) -> dict[str, Any]:

@@ -17,20 +17,14 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
-from workers.adapters.postgres import autoscaling, rollouts, zero
+from workers.adapters.postgres import autoscaling, rollouts, route_reads, zero
 from workers.adapters.postgres.autoscaling import MetricsSource
 from workers.adapters.postgres.bulk import any_of, unnest_rows
 from workers.adapters.postgres.engine import transaction
-from workers.adapters.postgres.phase_targets import (
-    HEALTH_CHECK_COLUMNS,
-    of_its_revision,
-    with_its_revision,
-)
 from workers.adapters.postgres.route_moves import insert_routes, take_out_of_service
 from workers.adapters.postgres.rows import (
     DEPLOYMENT_COLUMNS,
     deployment_from_row,
-    health_check_of,
     revision_from_row,
 )
 from workers.adapters.postgres.schema import (
@@ -40,7 +34,6 @@ from workers.adapters.postgres.schema import (
     scaling_groups,
     sessions,
 )
-from workers.adapters.postgres.terms import SESSION_HOST
 from workers.adapters.postgres.transitions import apply_deployment_transitions
 from workers.domain import (
     ACTIVE_ROUTE_STATUSES,
@@ -65,7 +58,6 @@ from workers.domain import (
     SessionId,
     SessionStatus,
     StartupProgress,
-    TrafficStatus,
 )
 from workers.errors import EndpointNotFound, NeverHealthy, NoHostAvailable, RevisionMissing
 from workers.phase_names import PhaseName
@@ -194,44 +186,8 @@ class PostgresDeploymentRepository:
         self, route_ids: AbstractSet[UUID]
     ) -> list[RouteDiscoveryData]:
         """Routes whose session runs and has an address; the others have nothing to scrape."""
-        query = (
-            sa.select(
-                routes.c.id,
-                routes.c.deployment_id,
-                deployments.c.name,
-                deployments.c.runtime_variant,
-                sessions.c.host,
-                sessions.c.port,
-                routes.c.revision,
-                SESSION_HOST.label("host_name"),
-                routes.c.traffic_ratio,
-            )
-            .join(sessions, sessions.c.id == routes.c.session_id)
-            .join(deployments, deployments.c.id == routes.c.deployment_id)
-            .where(
-                any_of(routes.c.id, route_ids),
-                routes.c.traffic_status == TrafficStatus.ACTIVE.value,  # standby routes wait
-                sessions.c.status == SessionStatus.RUNNING.value,
-                sessions.c.host.is_not(None),
-                sessions.c.port.is_not(None),
-            )
-            .order_by(routes.c.id)
-        )
         with transaction(self._engine) as conn:
-            return [
-                RouteDiscoveryData(
-                    route_id=row.id,
-                    endpoint_id=row.deployment_id,
-                    endpoint_name=row.name,
-                    host=row.host,
-                    port=row.port,
-                    runtime_variant=row.runtime_variant,
-                    revision=row.revision,
-                    host_name=row.host_name,
-                    traffic_ratio=row.traffic_ratio,
-                )
-                for row in conn.execute(query)
-            ]
+            return route_reads.discovery_info(conn, route_ids)
 
     def get_scaling_group_cleanup_configs(
         self, scaling_group_names: Sequence[str]
@@ -248,33 +204,10 @@ class PostgresDeploymentRepository:
             }
 
     def fetch_startup_progress(self, route_ids: AbstractSet[UUID]) -> dict[UUID, StartupProgress]:
-        """Seconds since each route's session started running (PostgreSQL's clock), and
-        the health budget of the revision it runs; routes without either are absent."""
-        started_for_s = sa.func.extract("epoch", sa.func.now() - sessions.c.started_at)
-        query = with_its_revision(
-            sa.select(
-                routes.c.id,
-                started_for_s.label("started_for_s"),
-                *(of_its_revision(name) for name in HEALTH_CHECK_COLUMNS),
-            )
-            .join(sessions, sessions.c.id == routes.c.session_id)
-            .join(deployments, deployments.c.id == routes.c.deployment_id)
-        ).where(
-            any_of(routes.c.id, route_ids),
-            sessions.c.status == SessionStatus.RUNNING.value,
-            sessions.c.started_at.is_not(None),
-        )
+        """Seconds since each route's session started running, and the health budget of
+        the revision it runs (`route_reads.startup_progress`)."""
         with transaction(self._engine) as conn:
-            rows = conn.execute(query).mappings().all()
-        return {
-            row["id"]: StartupProgress(
-                started_for_s=float(row["started_for_s"]),
-                budget_s=check.budget_s,
-                health_path=check.path,
-            )
-            for row in rows
-            if (check := health_check_of(row)) is not None
-        }
+            return route_reads.startup_progress(conn, route_ids)
 
     def note_conditions(self, notes: Mapping[UUID, Condition]) -> None:
         changes = [

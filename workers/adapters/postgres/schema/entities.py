@@ -1,19 +1,20 @@
-"""The tables, as SQLAlchemy Core metadata.
-
-Alembic migrations (`migrations/versions/`) create and change the real schema;
-this metadata is what the queries are written against, and a test checks the
-two agree.
-"""
+"""The tables of what the controller manages: scaling groups, deployments and their
+revisions, hosts, sessions, routes, autoscaling rules."""
 
 from __future__ import annotations
-
-from collections.abc import Iterable
-from enum import StrEnum
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
+from workers.adapters.postgres.schema.base import (
+    LIVE_SESSION_PREDICATE,
+    created_at_column,
+    metadata,
+    one_of,
+    revision_columns,
+    updated_at_column,
+    values_of,
+)
 from workers.domain import (
     HOST_INTENTS,
     Comparator,
@@ -24,64 +25,6 @@ from workers.domain import (
     SessionStatus,
     TrafficStatus,
 )
-from workers.phase_runs import PhaseRunState
-
-metadata = sa.MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
-
-TERMINAL_SESSION_STATUSES = tuple(s.value for s in SessionStatus if s.is_terminal)
-# A session that has not ended. Literal SQL on purpose: an ON CONFLICT that names
-# this partial index must repeat the predicate without bound parameters, or
-# PostgreSQL cannot match it once psycopg prepares the statement.
-LIVE_SESSION_PREDICATE = f"status NOT IN ({', '.join(repr(s) for s in TERMINAL_SESSION_STATUSES)})"
-
-
-def _one_of(column: str, values: Iterable[str], name: str) -> sa.CheckConstraint:
-    allowed = ", ".join(f"'{v}'" for v in values)
-    return sa.CheckConstraint(f"{column} IN ({allowed})", name=name)
-
-
-def _values(enum: type[StrEnum]) -> list[str]:
-    return [member.value for member in enum]
-
-
-def _revision_columns() -> list[sa.Column[Any]]:
-    """What a revision runs: image, command, environment, resources and health check."""
-    return [
-        sa.Column("image", sa.Text),
-        sa.Column("runtime_variant", sa.Text, nullable=False, server_default="custom"),
-        sa.Column("model_path", sa.Text, nullable=False, server_default="/models"),
-        sa.Column("resources", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
-        sa.Column("environ", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
-        sa.Column("startup_command", sa.Text),
-        # Health check of the revision's model server; no path means none is configured.
-        sa.Column("health_check_path", sa.Text),
-        sa.Column("health_check_interval_s", sa.Float, nullable=False, server_default="10"),
-        sa.Column("health_check_max_retries", sa.Integer, nullable=False, server_default="10"),
-        sa.Column("health_check_initial_delay_s", sa.Float, nullable=False, server_default="60"),
-        sa.Column("health_check_timeout_s", sa.Float, nullable=False, server_default="15"),
-        sa.Column("health_check_expected_status", sa.Integer, nullable=False, server_default="200"),
-    ]
-
-
-def _created_at() -> sa.Column[object]:
-    return sa.Column(
-        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    )
-
-
-def _updated_at() -> sa.Column[object]:
-    return sa.Column(
-        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    )
-
 
 scaling_groups = sa.Table(
     "scaling_groups",
@@ -96,7 +39,7 @@ scaling_groups = sa.Table(
         server_default=sa.text("ARRAY['unhealthy']::text[]"),
     ),
     sa.Column("environ", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
-    _created_at(),
+    created_at_column(),
 )
 
 deployments = sa.Table(
@@ -114,7 +57,7 @@ deployments = sa.Table(
     sa.Column("project", sa.Text),
     sa.Column("domain", sa.Text, nullable=False, server_default="default"),
     # A copy of the current revision; no image means there is nothing to run yet.
-    *_revision_columns(),
+    *revision_columns(),
     sa.Column("retry_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("drain_s", sa.Float, nullable=False, server_default="10"),
     sa.Column("current_revision", sa.Integer, nullable=False, server_default="1"),
@@ -164,10 +107,10 @@ deployments = sa.Table(
     sa.Column(
         "idle_counts_from", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
-    _created_at(),
-    _updated_at(),
+    created_at_column(),
+    updated_at_column(),
     sa.Column("destroyed_at", sa.DateTime(timezone=True)),
-    _one_of("lifecycle", _values(DeploymentLifecycle), "lifecycle"),
+    one_of("lifecycle", values_of(DeploymentLifecycle), "lifecycle"),
     sa.CheckConstraint("replica_count >= 0", name="replica_count"),
     sa.CheckConstraint("desired_replica_count >= 0", name="desired_replica_count"),
     sa.CheckConstraint("drain_s >= 0", name="drain_s"),
@@ -191,8 +134,8 @@ deployment_revisions = sa.Table(
         "deployment_id", UUID(as_uuid=True), sa.ForeignKey("deployments.id"), primary_key=True
     ),
     sa.Column("number", sa.Integer, primary_key=True),
-    _created_at(),
-    *_revision_columns(),
+    created_at_column(),
+    *revision_columns(),
     sa.Column("changed", JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
     sa.Column("failed_reason", sa.Text),  # why a rollout to it was rolled back
 )
@@ -229,8 +172,8 @@ hosts = sa.Table(
     sa.Column(
         "changed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
-    _one_of("status", _values(HostStatus), "status"),
-    _one_of("intent", sorted(s.value for s in HOST_INTENTS), "intent"),
+    one_of("status", values_of(HostStatus), "status"),
+    one_of("intent", sorted(s.value for s in HOST_INTENTS), "intent"),
     sa.CheckConstraint("slots >= 0", name="slots"),
 )
 
@@ -266,11 +209,11 @@ sessions = sa.Table(
     # and the last lines it wrote, for `deployment show`.
     sa.Column("exit_code", sa.Integer),
     sa.Column("last_output", sa.Text),
-    _created_at(),
-    _updated_at(),
+    created_at_column(),
+    updated_at_column(),
     sa.Column("started_at", sa.DateTime(timezone=True)),
     sa.Column("terminated_at", sa.DateTime(timezone=True)),
-    _one_of("status", _values(SessionStatus), "status"),
+    one_of("status", values_of(SessionStatus), "status"),
     # The guarantee that a repeated enqueue never starts a second model server.
     sa.Index(
         "uq_sessions_route_id_live",
@@ -301,14 +244,14 @@ routes = sa.Table(
         nullable=False,
         server_default=sa.func.now(),
     ),
-    _created_at(),
+    created_at_column(),
     sa.Column("error_data", JSONB),
     sa.Column("revision", sa.Integer),  # the deployment revision its session runs
     # When it first passed its health check (None: never yet).
     sa.Column("first_healthy_at", sa.DateTime(timezone=True)),
-    _one_of("status", _values(RouteStatus), "status"),
+    one_of("status", values_of(RouteStatus), "status"),
     # standby: a blue-green route kept out of traffic until its rollout is promoted.
-    _one_of("traffic_status", _values(TrafficStatus), "traffic_status"),
+    one_of("traffic_status", values_of(TrafficStatus), "traffic_status"),
     sa.Index("ix_routes_deployment_id_status", "deployment_id", "status"),
     sa.Index("ix_routes_status", "status"),
 )
@@ -327,9 +270,9 @@ autoscaling_rules = sa.Table(
     sa.Column("min_replicas", sa.Integer),
     sa.Column("max_replicas", sa.Integer),
     sa.Column("last_triggered_at", sa.DateTime(timezone=True)),
-    _created_at(),
-    _one_of("metric_source", _values(MetricSource), "metric_source"),
-    _one_of("comparator", _values(Comparator), "comparator"),
+    created_at_column(),
+    one_of("metric_source", values_of(MetricSource), "metric_source"),
+    one_of("comparator", values_of(Comparator), "comparator"),
     sa.CheckConstraint("step_size <> 0", name="step_size"),
     sa.CheckConstraint("cooldown_s >= 0", name="cooldown_s"),
     sa.CheckConstraint(
@@ -337,78 +280,4 @@ autoscaling_rules = sa.Table(
         name="bounds",
     ),
     sa.Index("ix_autoscaling_rules_deployment_id", "deployment_id"),
-)
-
-
-def _history_table(name: str, entity: str, parent: str, *extra: sa.Column[Any]) -> sa.Table:
-    return sa.Table(
-        name,
-        metadata,
-        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-        sa.Column(entity, UUID(as_uuid=True), sa.ForeignKey(f"{parent}.id"), nullable=False),
-        sa.Column("phase", sa.Text, nullable=False),
-        sa.Column("from_status", sa.Text),
-        sa.Column("to_status", sa.Text, nullable=False),
-        sa.Column("result", sa.Text, nullable=False),
-        sa.Column("error_code", sa.Text),
-        sa.Column("message", sa.Text, nullable=False, server_default=""),
-        sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
-        _created_at(),
-        _updated_at(),
-        *extra,
-        sa.Index(f"ix_{name}_{entity}", entity, sa.text("id DESC")),
-    )
-
-
-deployment_history = _history_table("deployment_history", "deployment_id", "deployments")
-host_history = _history_table("host_history", "host_id", "hosts")
-route_history = _history_table(
-    "route_history",
-    "route_id",
-    "routes",
-    # An error that counts against the route's revision (`StatusTransition.revision_failure`).
-    sa.Column("revision_failure", sa.Boolean, nullable=False, server_default=sa.false()),
-)
-
-
-phase_runs = sa.Table(
-    "phase_runs",
-    metadata,
-    sa.Column("id", UUID(as_uuid=True), primary_key=True),
-    sa.Column("phase", sa.Text, nullable=False),
-    sa.Column("state", sa.Text, nullable=False, server_default=PhaseRunState.RUNNING.value),
-    sa.Column(
-        "started_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    ),
-    sa.Column("deadline_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("finished_at", sa.DateTime(timezone=True)),
-    sa.Column("duration_s", sa.Float),
-    sa.Column("item_count", sa.Integer, nullable=False),
-    sa.Column("task_count", sa.Integer, nullable=False),
-    sa.Column("success_count", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("error_count", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("stale_count", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("skipped_count", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("waiting_count", sa.Integer, nullable=False, server_default="0"),
-    # Items no outcome was stored for (a recovered run): they stay where they are.
-    sa.Column("missing_count", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("transition_count", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("lock_token", sa.Text, nullable=False),
-    sa.Column("error", sa.Text),  # why a run failed
-    # The first error outcomes, for `modelfleet status` and `phase run` to show.
-    sa.Column("error_samples", JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
-    _one_of("state", _values(PhaseRunState), "state"),
-    sa.Index("ix_phase_runs_phase_started_at", "phase", sa.text("started_at DESC")),
-    sa.Index(
-        "ix_phase_runs_running_deadline_at",
-        "deadline_at",
-        postgresql_where=sa.text("state = 'running'"),
-    ),
-    # The guard that no phase ever runs twice at once, whatever happened to its Redis lock.
-    sa.Index(
-        "uq_phase_runs_phase_running",
-        "phase",
-        unique=True,
-        postgresql_where=sa.text("state = 'running'"),
-    ),
 )
