@@ -16,7 +16,13 @@ from workers.cli.output import (
     wide_option,
 )
 from workers.cli.params import FiniteFloat
-from workers.cli.revision_options import environ_pairs, health_check, health_options
+from workers.cli.revision_options import (
+    environ_pairs,
+    health_check,
+    health_options,
+    resource_options,
+    resource_request,
+)
 from workers.cli.root import CliContext, bad_input, find_deployment, main, reported_failures
 from workers.cli.waiting import Deadline, wait_until
 from workers.cli.watching import show_or_watch, watch_option
@@ -24,6 +30,7 @@ from workers.domain import (
     DeploymentInfo,
     DeploymentLifecycle,
     ModelRevision,
+    ResourceRequest,
     RolloutProgress,
 )
 from workers.inputs import name_problem
@@ -77,6 +84,7 @@ SCALE_TO_ZERO_HELP = (
 @click.option("--env", "env_pairs", multiple=True, help="NAME=VALUE for the server (repeatable).")
 @click.option("--health-path", help="HTTP path the prober checks (none: no health check).")
 @health_options(with_defaults=True)
+@resource_options
 @click.option("--public", is_flag=True, help="Open the endpoint without a token.")
 @click.option(
     "--drain-s",
@@ -97,6 +105,7 @@ def create(cli: CliContext, /, name: str, resource_group: str, **options: Any) -
         bad_input("NAME", problem)
     check_replicas(cli, "--replicas", options["replicas"])
     health = health_check(options["health_path"], options) if options["health_path"] else None
+    request = resource_request(options) or ResourceRequest()
     revision = ModelRevision(
         image=options["image"],
         runtime_variant=options["runtime_variant"],
@@ -104,6 +113,7 @@ def create(cli: CliContext, /, name: str, resource_group: str, **options: Any) -
         startup_command=options["startup_command"],
         environ=environ_pairs(options["env_pairs"]),
         health_check=health,
+        resources=request.to_resources(),
     )
     new = DeploymentInfo(
         id=uuid.uuid4(),

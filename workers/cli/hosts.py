@@ -1,4 +1,4 @@
-"""`modelfleet host list | cordon | uncordon | drain`: the machines sessions run on."""
+"""`modelfleet host list | show | cordon | uncordon | drain`: the machines sessions run on."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ from typing import Any
 
 import click
 
-from workers.cli.output import done, emit, json_option, wide_option
+from workers.cli.output import (
+    done,
+    emit,
+    emit_json,
+    emit_records,
+    emit_table,
+    json_option,
+    wide_option,
+)
 from workers.cli.params import FiniteFloat
 from workers.cli.root import CliContext, bad_input, main, reported_failures
 from workers.cli.waiting import Deadline, wait_until
@@ -44,17 +52,55 @@ def _list(cli: CliContext, wide: bool, as_json: bool) -> None:
     emit(
         "hosts",
         shown,
-        ["name", "address", "status", "sessions", "heartbeat", "reason"],
-        wide=["intent", "registered_at", "changed_at"] if wide else None,
+        ["name", "address", "status", "sessions", "gpus", "heartbeat", "reason"],
+        wide=["intent", "cpus", "memory_gib", "registered_at", "changed_at"] if wide else None,
         as_json=as_json,
     )
 
 
 def _shown(row: dict[str, Any]) -> dict[str, Any]:
-    """A table row: SESSIONS as running/slots ("-": no limit), HEARTBEAT as its age in s."""
+    """A table row: SESSIONS as running/slots ("-": no limit), GPUS as used/total (a
+    device counts as used once anything holds it), HEARTBEAT as its age in s."""
     slots = row["slots"] or "-"
-    return {**row, "sessions": f"{row['sessions']}/{slots}", "heartbeat": row["heartbeat_age_s"],
-            "reason": row["condition"] or ""}  # fmt: skip
+    gpus = f"{row['gpus_used']}/{row['gpus_total']}" if row["gpus_total"] else "-"
+    return {**row, "sessions": f"{row['sessions']}/{slots}", "gpus": gpus,
+            "heartbeat": row["heartbeat_age_s"], "reason": row["condition"] or ""}  # fmt: skip
+
+
+@host.command("show")
+@click.argument("name")
+@json_option
+@click.pass_obj
+def show(cli: CliContext, name: str, as_json: bool) -> None:
+    """A host and each of its devices, with what is allocated on it (deployment, route,
+    GiB): where the room went."""
+    with reported_failures("host show"):
+        found = [row for row in cli.reports.hosts() if row["name"] == name]
+        if not found:
+            bad_input("NAME", f"no host named {name!r}")
+        devices = cli.reports.host_devices(name)
+    if as_json:
+        emit_json({**found[0], "devices": _by_device(devices)})
+        return
+    emit_records(f"host {name}", [_shown(found[0])],
+                 ["name", "address", "status", "sessions", "gpus", "cpus", "memory_gib",
+                  "heartbeat", "reason"])  # fmt: skip
+    emit_table("devices", devices,
+               ["index", "model", "memory_gib", "deployment", "route_id", "held_gib"])  # fmt: skip
+
+
+def _by_device(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each device once, with the list of what holds it."""
+    devices: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        device = devices.setdefault(row["index"], {
+            "index": row["index"], "uuid": row["uuid"], "model": row["model"],
+            "memory_gib": row["memory_gib"], "allocated": []})  # fmt: skip
+        if row["route_id"] is not None:
+            device["allocated"].append({"deployment": row["deployment"],
+                                        "route_id": row["route_id"],
+                                        "gib": row["held_gib"]})  # fmt: skip
+    return list(devices.values())
 
 
 @host.command("cordon")

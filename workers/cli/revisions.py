@@ -16,10 +16,16 @@ from workers.adapters.postgres.revision_records import RolloutStart
 from workers.cli.deployments import deployment, start_deadline_option, with_rollout
 from workers.cli.output import done, emit, json_option, wide_option
 from workers.cli.params import FiniteFloat
-from workers.cli.revision_options import HEALTH_OPTIONS, environ_pairs, health_options
+from workers.cli.revision_options import (
+    HEALTH_OPTIONS,
+    environ_pairs,
+    health_options,
+    resource_options,
+    resource_request,
+)
 from workers.cli.root import CliContext, bad_input, find_deployment, reported_failures
 from workers.cli.waiting import Deadline, wait_until
-from workers.domain import RolloutSpec, RolloutStrategy
+from workers.domain import ResourceRequest, RolloutSpec, RolloutStrategy
 from workers.policies.rollout_specs import SpecError, check_spec, parse_steps
 
 WAIT_POLL_S = 0.5
@@ -127,6 +133,7 @@ def rollout_options(command: Any) -> Any:
 @click.option("--model-path")
 @click.option("--health-path", help="HTTP path the prober checks.")
 @health_options(with_defaults=False)
+@resource_options
 @start_deadline_option
 @rollout_options
 @click.pass_obj
@@ -254,6 +261,9 @@ def _changes(cli: CliContext, found: dict[str, Any], options: dict[str, Any]) ->
     for option, field, _, _ in HEALTH_OPTIONS:
         if options[option] is not None:
             changes[f"health_check_{field}"] = options[option]
+    current_request = ResourceRequest.from_resources(current["resources"])
+    if (request := resource_request(options, current_request)) is not None:
+        changes["resources"] = request.to_resources()
     return changes
 
 

@@ -32,6 +32,7 @@ from workers.domain.entities import (
     StartupProgress,
 )
 from workers.domain.hosts import ControllerView, HostInfo, HostRoute, ProbeReach
+from workers.domain.resources import Allocation, Device, PlacementMode, ResourceRequest
 from workers.domain.results import (
     DeploymentExecutionError,
     DeploymentExecutionResult,
@@ -75,6 +76,7 @@ __all__ = [
     "HOST_INTENTS",
     "LIVE_LIFECYCLES",
     "REVISION_VARIABLE",
+    "Allocation",
     "AutoScalingMetricsData",
     "AutoScalingRule",
     "CanaryPosition",
@@ -88,6 +90,7 @@ __all__ = [
     "DeploymentInfo",
     "DeploymentLifecycle",
     "DeploymentTransition",
+    "Device",
     "EndpointMode",
     "EndpointState",
     "EntityKind",
@@ -104,7 +107,9 @@ __all__ = [
     "ModelRevision",
     "ModelServiceMetadata",
     "OutcomeBucket",
+    "PlacementMode",
     "ProbeReach",
+    "ResourceRequest",
     "RevisionFailures",
     "RolloutOutcome",
     "RolloutProgress",

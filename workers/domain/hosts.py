@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
+from workers.domain.resources import Device
 from workers.domain.statuses import HostStatus
 
 
@@ -29,6 +30,15 @@ class HostInfo:
     condition: str | None = None  # why it is not simply ready, for people
     # Probes of its replicas get no answer at all while it heartbeats: no new session there.
     probes_failing: bool = False
+    # Its accelerators, and the GiB its live sessions hold on each (by index).
+    devices: tuple[Device, ...] = ()
+    device_used_gib: Mapping[int, float] = field(default_factory=dict)
+    cpus: float = 0.0  # 0: not reported (no limit)
+    memory_gib: float = 0.0
+    cpus_used: float = 0.0
+    memory_used_gib: float = 0.0
+    # Deployments with a replica moving off it: none of theirs is placed here meanwhile.
+    moving_off: frozenset[UUID] = frozenset()
 
     @property
     def takes_sessions(self) -> bool:

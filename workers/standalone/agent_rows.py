@@ -7,6 +7,8 @@ write only; the agent tries again at its next pass.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,13 +18,18 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from workers.adapters.postgres.engine import transaction
-from workers.adapters.postgres.hosts import restore_to_intent
+from workers.adapters.postgres.hosts import give_up_sessions, restore_to_intent
 from workers.adapters.postgres.schema import TERMINAL_SESSION_STATUSES, hosts, sessions
-from workers.domain import HostStatus, SessionStatus
+from workers.adapters.postgres.terms import LIVE_SESSION, SESSION_HOST
+from workers.domain import Device, HostStatus, SessionStatus
 from workers.phase_names import AGENT
+from workers.standalone.gpus import Machine
 from workers.standalone.process_identity import ProcessIdentity
 
 CLAIM_BATCH = 16
+# What starting a session needs: its spec and the devices it was given.
+_TO_START = (sessions.c.id, sessions.c.spec, sessions.c.gpu_devices, sessions.c.gpu_gib)
+log = logging.getLogger(__name__)
 _PREPARING, _RUNNING = SessionStatus.PREPARING.value, SessionStatus.RUNNING.value
 
 
@@ -35,6 +42,8 @@ class SessionProcess:
     identity: ProcessIdentity | None  # None: not recorded (started by an older agent)
     port: int | None = None
     spec: dict[str, Any] | None = None
+    gpu_devices: tuple[int, ...] = ()  # the devices placement gave it
+    gpu_gib: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -42,19 +51,47 @@ class AgentRows:
     engine: sa.Engine
     name: str
 
-    def register(self, address: str, slots: int) -> str:
+    def register(self, address: str, slots: int, machine: Machine | None = None) -> str:
         """The host row: a new host is ready; a known one keeps its status and intent and
-        gets this address and slots. Its heartbeat is the heartbeat's to write."""
+        gets this address, slots and resources (read again at every start: a device gone
+        since, and the sessions it held are given up and replaced elsewhere). Its heartbeat
+        is the heartbeat's to write."""
+        machine = machine or Machine((), 0.0, 0.0)
+        reported = {"address": address, "slots": slots, "cpus": machine.cpus,
+                    "memory_gib": machine.memory_gib,
+                    "devices": [d.to_json() for d in machine.devices]}  # fmt: skip
         statement = (
             insert(hosts)
-            .values(id=uuid4(), name=self.name, address=address, slots=slots)
-            .on_conflict_do_update(
-                index_elements=[hosts.c.name], set_={"address": address, "slots": slots}
-            )
+            .values(id=uuid4(), name=self.name, **reported)
+            .on_conflict_do_update(index_elements=[hosts.c.name], set_=reported)
             .returning(hosts.c.status)
         )
         with transaction(self.engine) as conn:
-            return str(conn.execute(statement).scalar_one())
+            status = str(conn.execute(statement).scalar_one())
+            self._give_up_unfit(conn, machine.devices)
+        return status
+
+    def _give_up_unfit(self, conn: sa.Connection, devices: Sequence[Device]) -> None:
+        """Live sessions holding a device this host no longer has, or more of one than it
+        now has, are given up (their routes replaced elsewhere)."""
+        memory = {d.index: d.memory_gib for d in devices}
+        held = conn.execute(
+            sa.select(sessions.c.id, sessions.c.gpu_devices, sessions.c.gpu_gib).where(
+                SESSION_HOST.in_([self.name]), LIVE_SESSION, sessions.c.gpu_devices.is_not(None)
+            )
+        ).all()
+        used: dict[int, float] = {}
+        unfit = []
+        for session_id, indices, gib in held:
+            for index in indices:
+                used[index] = used.get(index, 0.0) + gib
+            if any(i not in memory or used[i] > memory[i] + 1e-6 for i in indices):
+                unfit.append(session_id)
+        if unfit:
+            why = f"its GPU is gone from host {self.name} (devices read again at its start)"
+            log.warning("host %s: %d sessions hold devices it no longer has: given up",
+                        self.name, len(unfit))  # fmt: skip
+            give_up_sessions(conn, sessions.c.id.in_(unfit), why, AGENT, "device_gone")
 
     def host_status(self) -> str:
         with transaction(self.engine) as conn:
@@ -84,20 +121,20 @@ class AgentRows:
             sessions.update()
             .where(sessions.c.id.in_(waiting))
             .values(status=_PREPARING, runner=self.name, updated_at=sa.func.now())
-            .returning(sessions.c.id, sessions.c.spec)
+            .returning(*_TO_START)
         )
         with transaction(self.engine) as conn:
-            return [SessionProcess(r.id, None, None, spec=r.spec) for r in conn.execute(claim)]
+            return [_to_start(row) for row in conn.execute(claim)]
 
     def preparing(self) -> list[SessionProcess]:
         """This agent's claims not recorded as started yet."""
-        query = sa.select(sessions.c.id, sessions.c.spec).where(
+        query = sa.select(*_TO_START).where(
             sessions.c.runner == self.name,
             sessions.c.status == _PREPARING,
             sessions.c.pid.is_(None),
         )
         with transaction(self.engine) as conn:
-            return [SessionProcess(r.id, None, None, spec=r.spec) for r in conn.execute(query)]
+            return [_to_start(row) for row in conn.execute(query)]
 
     def record_started(self, session_id: UUID, address: str, port: int,
                        identity: ProcessIdentity) -> None:  # fmt: skip
@@ -183,3 +220,9 @@ def _process(row: Any) -> SessionProcess:
     if row.pid is not None and row.process_started_ticks is not None:
         identity = ProcessIdentity(row.pid, row.process_started_ticks, row.boot_id or "")
     return SessionProcess(row.id, row.pid, identity, row.port)
+
+
+def _to_start(row: Any) -> SessionProcess:
+    devices = tuple(row.gpu_devices or ())
+    return SessionProcess(row.id, None, None, spec=row.spec, gpu_devices=devices,
+                          gpu_gib=row.gpu_gib)  # fmt: skip

@@ -24,6 +24,7 @@ from workers.cli.params import FiniteFloat
 from workers.cli.root import CliContext, bad_input, log_level_option, main, reported_failures
 from workers.inputs import host_name_problem, token_problem
 from workers.standalone.collector import MetricsCollector
+from workers.standalone.gpus import Declared
 from workers.standalone.heartbeat import Heartbeat
 from workers.standalone.prober import HealthProber
 from workers.standalone.proxy.server import ProxyFactory, serve
@@ -62,6 +63,17 @@ from workers.standalone.runner import SessionRunner
     show_default=True,
     help="The most sessions this host may run; 0: no limit.",
 )
+@click.option(
+    "--gpus",
+    type=click.IntRange(min=1, max=64),
+    help="Declare this many identical GPUs (else they are read from nvidia-smi, if any).",
+)
+@click.option(
+    "--gpu-memory-gib",
+    type=FiniteFloat(min=0.1),
+    help="The memory of each declared GPU, in GiB (with --gpus).",
+)
+@click.option("--gpu-model", help="The model name of the declared GPUs (with --gpus).")
 @click.pass_obj
 def runner(cli: CliContext, /, **options: Any) -> None:
     """The host agent: register this host, keep it alive, run the sessions placed on it.
@@ -72,6 +84,7 @@ def runner(cli: CliContext, /, **options: Any) -> None:
     name = options["name"]
     if (problem := host_name_problem(name)) is not None:
         bad_input("--name", problem)
+    declared = _declared_gpus(options)
     engine = create_agent_engine(cli.settings.database_url)
     heartbeat = Heartbeat(
         engine=engine,
@@ -87,8 +100,21 @@ def runner(cli: CliContext, /, **options: Any) -> None:
         grace_s=options["grace_s"],
         log_dir=Path(options["log_dir"]) if options["log_dir"] else None,
         slots=options["slots"],
+        declared=declared,
         heartbeat=heartbeat,
     ).run_forever(options["interval_s"])
+
+
+def _declared_gpus(options: dict[str, Any]) -> Declared | None:
+    """--gpus N --gpu-memory-gib X [--gpu-model NAME], all or none of the first two."""
+    count, memory_gib, model = options["gpus"], options["gpu_memory_gib"], options["gpu_model"]
+    if count is None:
+        if memory_gib is not None or model is not None:
+            bad_input("--gpus", "needed with --gpu-memory-gib and --gpu-model")
+        return None
+    if memory_gib is None:
+        bad_input("--gpu-memory-gib", "needed with --gpus: each GPU's memory in GiB")
+    return Declared(count, memory_gib, model or "declared GPU")
 
 
 @main.command()

@@ -47,6 +47,7 @@ import sqlalchemy as sa
 from workers.domain import HostStatus
 from workers.errors import InfrastructureUnavailable
 from workers.standalone.agent_rows import AgentRows, SessionProcess
+from workers.standalone.gpus import Declared, session_environ, this_machine
 from workers.standalone.heartbeat import Heartbeat
 from workers.standalone.loop import repeat
 from workers.standalone.machine import BIND_HOST_VARIABLE, PORT_VARIABLE, free_port
@@ -86,6 +87,7 @@ class SessionRunner:
     grace_s: float = 5.0
     log_dir: Path | None = None  # each session's output goes to {log_dir}/{session id}.log
     slots: int = 0  # the most sessions this host may run; 0: no limit
+    declared: Declared | None = None  # its GPUs as an operator declared them (else detected)
     heartbeat: Heartbeat | None = None  # started by run_forever, once the host is registered
     _children: dict[UUID, subprocess.Popen[bytes]] = field(default_factory=dict)
     _signalled: dict[UUID, float] = field(default_factory=dict)
@@ -99,9 +101,11 @@ class SessionRunner:
         return AgentRows(self.engine, self.name)
 
     def register(self) -> None:
-        self._status = self.rows.register(self.host, self.slots)
-        log.info("host %s: registered at %s (%s, slots %s)", self.name, self.host,
-                 self._status, self.slots or "no limit")  # fmt: skip
+        machine = this_machine(self.name, self.declared)
+        self._status = self.rows.register(self.host, self.slots, machine)
+        log.info("host %s: registered at %s (%s, slots %s, %d GPUs, %g cores, %g GiB)",
+                 self.name, self.host, self._status, self.slots or "no limit",
+                 len(machine.devices), machine.cpus, machine.memory_gib)  # fmt: skip
 
     def tick(self) -> None:
         fencing = self.fence()
@@ -166,12 +170,12 @@ class SessionRunner:
             if started is not None:
                 self._record(process.session_id, started)
             elif process.session_id not in self._children:
-                self._start(process.session_id, process.spec or {})
+                self._start(process)
 
     def start_pending(self) -> int:
         claimed = self.rows.claim()
         for process in claimed:
-            self._start(process.session_id, process.spec or {})
+            self._start(process)
         return len(claimed)
 
     def reap_exited(self) -> None:
@@ -213,12 +217,14 @@ class SessionRunner:
         late = time.monotonic() - first > self.grace_s
         _signal_group(process.pid, signal.SIGKILL if late else signal.SIGTERM)
 
-    def _start(self, session_id: UUID, spec: dict[str, Any]) -> None:
-        port = free_port()
+    def _start(self, process: SessionProcess) -> None:
+        session_id, spec, port = process.session_id, process.spec or {}, free_port()
         argv = shlex.split(spec.get("startup_command") or DEFAULT_COMMAND)
         if argv and argv[0] == "python":
             argv[0] = sys.executable  # the demo's command runs on this interpreter
-        environ = {**os.environ, **spec.get("environ", {}), PORT_VARIABLE: str(port),
+        shared = "gpu_memory_gib" in spec.get("resources", {})
+        devices = session_environ(process.gpu_devices, process.gpu_gib if shared else None)
+        environ = {**os.environ, **spec.get("environ", {}), **devices, PORT_VARIABLE: str(port),
                    SESSION_VARIABLE: str(session_id)}  # fmt: skip
         if self.host not in {"127.0.0.1", "localhost"}:
             environ[BIND_HOST_VARIABLE] = "0.0.0.0"  # reached from other hosts

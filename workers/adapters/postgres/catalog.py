@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -40,6 +40,7 @@ from workers.domain import (
     HostStatus,
     HostTransition,
     OutcomeBucket,
+    PlacementMode,
     RolloutSpec,
     RolloutStrategy,
     RouteData,
@@ -54,28 +55,50 @@ PENDING, SCALING, READY, DEPLOYING = (
 )
 
 
+class GroupOptions(TypedDict, total=False):
+    """What a new scaling group may be given (anything left out: its default)."""
+
+    app_proxy_addr: str | None
+    app_proxy_api_token: str | None
+    cleanup_statuses: Collection[RouteStatus]  # default: unhealthy
+    environ: Mapping[str, str] | None
+    placement: PlacementMode  # default: spread
+    rebalance: bool  # default: on
+
+
 class Catalog:
     def __init__(self, *, engine: sa.Engine) -> None:
         self._engine = engine
 
-    def create_scaling_group(
-        self,
-        name: str,
-        *,
-        app_proxy_addr: str | None = None,
-        app_proxy_api_token: str | None = None,
-        cleanup_statuses: Collection[RouteStatus] = (RouteStatus.UNHEALTHY,),
-        environ: Mapping[str, str] | None = None,
-    ) -> None:
+    def create_scaling_group(self, name: str, **options: Unpack[GroupOptions]) -> None:
+        cleanup = options.get("cleanup_statuses", (RouteStatus.UNHEALTHY,))
         values = {
             "name": name,
-            "app_proxy_addr": app_proxy_addr,
-            "app_proxy_api_token": app_proxy_api_token,
-            "route_cleanup_statuses": sorted(s.value for s in cleanup_statuses),
-            "environ": dict(environ or {}),
+            "app_proxy_addr": options.get("app_proxy_addr"),
+            "app_proxy_api_token": options.get("app_proxy_api_token"),
+            "route_cleanup_statuses": sorted(s.value for s in cleanup),
+            "environ": dict(options.get("environ") or {}),
+            "placement": options.get("placement", PlacementMode.SPREAD).value,
+            "rebalance": options.get("rebalance", True),
         }
         with transaction(self._engine) as conn:
             conn.execute(scaling_groups.insert().values(values))
+
+    def set_placement(
+        self, name: str, placement: PlacementMode | None, rebalance: bool | None
+    ) -> bool:
+        """How a group places and rebalances its replicas from now on; False: no such group."""
+        values = {"placement": placement and placement.value, "rebalance": rebalance}
+        changes = {column: value for column, value in values.items() if value is not None}
+        with transaction(self._engine) as conn:
+            if not changes:
+                found = conn.execute(sa.select(scaling_groups.c.name).where(
+                    scaling_groups.c.name == name)).first()  # fmt: skip
+                return found is not None
+            updated = conn.execute(
+                scaling_groups.update().where(scaling_groups.c.name == name).values(changes)
+            )
+        return bool(updated.rowcount)
 
     def point_at_app_proxy(self, group: str, *, addr: str, api_token: str) -> None:
         """Give an existing group another app proxy (a new `modelfleet dev` run's)."""

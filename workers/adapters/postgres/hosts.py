@@ -7,7 +7,6 @@ the one whose agent claimed it (`runner`).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Collection, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -17,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from workers.adapters.postgres.engine import transaction
+from workers.adapters.postgres.host_loads import host_loads
 from workers.adapters.postgres.route_moves import take_out_of_service
 from workers.adapters.postgres.schema import (
     controller_watch,
@@ -53,59 +53,22 @@ _ACTIVE = [s.value for s in ACTIVE_ROUTE_STATUSES]
 _GIVEN_UP = [*_ACTIVE, RouteStatus.DRAINING.value, RouteStatus.TERMINATING.value]
 
 
-def host_columns() -> list[sa.ColumnElement[Any]]:
-    """A host's row, with its heartbeat's age by the database clock."""
-    age = sa.func.extract("epoch", sa.func.now() - hosts.c.last_heartbeat_at)
-    return [*hosts.c, age.label("heartbeat_age_s")]
-
-
-def host_from_row(row: sa.RowMapping, load: dict[UUID, int] | None = None) -> HostInfo:
-    load = load or {}
-    return HostInfo(
-        id=row["id"],
-        name=row["name"],
-        address=row["address"],
-        status=HostStatus(row["status"]),
-        slots=row["slots"],
-        heartbeat_age_s=float(row["heartbeat_age_s"]),
-        sessions=sum(load.values()),
-        per_deployment=load,
-        changed_at=row["changed_at"],
-        intent=HostStatus(row["intent"]),
-        condition=row["condition"],
-        probes_failing=row["probes_failing_since"] is not None,
-    )
-
-
-def host_loads(conn: sa.Connection, *, lock: bool = False) -> list[HostInfo]:
-    """Every host with its live sessions per deployment; `lock` holds the host rows for
-    this transaction, so that placements made at the same time see each other."""
-    query = sa.select(*host_columns()).order_by(hosts.c.name)
-    if lock:
-        query = query.with_for_update(of=hosts)
-    found = list(conn.execute(query).mappings())
-    if not found:
-        return []
-    per_host: dict[str, dict[UUID, int]] = defaultdict(dict)
-    counted = (
-        sa.select(SESSION_HOST.label("host"), routes.c.deployment_id, sa.func.count())
-        .join(routes, routes.c.id == sessions.c.route_id)
-        .where(_LIVE, SESSION_HOST.is_not(None))
-        .group_by(SESSION_HOST, routes.c.deployment_id)
-    )
-    for host, deployment_id, count in conn.execute(counted):
-        per_host[host][deployment_id] = count
-    return [host_from_row(row, per_host.get(row["name"])) for row in found]
-
-
 def give_up_sessions_of(conn: sa.Connection, names: Collection[str], why: str) -> int:
     """A lost host's live sessions become LOST and their routes terminated at once (out of
     service discovery at the next sync, no drain: nothing on it is trusted; the route's
     deployment gets a replacement). Returns how many routes were given up."""
-    on_them = sa.and_(SESSION_HOST.in_(list(names)), _LIVE)
+    return give_up_sessions(conn, SESSION_HOST.in_(list(names)), why, PhaseName.CHECK_HOSTS)
+
+
+def give_up_sessions(
+    conn: sa.Connection, which: sa.ColumnElement[bool], why: str, phase: str,
+    error_code: str = "host_lost",
+) -> int:  # fmt: skip
+    """The live sessions `which` selects become LOST and their routes terminated at once
+    (a replacement starts elsewhere; not a failure of their revision)."""
     given_up = conn.execute(
         sessions.update()
-        .where(on_them)
+        .where(which, _LIVE)
         .values(status=SessionStatus.LOST.value, terminated_at=sa.func.now(),
                 updated_at=sa.func.now())
         .returning(sessions.c.route_id)
@@ -115,9 +78,9 @@ def give_up_sessions_of(conn: sa.Connection, names: Collection[str], why: str) -
             entity_id=route_id,
             expected=frozenset(RouteStatus(s) for s in _GIVEN_UP),
             to_status=RouteStatus.TERMINATED,
-            phase=PhaseName.CHECK_HOSTS,
+            phase=phase,
             result=OutcomeBucket.ERROR,
-            error_code="host_lost",
+            error_code=error_code,
             message=why,
         )
         for route_id in given_up

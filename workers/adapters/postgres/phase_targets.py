@@ -16,7 +16,7 @@ from uuid import UUID
 import sqlalchemy as sa
 
 from workers.adapters.postgres.bulk import any_of
-from workers.adapters.postgres.hosts import host_columns, host_from_row
+from workers.adapters.postgres.host_loads import host_columns, host_from_row
 from workers.adapters.postgres.rows import (
     DEPLOYMENT_COLUMNS,
     ROUTE_COLUMNS,

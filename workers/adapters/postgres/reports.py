@@ -41,6 +41,8 @@ class Reports:
         query = sa.select(
             scaling_groups.c.name,
             scaling_groups.c.app_proxy_addr,
+            scaling_groups.c.placement,
+            scaling_groups.c.rebalance,
             scaling_groups.c.route_cleanup_statuses,
             scaling_groups.c.created_at,
         ).order_by(scaling_groups.c.name)
@@ -115,6 +117,14 @@ class Reports:
             ),
             1,
         )
+        held = sa.func.unnest(sessions.c.gpu_devices).table_valued("device")
+        gpus_used = (
+            sa.select(sa.func.count(sa.distinct(held.c.device)))
+            .select_from(sessions)
+            .join(held, sa.true())
+            .where(on_it == hosts.c.name, LIVE_SESSION)
+            .scalar_subquery()
+        )
         query = sa.select(
             hosts.c.name,
             hosts.c.address,
@@ -123,10 +133,50 @@ class Reports:
             hosts.c.condition,
             live.label("sessions"),
             hosts.c.slots,
+            gpus_used.label("gpus_used"),
+            sa.func.jsonb_array_length(hosts.c.devices).label("gpus_total"),
+            hosts.c.cpus,
+            hosts.c.memory_gib,
             sa.cast(age, sa.Float).label("heartbeat_age_s"),
             hosts.c.registered_at,
             hosts.c.changed_at,
         ).order_by(hosts.c.name)
+        return self._rows(query)
+
+    def host_devices(self, name: str) -> list[Row]:
+        """A host's devices, each with what live sessions hold on it: deployment, route,
+        GiB (a device nothing holds: one row with no deployment)."""
+        device = sa.func.jsonb_array_elements(hosts.c.devices).table_valued("value")
+        listed = (
+            sa.select(
+                sa.cast(device.c.value["index"].astext, sa.Integer).label("index"),
+                device.c.value["uuid"].astext.label("uuid"),
+                device.c.value["model"].astext.label("model"),
+                sa.cast(device.c.value["memory_gib"].astext, sa.Float).label("memory_gib"),
+            )
+            .select_from(hosts)
+            .join(device, sa.true())
+            .where(hosts.c.name == name)
+            .subquery()
+        )
+        holder = (
+            sa.select(sessions.c.route_id, routes.c.deployment_id, deployments.c.name,
+                      sessions.c.gpu_gib, sessions.c.gpu_devices)
+            .join(routes, routes.c.id == sessions.c.route_id)
+            .join(deployments, deployments.c.id == routes.c.deployment_id)
+            .where(SESSION_HOST.in_([name]), LIVE_SESSION)
+            .subquery()
+        )  # fmt: skip
+        query = (
+            sa.select(
+                listed,
+                holder.c.name.label("deployment"),
+                holder.c.route_id,
+                holder.c.gpu_gib.label("held_gib"),
+            )
+            .outerjoin(holder, listed.c.index == sa.func.any(holder.c.gpu_devices))
+            .order_by(listed.c.index, holder.c.name)
+        )
         return self._rows(query)
 
     def host_losses(self) -> int:
@@ -304,6 +354,7 @@ def _deployments_query() -> sa.Select[Any]:
         deployments.c.current_revision,
         deployments.c.deploying_revision,
         deployments.c.rollout_progress,
+        deployments.c.resources,
         deployments.c.condition_reason,
         deployments.c.condition_message,
         deployments.c.condition_at,

@@ -23,16 +23,24 @@ from sqlalchemy.dialects.postgresql import insert
 
 from workers.adapters.postgres.bulk import any_of
 from workers.adapters.postgres.engine import transaction
-from workers.adapters.postgres.hosts import host_loads
+from workers.adapters.postgres.host_loads import host_loads
 from workers.adapters.postgres.schema import (
     LIVE_SESSION_PREDICATE,
     TERMINAL_SESSION_STATUSES,
+    scaling_groups,
     sessions,
 )
 from workers.adapters.postgres.terms import LIVE_SESSION
-from workers.domain import SessionId, SessionSpec, SessionStatus
+from workers.domain import (
+    Allocation,
+    PlacementMode,
+    ResourceRequest,
+    SessionId,
+    SessionSpec,
+    SessionStatus,
+)
 from workers.errors import NoHostAvailable
-from workers.policies.placement import choose_host, why_no_room
+from workers.policies.placement import Placer
 
 # Sessions nobody has started yet are cancelled outright; the others must be stopped.
 _NOT_STARTED = (SessionStatus.PENDING.value, SessionStatus.SCHEDULED.value)
@@ -60,7 +68,7 @@ class SessionTableScheduler:
                     name=spec.name,
                     status=SessionStatus.PENDING.value,
                     spec=_spec_json(spec),
-                    placed_on=_place(conn, spec),
+                    **_placement_values(_place(conn, spec)),
                 )
                 .on_conflict_do_nothing(
                     index_elements=[sessions.c.route_id],
@@ -112,12 +120,30 @@ def _spec_json(spec: SessionSpec) -> dict[str, object]:
     return document
 
 
-def _place(conn: sa.Connection, spec: SessionSpec) -> str | None:
-    """The host the session goes to; None while no host is registered at all."""
+def _place(conn: sa.Connection, spec: SessionSpec) -> Allocation | None:
+    """Where the session goes and what it holds there (its scaling group's placement);
+    None while no host is registered at all."""
     loads = host_loads(conn, lock=True)
     if not loads:
         return None
-    chosen = choose_host(loads, spec.deployment_id)
+    mode = conn.execute(
+        sa.select(scaling_groups.c.placement).where(scaling_groups.c.name == spec.resource_group)
+    ).scalar()
+    placer = Placer(loads, PlacementMode(mode or PlacementMode.SPREAD.value))
+    request = ResourceRequest.from_resources(spec.resources)
+    chosen = placer.choose(spec.deployment_id, request)
     if chosen is None:
-        raise NoHostAvailable(why_no_room(loads))
-    return chosen.name
+        raise NoHostAvailable(placer.why_not(request))
+    return chosen
+
+
+def _placement_values(allocation: Allocation | None) -> dict[str, object]:
+    if allocation is None:
+        return {"placed_on": None}
+    return {
+        "placed_on": allocation.host,
+        "gpu_devices": list(allocation.devices) or None,
+        "gpu_gib": allocation.gib_per_device,
+        "cpus": allocation.cpus,
+        "memory_gib": allocation.memory_gib,
+    }

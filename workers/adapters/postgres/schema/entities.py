@@ -21,6 +21,7 @@ from workers.domain import (
     DeploymentLifecycle,
     HostStatus,
     MetricSource,
+    PlacementMode,
     RouteStatus,
     SessionStatus,
     TrafficStatus,
@@ -40,6 +41,13 @@ scaling_groups = sa.Table(
     ),
     sa.Column("environ", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     created_at_column(),
+    # How its deployments' replicas are placed: spread (fewest of the deployment, then
+    # least loaded) or pack (most allocated host and device first).
+    sa.Column("placement", sa.Text, nullable=False, server_default=PlacementMode.SPREAD.value),
+    # Whether the controller moves a replica to make room for one that fits nowhere, or
+    # to restore spread after a host joins or comes back.
+    sa.Column("rebalance", sa.Boolean, nullable=False, server_default=sa.true()),
+    one_of("placement", values_of(PlacementMode), "placement"),
 )
 
 deployments = sa.Table(
@@ -172,6 +180,11 @@ hosts = sa.Table(
     sa.Column(
         "changed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
+    # What its agent detected or was told: each accelerator (index, uuid, model, memory
+    # GiB), its cores and memory (0: not reported, no limit).
+    sa.Column("devices", JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    sa.Column("cpus", sa.Float, nullable=False, server_default="0"),
+    sa.Column("memory_gib", sa.Float, nullable=False, server_default="0"),
     one_of("status", values_of(HostStatus), "status"),
     one_of("intent", sorted(s.value for s in HOST_INTENTS), "intent"),
     sa.CheckConstraint("slots >= 0", name="slots"),
@@ -205,6 +218,12 @@ sessions = sa.Table(
     sa.Column("boot_id", sa.Text),
     sa.Column("runner", sa.Text),  # the name of the runner (its host) that claimed it
     sa.Column("placed_on", sa.Text),  # the host the controller chose for it (None: unplaced)
+    # What it holds there: device indices and the GiB on each (a whole device: all of
+    # it), cores and memory.
+    sa.Column("gpu_devices", ARRAY(sa.Integer)),
+    sa.Column("gpu_gib", sa.Float, nullable=False, server_default="0"),
+    sa.Column("cpus", sa.Float, nullable=False, server_default="0"),
+    sa.Column("memory_gib", sa.Float, nullable=False, server_default="0"),
     # How its process ended on its own (ERROR): exit code (negative: killed by that signal)
     # and the last lines it wrote, for `deployment show`.
     sa.Column("exit_code", sa.Integer),
@@ -249,6 +268,9 @@ routes = sa.Table(
     sa.Column("revision", sa.Integer),  # the deployment revision its session runs
     # When it first passed its health check (None: never yet).
     sa.Column("first_healthy_at", sa.DateTime(timezone=True)),
+    # Since when it moves to another host (to make room, or to restore spread): it no
+    # longer counts as a replica, and leaves once its replacement serves.
+    sa.Column("moving_since", sa.DateTime(timezone=True)),
     one_of("status", values_of(RouteStatus), "status"),
     # standby: a blue-green route kept out of traffic until its rollout is promoted.
     one_of("traffic_status", values_of(TrafficStatus), "traffic_status"),
