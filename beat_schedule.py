@@ -39,6 +39,7 @@ PHASE_INTERVALS_S: Final[Mapping[str, float]] = MappingProxyType(
         PhaseName.SYNC_SERVICE_DISCOVERY: 10.0,
         PhaseName.CHECK_HOSTS: 1.0,
         PhaseName.DRAIN_HOSTS: 2.0,
+        PhaseName.REBALANCE: 5.0,
     }
 )
 

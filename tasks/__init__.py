@@ -16,6 +16,7 @@ from tasks.deployments import (
 )
 from tasks.hosts import check as check_hosts
 from tasks.hosts import drain as drain_hosts
+from tasks.hosts import rebalance
 from tasks.phase_runs import sweep
 from tasks.routes import (
     check_running,
@@ -42,6 +43,7 @@ __all__ = [
     "health_changed",
     "health_check",
     "provision",
+    "rebalance",
     "reconcile",
     "rollout",
     "scale",

@@ -30,6 +30,7 @@ class PhaseName(StrEnum):
     SYNC_SERVICE_DISCOVERY = "routes.sync_service_discovery"
     CHECK_HOSTS = "hosts.check"
     DRAIN_HOSTS = "hosts.drain"
+    REBALANCE = "hosts.rebalance"
 
 
 # Housekeeping beat also runs: finishing runs whose chord never fired (not a phase).

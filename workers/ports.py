@@ -27,11 +27,13 @@ from workers.domain import (
     DeploymentInfo,
     EndpointState,
     EntityKind,
+    FleetView,
     HealthStatus,
     HostInfo,
     HostRoute,
     ModelServiceMetadata,
     ProbeReach,
+    ReplicaMove,
     RolloutState,
     RolloutStep,
     RouteBatchUpdater,
@@ -222,6 +224,21 @@ class HostRegistry(Protocol):
 
     def move_off(self, route_ids: AbstractSet[UUID], why: str) -> None:
         """Take routes out of service (traffic first, then drain), history saying why."""
+        ...
+
+    def fetch_fleet(self) -> FleetView:
+        """Every host's load, the active replicas on them, the routes waiting for room,
+        and how many replicas are moving now: what a move is planned from."""
+        ...
+
+    def start_move(self, move: ReplicaMove) -> bool:
+        """Mark the route moving (it stops counting; its replacement starts elsewhere),
+        with a history row; False when it could no longer move."""
+        ...
+
+    def finish_moves(self, abandon_after_s: float) -> Sequence[tuple[str, str]]:
+        """Moving routes whose deployment is served without them leave service; moves
+        older than `abandon_after_s` are abandoned. (host, what happened) for each."""
         ...
 
 

@@ -218,8 +218,8 @@ def test_host_list_cordon_uncordon_and_drain(engine: sa.Engine, run: Any) -> Non
     assert run("host", "cordon", "h1").output.strip() == "host h1 is cordoned"
     listed = {h["name"]: h for h in json.loads(run("host", "list", "--json").output)}
     assert set(listed["h1"]) == {"name", "address", "status", "intent", "condition", "sessions",
-                                 "slots", "heartbeat_age_s", "registered_at",
-                                 "changed_at"}  # fmt: skip
+                                 "slots", "gpus_used", "gpus_total", "cpus", "memory_gib",
+                                 "heartbeat_age_s", "registered_at", "changed_at"}  # fmt: skip
     assert (listed["h1"]["status"], listed["h1"]["slots"], listed["h1"]["sessions"]) == (
         "cordoned", 4, 0)  # fmt: skip
     assert json.loads(run("host", "drain", "h2", "--json").output) == {

@@ -24,6 +24,7 @@ DESIGN_PHASES = {
     "routes.sync_service_discovery",
     "hosts.check",  # a silent host is lost; its routes leave service at once
     "hosts.drain",  # a draining host's replicas move off, surge first
+    "hosts.rebalance",  # one replica moves to make room, or to restore spread
 }
 
 

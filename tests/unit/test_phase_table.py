@@ -59,6 +59,7 @@ DESIGN_TARGETS = {
     "routes.sync_service_discovery": {R.HEALTHY},
     "hosts.check": {H.READY, H.CORDONED, H.DRAINING, H.UNREACHABLE},
     "hosts.drain": {H.DRAINING},
+    "hosts.rebalance": {H.READY},
 }
 
 

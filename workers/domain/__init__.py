@@ -31,7 +31,16 @@ from workers.domain.entities import (
     SessionSpec,
     StartupProgress,
 )
-from workers.domain.hosts import ControllerView, HostInfo, HostRoute, ProbeReach
+from workers.domain.hosts import (
+    ControllerView,
+    FleetView,
+    HostInfo,
+    HostRoute,
+    PlacedReplica,
+    ProbeReach,
+    ReplicaMove,
+    WaitingReplica,
+)
 from workers.domain.resources import Allocation, Device, PlacementMode, ResourceRequest
 from workers.domain.results import (
     DeploymentExecutionError,
@@ -94,6 +103,7 @@ __all__ = [
     "EndpointMode",
     "EndpointState",
     "EntityKind",
+    "FleetView",
     "HealthCheckConfig",
     "HealthCheckStatus",
     "HealthStatus",
@@ -107,8 +117,10 @@ __all__ = [
     "ModelRevision",
     "ModelServiceMetadata",
     "OutcomeBucket",
+    "PlacedReplica",
     "PlacementMode",
     "ProbeReach",
+    "ReplicaMove",
     "ResourceRequest",
     "RevisionFailures",
     "RolloutOutcome",
@@ -133,4 +145,5 @@ __all__ = [
     "StatusTransition",
     "TrafficCounts",
     "TrafficStatus",
+    "WaitingReplica",
 ]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
-from workers.domain.resources import Device
+from workers.domain.resources import Allocation, Device, PlacementMode, ResourceRequest
 from workers.domain.statuses import HostStatus
 
 
@@ -76,3 +76,49 @@ class ProbeReach:
     passed_s_ago: float | None  # a probe of one of them last passed (None: never seen)
     unreached_s_ago: float | None  # a probe last got no answer at all from the host
     detail: str = ""  # what that probe saw
+
+
+@dataclass(frozen=True)
+class PlacedReplica:
+    """An active replica as placement sees it: what it asked for and what it holds."""
+
+    route_id: UUID
+    deployment_id: UUID
+    request: ResourceRequest
+    allocation: Allocation  # its host, devices and share
+    mode: PlacementMode = PlacementMode.SPREAD  # its scaling group's placement
+    movable: bool = True  # its group rebalances and its deployment is not rolling out
+
+
+@dataclass(frozen=True)
+class WaitingReplica:
+    """A route no host had room for (the oldest first)."""
+
+    route_id: UUID
+    deployment_id: UUID
+    deployment_name: str
+    request: ResourceRequest
+    rebalance: bool = True  # its group lets the controller make room for it
+
+
+@dataclass(frozen=True)
+class ReplicaMove:
+    """Move one replica off a host: its replacement starts elsewhere (to `to_host`, as
+    placement will choose), then it leaves, surge first as a drain does."""
+
+    route_id: UUID
+    deployment_id: UUID
+    from_host: str
+    to_host: str
+    why: str  # 'to make room for llama (needs 2 GPUs)'
+
+
+@dataclass(frozen=True)
+class FleetView:
+    """What rebalancing decides from: every host's load, the replicas on them, the routes
+    waiting for room, and whether a move is under way."""
+
+    hosts: tuple[HostInfo, ...]
+    replicas: tuple[PlacedReplica, ...]
+    waiting: tuple[WaitingReplica, ...] = ()
+    moving: int = 0  # replicas moving now (one at a time)

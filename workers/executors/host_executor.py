@@ -25,6 +25,7 @@ from workers.domain import (
 )
 from workers.errors import HostLost, HostUnreachable, InfrastructureUnavailable, error_code_of
 from workers.policies.host_liveness import LivenessRules, LivenessVerdict, Signals, judge
+from workers.policies.moves import plan_move
 from workers.policies.placement import choose_host, why_no_room
 from workers.policies.probe_reach import judge_probes
 from workers.ports import HostRegistry, HostSignals
@@ -32,6 +33,9 @@ from workers.ports import HostRegistry, HostSignals
 log = logging.getLogger(__name__)
 
 HEARD_AGAIN = "heard again: back to what its operator asked"
+# A move whose replacement has not served by then is abandoned (the replica counts
+# again): longer than a big model's start (MODELFLEET_SESSION_START_DEADLINE_S, 600).
+MOVE_ABANDONED_AFTER_S = 900.0
 
 
 class HostExecutor:
@@ -84,6 +88,27 @@ class HostExecutor:
         except InfrastructureUnavailable as error:
             log.warning("hosts: Redis heartbeats unreadable (%s); judging by PostgreSQL's", error)
             return None
+
+    def rebalance(self, hosts: Sequence[HostInfo]) -> HostExecutionResult:
+        """Finish the moves whose replacement serves, then start at most one more
+        (`workers.policies.moves`): a host a move started or ended on waits, saying what."""
+        said: dict[str, list[str]] = defaultdict(list)
+        for name, what in self._hosts.finish_moves(MOVE_ABANDONED_AFTER_S):
+            said[name].append(what)
+        move = plan_move(self._hosts.fetch_fleet())
+        if move is not None and self._hosts.start_move(move):
+            what = f"moving route {move.route_id} to {move.to_host} {move.why}"
+            log.info("host %s: %s", move.from_host, what)
+            said[move.from_host].append(what)
+        result = HostExecutionResult()
+        for host in hosts:
+            if host.name not in said:
+                result.successes.append(host)
+                continue
+            result.waiting.append(host)
+            why = "; ".join(said[host.name])
+            result.reasons[host.id] = HostExecutionError(host, "rebalancing", why)
+        return result
 
     def drain_hosts(self, hosts: Sequence[HostInfo]) -> HostExecutionResult:
         """Move each draining host's replicas off once their replacements serve elsewhere;

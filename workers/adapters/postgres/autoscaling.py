@@ -32,11 +32,9 @@ from workers.adapters.postgres.schema import (
     autoscaling_rules,
     deployment_history,
     deployments,
-    hosts,
     routes,
-    sessions,
 )
-from workers.adapters.postgres.terms import LEAVING_HOST_STATUSES, SESSION_HOST
+from workers.adapters.postgres.terms import LEAVING_ROUTE
 from workers.domain import (
     ACTIVE_ROUTE_STATUSES,
     AutoScalingMetricsData,
@@ -72,10 +70,11 @@ class Decided:
 def active_routes(
     conn: sa.Connection, endpoint_ids: Collection[UUID]
 ) -> dict[UUID, list[RouteData]]:
-    """Routes that count as replicas, per deployment, each saying whether its host is
-    leaving (draining or lost): such a route no longer counts toward the target."""
+    """Routes that count as replicas, per deployment, each saying whether it is leaving
+    (moving, or its host draining or lost): such a route no longer counts toward the
+    target."""
     query = (
-        sa.select(*ROUTE_COLUMNS, _host_leaving().label("host_leaving"))
+        sa.select(*ROUTE_COLUMNS, LEAVING_ROUTE.label("host_leaving"))
         .where(any_of(routes.c.deployment_id, endpoint_ids), routes.c.status.in_(_ACTIVE))
         .order_by(routes.c.created_at, routes.c.id)
     )
@@ -83,14 +82,6 @@ def active_routes(
     for row in conn.execute(query).mappings():
         grouped[row["deployment_id"]].append(route_from_row(row))
     return dict(grouped)
-
-
-def _host_leaving() -> sa.ColumnElement[bool]:
-    return sa.exists(
-        sa.select(1)
-        .select_from(sessions.join(hosts, hosts.c.name == SESSION_HOST))
-        .where(sessions.c.id == routes.c.session_id, hosts.c.status.in_(LEAVING_HOST_STATUSES))
-    )
 
 
 def load_rules(

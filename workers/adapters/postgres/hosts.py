@@ -15,6 +15,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
+from workers.adapters.postgres import rebalance
 from workers.adapters.postgres.engine import transaction
 from workers.adapters.postgres.host_loads import host_loads
 from workers.adapters.postgres.route_moves import take_out_of_service
@@ -36,11 +37,13 @@ from workers.domain import (
     ACTIVE_ROUTE_STATUSES,
     HOST_INTENTS,
     ControllerView,
+    FleetView,
     HostInfo,
     HostRoute,
     HostStatus,
     HostTransition,
     OutcomeBucket,
+    ReplicaMove,
     RouteStatus,
     RouteTransition,
     SessionStatus,
@@ -229,6 +232,18 @@ class PostgresHostRegistry:
         with transaction(self._engine) as conn:
             loads = host_loads(conn)
         return [h for h in loads if names is None or h.name in names]
+
+    def fetch_fleet(self) -> FleetView:
+        with transaction(self._engine) as conn:
+            return rebalance.fleet_view(conn)
+
+    def start_move(self, move: ReplicaMove) -> bool:
+        with transaction(self._engine) as conn:
+            return rebalance.start_move(conn, move)
+
+    def finish_moves(self, abandon_after_s: float) -> list[tuple[str, str]]:
+        with transaction(self._engine) as conn:
+            return rebalance.finish_moves(conn, abandon_after_s)
 
     def move_off(self, route_ids: AbstractSet[UUID], why: str) -> None:
         with transaction(self._engine) as conn:

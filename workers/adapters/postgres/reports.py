@@ -11,6 +11,7 @@ from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 
 from workers.adapters.postgres.engine import transaction
 from workers.adapters.postgres.schema import (
@@ -117,11 +118,10 @@ class Reports:
             ),
             1,
         )
-        held = sa.func.unnest(sessions.c.gpu_devices).table_valued("device")
+        held = sa.func.unnest(sessions.c.gpu_devices).table_valued("device").render_derived()
         gpus_used = (
             sa.select(sa.func.count(sa.distinct(held.c.device)))
-            .select_from(sessions)
-            .join(held, sa.true())
+            .select_from(sessions.join(held, sa.true()))
             .where(on_it == hosts.c.name, LIVE_SESSION)
             .scalar_subquery()
         )
@@ -146,7 +146,9 @@ class Reports:
     def host_devices(self, name: str) -> list[Row]:
         """A host's devices, each with what live sessions hold on it: deployment, route,
         GiB (a device nothing holds: one row with no deployment)."""
-        device = sa.func.jsonb_array_elements(hosts.c.devices).table_valued("value")
+        device = sa.func.jsonb_array_elements(hosts.c.devices).table_valued(
+            sa.column("value", JSONB)
+        )
         listed = (
             sa.select(
                 sa.cast(device.c.value["index"].astext, sa.Integer).label("index"),

@@ -8,7 +8,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from workers.adapters.postgres.schema import TERMINAL_SESSION_STATUSES, deployments, sessions
+from workers.adapters.postgres.schema import (
+    TERMINAL_SESSION_STATUSES,
+    deployments,
+    hosts,
+    routes,
+    sessions,
+)
 from workers.domain import HostStatus, TrafficStatus
 
 # The host a session is on: the one the controller placed it on, or, unplaced (no host
@@ -26,6 +32,17 @@ LIVE_SESSION: sa.ColumnElement[bool] = sessions.c.status.not_in(TERMINAL_SESSION
 
 # Hosts whose routes no longer count as replicas (their replacements start elsewhere).
 LEAVING_HOST_STATUSES = (HostStatus.DRAINING.value, HostStatus.LOST.value)
+
+# A route that no longer counts as a replica: it is moving to another host, or its
+# session's host is leaving (its replacement starts elsewhere).
+LEAVING_ROUTE: sa.ColumnElement[bool] = sa.or_(
+    routes.c.moving_since.is_not(None),
+    sa.exists(
+        sa.select(1)
+        .select_from(sessions.join(hosts, hosts.c.name == SESSION_HOST))
+        .where(sessions.c.id == routes.c.session_id, hosts.c.status.in_(LEAVING_HOST_STATUSES))
+    ),
+)
 
 
 def traffic_status(in_traffic: bool) -> str:
