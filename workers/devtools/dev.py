@@ -37,7 +37,7 @@ from workers.devtools.throwaway_servers import (
     create_database,
     free_port,
 )
-from workers.domain import DeploymentInfo, HealthCheckConfig, ModelRevision
+from workers.domain import DeploymentInfo, HealthCheckConfig, ModelRevision, ResourceRequest
 from workers.standalone.process_identity import ProcessIdentity, is_running
 
 log = logging.getLogger(__name__)
@@ -63,10 +63,12 @@ DEMO_HEALTH = HealthCheckConfig(
 
 @dataclass(frozen=True)
 class SampleModel:
-    """How the sample model behaves: each completion's time, and its loading time."""
+    """How the sample model behaves: each completion's time, its loading time, and what
+    each replica needs where it runs."""
 
     latency_s: float = 0.05
     startup_s: float = 0.0
+    resources: ResourceRequest = field(default_factory=ResourceRequest)
 
     def environ(self, name: str) -> dict[str, str]:
         return {"MODEL_NAME": name, "MODEL_LATENCY_S": f"{self.latency_s:g}",
@@ -156,6 +158,7 @@ class DevSystem:
             startup_command=SAMPLE_MODEL_COMMAND,
             environ=(model or SampleModel()).environ(name),
             health_check=health,
+            resources=(model or SampleModel()).resources.to_resources(),
         )
         deployment = DeploymentInfo(uuid.uuid4(), name, DEMO_GROUP, replicas, revision,
                                     drain_s=drain_s,

@@ -66,14 +66,20 @@ from workers.standalone.runner import SessionRunner
 @click.option(
     "--gpus",
     type=click.IntRange(min=1, max=64),
+    envvar="MODELFLEET_RUNNER_GPUS",
     help="Declare this many identical GPUs (else they are read from nvidia-smi, if any).",
 )
 @click.option(
     "--gpu-memory-gib",
     type=FiniteFloat(min=0.1),
+    envvar="MODELFLEET_RUNNER_GPU_MEMORY_GIB",
     help="The memory of each declared GPU, in GiB (with --gpus).",
 )
-@click.option("--gpu-model", help="The model name of the declared GPUs (with --gpus).")
+@click.option(
+    "--gpu-model",
+    envvar="MODELFLEET_RUNNER_GPU_MODEL",
+    help="The model name of the declared GPUs (with --gpus).",
+)
 @click.pass_obj
 def runner(cli: CliContext, /, **options: Any) -> None:
     """The host agent: register this host, keep it alive, run the sessions placed on it.
