@@ -49,8 +49,20 @@ def test_gpus_are_placed_packed_or_spread_rooms_are_made_and_a_host_back_gets_re
     Catalog(engine=system.engine).create_scaling_group(
         dev.DEMO_GROUP, app_proxy_addr=system.proxy_url, app_proxy_api_token=system.proxy_token,
         placement=PlacementMode.PACK)  # fmt: skip
+    spread = _packed_then_spread(fleet)
+    _room_made_under_load(fleet, spread)
+    _never_fits_says_why(fleet)
+    for name in ("p0", "p1", "p2", "spread", "big", "huge"):
+        assert cli(system, "deployment", "destroy", name).returncode == 0
+    wait_for(lambda: _live_sessions(fleet), lambda n: n == 0, timeout_s=TIMEOUT_S,
+             what="every replica stopped")  # fmt: skip
+    _host_back_gets_replicas_under_load(fleet)
 
-    # Pack: one host filled first, each session on devices of its own.
+
+def _packed_then_spread(fleet: Fleet) -> DeploymentInfo:
+    """Pack: one host filled first, each session on devices of its own; then spread: one
+    replica per host while one fits there."""
+    system = fleet.system
     packed = [
         _deploy(system, f"p{i}", 1, request)
         for i, request in enumerate(
@@ -63,16 +75,18 @@ def test_gpus_are_placed_packed_or_spread_rooms_are_made_and_a_host_back_gets_re
     assert set().union(*told) == {"0", "1", "2", "3"}  # one host, disjoint devices
     assert sum(len(devices) for devices in told) == 4
     assert _share_told(fleet, packed[2].id) == "20"
-
-    # Spread: one per host while one fits there.
     assert cli(system, "scaling-group", "update", dev.DEMO_GROUP, "--placement",
                "spread").returncode == 0  # fmt: skip
     spread = _deploy(system, "spread", 2, ResourceRequest(gpus=1))
     on = collections.Counter(h for h, _ in _devices_of(fleet, spread.id))
-    assert host not in on
+    assert host not in on  # the packed host has no whole GPU left
     assert sorted(on.values()) == [1, 1]
+    return spread
 
-    # A 4-GPU replica fits only once one 1-GPU replica moves: that move, under load.
+
+def _room_made_under_load(fleet: Fleet, spread: DeploymentInfo) -> None:
+    """A 4-GPU replica fits only once one 1-GPU replica moves: that move, under load."""
+    system = fleet.system
     load = LoadLoop(endpoint_url(system, spread.id))
     with load.running():
         time.sleep(2)
@@ -89,19 +103,19 @@ def test_gpus_are_placed_packed_or_spread_rooms_are_made_and_a_host_back_gets_re
     said = _history_of_moves(fleet)
     assert any("to make room for big (needs 4 GPUs)" in m for m in said), said
 
-    # Nothing fits an 8-GPU replica anywhere: it waits, saying why with the numbers.
-    _deploy_waiting(system, "huge", ResourceRequest(gpus=8))
+
+def _never_fits_says_why(fleet: Fleet) -> None:
+    fleet.system.sample_deployment("huge", 1, model=dev.SampleModel(
+        resources=ResourceRequest(gpus=8)))  # fmt: skip
     reason = wait_for(lambda: _reason(fleet, "huge"), lambda r: "needs 8 GPUs" in r,
                       timeout_s=TIMEOUT_S, what="the reason huge waits")  # fmt: skip
     assert "largest free block:" in reason
     assert "free over" in reason
 
-    # A host lost and back gets replicas again, skew at most 1, with no failed request.
-    for name in ("p0", "p1", "p2", "spread", "big", "huge"):
-        assert cli(system, "deployment", "destroy", name).returncode == 0
-    wait_for(lambda: _live_sessions(fleet), lambda n: n == 0, timeout_s=TIMEOUT_S,
-             what="every replica stopped")  # fmt: skip
-    light = _deploy(system, "light", 4, ResourceRequest(gpus=1))
+
+def _host_back_gets_replicas_under_load(fleet: Fleet) -> None:
+    """A host lost and back gets replicas again, skew at most 1, with no failed request."""
+    light = _deploy(fleet.system, "light", 4, ResourceRequest(gpus=1))
     lost = _least_busy(fleet, light.id)
     fleet.host(lost).kill()
     wait_for(lambda: _host_status(fleet, lost), lambda s: s == "lost", timeout_s=TIMEOUT_S,
@@ -110,7 +124,7 @@ def test_gpus_are_placed_packed_or_spread_rooms_are_made_and_a_host_back_gets_re
     fleet.host(lost).start()
     wait_for(lambda: _host_status(fleet, lost), lambda s: s == "ready", timeout_s=TIMEOUT_S,
              what=f"{lost} back")  # fmt: skip
-    load = LoadLoop(endpoint_url(system, light.id))
+    load = LoadLoop(endpoint_url(fleet.system, light.id))
     with load.running():
         back_at = time.monotonic()
         counts = wait_for(lambda: _healthy_hosts(fleet, light.id),
@@ -132,10 +146,6 @@ def _deploy(system: dev.DevSystem, name: str, replicas: int,
     wait_for(lambda: _healthy_count(system, deployment.id), lambda n: n == replicas,
              timeout_s=TIMEOUT_S, what=f"{name}: {replicas} healthy")  # fmt: skip
     return deployment
-
-
-def _deploy_waiting(system: dev.DevSystem, name: str, request: ResourceRequest) -> None:
-    system.sample_deployment(name, 1, model=dev.SampleModel(resources=request))
 
 
 def _healthy_count(system: dev.DevSystem, deployment_id: UUID) -> int:
