@@ -26,11 +26,11 @@ from __future__ import annotations
 import bisect
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from typing import TypeVar
 from uuid import UUID
 
-from workers.domain import Allocation, Device, HostInfo, HostStatus, PlacementMode, ResourceRequest
+from workers.domain import Allocation, HostInfo, HostStatus, PlacementMode, ResourceRequest
 
 _EPSILON_GIB = 1e-6
 _T = TypeVar("_T", str, tuple[float, str, int])
@@ -47,6 +47,10 @@ class _Host:
     per_deployment: Counter[UUID]
     cpus_used: float
     memory_used_gib: float
+    memory_of: dict[int, float] = field(default_factory=dict)  # device index -> its GiB
+
+    def __post_init__(self) -> None:
+        self.memory_of = {d.index: d.memory_gib for d in self.info.devices}
 
     @property
     def name(self) -> str:
@@ -54,20 +58,24 @@ class _Host:
 
     def whole_free(self, model: str | None = None) -> list[int]:
         """Indices of its devices nothing holds (of `model`), lowest first."""
-        return [i for i, d in self._devices() if self._untouched(i, d.memory_gib)
-                and d.is_model(model)]  # fmt: skip
+        free, memory = self.free_gib, self.memory_of
+        held_nothing = [
+            d for d in self.info.devices if free[d.index] + _EPSILON_GIB >= memory[d.index]
+        ]
+        return [d.index for d in held_nothing if d.is_model(model)]
 
     def whole_free_count(self) -> int:
-        return sum(1 for i, d in self._devices() if self._untouched(i, d.memory_gib))
+        free = self.free_gib
+        return sum(1 for i, gib in self.memory_of.items() if free[i] + _EPSILON_GIB >= gib)
 
     def best_share(self, gib: float, model: str | None) -> int | None:
         """The device with the least free memory that still holds `gib` (of `model`)."""
-        fitting = [(free, i) for i, d in self._devices() if d.is_model(model)
-                   and (free := self.free_gib[i]) + _EPSILON_GIB >= gib]  # fmt: skip
+        fitting = [(free, d.index) for d in self.info.devices if d.is_model(model)
+                   and (free := self.free_gib[d.index]) + _EPSILON_GIB >= gib]  # fmt: skip
         return min(fitting)[1] if fitting else None
 
     def used_fraction(self) -> float:
-        total = sum(d.memory_gib for d in self.info.devices)
+        total = sum(self.memory_of.values())
         return 1.0 - sum(self.free_gib.values()) / total if total else 0.0
 
     def takes(self, deployment_id: UUID, request: ResourceRequest) -> bool:
@@ -85,41 +93,32 @@ class _Host:
             return False
         if request.gpu_memory_gib is not None:
             return self.best_share(request.gpu_memory_gib, request.gpu_model) is not None
-        return len(self.whole_free(request.gpu_model)) >= request.gpus
+        return not request.gpus or len(self.whole_free(request.gpu_model)) >= request.gpus
 
     def allocate(self, request: ResourceRequest) -> Allocation:
         """What `request` gets here (it fits: see `takes`)."""
-        base = Allocation(self.name, cpus=request.cpus, memory_gib=request.memory_gib)
+        cpus, memory_gib = request.cpus, request.memory_gib
         if request.gpu_memory_gib is not None:
             index = self.best_share(request.gpu_memory_gib, request.gpu_model)
             assert index is not None
-            return replace(base, devices=(index,), gib_per_device=request.gpu_memory_gib)
+            return Allocation(self.name, (index,), request.gpu_memory_gib, False, cpus, memory_gib)
         if request.gpus:
             chosen = tuple(self.whole_free(request.gpu_model)[: request.gpus])
             # held whole: the largest of them, so that none shows memory free
-            gib = max(self.info.devices[self._position(i)].memory_gib for i in chosen)
-            return replace(base, devices=chosen, gib_per_device=gib, whole=True)
-        return base
+            gib = max(self.memory_of[i] for i in chosen)
+            return Allocation(self.name, chosen, gib, True, cpus, memory_gib)
+        return Allocation(self.name, cpus=cpus, memory_gib=memory_gib)
 
     def hold(self, deployment_id: UUID, allocation: Allocation, sign: int = 1) -> None:
         """Count `allocation` as held here (`sign` -1: as given back)."""
         for index in allocation.devices:
-            whole = self.info.devices[self._position(index)].memory_gib
+            whole = self.memory_of[index]
             held = whole if allocation.whole else allocation.gib_per_device
             self.free_gib[index] = min(whole, max(0.0, self.free_gib[index] - sign * held))
         self.sessions += sign
         self.per_deployment[deployment_id] += sign
         self.cpus_used += sign * allocation.cpus
         self.memory_used_gib += sign * allocation.memory_gib
-
-    def _devices(self) -> Iterator[tuple[int, Device]]:
-        return ((d.index, d) for d in self.info.devices)
-
-    def _untouched(self, index: int, memory_gib: float) -> bool:
-        return self.free_gib[index] + _EPSILON_GIB >= memory_gib
-
-    def _position(self, index: int) -> int:
-        return next(p for p, d in enumerate(self.info.devices) if d.index == index)
 
 
 def _working_copy(info: HostInfo) -> _Host:
@@ -168,9 +167,22 @@ class Placer:
         host = self._hosts.get(allocation.host)
         if host is None:
             return
-        self._unindex(host)
+        # Only what changes is indexed again: the devices held, the host's buckets.
+        whole, sessions = host.whole_free_count(), host.sessions
+        touched = {i: host.free_gib[i] for i in allocation.devices}
+        for index, free in touched.items():
+            if free > _EPSILON_GIB:
+                _remove(self._shares, (free, host.name, index))
         host.hold(deployment_id, allocation, sign)
-        self._index(host)
+        for index in touched:
+            if (free := host.free_gib[index]) > _EPSILON_GIB:
+                bisect.insort(self._shares, (free, host.name, index))
+        _move(self._by_whole, whole, host.whole_free_count(), host.name)
+        _move(self._by_sessions, sessions, host.sessions, host.name)
+        if host.per_deployment[deployment_id] > 0:
+            self._of_deployment[deployment_id].add(host.name)
+        else:
+            self._of_deployment[deployment_id].discard(host.name)
 
     def fits_on(self, name: str, deployment_id: UUID, request: ResourceRequest) -> bool:
         host = self._hosts.get(name)
@@ -227,12 +239,14 @@ class Placer:
             yield from list(self._by_whole[count])
 
     def _share_candidates(self, gib: float) -> Iterator[str]:
-        start = bisect.bisect_left(self._shares, (gib - _EPSILON_GIB, "", -1))
-        fitting = self._shares[start:]
+        shares = self._shares
+        start = bisect.bisect_left(shares, (gib - _EPSILON_GIB, "", -1))
+        positions = range(start, len(shares))
         if self.mode is PlacementMode.SPREAD:
-            fitting = fitting[::-1]  # most free first
+            positions = range(len(shares) - 1, start - 1, -1)  # most free first
         seen: set[str] = set()
-        for _, name, _ in fitting:
+        for position in positions:
+            name = shares[position][1]
             if name not in seen:
                 seen.add(name)
                 yield name
@@ -252,15 +266,6 @@ class Placer:
             if count > 0:
                 self._of_deployment[deployment_id].add(host.name)
 
-    def _unindex(self, host: _Host) -> None:
-        _remove(self._by_whole[host.whole_free_count()], host.name)
-        for index, free in host.free_gib.items():
-            if free > _EPSILON_GIB:
-                _remove(self._shares, (free, host.name, index))
-        _remove(self._by_sessions[host.sessions], host.name)
-        for deployment_id in list(host.per_deployment):
-            self._of_deployment[deployment_id].discard(host.name)
-
 
 def choose_host(
     hosts: Sequence[HostInfo],
@@ -279,6 +284,12 @@ def why_no_room(hosts: Sequence[HostInfo], request: ResourceRequest | None = Non
 
 def _eligible(host: HostInfo) -> bool:
     return host.status is HostStatus.READY and not host.probes_failing
+
+
+def _move(buckets: dict[int, list[str]], before: int, after: int, name: str) -> None:
+    if before != after:
+        _remove(buckets[before], name)
+        bisect.insort(buckets[after], name)
 
 
 def _remove(items: list[_T], item: _T) -> None:
