@@ -24,6 +24,7 @@ of 8 GPUs take well under a second (`bench/placement.py`).
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,8 @@ from uuid import UUID
 from workers.domain import Allocation, HostInfo, HostStatus, PlacementMode, ResourceRequest
 
 _EPSILON_GIB = 1e-6
-_T = TypeVar("_T", str, tuple[float, str, int])
+_Share = tuple[int, float, str, int]  # (nothing held on it, free GiB, host, device index)
+_T = TypeVar("_T", str, _Share)
 _Fits = Callable[[str], bool]
 
 
@@ -69,10 +71,17 @@ class _Host:
         return sum(1 for i, gib in self.memory_of.items() if free[i] + _EPSILON_GIB >= gib)
 
     def best_share(self, gib: float, model: str | None) -> int | None:
-        """The device with the least free memory that still holds `gib` (of `model`)."""
-        fitting = [(free, d.index) for d in self.info.devices if d.is_model(model)
-                   and (free := self.free_gib[d.index]) + _EPSILON_GIB >= gib]  # fmt: skip
+        """The device that holds `gib` (of `model`) and fits it best: one that shares
+        already hold first (a device nothing holds stays whole), the least free first."""
+        room = gib - _EPSILON_GIB
+        fitting = [(self.share_key(d.index), d.index) for d in self.info.devices
+                   if d.is_model(model) and self.free_gib[d.index] >= room]  # fmt: skip
         return min(fitting)[1] if fitting else None
+
+    def share_key(self, index: int) -> tuple[int, float]:
+        """(1 if nothing holds it, else 0; its free GiB): the order shares fill devices."""
+        free = self.free_gib[index]
+        return (int(free + _EPSILON_GIB >= self.memory_of[index]), free)
 
     def used_fraction(self) -> float:
         total = sum(self.memory_of.values())
@@ -136,7 +145,7 @@ class Placer:
         self._all = [_working_copy(h) for h in hosts]
         self._hosts = {h.name: h for h in self._all if _eligible(h.info)}
         self._by_whole: dict[int, list[str]] = defaultdict(list)  # free whole devices -> names
-        self._shares: list[tuple[float, str, int]] = []  # (free GiB, host, device), ascending
+        self._shares: list[_Share] = []  # devices shares could go on, ascending
         self._by_sessions: dict[int, list[str]] = defaultdict(list)
         self._of_deployment: dict[UUID, set[str]] = defaultdict(set)
         for host in self._hosts.values():
@@ -169,14 +178,11 @@ class Placer:
             return
         # Only what changes is indexed again: the devices held, the host's buckets.
         whole, sessions = host.whole_free_count(), host.sessions
-        touched = {i: host.free_gib[i] for i in allocation.devices}
-        for index, free in touched.items():
-            if free > _EPSILON_GIB:
-                _remove(self._shares, (free, host.name, index))
+        for index in allocation.devices:
+            self._share_entry(host, index, _remove)
         host.hold(deployment_id, allocation, sign)
-        for index in touched:
-            if (free := host.free_gib[index]) > _EPSILON_GIB:
-                bisect.insort(self._shares, (free, host.name, index))
+        for index in allocation.devices:
+            self._share_entry(host, index, bisect.insort)
         _move(self._by_whole, whole, host.whole_free_count(), host.name)
         _move(self._by_sessions, sessions, host.sessions, host.name)
         if host.per_deployment[deployment_id] > 0:
@@ -239,14 +245,19 @@ class Placer:
             yield from list(self._by_whole[count])
 
     def _share_candidates(self, gib: float) -> Iterator[str]:
-        shares = self._shares
-        start = bisect.bisect_left(shares, (gib - _EPSILON_GIB, "", -1))
-        positions = range(start, len(shares))
+        """Hosts with a device that holds `gib`: under pack, devices shares hold first, the
+        least free first, then whole ones; under spread, the most free first."""
+        shares, low = self._shares, gib - _EPSILON_GIB
+        partial = range(bisect.bisect_left(shares, (0, low, "", -1)),
+                        bisect.bisect_left(shares, (1, 0.0, "", -1)))  # fmt: skip
+        fresh = range(bisect.bisect_left(shares, (1, low, "", -1)), len(shares))
         if self.mode is PlacementMode.SPREAD:
-            positions = range(len(shares) - 1, start - 1, -1)  # most free first
+            positions = itertools.chain(reversed(fresh), reversed(partial))
+        else:
+            positions = itertools.chain(partial, fresh)
         seen: set[str] = set()
         for position in positions:
-            name = shares[position][1]
+            name = shares[position][2]
             if name not in seen:
                 seen.add(name)
                 yield name
@@ -256,11 +267,17 @@ class Placer:
         for count in counts:
             yield from list(self._by_sessions[count])
 
+    def _share_entry(
+        self, host: _Host, index: int, change: Callable[[list[_Share], _Share], None]
+    ) -> None:
+        """Add (or remove) a device's entry among those shares could go on."""
+        if host.free_gib[index] > _EPSILON_GIB:
+            change(self._shares, (*host.share_key(index), host.name, index))
+
     def _index(self, host: _Host) -> None:
         bisect.insort(self._by_whole[host.whole_free_count()], host.name)
-        for index, free in host.free_gib.items():
-            if free > _EPSILON_GIB:
-                bisect.insort(self._shares, (free, host.name, index))
+        for index in host.free_gib:
+            self._share_entry(host, index, bisect.insort)
         bisect.insort(self._by_sessions[host.sessions], host.name)
         for deployment_id, count in host.per_deployment.items():
             if count > 0:

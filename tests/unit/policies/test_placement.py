@@ -189,3 +189,10 @@ def test_ten_thousand_replicas_place_in_order_and_nothing_is_held_twice() -> Non
             key = (allocation.host, index)
             held[key] = held.get(key, 0) + (80 if allocation.whole else allocation.gib_per_device)
     assert max(held.values()) <= 80
+
+
+def test_a_share_goes_on_a_device_shares_already_hold_before_a_whole_one() -> None:
+    hosts = [_gpu_host("h1", gpus=1, gib=24), _gpu_host("h2", gpus=1, gib=80, used={0: 50})]
+    chosen = choose_host(hosts, D, ResourceRequest(gpu_memory_gib=20), PlacementMode.PACK)
+    assert chosen is not None
+    assert chosen.host == "h2"  # 30 GiB free there; h1's device stays whole
