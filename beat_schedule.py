@@ -27,6 +27,7 @@ PHASE_INTERVALS_S: Final[Mapping[str, float]] = MappingProxyType(
         PhaseName.DESTROY: 2.0,
         PhaseName.ROLLOUT: 1.0,
         PhaseName.SCALE_TO_ZERO: 2.0,
+        PhaseName.AUTOSCALE: 2.0,
         PhaseName.WAKE: 1.0,  # also started by beat's watcher as wakes are announced
         PhaseName.PROVISION: 2.0,
         PhaseName.CHECK_RUNNING: 5.0,

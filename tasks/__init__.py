@@ -5,6 +5,7 @@ this package registers every task; the worker does it before forking.
 """
 
 from tasks.deployments import (
+    autoscale,
     check_pending,
     check_replicas,
     destroy,
@@ -31,6 +32,7 @@ from tasks.routes import (
 )
 
 __all__ = [
+    "autoscale",
     "check_hosts",
     "check_pending",
     "check_replicas",

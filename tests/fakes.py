@@ -17,6 +17,7 @@ from uuid import UUID, uuid4
 
 from workers.domain import (
     ACTIVE_ROUTE_STATUSES,
+    AutoscaleDecision,
     AutoScalingMetricsData,
     AutoScalingRule,
     CleanupConfig,
@@ -260,6 +261,24 @@ class FakeRepository:
 
     def fetch_endpoint_modes(self) -> dict[UUID, EndpointState]:
         return {}  # this world runs no proxy
+
+    def fetch_engine_load(self, deployment_ids: AbstractSet[UUID]) -> dict[UUID, float]:
+        return {}  # this world scrapes no engine
+
+    def count_serving(self, deployment_ids: AbstractSet[UUID]) -> dict[UUID, int]:
+        healthy = [r for r in self._w.routes.values() if r.status is RouteStatus.HEALTHY]
+        return {i: sum(1 for r in healthy if r.endpoint_id == i) for i in deployment_ids}
+
+    def save_autoscale(self, decisions: Mapping[UUID, AutoscaleDecision]) -> set[UUID]:
+        changed = set()
+        for deployment_id, decision in decisions.items():
+            deployment = self._w.deployments[deployment_id]
+            if decision.desired != deployment.target_replica_count:
+                changed.add(deployment_id)
+            self._w.deployments[deployment_id] = replace(
+                deployment, desired_replica_count=decision.desired, autoscale_state=decision.state
+            )
+        return changed
 
 
 class FakeScheduler:

@@ -18,6 +18,7 @@ class PhaseName(StrEnum):
     DESTROY = "deployments.destroy"
     ROLLOUT = "deployments.rollout"
     SCALE_TO_ZERO = "deployments.scale_to_zero"
+    AUTOSCALE = "deployments.autoscale"
     WAKE = "deployments.wake"
     PROVISION = "routes.provision"
     CHECK_RUNNING = "routes.check_running"

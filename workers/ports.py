@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from workers.domain import (
+    AutoscaleDecision,
     AutoScalingMetricsData,
     AutoScalingRule,
     CleanupConfig,
@@ -47,6 +48,7 @@ from workers.domain import (
     StartupProgress,
     StatusTransition,
     TrafficCounts,
+    TrafficLoad,
 )
 from workers.phase_runs import PhaseRun, PhaseRunState, RunSummary
 
@@ -145,6 +147,19 @@ class DeploymentRepository(Protocol):
         ...
 
     def update_desired_replicas_bulk(self, desired_replicas: Mapping[UUID, int]) -> None: ...
+
+    def fetch_engine_load(self, deployment_ids: AbstractSet[UUID]) -> Mapping[UUID, float]:
+        """Requests the engines hold (running and waiting) per deployment, as last scraped."""
+        ...
+
+    def count_serving(self, deployment_ids: AbstractSet[UUID]) -> Mapping[UUID, int]:
+        """Healthy replicas per deployment that are not leaving."""
+        ...
+
+    def save_autoscale(self, decisions: Mapping[UUID, AutoscaleDecision]) -> AbstractSet[UUID]:
+        """Each traffic autoscaler decision saved (its count where the deployment's count is
+        read from, 0 as scale to zero does; what it remembers; its view): those changed."""
+        ...
 
     def scale_to_zero(self, counts: Mapping[UUID, int]) -> AbstractSet[UUID]:
         """Each (ready, not yet zeroed) deployment to 0 replicas, remembering its count;
@@ -315,6 +330,15 @@ class RequestActivity(Protocol):
         """Unix seconds by the same clock."""
         ...
 
+    def load(self, windows_s: Mapping[UUID, tuple[float, float]]) -> Mapping[UUID, TrafficLoad]:
+        """What the proxies saw of each deployment over its (stable, panic) windows: requests
+        in flight on average, and arrived per second (what the traffic autoscaler tracks)."""
+        ...
+
+    def held(self, deployment_ids: AbstractSet[UUID]) -> Mapping[UUID, int]:
+        """Requests the proxies hold now for each deployment at zero (0: none)."""
+        ...
+
 
 class PhaseStore(Protocol):
     """What a phase run reads and writes beyond the executors' ports: its targets (by
@@ -364,6 +388,8 @@ class PhaseStore(Protocol):
     def load_scale_to_zero_candidates(self) -> list[DeploymentInfo]: ...
 
     def load_routes_starting(self) -> list[RouteData]: ...
+
+    def load_autoscaled(self) -> list[DeploymentInfo]: ...
 
     # -- phase runs --
     def open_run(

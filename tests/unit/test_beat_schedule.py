@@ -12,6 +12,7 @@ DESIGN_PHASES = {
     "deployments.destroy",
     "deployments.rollout",
     "deployments.scale_to_zero",  # an idle deployment gives its replicas back
+    "deployments.autoscale",  # each deployment's traffic against its target
     "deployments.wake",  # a request held for a deployment at zero brings them back
     "routes.provision",
     "routes.check_running",

@@ -45,6 +45,7 @@ DESIGN_TARGETS = {
     "deployments.rollout": {L.DEPLOYING},
     # This stage: idle deployments give their replicas back; a held request wakes them.
     "deployments.scale_to_zero": {L.READY},
+    "deployments.autoscale": {L.READY, L.DEPLOYING},
     "deployments.wake": {L.READY},
     "routes.provision": {R.PROVISIONING},
     "routes.check_running": {R.DEGRADED, R.HEALTHY, R.UNHEALTHY, R.FAILED_TO_START},

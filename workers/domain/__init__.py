@@ -7,6 +7,15 @@ this package imports from nobody.
 
 from __future__ import annotations
 
+from workers.domain.autoscale import (
+    UNITS,
+    AutoscaleDecision,
+    AutoscaleMode,
+    AutoscaleState,
+    Observed,
+    TargetTracking,
+    TrafficLoad,
+)
 from workers.domain.entities import (
     REVISION_VARIABLE,
     AutoScalingMetricsData,
@@ -85,9 +94,13 @@ __all__ = [
     "HOST_INTENTS",
     "LIVE_LIFECYCLES",
     "REVISION_VARIABLE",
+    "UNITS",
     "Allocation",
     "AutoScalingMetricsData",
     "AutoScalingRule",
+    "AutoscaleDecision",
+    "AutoscaleMode",
+    "AutoscaleState",
     "CanaryPosition",
     "CleanupConfig",
     "Comparator",
@@ -116,6 +129,7 @@ __all__ = [
     "MetricSource",
     "ModelRevision",
     "ModelServiceMetadata",
+    "Observed",
     "OutcomeBucket",
     "PlacedReplica",
     "PlacementMode",
@@ -143,7 +157,9 @@ __all__ = [
     "SessionStatus",
     "StartupProgress",
     "StatusTransition",
+    "TargetTracking",
     "TrafficCounts",
+    "TrafficLoad",
     "TrafficStatus",
     "WaitingReplica",
 ]

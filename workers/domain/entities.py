@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import NewType
 from uuid import UUID
 
+from workers.domain.autoscale import AutoscaleState, TargetTracking
 from workers.domain.statuses import (
     DeploymentLifecycle,
     EndpointMode,
@@ -113,6 +114,10 @@ class DeploymentInfo:
     start_deadline_s: float | None = None
     # Creation, the setting's change, its last wake (the database sets it: not compared).
     idle_counts_from: datetime | None = field(default=None, compare=False)
+    # Its traffic autoscaler (None: off, and its count is the operator's or its rules'),
+    # and what that remembers between decisions.
+    autoscale: TargetTracking | None = None
+    autoscale_state: AutoscaleState = field(default_factory=AutoscaleState, compare=False)
 
     @property
     def target_replica_count(self) -> int:

@@ -29,6 +29,7 @@ from workers.errors import (
     ReplicaCountMismatch,
     error_code_of,
 )
+from workers.executors import traffic_scaling
 from workers.executors.outcomes import capture, unique_by_id
 from workers.executors.payloads import endpoint_registration_body
 from workers.executors.rollout_steps import sort_rollout, with_requests
@@ -156,7 +157,8 @@ class DeploymentExecutor:
         result = DeploymentExecutionResult()
         desired: dict[UUID, int] = {}
         for deployment in deployments:
-            if deployment.zeroed_from is not None:  # at zero by idleness: a request wakes it
+            # at zero by idleness (a request wakes it), or its traffic autoscaler decides
+            if deployment.zeroed_from is not None or deployment.autoscale is not None:
                 result.skipped.append(deployment)
                 continue
             count = capture(
@@ -204,6 +206,12 @@ class DeploymentExecutor:
             )
         return result
 
+    def autoscale(self, deployments: Sequence[DeploymentInfo]) -> DeploymentExecutionResult:
+        """Each deployment's traffic against its target (`traffic_scaling.autoscale`)."""
+        if self._activity is None:
+            return DeploymentExecutionResult(skipped=list(deployments))
+        return traffic_scaling.autoscale(self._repo, self._activity, unique_by_id(deployments))
+
     def wake(self, deployments: Sequence[DeploymentInfo]) -> DeploymentExecutionResult:
         """Deployments at zero by idleness that requests wait for get their replicas back
         (within their autoscaling rules' maximum); one wake wins, the others are skipped."""
@@ -212,6 +220,8 @@ class DeploymentExecutor:
             return DeploymentExecutionResult(skipped=list(deployments))
         rules = self._repo.fetch_auto_scaling_rules_by_endpoint_ids({d.id for d in at_zero})
         counts = {d.id: wake_count(d.zeroed_from or 1, rules.get(d.id, ())) for d in at_zero}
+        if self._activity is not None:  # those the traffic autoscaler tracks: what is held
+            counts.update(traffic_scaling.wake_counts(self._activity, at_zero))
         woken = self._repo.restore_from_zero(counts)
         now_s = self._activity.now_s() if self._activity is not None else None
         result = DeploymentExecutionResult()

@@ -17,7 +17,13 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 
-from workers.adapters.postgres import autoscaling, rollouts, route_reads, zero
+from workers.adapters.postgres import (
+    autoscaling,
+    rollouts,
+    route_reads,
+    traffic_autoscaling,
+    zero,
+)
 from workers.adapters.postgres.autoscaling import MetricsSource
 from workers.adapters.postgres.bulk import any_of, unnest_rows
 from workers.adapters.postgres.engine import transaction
@@ -37,6 +43,7 @@ from workers.adapters.postgres.schema import (
 from workers.adapters.postgres.transitions import apply_deployment_transitions
 from workers.domain import (
     ACTIVE_ROUTE_STATUSES,
+    AutoscaleDecision,
     AutoScalingMetricsData,
     AutoScalingRule,
     CleanupConfig,
@@ -320,6 +327,22 @@ class PostgresDeploymentRepository:
             decided = autoscaling.save_desired(conn, desired_replicas, self._metrics, self._clock())
         for saved in decided:
             self._on_decision(saved.deployment, saved.decision)
+
+    def fetch_engine_load(self, deployment_ids: AbstractSet[UUID]) -> dict[UUID, float]:
+        """Requests the engines hold (running and waiting), per deployment, as the metrics
+        collector last scraped them."""
+        by_deployment, _ = self._metrics.read(deployment_ids, ())
+        with transaction(self._engine) as conn:
+            serving = traffic_autoscaling.serving(conn, deployment_ids)
+        return traffic_autoscaling.engine_load(by_deployment, serving)
+
+    def count_serving(self, deployment_ids: AbstractSet[UUID]) -> dict[UUID, int]:
+        with transaction(self._engine) as conn:
+            return traffic_autoscaling.serving(conn, deployment_ids)
+
+    def save_autoscale(self, decisions: Mapping[UUID, AutoscaleDecision]) -> set[UUID]:
+        with transaction(self._engine) as conn:
+            return traffic_autoscaling.save(conn, decisions, self._clock().isoformat())
 
     def scale_to_zero(self, counts: Mapping[UUID, int]) -> set[UUID]:
         with transaction(self._engine) as conn:

@@ -18,7 +18,7 @@ from uuid import UUID, uuid4
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import distinct_on
 
-from workers.adapters.postgres import phase_targets, transitions
+from workers.adapters.postgres import phase_targets, traffic_autoscaling, transitions
 from workers.adapters.postgres.engine import joined, transaction
 from workers.adapters.postgres.entity_kinds import STORED_KINDS
 from workers.adapters.postgres.schema import phase_runs
@@ -94,6 +94,11 @@ class PostgresPhaseStore:
     def load_scale_to_zero_candidates(self) -> list[DeploymentInfo]:
         with transaction(self._engine) as conn:
             return phase_targets.load_scale_to_zero_candidates(conn)
+
+    def load_autoscaled(self) -> list[DeploymentInfo]:
+        """Ready deployments, and deployments being rolled out, whose autoscaler is on."""
+        with transaction(self._engine) as conn:
+            return traffic_autoscaling.tracked(conn)
 
     def load_routes_starting(self) -> list[RouteData]:
         with transaction(self._engine) as conn:

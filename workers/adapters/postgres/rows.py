@@ -9,6 +9,8 @@ import sqlalchemy as sa
 
 from workers.adapters.postgres.schema import deployments, routes
 from workers.domain import (
+    AutoscaleMode,
+    AutoscaleState,
     AutoScalingRule,
     Comparator,
     DeploymentInfo,
@@ -19,6 +21,7 @@ from workers.domain import (
     RouteData,
     RouteStatus,
     SessionId,
+    TargetTracking,
     TrafficStatus,
 )
 
@@ -59,7 +62,33 @@ def deployment_from_row(m: sa.RowMapping) -> DeploymentInfo:
         zeroed_from=m["zeroed_from"],
         idle_counts_from=m["idle_counts_from"],
         start_deadline_s=m["start_deadline_s"],
+        autoscale=autoscale_from_row(m),
+        autoscale_state=AutoscaleState.from_json(m["autoscale_state"]),
     )
+
+
+def autoscale_from_row(m: Mapping[Any, Any]) -> TargetTracking | None:
+    """A deployment's traffic autoscaler as its row says; None when it is off."""
+    mode = AutoscaleMode(m["autoscale_mode"])
+    if mode is AutoscaleMode.OFF or m["autoscale_target"] is None:
+        return None
+    return TargetTracking(mode, m["autoscale_target"], m["autoscale_min_replicas"],
+                          m["autoscale_max_replicas"], m["autoscale_stable_window_s"],
+                          m["autoscale_panic_window_s"])  # fmt: skip
+
+
+def autoscale_values(tracking: TargetTracking | None) -> dict[str, Any]:
+    """The columns of a deployment's traffic autoscaler (off: its mode only)."""
+    if tracking is None:
+        return {"autoscale_mode": AutoscaleMode.OFF.value}
+    return {
+        "autoscale_mode": tracking.mode.value,
+        "autoscale_target": tracking.target,
+        "autoscale_min_replicas": tracking.min_replicas,
+        "autoscale_max_replicas": tracking.max_replicas,
+        "autoscale_stable_window_s": tracking.stable_window_s,
+        "autoscale_panic_window_s": tracking.panic_window_s,
+    }
 
 
 def revision_from_row(m: Mapping[Any, Any]) -> ModelRevision | None:
@@ -137,6 +166,7 @@ def deployment_values(deployment: DeploymentInfo) -> dict[str, Any]:
         "scale_to_zero_after_s": deployment.scale_to_zero_after_s,
         "zeroed_from": deployment.zeroed_from,
         "start_deadline_s": deployment.start_deadline_s,
+        **autoscale_values(deployment.autoscale),
         **revision_values(deployment.target_revision),
     }
 

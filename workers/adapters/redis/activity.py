@@ -18,8 +18,9 @@ from workers.adapters.redis.feeds import RedisFeed
 from workers.adapters.redis.keys import REQUEST_WINDOW_S as WINDOW_S
 from workers.adapters.redis.keys import REQUEST_WINDOWS_KEPT_S, RedisKeys
 from workers.contracts import feeds
+from workers.contracts.load import busy_field, read_second, started_field
 from workers.contracts.windows import FAILED_CLASSES, parse_field
-from workers.domain import TrafficCounts
+from workers.domain import Observed, TrafficCounts, TrafficLoad
 
 
 class RedisRequestActivity:
@@ -56,6 +57,34 @@ class RedisRequestActivity:
             deployment_id: traffic_by_revision(read[deployment_id]) for deployment_id in ordered
         }
 
+    def load(self, windows_s: Mapping[UUID, tuple[float, float]]) -> dict[UUID, TrafficLoad]:
+        """Per deployment: what the proxies saw over its (stable, panic) windows, in whole
+        seconds up to the last complete one."""
+        ordered = sorted(windows_s)
+        if not ordered:
+            return {}
+        names = [f(str(i)) for i in ordered for f in (busy_field, started_field)]
+        with redis_errors():
+            now = int(server_time_s(self._client.time()))
+            longest = int(max(stable for stable, _ in windows_s.values()))
+            seconds = range(now - longest, now)
+            pipe = self._client.pipeline(transaction=False)
+            for second in seconds:
+                pipe.hmget(self._keys.load_second(second), names)
+            read: Any = pipe.execute()
+        per_second = [dict(zip(names, values, strict=True)) for values in read]
+        return {i: _load_of(str(i), per_second, *windows_s[i]) for i in ordered}
+
+    def held(self, deployment_ids: AbstractSet[UUID]) -> dict[UUID, int]:
+        """Requests the proxies hold now for each deployment at zero (0: none)."""
+        ordered = sorted(deployment_ids)
+        with redis_errors():
+            pipe = self._client.pipeline(transaction=False)
+            for deployment_id in ordered:
+                pipe.hvals(self._keys.held(deployment_id))
+            read: Any = pipe.execute()
+        return {i: sum(int(v) for v in values) for i, values in zip(ordered, read, strict=True)}
+
     def now_s(self) -> float:
         with redis_errors():
             return server_time_s(self._client.time())
@@ -67,6 +96,22 @@ class RedisRequestActivity:
                 now_s = server_time_s(self._client.time())
                 self._client.zadd(self._keys.last_requests,
                                   {str(i): now_s for i in deployment_ids}, gt=True)  # fmt: skip
+
+
+def _load_of(
+    endpoint: str, per_second: list[dict[str, Any]], stable_s: float, panic_s: float
+) -> TrafficLoad:
+    """Averages over the last `stable_s` and `panic_s` seconds of `per_second` (oldest
+    first; the longest window any deployment asked for)."""
+    seen = [read_second({k: v for k, v in second.items() if v is not None}, endpoint)
+            for second in per_second]  # fmt: skip
+
+    def average(window_s: float, which: int) -> float:
+        last = seen[-max(1, int(window_s)) :] if seen else []
+        return sum(values[which] for values in last) / max(window_s, 1.0)
+
+    return TrafficLoad(Observed(average(stable_s, 0), average(panic_s, 0)),
+                       Observed(average(stable_s, 1), average(panic_s, 1)))  # fmt: skip
 
 
 def _windows(since_s: float, now_s: float) -> range:

@@ -15,6 +15,8 @@ HEALTH_STALE_AFTER_S = 300  # readiness older than this (by the Redis clock) is 
 METRICS_TTL_S = 60  # a collector that stops writing leaves no metric behind for long
 REQUEST_WINDOW_S = 10  # the proxies count requests in windows this long
 REQUEST_WINDOWS_KEPT_S = 3600  # and keep each this long (a canary step is judged that far back)
+HELD_KEPT_S = 3  # a process's held count outlives its announcements (every second) this long
+LOAD_KEPT_S = 900  # the proxies' load per second is kept this long (the longest stable window)
 CHANGES_KEPT = 10_000  # entries a change feed (stream) keeps, approximately
 OUTCOMES_KEPT_AFTER_CLOSE_S = 120  # a closed run's outcomes stay this long, for `phase run`
 WORKER_ALIVE_TTL_S = 6  # a worker process that stops refreshing its key is taken for gone
@@ -115,6 +117,17 @@ class RedisKeys:
         requests answered within `bound` s, `{revision}|sum_ms` -> milliseconds in all
         (expires after an hour)."""
         return f"{self.prefix}modelfleet:requests:{endpoint_id}:{window_s}"
+
+    def held(self, endpoint_id: UUID | str) -> str:
+        """Hash: proxy process -> requests it holds for a deployment at zero, written with
+        each wake it announces (expires after HELD_KEPT_S: a wake's count, not a record)."""
+        return f"{self.prefix}modelfleet:held:{endpoint_id}"
+
+    def load_second(self, second: int) -> str:
+        """Hash: the proxies' load in one second (unix s): `{endpoint}|busy` -> requests in
+        flight integrated over it (s), `{endpoint}|started` -> requests that arrived in it
+        (expires after LOAD_KEPT_S)."""
+        return f"{self.prefix}modelfleet:load:{second}"
 
     @property
     def last_requests(self) -> str:

@@ -3,7 +3,9 @@
 and in 10 s windows in Redis, per endpoint and revision, which the controller reads to
 judge a rollout by its requests and to see when an endpoint was last used. Several
 proxies add up there (HINCRBY). No route id is ever a label: cardinality stays bounded
-by endpoints x revisions.
+by endpoints x revisions. Each second, the load too: requests in flight (held ones
+included) integrated over the second, and requests arrived (`workers.contracts.load`),
+which the traffic autoscaler reads.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from prometheus_client import (
     Counter as PromCounter,
 )
 
+from workers.adapters.redis.keys import LOAD_KEPT_S, RedisKeys
 from workers.adapters.redis.keys import REQUEST_WINDOW_S as WINDOW_S
 from workers.adapters.redis.keys import REQUEST_WINDOWS_KEPT_S as WINDOW_KEPT_S
-from workers.adapters.redis.keys import RedisKeys
+from workers.contracts.load import busy_field, started_field
 from workers.contracts.windows import class_field, code_class, sum_field, within_field
 
 log = logging.getLogger(__name__)
@@ -93,6 +96,45 @@ def exposition() -> bytes:
 
 
 @dataclass
+class LoadMeter:
+    """Requests in flight per endpoint, integrated over time, and requests arrived: what
+    the traffic autoscaler tracks. Two additions per request (`begin`, `end`); taken
+    once a second into that second's hash."""
+
+    _in_flight: Counter[str] = field(default_factory=Counter)
+    _since: dict[str, float] = field(default_factory=dict)  # last change of the count
+    _busy_s: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    _started: Counter[str] = field(default_factory=Counter)
+
+    def begin(self, endpoint: str, now_s: float) -> None:
+        self._settle(endpoint, now_s)
+        self._in_flight[endpoint] += 1
+        self._started[endpoint] += 1
+
+    def end(self, endpoint: str, now_s: float) -> None:
+        self._settle(endpoint, now_s)
+        self._in_flight[endpoint] -= 1
+        if not self._in_flight[endpoint]:
+            del self._in_flight[endpoint]
+            self._since.pop(endpoint, None)
+
+    def take(self, now_s: float) -> dict[str, tuple[float, int]]:
+        """endpoint -> (busy seconds, requests started) since the last take."""
+        for endpoint in list(self._in_flight):
+            self._settle(endpoint, now_s)
+        taken = {e: (self._busy_s.get(e, 0.0), self._started.get(e, 0))
+                 for e in set(self._busy_s) | set(self._started)}  # fmt: skip
+        self._busy_s, self._started = defaultdict(float), Counter()
+        return taken
+
+    def _settle(self, endpoint: str, now_s: float) -> None:
+        count = self._in_flight.get(endpoint, 0)
+        if count:
+            self._busy_s[endpoint] += count * max(0.0, now_s - self._since[endpoint])
+        self._since[endpoint] = now_s
+
+
+@dataclass
 class RequestWindows:
     """What this process counted since its last flush, sent to Redis every second."""
 
@@ -105,6 +147,7 @@ class RequestWindows:
         default_factory=lambda: defaultdict(Counter)
     )
     _last_seen: dict[str, float] = field(default_factory=dict)
+    load: LoadMeter = field(default_factory=LoadMeter)
     _task: asyncio.Task[None] | None = None
 
     def count(self, endpoint: str, revision: str, status: int | None, seconds: float) -> None:
@@ -137,9 +180,18 @@ class RequestWindows:
             self.seen(endpoint)
         counts, self._counts = self._counts, defaultdict(Counter)
         seen, self._last_seen = self._last_seen, {}
-        if not counts and not seen:
+        now_s = time.time()
+        load = self.load.take(now_s)
+        if not counts and not seen and not load:
             return
         pipe = self.client.pipeline(transaction=False)
+        if load:
+            key = self.keys.load_second(int(now_s))
+            for endpoint, (busy_s, started) in load.items():
+                pipe.hincrbyfloat(key, busy_field(endpoint), round(busy_s, 4))
+                if started:
+                    pipe.hincrby(key, started_field(endpoint), started)
+            pipe.expire(key, LOAD_KEPT_S)
         for (endpoint, window_s), fields in counts.items():
             key = self.keys.request_window(endpoint, window_s)
             for name, amount in fields.items():

@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable
@@ -40,7 +42,7 @@ from aiohttp import (
 )
 
 from workers.adapters.app_proxy_http import TOKEN_HEADER
-from workers.adapters.redis.keys import CHANGES_KEPT, RedisKeys
+from workers.adapters.redis.keys import CHANGES_KEPT, HELD_KEPT_S, RedisKeys
 from workers.config import ProxySettings
 from workers.contracts.feeds import WAKES
 from workers.domain import EndpointMode
@@ -90,6 +92,7 @@ class Proxy:
         self.windows = RequestWindows(self.redis_client, self.keys, busy=self._busy_endpoints)
         self.paths = PathWatch(self.settings.dead_connection_s)
         self._answering: Counter[str] = Counter()  # endpoint -> requests being answered now
+        self._process_token = f"{socket.gethostname()}:{os.getpid()}"  # its held counts' field
         self._client: ClientSession | None = None
 
     def app(self) -> web.Application:
@@ -166,11 +169,13 @@ class Proxy:
             return _error(413, f"request body over {limit} bytes (MODELFLEET_PROXY_MAX_BODY_BYTES)")
         counting.IN_FLIGHT.labels(endpoint).inc()
         self._answering[endpoint] += 1
+        self.windows.load.begin(endpoint, time.time())
         try:
             if replica is None:
                 return await self._held(request, endpoint, body)
             return await self._send(request, endpoint, replica, body)
         finally:
+            self.windows.load.end(endpoint, time.time())
             counting.IN_FLIGHT.labels(endpoint).dec()
             self._answering[endpoint] -= 1
             if not self._answering[endpoint]:
@@ -296,9 +301,14 @@ class Proxy:
         state = self.endpoints.modes.get(endpoint)
         return state is not None and state.mode is EndpointMode.WAKES
 
-    async def _announce_wake(self, endpoint: str) -> None:
-        await self.redis_client.xadd(self.keys.wakes, WAKES.entry([endpoint]),
-                                     maxlen=CHANGES_KEPT, approximate=True)  # fmt: skip
+    async def _announce_wake(self, endpoint: str, held: int) -> None:
+        """A wake on the feed, after how many requests this process holds for it."""
+        pipe = self.redis_client.pipeline(transaction=False)
+        pipe.hset(self.keys.held(endpoint), self._process_token, held)
+        pipe.expire(self.keys.held(endpoint), HELD_KEPT_S)
+        pipe.xadd(self.keys.wakes, WAKES.entry([endpoint]), maxlen=CHANGES_KEPT,
+                  approximate=True)  # fmt: skip
+        await pipe.execute()
 
     def _another(self, endpoint: str, first: Replica) -> Replica | None:
         """A replica on another host; else another replica on the same one."""

@@ -29,6 +29,9 @@ from workers.standalone.proxy.routing import Replica, RoutingTable
 log = logging.getLogger(__name__)
 
 ANNOUNCE_EVERY_S = 1.0
+# The first announcement waits this long: the wake then knows how many a burst holds, and
+# a deployment whose replicas autoscale wakes to what they need (not to one).
+WAKE_GATHER_S = 0.2
 
 
 class HoldFull(Exception):
@@ -57,7 +60,8 @@ class _Waiting:
 class Holds:
     table: RoutingTable
     settings: ProxySettings
-    announce: Callable[[str], Awaitable[None]]  # a wake for this deployment, on the feed
+    # a wake for this deployment on the feed, with how many requests this process holds
+    announce: Callable[[str, int], Awaitable[None]]
     waking: Callable[[str], bool]  # whether the deployment still wakes on request
     _waiting: dict[str, _Waiting] = field(default_factory=dict)
     _held_bytes: int = 0  # request bodies waiting here, in all
@@ -129,9 +133,10 @@ class Holds:
 
     async def _announce_while_held(self, endpoint: str, waiting: _Waiting) -> None:
         try:
+            await asyncio.sleep(WAKE_GATHER_S)  # a burst's requests, held together
             while waiting.held:
                 try:
-                    await self.announce(endpoint)
+                    await self.announce(endpoint, waiting.held)
                 except Exception as error:  # Redis down: the held requests keep waiting
                     log.warning("proxy: wake of %s not announced: %s", endpoint, error)
                 await asyncio.sleep(ANNOUNCE_EVERY_S)

@@ -17,6 +17,7 @@ from workers.adapters.postgres.schema.base import (
 )
 from workers.domain import (
     HOST_INTENTS,
+    AutoscaleMode,
     Comparator,
     DeploymentLifecycle,
     HostStatus,
@@ -111,6 +112,17 @@ deployments = sa.Table(
     # The replica count it had when it went to zero by idleness; set only while it is
     # there (a request wakes it back to this). None at zero: an operator asked for 0.
     sa.Column("zeroed_from", sa.Integer),
+    # The traffic autoscaler (`workers.policies.traffic_autoscaler`): what it tracks per
+    # replica against its target, its bounds and windows; what it remembers between
+    # decisions (panic, last increase) and its last view (inputs, decision) for people.
+    sa.Column("autoscale_mode", sa.Text, nullable=False, server_default=AutoscaleMode.OFF.value),
+    sa.Column("autoscale_target", sa.Float),
+    sa.Column("autoscale_min_replicas", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("autoscale_max_replicas", sa.Integer, nullable=False, server_default="10"),
+    sa.Column("autoscale_stable_window_s", sa.Float, nullable=False, server_default="60"),
+    sa.Column("autoscale_panic_window_s", sa.Float, nullable=False, server_default="6"),
+    sa.Column("autoscale_state", JSONB),
+    sa.Column("autoscale_view", JSONB),
     # Idle time counts from the latest request or this (creation, setting, last wake).
     sa.Column(
         "idle_counts_from", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
@@ -125,6 +137,16 @@ deployments = sa.Table(
     sa.CheckConstraint("scale_to_zero_after_s > 0", name="scale_to_zero_after_s"),
     sa.CheckConstraint("zeroed_from > 0", name="zeroed_from"),
     sa.CheckConstraint("start_deadline_s > 0", name="start_deadline_s"),
+    one_of("autoscale_mode", values_of(AutoscaleMode), "autoscale_mode"),
+    sa.CheckConstraint("autoscale_target > 0", name="autoscale_target"),
+    sa.CheckConstraint(
+        "autoscale_min_replicas >= 0 AND autoscale_max_replicas >= autoscale_min_replicas",
+        name="autoscale_bounds",
+    ),
+    sa.CheckConstraint(
+        "autoscale_panic_window_s > 0 AND autoscale_stable_window_s >= autoscale_panic_window_s",
+        name="autoscale_windows",
+    ),
     sa.Index(
         "uq_deployments_name_live",
         "name",

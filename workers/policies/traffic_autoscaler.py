@@ -1,0 +1,84 @@
+"""How many replicas a deployment's traffic asks for (pure): target tracking with a stable
+and a panic window, the way Knative's autoscaler works.
+
+- Wanted = ceil(observed / target), observed being the whole deployment's concurrency,
+  requests per second or engine queue, averaged over a window.
+- **Stable:** over the stable window (60 s): the count it settles on.
+- **Panic:** when the panic window (6 s) asks for at least `panic_threshold` (2) times
+  the replicas serving, the count goes up at once to what the panic window asks; it
+  stays in panic for a stable window after the last time that held, and never goes down
+  while in panic (a burst is not followed by a drop, Knative #8682 aside).
+- **Down, slowly:** not within a stable window after the last increase, and at most by
+  half per decision.
+- **Bounds:** never below `min_replicas` (0 allowed: no request over the stable window
+  scales it to zero, and a wake brings back what the waiting requests need) nor above
+  `max_replicas`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from workers.domain import (
+    UNITS,
+    AutoscaleDecision,
+    AutoscaleState,
+    Observed,
+    TargetTracking,
+)
+
+
+def decide(
+    spec: TargetTracking, observed: Observed, current: int, ready: int, now_s: float,
+    state: AutoscaleState,
+) -> AutoscaleDecision:  # fmt: skip
+    """The count to ask for now, from `current` (the count asked for until now) and `ready`
+    (the replicas serving), with what was observed and what the autoscaler remembers."""
+    stable_wants, panic_wants = _wanted(observed.stable, spec), _wanted(observed.panic, spec)
+    panic_since = state.panic_since_s
+    if panic_wants >= spec.panic_threshold * max(ready, 1) and panic_wants > current:
+        panic_since = now_s
+    panicking = panic_since is not None and now_s - panic_since < spec.stable_window_s
+    if panicking:
+        desired = max(current, panic_wants, stable_wants)
+    else:
+        desired = _settled(spec, stable_wants, current, now_s, state)
+    desired = min(max(desired, spec.min_replicas), spec.max_replicas)
+    scaled_up = now_s if desired > current else state.scaled_up_s
+    said = _said(spec, observed, current, desired, panicking)
+    return AutoscaleDecision(desired, AutoscaleState(panic_since if panicking else None,
+                                                     scaled_up), panicking, said)  # fmt: skip
+
+
+def wake_count(spec: TargetTracking, waiting: float) -> int:
+    """What a deployment at zero wakes to: what the requests waiting for it need."""
+    return min(max(_wanted(waiting, spec), 1, spec.min_replicas), spec.max_replicas)
+
+
+def _settled(
+    spec: TargetTracking, wanted: int, current: int, now_s: float, state: AutoscaleState
+) -> int:
+    if wanted >= current:
+        return wanted
+    recently_up = state.scaled_up_s is not None and now_s - state.scaled_up_s < spec.stable_window_s
+    if recently_up:
+        return current
+    if wanted == 0:
+        return 0  # no request over the whole stable window: as low as its minimum allows
+    return max(wanted, math.ceil(current / 2))  # at most half per decision
+
+
+def _wanted(value: float, spec: TargetTracking) -> int:
+    return math.ceil(round(value / spec.target, 6)) if value > 0 else 0
+
+
+def _said(
+    spec: TargetTracking, observed: Observed, current: int, desired: int, panicking: bool
+) -> str:
+    """'concurrency 17.6 over 6 s panic window, target 2, 3 -> 9 replicas'."""
+    value, window = (observed.panic, spec.panic_window_s) if panicking else (
+        observed.stable, spec.stable_window_s)  # fmt: skip
+    which = "panic window" if panicking else "stable window"
+    change = f"{current} -> {desired}" if desired != current else f"{current}, unchanged"
+    return (f"{spec.mode.value} {value:.1f} ({UNITS[spec.mode]}) over {window:g} s {which}, "
+            f"target {spec.target:g} per replica, {change} replicas")  # fmt: skip
