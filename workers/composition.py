@@ -28,7 +28,7 @@ from workers.adapters.redis.keys import RedisKeys
 from workers.adapters.redis.metrics import RedisMetricsStore
 from workers.adapters.redis.phase_runs import RedisOutcomeStore, RedisPhaseLock, RedisRunProgress
 from workers.config import Settings
-from workers.domain import DeploymentInfo
+from workers.domain import AutoscaleDecision, DeploymentInfo
 from workers.executors import DeploymentExecutor, HostExecutor, RouteExecutor
 from workers.phase_names import PhaseName
 from workers.policies.autoscaling import ScalingDecision, direction
@@ -107,12 +107,19 @@ def build_adapters(settings: Settings) -> Adapters:
             decision.metric_value,
         )
 
+    def count_autoscaled(name: str, before: int, decision: AutoscaleDecision) -> None:
+        moved = "up" if decision.desired > before else "down"
+        controller_metrics.autoscaling_decision(name, moved, "traffic", decision.value)
+
     return Adapters(
         settings=settings,
         engine=engine,
         redis=client,
         repository=PostgresDeploymentRepository(
-            engine=engine, metrics=metrics, on_decision=count_decision
+            engine=engine,
+            metrics=metrics,
+            on_decision=count_decision,
+            on_autoscaled=count_autoscaled,
         ),
         scheduler=SessionTableScheduler(engine=engine),
         health_store=RedisHealthStore(client=client, keys=keys),

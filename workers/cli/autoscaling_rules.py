@@ -62,6 +62,10 @@ def add(cli: CliContext, /, ref: str, **options: Any) -> None:
         found = find_deployment(cli, ref)
         if found["lifecycle"] in {"destroying", "destroyed"}:
             bad_input("DEPLOYMENT", f"{found['name']} is {found['lifecycle']}")
+        if found["autoscale_mode"] != "off":
+            mode = found["autoscale_mode"]
+            bad_input("DEPLOYMENT", f"{found['name']} autoscales on its traffic "
+                      f"(--autoscale {mode}): one or the other")  # fmt: skip
         stored = cli.catalog.add_autoscaling_rule(found["id"], rule)
     done(
         f"rule {stored.id} added to {found['name']}",

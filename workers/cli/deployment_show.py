@@ -42,6 +42,7 @@ def show(cli: CliContext, ref: str, limit: int, as_json: bool) -> None:
         exited = cli.reports.exited_sessions(found["id"], limit)
     routes = with_health(cli, routes)
     found["idle_s"] = _idle_s(cli, found["id"])
+    found["autoscale"] = autoscale_of(found)
     found["routes"] = ", ".join(
         f"{n} {status}" for status, n in Counter(r["status"] for r in routes).most_common()
     )
@@ -49,7 +50,8 @@ def show(cli: CliContext, ref: str, limit: int, as_json: bool) -> None:
         emit_json({**found, "history": history, "routes": routes, "route_errors": errors,
                    "exited_sessions": exited})  # fmt: skip
         return
-    emit_records(f"deployment {found['name']}", [found], SHOW_FIELDS)
+    emit_records(f"deployment {found['name']}", [{**found, "autoscale": _said(found)}],
+                 SHOW_FIELDS)  # fmt: skip
     emit_table(
         "routes", routes, ["id", "revision", "status", "host_name", "health", "health_age_s"]
     )
@@ -75,6 +77,7 @@ SHOW_FIELDS = [
     "current_revision",
     "deploying_revision",
     "rollout",
+    "autoscale",
     "resource_group",
     "replica_count",
     "desired_replica_count",
@@ -117,3 +120,32 @@ def _health_of(status: HealthStatus | None, now_s: float) -> dict[str, Any]:
     last = status.last_readiness_at
     age = None if last is None else round(max(now_s - last, 0.0), 1)
     return {"health": status.status.value.lower(), "health_age_s": age}
+
+
+def autoscale_of(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The traffic autoscaler's settings, and its current view (inputs and decision, as
+    its last run saw them); None when it is off."""
+    if row.get("autoscale_mode", "off") == "off":
+        return None
+    return {
+        "mode": row["autoscale_mode"],
+        "target": row["autoscale_target"],
+        "min_replicas": row["autoscale_min_replicas"],
+        "max_replicas": row["autoscale_max_replicas"],
+        "stable_window_s": row["autoscale_stable_window_s"],
+        "panic_window_s": row["autoscale_panic_window_s"],
+        "view": row.get("autoscale_view"),
+    }
+
+
+def _said(row: dict[str, Any]) -> str:
+    """For people: 'concurrency, target 2 per replica (1-10): <its last view>'."""
+    autoscale = row["autoscale"]
+    if autoscale is None:
+        return "off"
+    view = autoscale["view"] or {}
+    bounds = f"{autoscale['min_replicas']}-{autoscale['max_replicas']}"
+    said = f"{autoscale['mode']}, target {autoscale['target']:g} per replica ({bounds})"
+    if view.get("panicking"):
+        said += ", panicking"
+    return f"{said}: {view['said']}" if view.get("said") else said

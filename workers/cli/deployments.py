@@ -9,6 +9,9 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
+from workers.adapters.postgres.rows import autoscale_from_row, autoscale_values
+from workers.cli.autoscale_options import asked as autoscale_asked
+from workers.cli.autoscale_options import autoscale_options, tracking
 from workers.cli.output import (
     done,
     emit,
@@ -96,6 +99,7 @@ SCALE_TO_ZERO_HELP = (
 @click.option("--scale-to-zero-after-s", type=FiniteFloat(min=0), default=0.0, show_default=True,
               help=SCALE_TO_ZERO_HELP)  # fmt: skip
 @start_deadline_option
+@autoscale_options
 @wait_options
 @json_option
 @click.pass_obj
@@ -125,6 +129,7 @@ def create(cli: CliContext, /, name: str, resource_group: str, **options: Any) -
         drain_s=options["drain_s"],
         scale_to_zero_after_s=options["scale_to_zero_after_s"] or None,
         start_deadline_s=options["start_deadline_s"],
+        autoscale=tracking(cli, options),
     )
     with reported_failures("deployment create"):
         if resource_group not in {g["name"] for g in cli.reports.scaling_groups()}:
@@ -148,6 +153,16 @@ def check_replicas(cli: CliContext, field: str, replicas: int) -> None:
     ceiling = cli.settings.max_replicas
     if replicas > ceiling:
         bad_input(field, f"{replicas} is over MODELFLEET_MAX_REPLICAS ({ceiling})")
+
+
+def autoscale_settings(
+    cli: CliContext, found: dict[str, Any], options: dict[str, Any]
+) -> dict[str, Any]:
+    """The autoscaler's columns the options ask of deployment `found` (none: nothing)."""
+    if not autoscale_asked(options):
+        return {}
+    rules = len(cli.reports.autoscaling_rules(found["id"]))
+    return autoscale_values(tracking(cli, options, autoscale_from_row(found), rules))
 
 
 def with_rollout(row: dict[str, Any]) -> dict[str, Any]:
@@ -186,20 +201,24 @@ def _reason(row: dict[str, Any], desired: int, progress: str | None) -> str:
 @click.option("--scale-to-zero-after-s", type=FiniteFloat(min=0), help=SCALE_TO_ZERO_HELP)
 @click.option("--drain-s", type=FiniteFloat(min=0, max=3600), help=DRAIN_HELP)
 @start_deadline_option
+@autoscale_options
 @json_option
 @click.pass_obj
-def set_settings(cli: CliContext, /, ref: str, as_json: bool, **options: float | None) -> None:
+def set_settings(cli: CliContext, /, ref: str, as_json: bool, **options: Any) -> None:
     """Change settings that are not part of a revision (nothing is rolled out)."""
-    asked: dict[str, float | None] = {n: v for n, v in options.items() if v is not None}
-    if not asked:
-        bad_input("options", "give --scale-to-zero-after-s, --drain-s or --start-deadline-s")
-    if "scale_to_zero_after_s" in asked:  # 0 turns it off
-        asked["scale_to_zero_after_s"] = asked["scale_to_zero_after_s"] or None
+    plain = ("scale_to_zero_after_s", "drain_s", "start_deadline_s")
+    wanted: dict[str, Any] = {n: options[n] for n in plain if options[n] is not None}
+    if not wanted and not autoscale_asked(options):
+        bad_input("options", "give --scale-to-zero-after-s, --drain-s, --start-deadline-s or "
+                  "--autoscale and its options")  # fmt: skip
+    if "scale_to_zero_after_s" in wanted:  # 0 turns it off
+        wanted["scale_to_zero_after_s"] = wanted["scale_to_zero_after_s"] or None
     with reported_failures("deployment set"):
         found = find_deployment(cli, ref)
         if found["lifecycle"] in {"destroying", "destroyed"}:
             bad_input("DEPLOYMENT", f"{found['name']} is {found['lifecycle']}")
-        changed = cli.catalog.set_settings(found["id"], asked)
+        wanted.update(autoscale_settings(cli, found, options))
+        changed = cli.catalog.set_settings(found["id"], wanted)
     document = {"deployment": found["name"], "id": str(found["id"]), "changed": changed}
     said = "; ".join(changed) if changed else "nothing changed"
     done(f"deployment {found['name']}: {said}", document, as_json=as_json)

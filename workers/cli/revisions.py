@@ -13,7 +13,13 @@ from typing import Any
 import click
 
 from workers.adapters.postgres.revision_records import RolloutStart
-from workers.cli.deployments import deployment, start_deadline_option, with_rollout
+from workers.cli.autoscale_options import autoscale_options
+from workers.cli.deployments import (
+    autoscale_settings,
+    deployment,
+    start_deadline_option,
+    with_rollout,
+)
 from workers.cli.output import done, emit, json_option, wide_option
 from workers.cli.params import FiniteFloat
 from workers.cli.revision_options import (
@@ -135,14 +141,20 @@ def rollout_options(command: Any) -> Any:
 @health_options(with_defaults=False)
 @resource_options
 @start_deadline_option
+@autoscale_options
 @rollout_options
 @click.pass_obj
 def update(cli: CliContext, /, ref: str, **options: Any) -> None:
-    """Ship a new revision: the current one with these changes, rolled out."""
+    """Ship a new revision: the current one with these changes, rolled out (settings
+    alone, like the autoscaler's, change at once: nothing is rolled out)."""
     spec = _spec(options)
     with reported_failures("deployment update"):
         found = _live(cli, ref)
+        settings = autoscale_settings(cli, found, options)
         changes = _changes(cli, found, options)
+        if settings and not changes:
+            _settings_only(cli, found, settings, options)
+            return
         number = cli.catalog.create_revision(
             found["id"], changes, keep=cli.settings.revision_history_limit
         )
@@ -152,8 +164,22 @@ def update(cli: CliContext, /, ref: str, **options: Any) -> None:
             )
         started = _start(cli, found, number, spec, f"update to revision {number}")
         if options["start_deadline_s"] is not None:
-            cli.catalog.set_settings(found["id"], {"start_deadline_s": options["start_deadline_s"]})
+            settings["start_deadline_s"] = options["start_deadline_s"]
+        if settings:
+            cli.catalog.set_settings(found["id"], settings)
     _report(cli, found, number, started, options)
+
+
+def _settings_only(
+    cli: CliContext, found: dict[str, Any], settings: dict[str, Any], options: dict[str, Any]
+) -> None:
+    if options["start_deadline_s"] is not None:
+        settings["start_deadline_s"] = options["start_deadline_s"]
+    changed = cli.catalog.set_settings(found["id"], settings)
+    said = "; ".join(changed) if changed else "nothing changed"
+    done(f"deployment {found['name']}: {said} (no revision: nothing rolled out)",
+         {"deployment": found["name"], "id": str(found["id"]), "changed": changed},
+         as_json=options["as_json"])  # fmt: skip
 
 
 @deployment.command("rollback")

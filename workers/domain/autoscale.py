@@ -76,3 +76,4 @@ class AutoscaleDecision:
     state: AutoscaleState
     panicking: bool
     said: str  # the inputs and the change: 'concurrency 17.6 over 6 s panic window, ...'
+    value: float = 0.0  # what the decision went by (the panic or the stable window's)

@@ -46,8 +46,9 @@ def decide(
     desired = min(max(desired, spec.min_replicas), spec.max_replicas)
     scaled_up = now_s if desired > current else state.scaled_up_s
     said = _said(spec, observed, current, desired, panicking)
-    return AutoscaleDecision(desired, AutoscaleState(panic_since if panicking else None,
-                                                     scaled_up), panicking, said)  # fmt: skip
+    value = observed.panic if panicking else observed.stable
+    state = AutoscaleState(panic_since if panicking else None, scaled_up)
+    return AutoscaleDecision(desired, state, panicking, said, value)
 
 
 def wake_count(spec: TargetTracking, waiting: float) -> int:

@@ -66,7 +66,8 @@ COUNTERS = {
     ITEMS: ("phase_items", "Items of closed runs, by outcome bucket.", ["phase", "bucket"]),
     TRANSITIONS: ("phase_transitions", "Status changes applied by phase runs.", ["phase"]),
     LOCK_BUSY: ("phase_lock_busy", "Ticks that found their phase busy.", ["phase"]),
-    DECISIONS: ("autoscaling_decisions", "Replica counts changed by autoscaling rules.",
+    DECISIONS: ("autoscaling_decisions", "Replica counts changed by autoscaling (its rules, or "
+                "its traffic autoscaler).",
                 ["deployment", "direction"]),
 }  # fmt: skip
 GAUGES = {

@@ -306,7 +306,9 @@ def _count_changed(conn: sa.Connection, deployment_id: UUID, what: str) -> None:
 
 
 def _setting(value: Any) -> str:
-    return "off" if value is None else f"{value:g}"
+    if value is None:
+        return "off"
+    return f"{value:g}" if isinstance(value, int | float) else str(value)
 
 
 def _route_values(route: RouteData) -> dict[str, Any]:

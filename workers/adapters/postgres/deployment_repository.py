@@ -93,11 +93,14 @@ class PostgresDeploymentRepository:
         metrics: MetricsSource,
         clock: Callable[[], datetime] = _utc_now,
         on_decision: Callable[[DeploymentInfo, ScalingDecision], None] = lambda *_: None,
+        # (name, count before, the traffic autoscaler's decision)
+        on_autoscaled: Callable[[str, int, AutoscaleDecision], None] = lambda *_: None,
     ) -> None:
         self._engine = engine
         self._metrics = metrics  # where autoscaling metrics are kept (Redis)
         self._clock = clock
         self._on_decision = on_decision  # e.g. counted in the controller's metrics
+        self._on_autoscaled = on_autoscaled
 
     # -- read by the route executor --
     def get_endpoints_by_ids(self, endpoint_ids: AbstractSet[UUID]) -> list[DeploymentInfo]:
@@ -341,8 +344,13 @@ class PostgresDeploymentRepository:
             return traffic_autoscaling.serving(conn, deployment_ids)
 
     def save_autoscale(self, decisions: Mapping[UUID, AutoscaleDecision]) -> set[UUID]:
+        """Save each decision (`traffic_autoscaling.save`); a change is counted in the
+        controller's metrics."""
         with transaction(self._engine) as conn:
-            return traffic_autoscaling.save(conn, decisions, self._clock().isoformat())
+            changed = traffic_autoscaling.save(conn, decisions, self._clock().isoformat())
+        for deployment_id, (name, before) in changed.items():
+            self._on_autoscaled(name, before, decisions[deployment_id])
+        return set(changed)
 
     def scale_to_zero(self, counts: Mapping[UUID, int]) -> set[UUID]:
         with transaction(self._engine) as conn:

@@ -363,6 +363,13 @@ def _deployments_query() -> sa.Select[Any]:
         deployments.c.drain_s,
         deployments.c.scale_to_zero_after_s,
         deployments.c.zeroed_from,
+        deployments.c.autoscale_mode,
+        deployments.c.autoscale_target,
+        deployments.c.autoscale_min_replicas,
+        deployments.c.autoscale_max_replicas,
+        deployments.c.autoscale_stable_window_s,
+        deployments.c.autoscale_panic_window_s,
+        deployments.c.autoscale_view,
         deployments.c.created_at,
         sa.func.extract("epoch", sa.func.now() - deployments.c.destroyed_at).label(
             "destroyed_for_s"

@@ -69,17 +69,20 @@ def engine_load(
     }
 
 
-def save(conn: sa.Connection, decisions: Mapping[UUID, AutoscaleDecision], now: Any) -> set[UUID]:
-    """Each decision saved (see the module docstring); the deployments whose count changed."""
+def save(
+    conn: sa.Connection, decisions: Mapping[UUID, AutoscaleDecision], now: Any
+) -> dict[UUID, tuple[str, int]]:
+    """Each decision saved (see the module docstring); the deployments whose count changed,
+    each with its name and the count it had."""
     if not decisions:
-        return set()
+        return {}
     rows = conn.execute(
-        sa.select(deployments.c.id, deployments.c.lifecycle, TARGET_REPLICAS.label("target"),
-                  deployments.c.rollout_desired)
+        sa.select(deployments.c.id, deployments.c.name, deployments.c.lifecycle,
+                  TARGET_REPLICAS.label("target"), deployments.c.rollout_desired)
         .where(any_of(deployments.c.id, decisions))
         .with_for_update()
     ).all()  # fmt: skip
-    changed = set()
+    changed = {}
     for row in rows:
         decision = decisions[row.id]
         view = {"desired": decision.desired, "panicking": decision.panicking,
@@ -87,7 +90,8 @@ def save(conn: sa.Connection, decisions: Mapping[UUID, AutoscaleDecision], now: 
         conn.execute(deployments.update().where(deployments.c.id == row.id).values(
             autoscale_state=decision.state.to_json(), autoscale_view=view))  # fmt: skip
         if _count_changed(conn, row, decision):
-            changed.add(row.id)
+            deploying = row.lifecycle == DeploymentLifecycle.DEPLOYING.value
+            changed[row.id] = (row.name, row.rollout_desired if deploying else row.target)
     return changed
 
 
