@@ -1,8 +1,14 @@
 """A sample model server: `python -m workers.devtools.model_server [--port N]`.
 
-GET /health answers 200 (or 503 once told to fail); POST /v1/completions gives a
-deterministic toy completion; GET /metrics is Prometheus text (requests in
-flight, requests served). MODEL_LATENCY_S makes each completion take that long;
+GET /health answers 200 (or 503 once told to fail); POST /v1/completions and
+/v1/chat/completions give a deterministic toy completion with OpenAI's `usage`
+(`prompt_tokens_details.cached_tokens` included), streamed as server-sent events when
+asked (`"stream": true`; the usage in the last chunk with `stream_options.include_usage`);
+GET /metrics is Prometheus text (requests in flight, requests served, and vLLM's names
+for what its simulated engine does: `workers.devtools.engine`, whose cost model the
+MODEL_MAX_RUNNING, MODEL_KV_BLOCKS, MODEL_BLOCK_CHARS, MODEL_PREFILL_S_PER_TOKEN,
+MODEL_DECODE_S_PER_TOKEN and MODEL_OUTPUT_TOKENS variables set; unset, it answers at
+once). MODEL_LATENCY_S makes each completion take that long;
 MODEL_STARTUP_S makes it load that long first (port open, health and completions 503);
 MODEL_ERROR_RATE answers that share of completions 500 (exactly: 0.5 fails every second one);
 MODEL_RESET_RATE resets that share of completions' connections without an answer (what a
@@ -28,10 +34,13 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from workers.contracts.prompts import CHAT_COMPLETIONS, COMPLETIONS, prompt_of
+from workers.devtools.engine import Engine, EngineConfig, Prefilled
 from workers.domain import REVISION_VARIABLE  # the deployment revision it runs
 from workers.standalone.machine import BIND_HOST_VARIABLE, PORT_VARIABLE
 
@@ -52,6 +61,7 @@ class ModelState:
         reset_rate: float = 0.0,
     ) -> None:
         self.name = name
+        self.engine = Engine()  # no cost unless configured (`_engine_from_environment`)
         # MODEL_ERROR_RATE: this share of completions answer 500, evenly spread and exactly
         # (with 0.5, every second one), so a test knows how many fail; MODEL_RESET_RATE:
         # this share get their connection reset instead, the same way.
@@ -78,23 +88,39 @@ class ModelState:
         with self.served_log.open("a") as ledger:
             ledger.write(f"{request_id[:64]}\n")
 
-    def complete(self, prompt: str) -> dict[str, Any]:
+    def complete(
+        self, prompt: str, max_tokens: int | None = None, arrived: float | None = None, *,
+        stream: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The answer, after the engine's time; with `stream`, its chunks go out as they
+        come (the first after the prefill) and the answer returned is the last chunk."""
+        arrived = time.monotonic() if arrived is None else arrived
+        max_tokens = self.engine.config.output_tokens if max_tokens is None else max_tokens
         with self.lock:
             self.in_flight += 1
         try:
-            time.sleep(self.latency_s)
-            text = " ".join(reversed(prompt.split())) or "..."
-            answer: dict[str, Any] = {
-                "model": self.name,
-                "choices": [{"index": 0, "text": f"echo: {text}"}],
-            }
-            if self.revision is not None:
-                answer["revision"] = self.revision
-            return answer
+            with self.engine.admitted():
+                time.sleep(self.latency_s)
+                done = self.engine.prefill(prompt)
+                time.sleep(done.prefill_s)
+                self.engine.first_token_after(time.monotonic() - arrived)
+                text = " ".join(reversed(prompt.split())) or "..."
+                if stream is not None:
+                    stream(self._answer(f"echo: {text.split()[0]}", None))
+                time.sleep(max_tokens * self.engine.config.decode_s_per_token)
+            return self._answer(f"echo: {text}", _usage(done, max_tokens))
         finally:
             with self.lock:
                 self.in_flight -= 1
                 self.served += 1
+
+    def _answer(self, text: str, usage: dict[str, Any] | None) -> dict[str, Any]:
+        answer: dict[str, Any] = {"model": self.name, "choices": [{"index": 0, "text": text}]}
+        if usage is not None:
+            answer["usage"] = usage
+        if self.revision is not None:
+            answer["revision"] = self.revision
+        return answer
 
     def next_fails(self) -> bool:
         """Whether the next completion is one of the injected failures (a 500)."""
@@ -130,7 +156,7 @@ class ModelState:
             f"model_requests_in_flight {self.in_flight}\n"
             "# TYPE model_requests_total counter\n"
             f"model_requests_total {self.served}\n"
-        )
+        ) + self.engine.metrics()
 
 
 class _Server(ThreadingHTTPServer):
@@ -144,6 +170,31 @@ class _Server(ThreadingHTTPServer):
         error = sys.exc_info()[1]
         if not isinstance(error, ConnectionError):
             super().handle_error(request, client_address)
+
+
+def _usage(done: Prefilled, completion_tokens: int) -> dict[str, Any]:
+    """OpenAI's usage, as vLLM sends it (cached prompt tokens included)."""
+    return {"prompt_tokens": done.prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": done.prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": done.cached_tokens}}  # fmt: skip
+
+
+def _usage_asked(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and bool(options.get("include_usage"))
+
+
+def _engine_from_environment() -> EngineConfig:
+    """The simulated engine's cost model, from MODEL_* variables (unset: no cost)."""
+    number = os.environ.get
+    return EngineConfig(
+        max_running=int(number("MODEL_MAX_RUNNING", "0")),
+        kv_blocks=int(number("MODEL_KV_BLOCKS", "0")),
+        block_chars=int(number("MODEL_BLOCK_CHARS", "64")),
+        prefill_s_per_token=float(number("MODEL_PREFILL_S_PER_TOKEN", "0")),
+        decode_s_per_token=float(number("MODEL_DECODE_S_PER_TOKEN", "0")),
+        output_tokens=int(number("MODEL_OUTPUT_TOKENS", "16")),
+    )
 
 
 def _one_of(n: int, rate: float) -> bool:
@@ -179,7 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b"{}"
-        if self.path == "/v1/completions":
+        if self.path in {COMPLETIONS, CHAT_COMPLETIONS}:
             self._complete(raw)
         elif self.path in {"/admin/fail-health", "/admin/recover"}:
             self.state.healthy = self.path == "/admin/recover"
@@ -188,13 +239,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": f"no POST {self.path}"})
 
     def _complete(self, raw: bytes) -> None:
+        arrived = time.monotonic()
         if not self.state.loaded:
             self._send(503, {"error": "the model is still loading"})
             return
         try:
-            prompt = str(json.loads(raw or b"{}").get("prompt", ""))
-        except (ValueError, AttributeError):
-            self._send(400, {"error": "body must be a JSON object with 'prompt'"})
+            body = json.loads(raw or b"{}")
+            prompt = prompt_of(self.path, body) or ""
+            max_tokens = int(body.get("max_tokens") or self.state.engine.config.output_tokens)
+        except (ValueError, AttributeError, TypeError):
+            self._send(400, {"error": "body must be a JSON object with 'prompt' or 'messages'"})
             return
         if self.state.next_resets():  # no answer: the connection is reset (RST) as it closes
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
@@ -203,9 +257,32 @@ class _Handler(BaseHTTPRequestHandler):
         if self.state.next_fails():
             self._send(500, {"error": "an injected failure (MODEL_ERROR_RATE)"})
             return
-        answer = self.state.complete(prompt)
+        if body.get("stream"):
+            self._stream(prompt, max_tokens, arrived, _usage_asked(body))
+            return
+        answer = self.state.complete(prompt, max_tokens, arrived)
         self.state.note_served(self.headers.get(REQUEST_ID_HEADER))
         self._send(200, answer)
+
+    def _stream(self, prompt: str, max_tokens: int, arrived: float, with_usage: bool) -> None:
+        """Server-sent events: the first chunk after the prefill, the rest after decoding,
+        the usage in the last one when asked, then `[DONE]`; the connection then closes."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        last = self.state.complete(prompt, max_tokens, arrived, stream=self._event)
+        usage = last.pop("usage", None)
+        self._event(last)
+        if with_usage and usage is not None:
+            self._event({"model": self.state.name, "choices": [], "usage": usage})
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.state.note_served(self.headers.get(REQUEST_ID_HEADER))
+
+    def _event(self, chunk: dict[str, Any]) -> None:
+        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        self.wfile.flush()
 
     def _send(self, status: int, body: Any, content_type: str = "application/json") -> None:
         payload = (body if isinstance(body, str) else json.dumps(body)).encode()
@@ -242,6 +319,7 @@ def main() -> None:
     state = ModelState(args.name, args.latency_s, int(revision) if revision else None,
                        startup_s=args.startup_s, error_rate=args.error_rate,
                        reset_rate=args.reset_rate)  # fmt: skip
+    state.engine = Engine(_engine_from_environment())
     server = make_server(args.host, args.port, state)
     stop_on_sigterm(server)
     try:

@@ -1,7 +1,8 @@
 """A metrics collector: `modelfleet collector`.
 
-It scrapes each healthy route's `/metrics` (Prometheus text; only samples
-without labels are read) and writes the autoscaling metric keys. Each session
+It scrapes each healthy route's `/metrics` (Prometheus text; samples with labels are
+summed by name, as vLLM labels its own by model, histogram buckets aside) and writes
+the autoscaling metric keys. Each session
 gets its own values, and each deployment gets the average over its healthy
 routes, which is the load per replica that autoscaling rules compare with
 their thresholds. A replica whose own request counter (any sample named
@@ -117,19 +118,33 @@ class MetricsCollector:
 
 
 def parse_prometheus_text(text: str) -> dict[str, float]:
-    """`name value` samples without labels; comments, labelled and non-finite samples skipped."""
-    values = {}
+    """`name value` samples; a name's labelled samples summed (vLLM's
+    `vllm:num_requests_waiting{model_name="m"}`: what the replica holds in all) unless it
+    has one without labels; comments, histogram buckets and non-finite samples skipped."""
+    plain: dict[str, float] = {}
+    labelled: dict[str, float] = defaultdict(float)
     for line in text.splitlines():
-        parts = line.split()
-        if len(parts) < 2 or line.startswith("#") or "{" in parts[0]:
+        if not line.strip() or line.startswith("#"):
             continue
-        try:
-            value = float(parts[1])
-        except ValueError:
+        name, brace, rest = line.partition("{")
+        fields = rest.partition("}")[2].split() if brace else line.split()[1:]
+        name = name.strip() if brace else line.split()[0]
+        value = _number(fields[0]) if fields else None
+        if value is None or name.endswith("_bucket"):
             continue
-        if math.isfinite(value):
-            values[parts[0]] = value
-    return values
+        if brace:
+            labelled[name] += value
+        else:
+            plain[name] = value
+    return {**labelled, **plain}
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _average(samples: list[Mapping[str, float]]) -> dict[str, float]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 import requests
 
 from tests.integration.sample_servers import SampleServer
+from workers.devtools.engine import Engine, EngineConfig
 from workers.devtools.model_server import ModelState, make_server
 from workers.devtools.processes import wait_for
 from workers.devtools.throwaway_servers import free_port
@@ -26,7 +28,11 @@ def test_it_answers_reports_metrics_and_can_be_told_to_fail_its_health_check(
     server = sample_server("demo")
     assert requests.get(f"{server.url}/health", timeout=2).status_code == 200
     answer = requests.post(f"{server.url}/v1/completions", json={"prompt": "a b c"}, timeout=2)
-    assert answer.json() == {"model": "demo", "choices": [{"index": 0, "text": "echo: c b a"}]}
+    assert answer.json() == {
+        "model": "demo", "choices": [{"index": 0, "text": "echo: c b a"}],
+        "usage": {"prompt_tokens": 2, "completion_tokens": 16, "total_tokens": 18,
+                  "prompt_tokens_details": {"cached_tokens": 0}},
+    }  # fmt: skip
     metrics = requests.get(f"{server.url}/metrics", timeout=2).text
     assert "model_requests_total 1\n" in metrics
     assert "model_requests_in_flight 0\n" in metrics
@@ -137,3 +143,77 @@ def test_a_reset_rate_resets_that_share_of_completions_connections() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def engine_server() -> Iterator[str]:
+    """The sample model with its simulated engine: a cache of 8 blocks of 64 characters,
+    two requests running at once, 1 ms per uncached prompt token, 2 ms per output token."""
+    state = ModelState("engine")
+    state.engine = Engine(EngineConfig(max_running=2, kv_blocks=8, block_chars=64,
+                                       prefill_s_per_token=0.001, decode_s_per_token=0.002,
+                                       output_tokens=10))  # fmt: skip
+    server = make_server("127.0.0.1", free_port(), state)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_repeated_prefix_is_cached_and_said_so_in_the_usage_and_the_metrics(
+    engine_server: str,
+) -> None:
+    shared = "s" * 256  # four blocks
+    first = requests.post(f"{engine_server}/v1/completions",
+                          json={"prompt": shared + " one"}, timeout=5).json()  # fmt: skip
+    again = requests.post(f"{engine_server}/v1/completions",
+                          json={"prompt": shared + " two"}, timeout=5).json()  # fmt: skip
+    assert first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == 64  # 4 blocks x 16
+    other = "t" * 1024  # 16 blocks: more than the cache holds; the shared prefix goes
+    requests.post(f"{engine_server}/v1/completions", json={"prompt": other}, timeout=5)
+    evicted = requests.post(f"{engine_server}/v1/completions",
+                            json={"prompt": shared + " three"}, timeout=5).json()  # fmt: skip
+    assert evicted["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    metrics = requests.get(f"{engine_server}/metrics", timeout=2).text
+    assert "vllm:prefix_cache_hits_total 64\n" in metrics
+    assert "vllm:kv_cache_usage_perc 1.0000\n" in metrics
+
+
+def test_requests_beyond_the_running_limit_wait_and_the_metrics_say_how_many(
+    engine_server: str,
+) -> None:
+    long_answer = {"prompt": "x", "max_tokens": 400}  # 0.8 s of decoding each
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        sent = [pool.submit(requests.post, f"{engine_server}/v1/completions", json=long_answer,
+                            timeout=10) for _ in range(4)]  # fmt: skip
+        metrics = wait_for(lambda: requests.get(f"{engine_server}/metrics", timeout=2).text,
+                           lambda text: "vllm:num_requests_waiting 2\n" in text, timeout_s=5,
+                           what="two waiting")  # fmt: skip
+        assert "vllm:num_requests_running 2\n" in metrics
+        assert [f.result().status_code for f in sent] == [200] * 4
+
+
+def test_chat_is_rendered_and_a_stream_sends_its_first_token_before_the_rest(
+    engine_server: str,
+) -> None:
+    chat = {"messages": [{"role": "system", "content": "be brief"},
+                         {"role": "user", "content": "hello there"}],
+            "max_tokens": 200, "stream": True,
+            "stream_options": {"include_usage": True}}  # fmt: skip
+    started = time.monotonic()
+    with requests.post(f"{engine_server}/v1/chat/completions", json=chat, stream=True,
+                       timeout=10) as answer:  # fmt: skip
+        lines = answer.iter_lines(chunk_size=1)  # each byte as it comes
+        first = next(line for line in lines if line)
+        first_after_s = time.monotonic() - started
+        rest = [line for line in lines if line]
+    assert answer.headers["Content-Type"] == "text/event-stream"
+    assert first.startswith(b"data: ")
+    assert first_after_s < 0.3  # decoding 200 tokens takes 0.4 s: the first came before
+    assert rest[-1] == b"data: [DONE]"
+    usage = json.loads(rest[-2][len(b"data: ") :])["usage"]
+    rendered = len("system: be brief\nuser: hello there\n")
+    assert usage["prompt_tokens"] == -(-rendered // 4)

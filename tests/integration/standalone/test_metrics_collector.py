@@ -18,9 +18,13 @@ from workers.standalone.collector import MetricsCollector, parse_prometheus_text
 HEALTHY = RouteStatus.HEALTHY
 
 
-def test_prometheus_text_keeps_unlabelled_finite_samples() -> None:
-    text = '# HELP x\nup 1\nlat{q="0.5"} 3\nbad NaN\nweird abc\nrequests_total 7 1700000000\n'
-    assert parse_prometheus_text(text) == {"up": 1.0, "requests_total": 7.0}
+def test_prometheus_text_keeps_finite_samples_and_sums_labelled_ones_by_name() -> None:
+    text = ('# HELP x\nup 1\nlat{q="0.5"} 3\nbad NaN\nweird abc\nrequests_total 7 1700000000\n'
+            'vllm:num_requests_waiting{model_name="a"} 2\n'
+            'vllm:num_requests_waiting{model_name="b"} 5\nttft_bucket{le="1"} 9\n')  # fmt: skip
+    assert parse_prometheus_text(text) == {
+        "up": 1.0, "requests_total": 7.0, "lat": 3.0, "vllm:num_requests_waiting": 7.0,
+    }  # fmt: skip
 
 
 def test_healthy_routes_are_scraped_per_session_and_averaged_per_deployment(
