@@ -585,10 +585,14 @@ def test_requests_for_a_deployment_at_zero_wait_announce_a_wake_and_go_out_in_tu
             wait_for(lambda: _held(url), lambda n: n == 8, timeout_s=10, what="8 requests held")
             wakes: Any = wait_for(lambda: redis_client.xrange(redis_keys.wakes), bool, timeout_s=5,
                              what="a wake announced")  # fmt: skip
+            told = wait_for(lambda: redis_client.hvals(redis_keys.held(endpoint_id)),
+                            lambda counts: [int(c) for c in counts] == [8], timeout_s=5,
+                            what="the wake saying 8 are held")  # fmt: skip
             with _peak_in_flight(server) as peak:
                 service_discovery.sync_model_service_routes([_target(endpoint_id, server.port)])
                 statuses = [future.result(timeout=30).status_code for future in held]
     assert statuses == [200] * 8
+    assert [int(count) for count in told] == [8]  # one process, all 8 held
     assert {fields["deployments"] for _, fields in wakes} == {str(endpoint_id)}
     assert peak == [2]  # never more than MODELFLEET_PROXY_WAKE_CONCURRENCY at once
 
