@@ -40,14 +40,6 @@ class HostInfo:
     # Deployments with a replica moving off it: none of theirs is placed here meanwhile.
     moving_off: frozenset[UUID] = frozenset()
 
-    @property
-    def takes_sessions(self) -> bool:
-        return self.status is HostStatus.READY and not self.probes_failing and self.has_room
-
-    @property
-    def has_room(self) -> bool:
-        return self.slots == 0 or self.sessions < self.slots
-
 
 @dataclass(frozen=True)
 class HostRoute:
