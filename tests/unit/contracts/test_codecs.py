@@ -9,7 +9,7 @@ from uuid import uuid4
 
 import pytest
 
-from workers.contracts import feeds, labels, service_discovery, windows
+from workers.contracts import feeds, labels, load, prompts, service_discovery, windows
 from workers.contracts.labels import RouteLabels, from_labels, to_labels
 from workers.domain import EndpointMode, EndpointState, ModelServiceMetadata
 
@@ -79,5 +79,28 @@ def test_the_readmes_tables_name_every_field_and_label_the_codecs_write() -> Non
     missing = [name for name in labels.LABELS if name not in named]
     assert missing == [], f"labels the README's key table does not name: {missing}"
     fields = {windows.WITHIN, windows.SUM_MS, windows.ERROR, service_discovery.GENERATION_FIELD,
-              *(spec.field for spec in (feeds.READINESS_CHANGES, feeds.WAKES))}  # fmt: skip
+              *(spec.field for spec in (feeds.READINESS_CHANGES, feeds.WAKES)),
+              load.busy_field("{endpoint}"), load.started_field("{endpoint}")}  # fmt: skip
+    fields = {f.replace("|", "\\|") if "{" in f else f for f in fields}  # as a table cell
     assert sorted(f for f in fields if f not in text) == []
+
+
+def test_load_fields_round_trip() -> None:
+    endpoint = str(uuid4())
+    second = {load.busy_field(endpoint): "2.5", load.started_field(endpoint): "7"}
+    assert load.read_second(second, endpoint) == (2.5, 7.0)
+    assert load.read_second({}, endpoint) == (0.0, 0.0)
+
+
+def test_prompts_read_and_their_blocks_chain() -> None:
+    assert prompts.prompt_of("/v1/completions", {"prompt": ["a", "b"]}) == "a\nb"
+    chat = {"messages": [{"role": "system", "content": "x"},
+                         {"role": "user", "content": [{"type": "text", "text": "y"}]}]}  # fmt: skip
+    assert prompts.prompt_of("/v1/chat/completions", chat) == "system: x\nuser: y\n"
+    assert prompts.prompt_of("/v1/embeddings", {"input": "z"}) is None
+    assert prompts.prompt_of("/v1/completions", {"prompt": [1, 2]}) is None  # token ids
+    one, two = prompts.block_hashes("ab" * 8 + "c", 4), prompts.block_hashes("ab" * 8 + "d", 4)
+    assert len(one) == 4  # full blocks only
+    assert one == two  # the last partial block is not one
+    changed = prompts.block_hashes("X" + ("ab" * 8)[1:], 4)
+    assert all(a != b for a, b in zip(one, changed, strict=True))  # a chain: all differ
