@@ -109,7 +109,12 @@ def test_no_traffic_with_min_zero_goes_to_zero_and_a_wake_brings_what_is_held(
     run_phase: RunPhase, run: Any,
 ) -> None:  # fmt: skip
     assert run("deployment", "set", "llm", "--min-replicas", "0").exit_code == 0
-    run_phase("deployments.autoscale")  # nothing over the stable window
+    run_phase("deployments.autoscale")  # nothing seen, but not for a whole window yet
+    assert _row(engine, tracked)["zeroed_from"] is None
+    with engine.begin() as conn:  # as if set a minute ago
+        conn.execute(deployments.update().values(
+            idle_counts_from=sa.func.now() - sa.text("interval '61 seconds'")))  # fmt: skip
+    run_phase("deployments.autoscale")  # nothing over a whole stable window
     row = _row(engine, tracked)
     assert (row["replica_count"], row["zeroed_from"], row["lifecycle"]) == (0, 2, "scaling")
     with engine.begin() as conn:

@@ -13,6 +13,7 @@ from workers.domain.autoscale import (
     AutoscaleMode,
     AutoscaleState,
     Observed,
+    Seen,
     TargetTracking,
     TrafficLoad,
 )
@@ -152,6 +153,7 @@ __all__ = [
     "RouteStatus",
     "RouteTransition",
     "ScalingGroupProxyTarget",
+    "Seen",
     "SessionId",
     "SessionSpec",
     "SessionStatus",

@@ -47,6 +47,19 @@ class Observed:
 
 
 @dataclass(frozen=True)
+class Seen:
+    """What one decision goes by: the load, the count asked for until now (`current`), the
+    replicas serving (`ready`), the time (the store's clock, unix s) and for how long the
+    windows have counted (since the setting, or the last wake)."""
+
+    observed: Observed
+    current: int
+    ready: int
+    now_s: float
+    watched_for_s: float = float("inf")
+
+
+@dataclass(frozen=True)
 class TrafficLoad:
     """What the proxies saw of a deployment over its windows."""
 

@@ -11,6 +11,7 @@ to zero does (a request wakes it: `wake_counts`).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from uuid import UUID
 
@@ -22,6 +23,7 @@ from workers.domain import (
     DeploymentInfo,
     DeploymentLifecycle,
     Observed,
+    Seen,
     TargetTracking,
     TrafficLoad,
 )
@@ -46,8 +48,10 @@ def autoscale(
     ready = repo.count_serving({d.id for d in tracked})
     now_s = activity.now_s()
     decisions = {
-        d.id: decide(specs[d.id], _observed(specs[d.id], loads.get(d.id), engines.get(d.id)),
-                     d.target_replica_count, ready.get(d.id, 0), now_s, d.autoscale_state)
+        d.id: decide(specs[d.id], Seen(
+            _observed(specs[d.id], loads.get(d.id), engines.get(d.id)),
+            d.target_replica_count, ready.get(d.id, 0), now_s, _watched_for_s(d, now_s)),
+            d.autoscale_state)
         for d in tracked
     }  # fmt: skip
     changed = repo.save_autoscale(decisions)
@@ -63,6 +67,13 @@ def wake_counts(
     tracked = {d.id: _spec(d) for d in deployments if d.autoscale is not None}
     held = activity.held(set(tracked)) if tracked else {}
     return {i: wake_count(spec, held.get(i, 0)) for i, spec in tracked.items()}
+
+
+def _watched_for_s(deployment: DeploymentInfo, now_s: float) -> float:
+    """Since its windows began to count: its setting, or its last wake (`idle_counts_from`,
+    the database's clock against the store's: one machine's, or near enough)."""
+    since = deployment.idle_counts_from
+    return math.inf if since is None else max(0.0, now_s - since.timestamp())
 
 
 def _spec(deployment: DeploymentInfo) -> TargetTracking:

@@ -10,9 +10,9 @@ and a panic window, the way Knative's autoscaler works.
   while in panic (a burst is not followed by a drop, Knative #8682 aside).
 - **Down, slowly:** not within a stable window after the last increase, and at most by
   half per decision.
-- **Bounds:** never below `min_replicas` (0 allowed: no request over the stable window
-  scales it to zero, and a wake brings back what the waiting requests need) nor above
-  `max_replicas`.
+- **Bounds:** never below `min_replicas` (0 allowed: no request over a whole stable
+  window it was watched for scales it to zero, and a wake brings back what the waiting
+  requests need) nor above `max_replicas`.
 """
 
 from __future__ import annotations
@@ -24,25 +24,25 @@ from workers.domain import (
     AutoscaleDecision,
     AutoscaleState,
     Observed,
+    Seen,
     TargetTracking,
 )
 
 
-def decide(
-    spec: TargetTracking, observed: Observed, current: int, ready: int, now_s: float,
-    state: AutoscaleState,
-) -> AutoscaleDecision:  # fmt: skip
-    """The count to ask for now, from `current` (the count asked for until now) and `ready`
-    (the replicas serving), with what was observed and what the autoscaler remembers."""
+def decide(spec: TargetTracking, seen: Seen, state: AutoscaleState) -> AutoscaleDecision:
+    """The count to ask for now, from what was seen and what the autoscaler remembers."""
+    observed, current, now_s = seen.observed, seen.current, seen.now_s
     stable_wants, panic_wants = _wanted(observed.stable, spec), _wanted(observed.panic, spec)
     panic_since = state.panic_since_s
-    if panic_wants >= spec.panic_threshold * max(ready, 1) and panic_wants > current:
+    if panic_wants >= spec.panic_threshold * max(seen.ready, 1) and panic_wants > current:
         panic_since = now_s
     panicking = panic_since is not None and now_s - panic_since < spec.stable_window_s
     if panicking:
         desired = max(current, panic_wants, stable_wants)
     else:
         desired = _settled(spec, stable_wants, current, now_s, state)
+    if desired == 0 and seen.watched_for_s < spec.stable_window_s:
+        desired = min(current, 1)  # no traffic seen, but not for a whole window yet
     desired = min(max(desired, spec.min_replicas), spec.max_replicas)
     scaled_up = now_s if desired > current else state.scaled_up_s
     said = _said(spec, observed, current, desired, panicking)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.domain import AutoscaleMode, AutoscaleState, Observed, TargetTracking
+from workers.domain import AutoscaleMode, AutoscaleState, Observed, Seen, TargetTracking
 from workers.policies.traffic_autoscaler import decide, wake_count
 
 SPEC = TargetTracking(AutoscaleMode.CONCURRENCY, target=2.0, min_replicas=1, max_replicas=20)
@@ -13,16 +13,14 @@ CALM = AutoscaleState()
 
 
 def test_steady_load_asks_for_its_stable_count_and_says_why() -> None:
-    made = decide(SPEC, Observed(stable=5.2, panic=5.0), current=3, ready=3, now_s=100,
-                  state=CALM)  # fmt: skip
+    made = decide(SPEC, Seen(Observed(stable=5.2, panic=5.0), 3, 3, 100), CALM)
     assert (made.desired, made.panicking) == (3, False)
     assert made.said == ("concurrency 5.2 (requests in flight) over 60 s stable window, "
                          "target 2 per replica, 3, unchanged replicas")  # fmt: skip
 
 
 def test_a_burst_of_twice_the_capacity_panics_up_at_once() -> None:
-    made = decide(SPEC, Observed(stable=6.0, panic=17.6), current=3, ready=3, now_s=100,
-                  state=CALM)  # fmt: skip
+    made = decide(SPEC, Seen(Observed(stable=6.0, panic=17.6), 3, 3, 100), CALM)
     assert (made.desired, made.panicking, made.state.panic_since_s) == (9, True, 100)
     assert made.said.startswith("concurrency 17.6 (requests in flight) over 6 s panic window")
     assert made.said.endswith("3 -> 9 replicas")
@@ -31,22 +29,21 @@ def test_a_burst_of_twice_the_capacity_panics_up_at_once() -> None:
 def test_no_scale_down_while_panicking_and_panic_ends_a_stable_window_after() -> None:
     after_burst = AutoscaleState(panic_since_s=100, scaled_up_s=100)
     quiet = Observed(stable=2.0, panic=0.5)
-    during = decide(SPEC, quiet, current=9, ready=9, now_s=130, state=after_burst)
+    during = decide(SPEC, Seen(quiet, 9, 9, 130), after_burst)
     assert (during.desired, during.panicking) == (9, True)
-    ended = decide(SPEC, quiet, current=9, ready=9, now_s=161, state=during.state)
+    ended = decide(SPEC, Seen(quiet, 9, 9, 161), during.state)
     assert ended.panicking is False
     assert ended.state.panic_since_s is None
 
 
 def test_down_only_a_stable_window_after_an_increase_and_at_most_by_half() -> None:
     low = Observed(stable=1.0, panic=1.0)
-    held = decide(SPEC, low, current=10, ready=10, now_s=130,
-                  state=AutoscaleState(scaled_up_s=100))  # fmt: skip
+    held = decide(SPEC, Seen(low, 10, 10, 130), AutoscaleState(scaled_up_s=100))
     assert held.desired == 10
     steps = []
     current, state, now = 10, AutoscaleState(scaled_up_s=100), 170.0
     for _ in range(4):
-        made = decide(SPEC, low, current=current, ready=current, now_s=now, state=state)
+        made = decide(SPEC, Seen(low, current, current, now), state)
         steps.append(made.desired)
         current, state, now = made.desired, made.state, now + 2
     assert steps == [5, 3, 2, 1]
@@ -54,10 +51,10 @@ def test_down_only_a_stable_window_after_an_increase_and_at_most_by_half() -> No
 
 def test_bounds_hold_and_zero_is_allowed_when_min_is_zero() -> None:
     bounded = TargetTracking(AutoscaleMode.RPS, target=10, min_replicas=2, max_replicas=4)
-    assert decide(bounded, Observed(500, 500), 3, 3, 100, CALM).desired == 4
-    assert decide(bounded, Observed(0, 0), 2, 2, 100, CALM).desired == 2
+    assert decide(bounded, Seen(Observed(500, 500), 3, 3, 100), CALM).desired == 4
+    assert decide(bounded, Seen(Observed(0, 0), 2, 2, 100), CALM).desired == 2
     to_zero = TargetTracking(AutoscaleMode.RPS, target=10, min_replicas=0, max_replicas=4)
-    assert decide(to_zero, Observed(0, 0), 1, 1, 100, CALM).desired == 0
+    assert decide(to_zero, Seen(Observed(0, 0), 1, 1, 100), CALM).desired == 0
 
 
 @pytest.mark.parametrize(
@@ -69,12 +66,10 @@ def test_each_input_is_tracked_per_replica_against_the_target(
     mode: AutoscaleMode, unit: str
 ) -> None:
     spec = TargetTracking(mode, target=4, max_replicas=50)
-    made = decide(spec, Observed(stable=40.0, panic=40.0), current=10, ready=10, now_s=100,
-                  state=CALM)  # fmt: skip
+    made = decide(spec, Seen(Observed(stable=40.0, panic=40.0), 10, 10, 100), CALM)
     assert made.desired == 10
     assert unit in made.said
-    more = decide(spec, Observed(stable=48.5, panic=48.5), current=10, ready=10, now_s=100,
-                  state=CALM)  # fmt: skip
+    more = decide(spec, Seen(Observed(stable=48.5, panic=48.5), 10, 10, 100), CALM)
     assert more.desired == 13
 
 
@@ -83,3 +78,10 @@ def test_a_wake_brings_back_what_the_waiting_requests_need() -> None:
     assert wake_count(spec, 32) == 8  # 16 wanted, 8 at most
     assert wake_count(spec, 5) == 3
     assert wake_count(spec, 0) == 1
+
+
+def test_no_zero_before_a_whole_stable_window_was_watched() -> None:
+    to_zero = TargetTracking(AutoscaleMode.RPS, target=10, min_replicas=0, max_replicas=4)
+    early = decide(to_zero, Seen(Observed(0, 0), 1, 1, 100, 5), CALM)
+    assert early.desired == 1
+    assert decide(to_zero, Seen(Observed(0, 0), 1, 1, 100, 61), CALM).desired == 0
