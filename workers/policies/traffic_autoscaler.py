@@ -8,8 +8,9 @@ and a panic window, the way Knative's autoscaler works.
   the replicas serving, the count goes up at once to what the panic window asks; it
   stays in panic for a stable window after the last time that held, and never goes down
   while in panic (a burst is not followed by a drop, Knative #8682 aside).
-- **Down, slowly:** not within a stable window after the last increase, and at most by
-  half per decision.
+- **Down, slowly:** not within a stable window after the last increase (nor before its
+  windows have counted for a whole stable window: since its setting or its last wake),
+  and at most by half per decision.
 - **Bounds:** never below `min_replicas` (0 allowed: no request over a whole stable
   window it was watched for scales it to zero, and a wake brings back what the waiting
   requests need) nor above `max_replicas`.
@@ -41,8 +42,8 @@ def decide(spec: TargetTracking, seen: Seen, state: AutoscaleState) -> Autoscale
         desired = max(current, panic_wants, stable_wants)
     else:
         desired = _settled(spec, stable_wants, current, now_s, state)
-    if desired == 0 and seen.watched_for_s < spec.stable_window_s:
-        desired = min(current, 1)  # no traffic seen, but not for a whole window yet
+    if seen.watched_for_s < spec.stable_window_s:
+        desired = max(desired, current)  # its windows do not cover a whole one yet: no drop
     desired = min(max(desired, spec.min_replicas), spec.max_replicas)
     scaled_up = now_s if desired > current else state.scaled_up_s
     said = _said(spec, observed, current, desired, panicking)

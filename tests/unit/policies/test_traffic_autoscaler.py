@@ -80,8 +80,9 @@ def test_a_wake_brings_back_what_the_waiting_requests_need() -> None:
     assert wake_count(spec, 0) == 1
 
 
-def test_no_zero_before_a_whole_stable_window_was_watched() -> None:
+def test_nothing_goes_down_before_a_whole_stable_window_was_watched() -> None:
     to_zero = TargetTracking(AutoscaleMode.RPS, target=10, min_replicas=0, max_replicas=4)
-    early = decide(to_zero, Seen(Observed(0, 0), 1, 1, 100, 5), CALM)
-    assert early.desired == 1
+    early = decide(to_zero, Seen(Observed(0, 0), 3, 3, 100, 5), CALM)
+    assert early.desired == 3
+    assert decide(to_zero, Seen(Observed(80, 80), 3, 3, 100, 5), CALM).desired == 4  # up: yes
     assert decide(to_zero, Seen(Observed(0, 0), 1, 1, 100, 61), CALM).desired == 0
