@@ -18,7 +18,9 @@ from workers.adapters.postgres.schema import deployment_history, deployments
 from workers.adapters.redis.activity import RedisRequestActivity
 from workers.adapters.redis.client import server_time_s
 from workers.adapters.redis.keys import RedisKeys
+from workers.composition import Adapters
 from workers.contracts.load import busy_field, started_field
+from workers.domain import EndpointMode
 from workers.phase_runs import PhaseRun
 from workers.standalone.proxy.counting import LoadMeter
 
@@ -105,8 +107,8 @@ def test_a_rollout_gets_the_new_count_for_its_new_revision(
 
 
 def test_no_traffic_with_min_zero_goes_to_zero_and_a_wake_brings_what_is_held(
-    tracked: UUID, engine: sa.Engine, redis_client: redis.Redis, redis_keys: RedisKeys,
-    run_phase: RunPhase, run: Any,
+    tracked: UUID, engine: sa.Engine, redis_keys: RedisKeys, run_phase: RunPhase, run: Any,
+    adapters: Adapters,
 ) -> None:  # fmt: skip
     assert run("deployment", "set", "llm", "--min-replicas", "0").exit_code == 0
     run_phase("deployments.autoscale")  # nothing seen, but not for a whole window yet
@@ -117,10 +119,12 @@ def test_no_traffic_with_min_zero_goes_to_zero_and_a_wake_brings_what_is_held(
     run_phase("deployments.autoscale")  # nothing over a whole stable window
     row = _row(engine, tracked)
     assert (row["replica_count"], row["zeroed_from"], row["lifecycle"]) == (0, 2, "scaling")
+    modes = adapters.repository.fetch_endpoint_modes()
+    assert modes[tracked].mode is EndpointMode.WAKES  # its requests are held for a wake
     with engine.begin() as conn:
         conn.execute(deployments.update().values(lifecycle="ready"))
-    redis_client.hset(redis_keys.held(tracked), mapping={"proxy-a:1": 9, "proxy-b:2": 4})
-    redis_client.xadd(redis_keys.wakes, {"deployments": str(tracked)})
+    adapters.redis.hset(redis_keys.held(tracked), mapping={"proxy-a:1": 9, "proxy-b:2": 4})
+    adapters.redis.xadd(redis_keys.wakes, {"deployments": str(tracked)})
     run_phase("deployments.wake")
     assert _row(engine, tracked)["replica_count"] == 7  # 13 held, 2 per replica
 

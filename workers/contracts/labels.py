@@ -1,5 +1,6 @@
 """The labels a published route carries: what Prometheus scrapes it by, and what the proxies
-route and judge by (which endpoint, revision and host, and its share of the traffic).
+route and judge by (which endpoint, revision and host, its share of the traffic, and
+how its endpoint's replicas are picked).
 
 Written by the controller's sync (`to_labels`), read by every proxy (`from_labels`).
 """
@@ -11,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from uuid import UUID
 
+from workers.domain import RoutingPolicy
+
 ROUTE_ID = "route_id"
 ENDPOINT_ID = "endpoint_id"
 MODEL_SERVICE_NAME = "model_service_name"
@@ -18,9 +21,11 @@ RUNTIME_VARIANT = "runtime_variant"
 REVISION = "revision"  # the deployment revision the route runs (absent: unknown)
 HOST = "host"  # the host its session runs on (absent: unknown)
 TRAFFIC_RATIO = "traffic_ratio"  # its weight among its endpoint's routes (absent: 1)
+ROUTING = "routing"  # how proxies pick among its endpoint's routes (absent: round robin)
 # Every label a route may carry (the README's label table names each).
 LABELS = (ROUTE_ID, ENDPOINT_ID, MODEL_SERVICE_NAME, RUNTIME_VARIANT, REVISION, HOST,
-          TRAFFIC_RATIO)  # fmt: skip
+          TRAFFIC_RATIO, ROUTING)  # fmt: skip
+ROUTING_POLICIES = frozenset(p.value for p in RoutingPolicy)
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class RouteLabels:
     revision: int | None = None
     host: str | None = None
     traffic_ratio: float = 1.0
+    routing: RoutingPolicy = RoutingPolicy.ROUND_ROBIN
 
 
 def to_labels(route: RouteLabels) -> dict[str, str]:
@@ -47,6 +53,8 @@ def to_labels(route: RouteLabels) -> dict[str, str]:
         labels[HOST] = route.host
     if route.traffic_ratio != 1.0:
         labels[TRAFFIC_RATIO] = f"{route.traffic_ratio:g}"
+    if route.routing is not RoutingPolicy.ROUND_ROBIN:
+        labels[ROUTING] = route.routing.value
     return labels
 
 
@@ -67,6 +75,7 @@ def from_labels(labels: Mapping[str, str]) -> RouteLabels | None:
         revision=int(revision) if revision.isdigit() else None,
         host=labels.get(HOST),
         traffic_ratio=_weight(labels.get(TRAFFIC_RATIO)),
+        routing=_routing(labels.get(ROUTING)),
     )
 
 
@@ -76,3 +85,8 @@ def _weight(raw: str | None) -> float:
     except ValueError:
         return 1.0
     return max(weight, 0.0) if math.isfinite(weight) else 1.0
+
+
+def _routing(raw: str | None) -> RoutingPolicy:
+    """A policy this proxy does not know (a newer controller's) is round robin."""
+    return RoutingPolicy(raw) if raw in ROUTING_POLICIES else RoutingPolicy.ROUND_ROBIN

@@ -86,6 +86,7 @@ from workers.domain.statuses import (
     HostStatus,
     OutcomeBucket,
     RouteStatus,
+    RoutingPolicy,
     SessionStatus,
     TrafficStatus,
 )
@@ -152,6 +153,7 @@ __all__ = [
     "RouteExecutionResult",
     "RouteStatus",
     "RouteTransition",
+    "RoutingPolicy",
     "ScalingGroupProxyTarget",
     "Seen",
     "SessionId",

@@ -16,6 +16,7 @@ from workers.domain.statuses import (
     EndpointMode,
     HealthCheckStatus,
     RouteStatus,
+    RoutingPolicy,
 )
 
 SessionId = NewType("SessionId", UUID)
@@ -118,6 +119,7 @@ class DeploymentInfo:
     # and what that remembers between decisions.
     autoscale: TargetTracking | None = None
     autoscale_state: AutoscaleState = field(default_factory=AutoscaleState, compare=False)
+    routing: RoutingPolicy = RoutingPolicy.LEAST_REQUEST  # how proxies pick its replicas
 
     @property
     def target_replica_count(self) -> int:
@@ -263,6 +265,7 @@ class RouteDiscoveryData:
     revision: int | None = None
     host_name: str | None = None  # the host its session runs on, when hosts are registered
     traffic_ratio: float = 1.0  # its share of requests relative to its deployment's others
+    routing: RoutingPolicy = RoutingPolicy.ROUND_ROBIN  # its deployment's (label absent)
 
 
 @dataclass(frozen=True)

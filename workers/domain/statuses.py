@@ -33,6 +33,14 @@ class EntityKind(StrEnum):
     HOST = "host"
 
 
+class RoutingPolicy(StrEnum):
+    """How a proxy picks a replica within the revision the weights chose."""
+
+    ROUND_ROBIN = "round-robin"  # smooth weighted round robin
+    LEAST_REQUEST = "least-request"  # fewer in flight, of two chosen at random
+    PREFIX_CACHE = "prefix-cache"  # where the prompt's prefix is cached, unless too busy
+
+
 class TrafficStatus(StrEnum):
     """Whether a route's session may get requests once it serves."""
 

@@ -97,6 +97,7 @@ def scrape_target(data: RouteDiscoveryData) -> ModelServiceMetadata:
         revision=data.revision,
         host=data.host_name,
         traffic_ratio=data.traffic_ratio,
+        routing=data.routing,
     )
     return ModelServiceMetadata(
         route_id=data.route_id,

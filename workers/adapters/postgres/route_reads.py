@@ -17,7 +17,13 @@ from workers.adapters.postgres.phase_targets import (
 from workers.adapters.postgres.rows import health_check_of
 from workers.adapters.postgres.schema import deployments, routes, sessions
 from workers.adapters.postgres.terms import SESSION_HOST
-from workers.domain import RouteDiscoveryData, SessionStatus, StartupProgress, TrafficStatus
+from workers.domain import (
+    RouteDiscoveryData,
+    RoutingPolicy,
+    SessionStatus,
+    StartupProgress,
+    TrafficStatus,
+)
 
 
 def discovery_info(conn: sa.Connection, route_ids: AbstractSet[UUID]) -> list[RouteDiscoveryData]:
@@ -33,6 +39,7 @@ def discovery_info(conn: sa.Connection, route_ids: AbstractSet[UUID]) -> list[Ro
             routes.c.revision,
             SESSION_HOST.label("host_name"),
             routes.c.traffic_ratio,
+            deployments.c.routing,
         )
         .join(sessions, sessions.c.id == routes.c.session_id)
         .join(deployments, deployments.c.id == routes.c.deployment_id)
@@ -56,6 +63,7 @@ def discovery_info(conn: sa.Connection, route_ids: AbstractSet[UUID]) -> list[Ro
             revision=row.revision,
             host_name=row.host_name,
             traffic_ratio=row.traffic_ratio,
+            routing=RoutingPolicy(row.routing),
         )
         for row in conn.execute(query)
     ]

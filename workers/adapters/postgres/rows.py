@@ -20,6 +20,7 @@ from workers.domain import (
     ModelRevision,
     RouteData,
     RouteStatus,
+    RoutingPolicy,
     SessionId,
     TargetTracking,
     TrafficStatus,
@@ -64,6 +65,7 @@ def deployment_from_row(m: sa.RowMapping) -> DeploymentInfo:
         start_deadline_s=m["start_deadline_s"],
         autoscale=autoscale_from_row(m),
         autoscale_state=AutoscaleState.from_json(m["autoscale_state"]),
+        routing=RoutingPolicy(m["routing"]),
     )
 
 
@@ -167,6 +169,7 @@ def deployment_values(deployment: DeploymentInfo) -> dict[str, Any]:
         "zeroed_from": deployment.zeroed_from,
         "start_deadline_s": deployment.start_deadline_s,
         **autoscale_values(deployment.autoscale),
+        "routing": deployment.routing.value,
         **revision_values(deployment.target_revision),
     }
 

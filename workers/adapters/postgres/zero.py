@@ -13,7 +13,13 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from workers.adapters.postgres.bulk import unnest_rows
 from workers.adapters.postgres.schema import deployments, routes, sessions
 from workers.adapters.postgres.terms import TARGET_REPLICAS
-from workers.domain import LIVE_LIFECYCLES, DeploymentLifecycle, EndpointMode, EndpointState
+from workers.domain import (
+    LIVE_LIFECYCLES,
+    AutoscaleMode,
+    DeploymentLifecycle,
+    EndpointMode,
+    EndpointState,
+)
 from workers.errors import NeverHealthy, NoHostAvailable
 from workers.policies.crash_loop import WINDOW_S
 
@@ -63,10 +69,16 @@ def endpoint_modes(conn: sa.Connection) -> dict[UUID, EndpointState]:
     target = TARGET_REPLICAS
     operator_zero = sa.and_(target == 0, deployments.c.zeroed_from.is_(None))
     exits = _recent_exits()
+    wakes = sa.or_(  # scale to zero, or its traffic autoscaler may go to zero
+        deployments.c.scale_to_zero_after_s.is_not(None),
+        deployments.c.zeroed_from.is_not(None),
+        sa.and_(deployments.c.autoscale_mode != AutoscaleMode.OFF.value,
+                deployments.c.autoscale_min_replicas == 0),
+    )  # fmt: skip
     query = (
         sa.select(deployments.c.id, operator_zero.label("operator_zero"), target.label("target"),
                   deployments.c.condition_reason, deployments.c.condition_message,
-                  deployments.c.scale_to_zero_after_s, exits.c.count.label("exits"))
+                  wakes.label("wakes"), exits.c.count.label("exits"))
         .outerjoin(exits, exits.c.deployment_id == deployments.c.id)
         .where(live)
     )  # fmt: skip
@@ -85,7 +97,7 @@ def _mode(row: sa.Row[Any]) -> EndpointState | None:
             f"its replicas keep exiting: {row.exits} "
             f"sessions ended on their own in the last {WINDOW_S / 60:g} minutes",
         )
-    if row.scale_to_zero_after_s is not None:
+    if row.wakes:
         return EndpointState(EndpointMode.WAKES)
     return None
 

@@ -24,6 +24,7 @@ from workers.domain import (
     MetricSource,
     PlacementMode,
     RouteStatus,
+    RoutingPolicy,
     SessionStatus,
     TrafficStatus,
 )
@@ -123,6 +124,8 @@ deployments = sa.Table(
     sa.Column("autoscale_panic_window_s", sa.Float, nullable=False, server_default="6"),
     sa.Column("autoscale_state", JSONB),
     sa.Column("autoscale_view", JSONB),
+    # How proxies pick its replicas within the revision the weights chose.
+    sa.Column("routing", sa.Text, nullable=False, server_default=RoutingPolicy.LEAST_REQUEST.value),
     # Idle time counts from the latest request or this (creation, setting, last wake).
     sa.Column(
         "idle_counts_from", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
@@ -138,6 +141,7 @@ deployments = sa.Table(
     sa.CheckConstraint("zeroed_from > 0", name="zeroed_from"),
     sa.CheckConstraint("start_deadline_s > 0", name="start_deadline_s"),
     one_of("autoscale_mode", values_of(AutoscaleMode), "autoscale_mode"),
+    one_of("routing", values_of(RoutingPolicy), "routing"),
     sa.CheckConstraint("autoscale_target > 0", name="autoscale_target"),
     sa.CheckConstraint(
         "autoscale_min_replicas >= 0 AND autoscale_max_replicas >= autoscale_min_replicas",
