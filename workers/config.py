@@ -66,6 +66,12 @@ class ProxySettings:
     hold_max: int = 1000  # at most this many wait per deployment (per proxy process),
     hold_max_bytes: int = 256 * 1024 * 1024  # holding at most this many body bytes in all,
     wake_concurrency: int = 4  # and a fresh replica gets at most this many of them at once
+    # Prefix-cache routing: prompts cut into blocks of this many characters, at most this
+    # many blocks remembered per process, and a replica that holds a prefix gets its
+    # request unless it has this many more in flight than the least loaded.
+    prefix_block_chars: int = 256
+    prefix_index_blocks: int = 100_000
+    prefix_load_margin: int = 3
 
 
 @dataclass(frozen=True)
@@ -217,6 +223,15 @@ def _proxy_settings(reader: _Reader) -> ProxySettings:
         wake_concurrency=int(
             reader.number("MODELFLEET_PROXY_WAKE_CONCURRENCY", defaults.wake_concurrency)
         ),
+        prefix_block_chars=int(
+            reader.number("MODELFLEET_PROXY_PREFIX_BLOCK_CHARS", defaults.prefix_block_chars)
+        ),
+        prefix_index_blocks=int(
+            reader.number("MODELFLEET_PROXY_PREFIX_INDEX_BLOCKS", defaults.prefix_index_blocks)
+        ),
+        prefix_load_margin=int(
+            reader.number("MODELFLEET_PROXY_PREFIX_LOAD_MARGIN", defaults.prefix_load_margin)
+        ),
     )
     positive = {
         "CONNECT_TIMEOUT_S": settings.connect_timeout_s,
@@ -228,6 +243,9 @@ def _proxy_settings(reader: _Reader) -> ProxySettings:
         "HOLD_MAX": settings.hold_max,
         "HOLD_MAX_BYTES": settings.hold_max_bytes,
         "WAKE_CONCURRENCY": settings.wake_concurrency,
+        "PREFIX_BLOCK_CHARS": settings.prefix_block_chars,
+        "PREFIX_INDEX_BLOCKS": settings.prefix_index_blocks,
+        "PREFIX_LOAD_MARGIN": settings.prefix_load_margin + 1,  # 0 allowed
     }
     for name, value in positive.items():
         if value <= 0:

@@ -78,6 +78,7 @@ SHOW_FIELDS = [
     "deploying_revision",
     "rollout",
     "autoscale",
+    "routing",
     "resource_group",
     "replica_count",
     "desired_replica_count",

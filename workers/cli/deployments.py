@@ -35,6 +35,7 @@ from workers.domain import (
     ModelRevision,
     ResourceRequest,
     RolloutProgress,
+    RoutingPolicy,
 )
 from workers.inputs import name_problem
 from workers.policies.idleness import at_zero_reason
@@ -66,6 +67,12 @@ DRAIN_HELP = "Seconds a replica leaving service stays out of traffic before it i
 START_DEADLINE_HELP = (
     "Seconds a replica's session may take to be started by a host before it is given up "
     "and replaced [MODELFLEET_SESSION_START_DEADLINE_S]."
+)
+ROUTING_HELP = ("How proxies pick a replica within the revision the weights chose: "
+                "least-request (the default: fewer in flight, of two), prefix-cache (where the "
+                "prompt's prefix is cached, unless too busy), round-robin.")  # fmt: skip
+routing_option = click.option(
+    "--routing", type=click.Choice([p.value for p in RoutingPolicy]), help=ROUTING_HELP
 )
 start_deadline_option = click.option(
     "--start-deadline-s", type=FiniteFloat(min=1, max=86_400), help=START_DEADLINE_HELP
@@ -100,6 +107,7 @@ SCALE_TO_ZERO_HELP = (
               help=SCALE_TO_ZERO_HELP)  # fmt: skip
 @start_deadline_option
 @autoscale_options
+@routing_option
 @wait_options
 @json_option
 @click.pass_obj
@@ -130,6 +138,7 @@ def create(cli: CliContext, /, name: str, resource_group: str, **options: Any) -
         scale_to_zero_after_s=options["scale_to_zero_after_s"] or None,
         start_deadline_s=options["start_deadline_s"],
         autoscale=tracking(cli, options),
+        routing=RoutingPolicy(options["routing"] or RoutingPolicy.LEAST_REQUEST.value),
     )
     with reported_failures("deployment create"):
         if resource_group not in {g["name"] for g in cli.reports.scaling_groups()}:
@@ -202,15 +211,16 @@ def _reason(row: dict[str, Any], desired: int, progress: str | None) -> str:
 @click.option("--drain-s", type=FiniteFloat(min=0, max=3600), help=DRAIN_HELP)
 @start_deadline_option
 @autoscale_options
+@routing_option
 @json_option
 @click.pass_obj
 def set_settings(cli: CliContext, /, ref: str, as_json: bool, **options: Any) -> None:
     """Change settings that are not part of a revision (nothing is rolled out)."""
-    plain = ("scale_to_zero_after_s", "drain_s", "start_deadline_s")
+    plain = ("scale_to_zero_after_s", "drain_s", "start_deadline_s", "routing")
     wanted: dict[str, Any] = {n: options[n] for n in plain if options[n] is not None}
     if not wanted and not autoscale_asked(options):
-        bad_input("options", "give --scale-to-zero-after-s, --drain-s, --start-deadline-s or "
-                  "--autoscale and its options")  # fmt: skip
+        bad_input("options", "give --scale-to-zero-after-s, --drain-s, --start-deadline-s, "
+                  "--routing or --autoscale and its options")  # fmt: skip
     if "scale_to_zero_after_s" in wanted:  # 0 turns it off
         wanted["scale_to_zero_after_s"] = wanted["scale_to_zero_after_s"] or None
     with reported_failures("deployment set"):

@@ -17,6 +17,7 @@ from workers.cli.autoscale_options import autoscale_options
 from workers.cli.deployments import (
     autoscale_settings,
     deployment,
+    routing_option,
     start_deadline_option,
     with_rollout,
 )
@@ -142,6 +143,7 @@ def rollout_options(command: Any) -> Any:
 @resource_options
 @start_deadline_option
 @autoscale_options
+@routing_option
 @rollout_options
 @click.pass_obj
 def update(cli: CliContext, /, ref: str, **options: Any) -> None:
@@ -151,6 +153,8 @@ def update(cli: CliContext, /, ref: str, **options: Any) -> None:
     with reported_failures("deployment update"):
         found = _live(cli, ref)
         settings = autoscale_settings(cli, found, options)
+        if options["routing"] is not None:
+            settings["routing"] = options["routing"]
         changes = _changes(cli, found, options)
         if settings and not changes:
             _settings_only(cli, found, settings, options)

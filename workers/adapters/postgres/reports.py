@@ -370,6 +370,7 @@ def _deployments_query() -> sa.Select[Any]:
         deployments.c.autoscale_stable_window_s,
         deployments.c.autoscale_panic_window_s,
         deployments.c.autoscale_view,
+        deployments.c.routing,
         deployments.c.created_at,
         sa.func.extract("epoch", sa.func.now() - deployments.c.destroyed_at).label(
             "destroyed_for_s"

@@ -72,6 +72,33 @@ COLD_START = Histogram(
     "A wake: from the first request held for a deployment at zero to its answer.",
     buckets=(0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0),
 )
+DECISIONS = PromCounter(
+    "modelfleet_proxy_routing_decisions",
+    "Prefix-cache routing's picks: hit (to a replica that got the prefix), load (it was too "
+    "busy: the least loaded instead), cold (no prefix known, or only a shared start).",
+    ["endpoint", "decision"],
+)  # fmt: skip
+DECISION_TIME = Histogram(
+    "modelfleet_proxy_routing_decision_seconds",
+    "Prefix-cache routing: hashing the prompt and picking its replica.", ["endpoint"],
+    buckets=(0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01),
+)  # fmt: skip
+PROMPT_TOKENS = PromCounter(
+    "modelfleet_proxy_prompt_tokens", "Prompt tokens the replicas' answers reported "
+    "(usage), for prefix-cache deployments.", ["endpoint"],
+)  # fmt: skip
+CACHED_TOKENS = PromCounter(
+    "modelfleet_proxy_cached_tokens", "Of them, those the replicas reported cached "
+    "(usage.prompt_tokens_details.cached_tokens): the hit rate they saw.", ["endpoint"],
+)  # fmt: skip
+CHARS_SAVED = PromCounter(
+    "modelfleet_proxy_prompt_chars_saved", "Prompt characters a hit sent where they were "
+    "cached, as far as the replica confirmed.", ["endpoint"],
+)  # fmt: skip
+INDEX_BLOCKS = Gauge(
+    "modelfleet_proxy_prefix_index_blocks", "Blocks the prefix index holds (its bound: "
+    "MODELFLEET_PROXY_PREFIX_INDEX_BLOCKS per process).", multiprocess_mode="livesum",
+)  # fmt: skip
 TABLE_AGE = Gauge(
     "modelfleet_proxy_routing_table_age_seconds",
     "Seconds since the routing table was last confirmed against a published set the "

@@ -51,6 +51,7 @@ from workers.standalone.proxy.counting import RequestWindows
 from workers.standalone.proxy.feed import Endpoints, TableFeed
 from workers.standalone.proxy.holding import HoldFull, Holds, NotWaking
 from workers.standalone.proxy.path_watch import PathWatch, WatchedConnector, probe_every_s
+from workers.standalone.proxy.prefix_routing import Routed, learn, route_by_prompt
 from workers.standalone.proxy.routing import Replica, RoutingTable
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,8 @@ class Proxy:
 
     def __post_init__(self) -> None:
         self.public_url = self.public_url.rstrip("/")
-        self.table = RoutingTable()
+        self.table = RoutingTable(self.settings.prefix_index_blocks,
+                                  self.settings.prefix_load_margin)  # fmt: skip
         self.endpoints = Endpoints()
         self.holds = Holds(self.table, self.settings, self._announce_wake, self._waking)
         self.feed = TableFeed(self.redis_client, self.keys, self.table, self.endpoints,
@@ -173,7 +175,10 @@ class Proxy:
         try:
             if replica is None:
                 return await self._held(request, endpoint, body)
-            return await self._send(request, endpoint, replica, body)
+            routed = route_by_prompt(self.table, endpoint, request.path, body,
+                                     self.settings.prefix_block_chars)  # fmt: skip
+            first = replica if routed is None else routed.pick.replica
+            return await self._send(request, endpoint, first, body, routed)
         finally:
             self.windows.load.end(endpoint, time.time())
             counting.IN_FLIGHT.labels(endpoint).dec()
@@ -211,13 +216,14 @@ class Proxy:
                                f"{self.settings.hold_s:g} s (MODELFLEET_PROXY_HOLD_S)")  # fmt: skip
 
     async def _send(
-        self, request: web.Request, endpoint: str, first: Replica, body: bytes
-    ) -> web.StreamResponse:
+        self, request: web.Request, endpoint: str, first: Replica, body: bytes,
+        routed: Routed | None = None,
+    ) -> web.StreamResponse:  # fmt: skip
         """To `first`; once more to a replica of another host when nothing was processed.
         A failed attempt counts against its replica's revision before any retry (a canary
         whose replicas refuse connections is judged by it, not hidden by the retry)."""
         started = time.monotonic()
-        answer = await self._attempt(request, first, body, started)
+        answer = await self._attempt(request, first, body, started, routed)
         second = self._another(endpoint, first) if isinstance(answer, _NotStarted) else None
         if second is not None:
             counting.RETRIES.labels(endpoint, "not_started").inc()
@@ -228,22 +234,27 @@ class Proxy:
         return answer
 
     async def _attempt(
-        self, request: web.Request, target: Replica, body: bytes, started: float
-    ) -> web.StreamResponse | Exception:
+        self, request: web.Request, target: Replica, body: bytes, started: float,
+        routed: Routed | None = None,
+    ) -> web.StreamResponse | Exception:  # fmt: skip
         """One try at `target`: its answer, or what went wrong (counted as an `error` of
         its revision; a replica that processed nothing is ejected for a while)."""
+        self.table.sent(target.route_id)
         try:
-            return await self._relay(request, target, body, started)
+            return await self._relay(request, target, body, started, routed)
         except (_NotStarted, ClientConnectionError, TimeoutError) as error:
             self.windows.count(target.endpoint, target.revision, None,
                                time.monotonic() - started)  # fmt: skip
             if isinstance(error, _NotStarted) and error.slow:
                 self._eject(target, error)
             return error
+        finally:
+            self.table.done(target.route_id)
 
     async def _relay(
-        self, request: web.Request, target: Replica, body: bytes, started: float
-    ) -> web.StreamResponse:
+        self, request: web.Request, target: Replica, body: bytes, started: float,
+        routed: Routed | None,
+    ) -> web.StreamResponse:  # fmt: skip
         answer = await self._ask(request, target, body)
         self.table.answered(target.route_id)
         async with answer:  # from here on the replica has begun to answer: no retry
@@ -256,6 +267,8 @@ class Proxy:
             try:
                 async for chunk in answer.content.iter_any():
                     await streamed.write(chunk)
+                    if routed is not None:
+                        routed.seen(chunk)
                 await streamed.write_eof()
             except (ClientPayloadError, ClientConnectionError, TimeoutError) as error:
                 # The answer began and broke off: the client must see it cut, not complete.
@@ -264,6 +277,8 @@ class Proxy:
                 if request.transport is not None:
                     request.transport.close()
         self.windows.count(target.endpoint, target.revision, status, time.monotonic() - started)
+        if routed is not None and status is not None:
+            learn(self.table, routed)
         return streamed
 
     async def _ask(self, request: web.Request, target: Replica, body: bytes) -> ClientResponse:
