@@ -28,6 +28,7 @@ from workers.adapters.redis.discovery import RedisServiceDiscovery
 from workers.adapters.redis.keys import RedisKeys
 from workers.contracts.service_discovery import target_fields
 from workers.devtools import namespaces
+from workers.devtools.engine import Engine, EngineConfig
 from workers.devtools.processes import Process, wait_for
 from workers.devtools.throwaway_servers import free_port
 from workers.domain import EndpointMode, EndpointState, ModelServiceMetadata
@@ -827,3 +828,45 @@ def test_a_weight_change_whose_feed_entry_was_missed_reaches_the_table_at_the_ne
         wait_for(lambda: _describe(url, endpoint_id)["replicas"][0]["weight"],
                  lambda weight: weight == 1.0, timeout_s=8,
                  what="the new weight within a resync (5 s)")  # fmt: skip
+
+
+def test_prefix_cache_routing_sends_a_prefix_where_it_is_cached_from_either_worker(
+    redis_url: str, redis_keys: RedisKeys, tmp_path: Path,
+    service_discovery: RedisServiceDiscovery, sample_server: Callable[[str], SampleServer],
+) -> None:  # fmt: skip
+    """Two documents, each asked about six times through a proxy of two workers (a new
+    connection each: the kernel spreads them): each document goes to one replica, which
+    reports its prefix cached after the first."""
+    endpoint_id, replicas = uuid4(), [sample_server(f"r{i}") for i in range(4)]
+    for replica in replicas:
+        replica.state.engine = Engine(EngineConfig(kv_blocks=1000, block_chars=64))
+    service_discovery.sync_model_service_routes(
+        [_target(endpoint_id, r.port, routing="prefix-cache") for r in replicas])  # fmt: skip
+    documents = [f"document {d}: " + f"paragraph {d} of the report. " * 80 for d in range(2)]
+    with _proxy(redis_url, redis_keys, tmp_path, "--workers=2") as url:
+        endpoint = _register(url, endpoint_id)
+        _routed(url, endpoint_id, 4)
+        answered: dict[int, list[tuple[str, int]]] = {0: [], 1: []}
+        for turn in range(6):
+            for d, document in enumerate(documents):
+                answer = requests.post(
+                    f"{endpoint}/v1/completions",
+                    timeout=10,
+                    json={"prompt": f"{document} question {turn}?"},
+                ).json()
+                cached = answer["usage"]["prompt_tokens_details"]["cached_tokens"]
+                answered[d].append((answer["model"], cached))
+        metrics = requests.get(f"{url}/metrics", timeout=5).text
+    for d in (0, 1):
+        assert len({model for model, _ in answered[d]}) == 1, answered[d]  # one replica each
+        assert all(cached > 500 for _, cached in answered[d][1:]), answered[d]
+    assert "modelfleet_proxy_routing_decisions_total" in metrics
+    assert "modelfleet_proxy_cached_tokens_total" in metrics
+
+
+def test_a_bad_routing_policy_is_one_line_exit_2(run: Any) -> None:
+    assert run("scaling-group", "create", "rg").exit_code == 0
+    bad = run("deployment", "create", "x", "--group", "rg", "--image", "i", "--routing", "random")
+    assert bad.exit_code == 2
+    assert "--routing" in bad.output
+    assert "Traceback" not in bad.output
