@@ -37,14 +37,20 @@ def prompt_of(path: str, body: Mapping[str, Any]) -> str | None:
 
 
 def block_hashes(text: str, block_chars: int) -> list[int]:
-    """The chained hash of each full block of `block_chars` characters, in order."""
-    hashes = []
-    previous = b""
+    """The hash of everything up to the end of each full block of `block_chars`
+    characters, in order (one running hash, read at each block's end)."""
     width = max(1, block_chars)
+    running = hashlib.blake2b(digest_size=_DIGEST_BYTES)
+    hashes = []
+    if text.isascii():  # a character is a byte: slice the bytes once encoded
+        data = text.encode()
+        for start in range(0, len(data) - width + 1, width):
+            running.update(data[start : start + width])
+            hashes.append(int.from_bytes(running.copy().digest(), "big"))
+        return hashes
     for start in range(0, len(text) - width + 1, width):
-        block = text[start : start + width].encode("utf-8", "surrogatepass")
-        previous = hashlib.blake2b(previous + block, digest_size=_DIGEST_BYTES).digest()
-        hashes.append(int.from_bytes(previous, "big"))
+        running.update(text[start : start + width].encode("utf-8", "surrogatepass"))
+        hashes.append(int.from_bytes(running.copy().digest(), "big"))
     return hashes
 
 

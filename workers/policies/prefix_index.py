@@ -11,6 +11,8 @@ drops out of them.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,44 +29,48 @@ class Match:
 class PrefixIndex:
     def __init__(self, capacity: int) -> None:
         self.capacity = max(1, capacity)
-        self._entries: OrderedDict[tuple[str, int], list[str]] = OrderedDict()
+        # key: the block's hash mixed with its endpoint's (an int: no tuple per lookup)
+        self._entries: OrderedDict[int, list[str]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def deepest(self, endpoint: str, hashes: Sequence[int]) -> Match | None:
         """The deepest block of the prompt the index holds, and who it went to."""
+        salt, entries = _salt(endpoint), self._entries
         for depth in range(len(hashes), 0, -1):
-            holders = self._entries.get((endpoint, hashes[depth - 1]))
+            holders = entries.get(hashes[depth - 1] ^ salt)
             if holders:
                 return Match(depth, tuple(holders))
         return None
 
     def record(self, endpoint: str, hashes: Sequence[int], route_id: str) -> None:
         """`route_id` got the prompt: it holds every block of it now."""
-        entries = self._entries
+        salt, entries = _salt(endpoint), self._entries
         for digest in hashes:
-            key = (endpoint, digest)
+            key = digest ^ salt
             holders = entries.get(key)
             if holders is None:
                 entries[key] = [route_id]
-            else:
+                continue
+            if holders[-1] != route_id:
                 if route_id in holders:
                     holders.remove(route_id)
                 holders.append(route_id)
                 del holders[:-HOLDERS_KEPT]
-                entries.move_to_end(key)
+            entries.move_to_end(key)
         while len(entries) > self.capacity:
             entries.popitem(last=False)
 
     def drop(self, endpoint: str, hashes: Sequence[int], route_id: str) -> None:
         """`route_id` does not hold these blocks (it said so)."""
+        salt = _salt(endpoint)
         for digest in hashes:
-            holders = self._entries.get((endpoint, digest))
+            holders = self._entries.get(digest ^ salt)
             if holders and route_id in holders:
                 holders.remove(route_id)
                 if not holders:
-                    del self._entries[(endpoint, digest)]
+                    del self._entries[digest ^ salt]
 
     def forget(self, route_id: str) -> None:
         """A replica left: it holds nothing any more."""
@@ -73,3 +79,9 @@ class PrefixIndex:
             holders.remove(route_id)
             if not holders:
                 del self._entries[key]
+
+
+@functools.lru_cache(maxsize=4096)
+def _salt(endpoint: str) -> int:
+    """A 64-bit value of the endpoint, mixed into its blocks' keys."""
+    return int.from_bytes(hashlib.blake2b(endpoint.encode(), digest_size=8).digest(), "big")

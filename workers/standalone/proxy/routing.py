@@ -90,6 +90,7 @@ class _Ejection:
 class _Endpoint:
     replicas: dict[str, Replica] = field(default_factory=dict)
     scores: dict[str, float] = field(default_factory=dict)  # per replica, or per revision
+    _policy: RoutingPolicy | None = None
 
     def candidates(self, avoid_hosts: Collection[str], avoid_routes: Collection[str],
                    ejected: Collection[str]) -> list[Replica]:  # fmt: skip
@@ -104,8 +105,14 @@ class _Endpoint:
         return healthy or candidates  # an ejected replica is better than no answer
 
     def policy(self) -> RoutingPolicy:
-        found = Counter(r.routing for r in self.replicas.values())
-        return found.most_common(1)[0][0] if found else RoutingPolicy.ROUND_ROBIN
+        """Its replicas' policy (the most common, while a change reaches them all)."""
+        if self._policy is None:
+            found = Counter(r.routing for r in self.replicas.values())
+            self._policy = found.most_common(1)[0][0] if found else RoutingPolicy.ROUND_ROBIN
+        return self._policy
+
+    def changed(self) -> None:
+        self._policy = None
 
     def rotate(self, weighted: Sequence[tuple[str, float]]) -> str:
         """Smooth weighted round robin over (key, weight): a replica's id, or a revision's."""
@@ -157,9 +164,9 @@ class RoutingTable:
                 continue  # unchanged (a full read): its place in the rotation is kept
             self._remove(route_id, leaving=replica is None)
             if replica is not None:
-                self._endpoints.setdefault(replica.endpoint, _Endpoint()).replicas[route_id] = (
-                    replica
-                )
+                found = self._endpoints.setdefault(replica.endpoint, _Endpoint())
+                found.replicas[route_id] = replica
+                found.changed()
                 self._where[route_id] = replica.endpoint
 
     def may_withdraw(self, generation: int | None) -> bool:
@@ -281,5 +288,6 @@ class RoutingTable:
         routes = self._endpoints[endpoint]
         routes.replicas.pop(route_id, None)
         routes.scores.pop(route_id, None)
+        routes.changed()
         if not routes.replicas:
             del self._endpoints[endpoint]
