@@ -81,7 +81,8 @@ DECISIONS = PromCounter(
 DECISION_TIME = Histogram(
     "modelfleet_proxy_routing_decision_seconds",
     "Prefix-cache routing: hashing the prompt and picking its replica.", ["endpoint"],
-    buckets=(0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01),
+    buckets=(0.00002, 0.00005, 0.0001, 0.00015, 0.0002, 0.00025, 0.0003, 0.0004, 0.0005, 0.001,
+             0.002, 0.005, 0.01),
 )  # fmt: skip
 PROMPT_TOKENS = PromCounter(
     "modelfleet_proxy_prompt_tokens", "Prompt tokens the replicas' answers reported "
