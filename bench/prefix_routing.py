@@ -23,6 +23,7 @@ GPU.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import math
@@ -30,14 +31,13 @@ import os
 import random
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID, uuid4
 
+import aiohttp
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -213,37 +213,41 @@ def _publish(redis_url: str, keys: RedisKeys, endpoint_id: UUID, ports: list[int
 
 
 def _send(endpoint: str, prefixes: list[str], trace: list[tuple[float, int]]) -> list[Sent]:
-    """The trace, each request at its time (open loop), streamed; what each saw."""
-    started, sent, lock = time.monotonic(), [], threading.Lock()
-
-    def one(item: tuple[int, tuple[float, int]]) -> None:
-        index, (at, prefix) = item
-        time.sleep(max(0.0, started + at - time.monotonic()))
-        result = _one(endpoint, prefixes[prefix], prefix, index)
-        with lock:
-            sent.append(result)
-
-    with ThreadPoolExecutor(max_workers=256) as pool:
-        list(pool.map(one, enumerate(trace)))
-    return sent
+    """The trace, each request at its time (open loop), streamed; what each saw. One
+    event loop (a thread per request would take the CPU the proxy and engines need)."""
+    return asyncio.run(_send_all(endpoint, prefixes, trace))
 
 
-def _one(endpoint: str, prefix_text: str, prefix: int, index: int) -> Sent:
+async def _send_all(endpoint: str, prefixes: list[str],
+                    trace: list[tuple[float, int]]) -> list[Sent]:  # fmt: skip
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        started = time.monotonic()
+
+        async def one(index: int, at: float, prefix: int) -> Sent:
+            await asyncio.sleep(max(0.0, started + at - time.monotonic()))
+            return await _one(session, endpoint, prefixes[prefix], prefix, index)
+
+        return list(await asyncio.gather(*(one(i, at, p) for i, (at, p) in enumerate(trace))))
+
+
+async def _one(session: aiohttp.ClientSession, endpoint: str, prefix_text: str, prefix: int,
+               index: int) -> Sent:  # fmt: skip
     body = {"prompt": _prompt(prefix_text, index), "stream": True,
             "stream_options": {"include_usage": True}}  # fmt: skip
     asked = time.monotonic()
+    ttft, usage = None, {}
     try:
-        with requests.post(f"{endpoint}/v1/completions", json=body, stream=True,
-                           timeout=120) as answer:  # fmt: skip
-            if answer.status_code != 200:
+        async with session.post(f"{endpoint}/v1/completions", json=body) as answer:
+            if answer.status != 200:
                 return Sent(prefix, None)
-            ttft, usage = None, {}
-            for line in answer.iter_lines(chunk_size=1):
+            async for line in answer.content:
                 if not line.startswith(b"data: {"):
                     continue
                 ttft = ttft if ttft is not None else time.monotonic() - asked
                 usage = json.loads(line[6:]).get("usage") or usage
-    except requests.RequestException:
+    except (aiohttp.ClientError, TimeoutError):
         return Sent(prefix, None)
     cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
     return Sent(prefix, ttft, usage.get("prompt_tokens", 0), cached)
