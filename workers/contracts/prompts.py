@@ -5,19 +5,20 @@ The prompt of `POST /v1/completions` is its `prompt` (a string, or a list of str
 joined by newlines); of `POST /v1/chat/completions`, its `messages` rendered in order,
 each as `role: content` and a newline (a content given as parts keeps their text).
 Anything else has no prompt. The text is cut into blocks of `block_chars` characters;
-each full block's hash covers it and every block before it (a chain), so two prompts
-share a block's hash exactly when they share everything up to its end. No tokenizer.
+each full block's value covers it and every block before it (a chain), so two prompts
+share a block's value when they share everything up to its end (and, 64 bits of
+checksums, almost never otherwise: a collision costs a wrong routing hint). No
+tokenizer.
 """
 
 from __future__ import annotations
 
-import hashlib
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
 COMPLETIONS = "/v1/completions"
 CHAT_COMPLETIONS = "/v1/chat/completions"
-_DIGEST_BYTES = 8
 
 
 def prompt_of(path: str, body: Mapping[str, Any]) -> str | None:
@@ -37,20 +38,18 @@ def prompt_of(path: str, body: Mapping[str, Any]) -> str | None:
 
 
 def block_hashes(text: str, block_chars: int) -> list[int]:
-    """The hash of everything up to the end of each full block of `block_chars`
-    characters, in order (one running hash, read at each block's end)."""
+    """A 64-bit value of everything up to the end of each full block of `block_chars`
+    characters, in order: two running checksums (CRC-32 and Adler-32, in C: the proxy
+    hashes every prompt it routes), read at each block's end."""
     width = max(1, block_chars)
-    running = hashlib.blake2b(digest_size=_DIGEST_BYTES)
-    hashes = []
-    if text.isascii():  # a character is a byte: slice the bytes once encoded
-        data = text.encode()
-        for start in range(0, len(data) - width + 1, width):
-            running.update(data[start : start + width])
-            hashes.append(int.from_bytes(running.copy().digest(), "big"))
-        return hashes
+    ascii_only = text.isascii()  # a character is a byte: slice the bytes once encoded
+    data = text.encode() if ascii_only else b""
+    crc, adler, hashes = 0, 1, []
     for start in range(0, len(text) - width + 1, width):
-        running.update(text[start : start + width].encode("utf-8", "surrogatepass"))
-        hashes.append(int.from_bytes(running.copy().digest(), "big"))
+        block = (data[start : start + width] if ascii_only
+                 else text[start : start + width].encode("utf-8", "surrogatepass"))  # fmt: skip
+        crc, adler = zlib.crc32(block, crc), zlib.adler32(block, adler)
+        hashes.append(crc << 32 | adler)
     return hashes
 
 

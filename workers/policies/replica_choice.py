@@ -7,12 +7,13 @@ choose among that revision's replicas:
   flight (the power of two choices);
 - **prefix-cache:** the replica that got the prompt's longest known prefix (the deepest
   block in the `PrefixIndex`), unless it has more than `margin` requests in flight over
-  the least loaded: then the least loaded, which will hold the prefix too (no hot
-  spot). A prompt whose deepest known block was sent to many of the replicas (a
-  template, a chat's system message: a shared start says nothing of where the rest is)
-  or to none is cold: among the replicas within the margin of the least loaded, the one
-  rendezvous hashing of its anchor block picks, so that every proxy process sends the
-  same prefix to the same replica.
+  the least loaded: then one within the margin of the least loaded (picked as a cold
+  prompt's is), which will hold the prefix too (no hot spot). A prompt whose deepest
+  known block was sent to many of the replicas (a template, a chat's system message:
+  a shared start says nothing of where the rest is) or to none is cold: among the
+  replicas within the margin of the least loaded, the one rendezvous hashing of its
+  anchor block picks, so that every proxy process sends the same prefix to the same
+  replica.
 """
 
 from __future__ import annotations

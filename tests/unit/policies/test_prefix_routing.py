@@ -65,7 +65,7 @@ def test_a_known_prefix_goes_where_it_is_unless_that_replica_is_too_busy() -> No
     assert (chosen.route_id, decision) == ("r2", Decision.HIT)
     hot, decision = by_prefix(_candidates(1, 0, 9, 0), match, anchor_of(hashes), margin=3)
     assert decision is Decision.LOAD  # a hot prefix spreads once its replica is loaded
-    assert hot.route_id in {"r1", "r3"}
+    assert hot.route_id in {"r0", "r1", "r3"}  # within the margin of the least loaded
 
 
 def test_a_shared_start_neither_pins_nor_counts_as_a_hit() -> None:
