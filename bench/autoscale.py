@@ -11,7 +11,8 @@ request when its last is answered). With `--autoscale concurrency --target T`:
 2. `--steady-s` of 32 clients +-10 % (the count redrawn every 10 s): changes of
    direction of the asked-for count (goal: 0);
 3. the step back to 4: seconds until the replicas are released (after the stable
-   window);
+   window), down to the count that keeps 4 clients 10 % under the target (the
+   autoscaler's down band: 2 at a target of 4);
 4. the same step with a step rule instead (`model_requests_in_flight` above T per
    replica, +1, 300 s cooldown: the old autoscaler): replicas after 120 s;
 5. from zero (`--min-replicas 0`): 32 clients at a deployment at zero: the count the
@@ -36,6 +37,7 @@ from workers.adapters.postgres.schema import deployments, routes
 from workers.devtools import dev
 from workers.devtools.processes import modelfleet, wait_for
 from workers.devtools.traffic import Answer, LoadLoop, failures
+from workers.policies.traffic_autoscaler import DOWN_BAND
 
 CLOSED_LOOP = 1e6
 LOW, HIGH = 4, 32
@@ -106,9 +108,10 @@ def _traffic(system: dev.DevSystem, args: argparse.Namespace,
                      str(_turns(counts))))  # fmt: skip
         down = time.monotonic()
         clients.resize(LOW)
-        wait_for(lambda: _asked(system, deployment), lambda n: n <= 1, timeout_s=600,
+        settled = math.ceil(LOW / (args.target * (1 - DOWN_BAND)))
+        wait_for(lambda: _asked(system, deployment), lambda n: n <= settled, timeout_s=600,
                  what="released")  # fmt: skip
-        said.append((f"step {HIGH} -> {LOW}: seconds until released",
+        said.append((f"step {HIGH} -> {LOW}: seconds until {settled} replicas",
                      f"{time.monotonic() - down:.1f}"))  # fmt: skip
     waited = [a for a in clients.answers if a.ok and a.latency_s > args.latency_s + 2]
     said.append(("requests that waited over 2 s", f"{len(waited)} of {len(clients.answers)} "

@@ -10,7 +10,10 @@ and a panic window, the way Knative's autoscaler works.
   while in panic (a burst is not followed by a drop, Knative #8682 aside).
 - **Down, slowly:** not within a stable window after the last increase (nor before its
   windows have counted for a whole stable window: since its setting or its last wake),
-  and at most by half per decision.
+  at most by half per decision, and only to a count that stays `DOWN_BAND` (10 %)
+  under the target: a steady load near a multiple of the target would otherwise flip
+  ceil() between two counts with its noise (Kubernetes' HPA calls this band its
+  tolerance).
 - **Bounds:** never below `min_replicas` (0 allowed: no request over a whole stable
   window it was watched for scales it to zero, and a wake brings back what the waiting
   requests need) nor above `max_replicas`.
@@ -29,6 +32,8 @@ from workers.domain import (
     TargetTracking,
 )
 
+DOWN_BAND = 0.1
+
 
 def decide(spec: TargetTracking, seen: Seen, state: AutoscaleState) -> AutoscaleDecision:
     """The count to ask for now, from what was seen and what the autoscaler remembers."""
@@ -41,7 +46,7 @@ def decide(spec: TargetTracking, seen: Seen, state: AutoscaleState) -> Autoscale
     if panicking:
         desired = max(current, panic_wants, stable_wants)
     else:
-        desired = _settled(spec, stable_wants, current, now_s, state)
+        desired = _settled(spec, observed.stable, current, now_s, state)
     if seen.watched_for_s < spec.stable_window_s:
         desired = max(desired, current)  # its windows do not cover a whole one yet: no drop
     desired = min(max(desired, spec.min_replicas), spec.max_replicas)
@@ -58,8 +63,9 @@ def wake_count(spec: TargetTracking, waiting: float) -> int:
 
 
 def _settled(
-    spec: TargetTracking, wanted: int, current: int, now_s: float, state: AutoscaleState
+    spec: TargetTracking, value: float, current: int, now_s: float, state: AutoscaleState
 ) -> int:
+    wanted = _wanted(value, spec)
     if wanted >= current:
         return wanted
     recently_up = state.scaled_up_s is not None and now_s - state.scaled_up_s < spec.stable_window_s
@@ -67,7 +73,8 @@ def _settled(
         return current
     if wanted == 0:
         return 0  # no request over the whole stable window: as low as its minimum allows
-    return max(wanted, math.ceil(current / 2))  # at most half per decision
+    keeps = _wanted(value / (1 - DOWN_BAND), spec)  # fewer, yet 10 % under the target
+    return min(current, max(keeps, math.ceil(current / 2)))  # at most half per decision
 
 
 def _wanted(value: float, spec: TargetTracking) -> int:

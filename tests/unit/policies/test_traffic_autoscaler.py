@@ -86,3 +86,13 @@ def test_nothing_goes_down_before_a_whole_stable_window_was_watched() -> None:
     assert early.desired == 3
     assert decide(to_zero, Seen(Observed(80, 80), 3, 3, 100, 5), CALM).desired == 4  # up: yes
     assert decide(to_zero, Seen(Observed(0, 0), 1, 1, 100, 61), CALM).desired == 0
+
+
+def test_a_steady_load_at_a_multiple_of_the_target_does_not_flap() -> None:
+    """32 clients +-10 % at a target of 4 (here 16 at 2): ceil() alone says 8 or 9 with the
+    noise; once at 9 it goes down only when 8 would stay 10 % under the target."""
+    state, counts = AutoscaleState(scaled_up_s=0), []
+    for now, value in enumerate([15.2, 16.4, 15.6, 17.0, 14.9, 16.1, 15.3] * 3, start=100):
+        counts.append(decide(SPEC, Seen(Observed(value, value), 9, 9, now), state).desired)
+    assert set(counts) == {9}
+    assert decide(SPEC, Seen(Observed(14.0, 14.0), 9, 9, 200), state).desired == 8
