@@ -169,7 +169,8 @@ def test_set_without_a_setting_or_on_a_destroyed_deployment_is_refused(
 ) -> None:
     nothing = run("deployment", "set", "svc")
     assert (nothing.exit_code, nothing.output.strip()) == (
-        2, "Error: options: give --scale-to-zero-after-s, --drain-s or --start-deadline-s",
+        2, "Error: options: give --scale-to-zero-after-s, --drain-s, --start-deadline-s, --routing "
+        "or --autoscale and its options",
     )  # fmt: skip
     unknown = run("deployment", "set", "nope", "--drain-s", "1")
     assert unknown.output.strip() == "Error: DEPLOYMENT: no deployment named or with id 'nope'"

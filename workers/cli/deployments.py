@@ -216,8 +216,9 @@ def _reason(row: dict[str, Any], desired: int, progress: str | None) -> str:
 @click.pass_obj
 def set_settings(cli: CliContext, /, ref: str, as_json: bool, **options: Any) -> None:
     """Change settings that are not part of a revision (nothing is rolled out)."""
-    plain = ("scale_to_zero_after_s", "drain_s", "start_deadline_s", "routing")
-    wanted: dict[str, Any] = {n: options[n] for n in plain if options[n] is not None}
+    plain = {"scale_to_zero_after_s", "drain_s", "start_deadline_s", "routing"}
+    # in the order given on the command line (click's order), which is the order said back
+    wanted: dict[str, Any] = {n: v for n, v in options.items() if n in plain and v is not None}
     if not wanted and not autoscale_asked(options):
         bad_input("options", "give --scale-to-zero-after-s, --drain-s, --start-deadline-s, "
                   "--routing or --autoscale and its options")  # fmt: skip
