@@ -84,8 +84,13 @@ def test_a_killed_a_cut_off_and_a_drained_host_fail_no_request_sent_after_the_fa
 
     answers = load.snapshot()
     assert len(between(answers, killed_at, cut_at)) > 100, "the load must run through the kill"
-    assert failures(between(answers, killed_at, cut_at)) == []
-    cut_failures = failures(between(answers, cut_at, drained_at))
+    # A request still unanswered when host-2 is cut is the cut's, however early it was sent
+    # (on loopback a frozen replica keeps its connection open until the client gives up).
+    over_before_cut = [a for a in between(answers, killed_at, cut_at)
+                       if a.sent_at + a.latency_s < cut_at]  # fmt: skip
+    assert failures(over_before_cut) == []
+    cut_failures = [a for a in failures(between(answers, killed_at, drained_at))
+                    if a.sent_at + a.latency_s >= cut_at]  # fmt: skip
     assert [a for a in cut_failures if a.sent_at > cut_at + IN_FLIGHT_WINDOW_S] == [], (
         f"{len(cut_failures)} failed after the cut, some sent more than 3 s after it"
     )
