@@ -2,7 +2,7 @@
 same trace, against the best hit rate achievable.
 
     python bench/prefix_routing.py [--rates 5,20,60] [--duration-s 60] [--seed 7]
-                                   [--soak-s 0]
+                                   [--soak-s 0] [--soak-rate 20]
 
 8 replicas of the sample model's simulated engine (`workers/devtools/engine.py`: 2,000
 blocks of 64 characters each, a quarter of the prefixes; 0.2 ms per uncached prompt
@@ -16,8 +16,9 @@ on that trace (every prefix cached after its first request: the caches together 
 them all), time to first token p50 and p90, completed requests per second, failures,
 the proxy's routing decision p99 (its histogram's bucket) and its memory. Then the
 decision alone with 10,000 routes published (in this process), and with `--soak-s`,
-the proxy's memory over a long prefix-cache run. Figures of the cost model, not of a
-GPU.
+the proxy's memory over a long prefix-cache run at `--soak-rate` whose every request
+brings a document never seen (its index reaches its bound within minutes, then holds).
+Figures of the cost model, not of a GPU.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--soak-s", type=float, default=0.0)
+    parser.add_argument("--soak-rate", type=float, default=20.0)
     args = parser.parse_args()
     prefixes = _prefixes(args.seed)
     folder = Path(tempfile.mkdtemp(prefix="modelfleet-bench-"))
@@ -269,6 +271,12 @@ def _decision_p99_from(url: str) -> float | None:
     return 1000 * min(b for b, count in buckets.items() if count >= 0.99 * total)
 
 
+def _gauge_sum(url: str, name: str) -> float:
+    text = requests.get(f"{url}/metrics", timeout=5).text
+    families = text_string_to_metric_families(text)
+    return sum(s.value for f in families if f.name == name for s in f.samples)
+
+
 def _decision_p99_ms() -> float:
     """Hashing an 8,000-character prompt and routing it, 10,000 routes published."""
     table, endpoint = RoutingTable(), str(uuid4())
@@ -290,17 +298,23 @@ def _decision_p99_ms() -> float:
 
 
 def _soak(args: argparse.Namespace, prefixes: list[str], folder: Path, redis_url: str) -> None:
-    """The proxy's memory over a long prefix-cache run whose every minute brings new
-    prefixes (the index fills to its bound, then holds there)."""
-    rate = float(args.rates.split(",")[1])
-    print(f"\nsoak: prefix-cache at {rate:g}/s for {args.soak_s:g} s, proxy RSS per minute")
-    with _stack(folder, redis_url, RoutingPolicy.PREFIX_CACHE) as (endpoint, proxy, _):
+    """The proxy's memory over a long prefix-cache run whose every request brings a
+    document never seen (the index fills to its bound, then holds there)."""
+    rate = args.soak_rate
+    print(f"\nsoak: prefix-cache at {rate:g}/s for {args.soak_s:g} s, every prompt new, "
+          "proxy RSS and index blocks per minute")  # fmt: skip
+    with _stack(folder, redis_url, RoutingPolicy.PREFIX_CACHE) as (endpoint, proxy, url):
         end, rng, minute = time.monotonic() + args.soak_s, random.Random(args.seed), 0
         while time.monotonic() < end:
             minute += 1
-            fresh = [f"minute {minute} variant {i}. {p}" for i, p in enumerate(prefixes)]
-            _send(endpoint, fresh, _trace(rng.randrange(10**6), rate, 60.0))
-            print(f"  {minute} min: {_rss_mb(proxy.popen.pid):.0f} MB")
+            trace = _trace(rng.randrange(10**6), rate, 60.0)
+            fresh = [f"Minute {minute}, request {i}. {prefixes[p]}" for i, (_, p) in
+                     enumerate(trace)]  # fmt: skip
+            _send(endpoint, fresh, [(at, i) for i, (at, _) in enumerate(trace)])
+            print(
+                f"  {minute} min: {_rss_mb(proxy.popen.pid):.0f} MB, "
+                f"{_gauge_sum(url, 'modelfleet_proxy_prefix_index_blocks'):,.0f} blocks"
+            )
 
 
 def _replicas_known(url: str, endpoint_id: UUID) -> int:
