@@ -73,8 +73,10 @@ def test_the_load_a_proxy_meters_reads_back_as_concurrency_and_rate(
     _load(redis_client, redis_keys, deployment_id, in_flight=6.0, seconds=6, per_second=3)
     read = RedisRequestActivity(client=redis_client, keys=redis_keys).load(
         {deployment_id: (60.0, 6.0)})[deployment_id]  # fmt: skip
-    assert (round(read.concurrency.panic, 6), round(read.concurrency.stable, 6)) == (6.0, 0.6)
-    assert round(read.rps.panic, 6) == 3.0
+    concurrency = read.concurrency
+    assert [round(v, 6) for v in (concurrency.panic, concurrency.stable, concurrency.latest)] == [
+        6.0, 0.6, 6.0]  # fmt: skip
+    assert (round(read.rps.panic, 6), round(read.rps.latest, 6)) == (3.0, 3.0)
 
 
 def test_a_burst_scales_up_at_once_saying_the_numbers(

@@ -40,10 +40,12 @@ class TargetTracking:
 @dataclass(frozen=True)
 class Observed:
     """A deployment's load as the autoscaler reads it: the mode's value for the whole
-    deployment, averaged over the stable and the panic window."""
+    deployment, averaged over the stable and the panic window, and over its last whole
+    second (what a burst asks for before the panic window has filled)."""
 
     stable: float
     panic: float
+    latest: float
 
 
 @dataclass(frozen=True)

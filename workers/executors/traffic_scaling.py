@@ -85,9 +85,9 @@ def _observed(spec: TargetTracking, load: TrafficLoad | None, engines: float | N
     """The mode's value for the whole deployment: the proxies' load over both windows, or
     the engines' latest count for both (what they hold now)."""
     if spec.mode is AutoscaleMode.QUEUE:
-        return Observed(engines or 0.0, engines or 0.0)
+        return Observed(engines or 0.0, engines or 0.0, engines or 0.0)
     if load is None:
-        return Observed(0.0, 0.0)
+        return Observed(0.0, 0.0, 0.0)
     return load.rps if spec.mode is AutoscaleMode.RPS else load.concurrency
 
 

@@ -5,9 +5,13 @@ and a panic window, the way Knative's autoscaler works.
   requests per second or engine queue, averaged over a window.
 - **Stable:** over the stable window (60 s): the count it settles on.
 - **Panic:** when the panic window (6 s) asks for at least `panic_threshold` (2) times
-  the replicas serving, the count goes up at once to what the panic window asks; it
-  stays in panic for a stable window after the last time that held, and never goes down
-  while in panic (a burst is not followed by a drop, Knative #8682 aside).
+  the replicas serving, the count goes up at once to what the panic window asks, or the
+  last whole second if it asks more (a step from 4 to 32 in flight reaches twice the
+  capacity in the 6 s average after a second, when that average asks for 3 and the
+  last second for 8: waiting for the window to fill would cost its 6 s); it stays in
+  panic for a stable window after the last time that held, and never goes down while
+  in panic (a burst is not followed by a drop, Knative #8682 aside). Entering panic
+  still takes the window's average: one busy second alone does not.
 - **Down, slowly:** not within a stable window after the last increase (nor before its
   windows have counted for a whole stable window: since its setting or its last wake),
   at most by half per decision, and only to a count that stays `DOWN_BAND` (10 %)
@@ -44,7 +48,7 @@ def decide(spec: TargetTracking, seen: Seen, state: AutoscaleState) -> Autoscale
         panic_since = now_s
     panicking = panic_since is not None and now_s - panic_since < spec.stable_window_s
     if panicking:
-        desired = max(current, panic_wants, stable_wants)
+        desired = max(current, panic_wants, stable_wants, _wanted(observed.latest, spec))
     else:
         desired = _settled(spec, observed.stable, current, now_s, state)
     if seen.watched_for_s < spec.stable_window_s:
@@ -89,5 +93,8 @@ def _said(
         observed.stable, spec.stable_window_s)  # fmt: skip
     which = "panic window" if panicking else "stable window"
     change = f"{current} -> {desired}" if desired != current else f"{current}, unchanged"
-    return (f"{spec.mode.value} {value:.1f} ({UNITS[spec.mode]}) over {window:g} s {which}, "
+    said = (f"{spec.mode.value} {value:.1f} ({UNITS[spec.mode]}) over {window:g} s {which}, "
             f"target {spec.target:g} per replica, {change} replicas")  # fmt: skip
+    if panicking and _wanted(observed.latest, spec) > _wanted(observed.panic, spec):
+        said += f" ({observed.latest:.1f} in the last second)"
+    return said

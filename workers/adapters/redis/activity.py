@@ -101,8 +101,8 @@ class RedisRequestActivity:
 def _load_of(
     endpoint: str, per_second: list[dict[str, Any]], stable_s: float, panic_s: float
 ) -> TrafficLoad:
-    """Averages over the last `stable_s` and `panic_s` seconds of `per_second` (oldest
-    first; the longest window any deployment asked for)."""
+    """Averages over the last `stable_s` and `panic_s` seconds and the last second of
+    `per_second` (oldest first; the longest window any deployment asked for)."""
     seen = [read_second({k: v for k, v in second.items() if v is not None}, endpoint)
             for second in per_second]  # fmt: skip
 
@@ -110,8 +110,10 @@ def _load_of(
         last = seen[-max(1, int(window_s)) :] if seen else []
         return sum(values[which] for values in last) / max(window_s, 1.0)
 
-    return TrafficLoad(Observed(average(stable_s, 0), average(panic_s, 0)),
-                       Observed(average(stable_s, 1), average(panic_s, 1)))  # fmt: skip
+    def observed(which: int) -> Observed:
+        return Observed(average(stable_s, which), average(panic_s, which), average(1, which))
+
+    return TrafficLoad(observed(0), observed(1))
 
 
 def _windows(since_s: float, now_s: float) -> range:
