@@ -5,8 +5,9 @@
 A dev system of its own (default phase intervals), the sample model answering each
 request in `--latency-s`, closed-loop clients through the proxy (each sends its next
 request when its last is answered). With `--autoscale concurrency --target T`:
-1. 4 clients, then a step to 32: seconds until the deployment has the replicas it
-   needs (ceil(32 / T) healthy; goal: one replica start + 4 s), and requests that
+1. 4 clients, then a step to 32: seconds until the deployment asks for and has the
+   replicas it needs (ceil(32 / T) healthy; goal: one replica start + 4 s, the start
+   measured on the same routes: row made to first passed probe), and requests that
    waited more than 2 s beyond their own latency;
 2. `--steady-s` of 32 clients +-10 % (the count redrawn every 10 s): changes of
    direction of the asked-for count (goal: 0);
@@ -26,9 +27,11 @@ import contextlib
 import itertools
 import math
 import random
+import statistics
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -93,11 +96,16 @@ def _traffic(system: dev.DevSystem, args: argparse.Namespace,
     clients, said = Clients(_url(system, deployment)), []
     with clients.running(LOW):
         time.sleep(30)
-        stepped = time.monotonic()
+        stepped, stepped_at = time.monotonic(), _db_now(system)
         clients.resize(HIGH)
+        wait_for(lambda: _asked(system, deployment), lambda n: n >= needed, timeout_s=600,
+                 what=f"{needed} asked for")  # fmt: skip
+        asked = time.monotonic() - stepped
         _healthy(system, deployment, needed)
-        said.append((f"step {LOW} -> {HIGH}: seconds until {needed} serve",
-                     f"{time.monotonic() - stepped:.1f}"))  # fmt: skip
+        said.append((f"step {LOW} -> {HIGH}: seconds until {needed} asked for / serve "
+                     "(a replica's start then, median)",
+                     f"{asked:.1f} / {time.monotonic() - stepped:.1f} "
+                     f"({_start_s(system, deployment, stepped_at):.1f})"))  # fmt: skip
         rng, counts, end = random.Random(7), [], time.monotonic() + args.steady_s
         while time.monotonic() < end:
             clients.resize(round(HIGH * rng.uniform(0.9, 1.1)))
@@ -192,6 +200,21 @@ def _serving(system: dev.DevSystem, deployment_id: UUID) -> int:
                 )
             ).scalar_one()
         )
+
+
+def _db_now(system: dev.DevSystem) -> Any:
+    with system.engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.now())).scalar_one()
+
+
+def _start_s(system: dev.DevSystem, deployment_id: UUID, since: Any) -> float:
+    """Median seconds from a route's row to its first passed probe, for routes made since."""
+    took = sa.func.extract("epoch", routes.c.first_healthy_at - routes.c.created_at)
+    query = sa.select(took).where(routes.c.deployment_id == deployment_id,
+                                  routes.c.created_at >= since,
+                                  routes.c.first_healthy_at.is_not(None))  # fmt: skip
+    with system.engine.connect() as conn:
+        return float(statistics.median(conn.execute(query).scalars()))
 
 
 def _healthy(system: dev.DevSystem, deployment_id: UUID, count: int) -> None:
