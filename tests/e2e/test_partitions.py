@@ -26,7 +26,7 @@ from workers.devtools.traffic import LoadLoop, between, failures
 REPLICAS = 6
 AFTER_CUT_S = 5.0  # requests sent later than this after a cut must all succeed
 CUT_FOR_S = 20.0  # twice the time a silent host has before it is lost
-MENDED_WITHIN_S = 60.0  # the issue asks 30 s; the bench reports the time
+MENDED_WITHIN_S = 60.0  # the issue asks 30 s: the time is printed, a timing is no assert
 
 
 @pytest.fixture
@@ -69,6 +69,7 @@ def test_a_host_cut_from_its_stores_or_everything_fails_no_request_after_the_cut
     assert sorted(host_loss._healthy_on(fleet, deployment.id, REPLICAS).values()) == [2, 2, 2]
     load = LoadLoop(f"{fleet.system.proxy_url}/e/{deployment.id}")
     windows: list[tuple[str, float, float]] = []
+    ready_after_mend_s: dict[str, float] = {}
     with load.running():
         time.sleep(2)
         for what, name, ports, meanwhile in CUTS:
@@ -78,14 +79,21 @@ def test_a_host_cut_from_its_stores_or_everything_fails_no_request_after_the_cut
             _while_cut(fleet, name, meanwhile)
             host_loss._healthy_on(fleet, deployment.id, REPLICAS)
             _mend(host, ports)
+            mended_at = time.monotonic()
             wait_for(lambda: host_loss._statuses(fleet), lambda s: set(s.values()) == {"ready"},
                      timeout_s=MENDED_WITHIN_S, what=f"every host ready after {what}")  # fmt: skip
+            ready_after_mend_s[what] = time.monotonic() - mended_at
             assert host_loss._live_pids(fleet, name) == [], what
             host_loss._healthy_on(fleet, deployment.id, REPLICAS)
             windows.append((what, cut_at, time.monotonic()))
         time.sleep(1)
     answers = load.snapshot()
     for what, cut_at, end in windows:
+        print(
+            f"cut from {what}: {len(failures(between(answers, cut_at, end)))} of "
+            f"{len(between(answers, cut_at, end))} failed; every host ready "
+            f"{ready_after_mend_s[what]:.1f} s after the mend"
+        )
         late = [
             a for a in failures(between(answers, cut_at, end)) if a.sent_at > cut_at + AFTER_CUT_S
         ]
