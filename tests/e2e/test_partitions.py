@@ -89,7 +89,7 @@ def test_a_host_cut_from_its_stores_or_everything_fails_no_request_after_the_cut
         time.sleep(1)
     answers = load.snapshot()
     for what, cut_at, end in windows:
-        print(
+        print(  # noqa: T201  # each cut's figures, for the log
             f"cut from {what}: {len(failures(between(answers, cut_at, end)))} of "
             f"{len(between(answers, cut_at, end))} failed; every host ready "
             f"{ready_after_mend_s[what]:.1f} s after the mend"
