@@ -89,18 +89,17 @@ def test_a_host_cut_from_its_stores_or_everything_fails_no_request_after_the_cut
         time.sleep(1)
     answers = load.snapshot()
     for what, cut_at, end in windows:
+        window = between(answers, cut_at, end)
+        failed = failures(window)
         print(  # noqa: T201  # each cut's figures, for the log
-            f"cut from {what}: {len(failures(between(answers, cut_at, end)))} of "
-            f"{len(between(answers, cut_at, end))} failed; every host ready "
+            f"cut from {what}: {len(failed)} of {len(window)} failed; every host ready "
             f"{ready_after_mend_s[what]:.1f} s after the mend"
         )
-        late = [
-            a for a in failures(between(answers, cut_at, end)) if a.sent_at > cut_at + AFTER_CUT_S
-        ]
+        late = [a for a in failed if a.sent_at > cut_at + AFTER_CUT_S]
         assert late == [], (
             f"{what}: {len(late)} failed, sent more than {AFTER_CUT_S:g} s after the cut"
         )
-        assert len(between(answers, cut_at, end)) > 100, f"{what}: the load must run through it"
+        assert len(window) > 100, f"{what}: the load must run through it"
 
 
 def _cut(fleet: Fleet, host: FleetHost, ports: Cut) -> None:
