@@ -5,6 +5,7 @@ count followed, zero and a wake to what is held, and the commands."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -46,12 +47,24 @@ def tracked(run: Any, engine: sa.Engine) -> UUID:
 
 def _load(client: redis.Redis, keys: RedisKeys, deployment_id: UUID, in_flight: float,
           seconds: int, per_second: int = 0) -> None:  # fmt: skip
-    """What the proxies would have written: `in_flight` for the last `seconds` seconds."""
-    now = int(server_time_s(client.time()))
+    """What the proxies would have written: `in_flight` for the last `seconds` seconds,
+    written early in a second so that the read after it ends on the same second."""
+    now = _early_in_a_second(client)
     for second in range(now - seconds, now):
         client.hset(keys.load_second(second), mapping={
             busy_field(str(deployment_id)): in_flight,
             started_field(str(deployment_id)): per_second})  # fmt: skip
+
+
+def _early_in_a_second(client: redis.Redis) -> int:
+    """The Redis server's current second, waiting for the next one when less than
+    half of this one is left (a read that crossed into the next second would see a
+    last second nobody wrote)."""
+    now_s = server_time_s(client.time())
+    if now_s % 1 > 0.5:
+        time.sleep(1.01 - now_s % 1)
+        now_s = server_time_s(client.time())
+    return int(now_s)
 
 
 def _row(engine: sa.Engine, deployment_id: UUID) -> sa.RowMapping:
