@@ -23,6 +23,7 @@ from workers.devtools import dev as dev_system
 from workers.devtools import smoke as smoke_check
 
 VIEW_REFRESH_S = 1.0
+STOP_LOOK_S = 0.1  # how soon the view sees a stop while it waits
 
 
 @main.command()
@@ -69,26 +70,38 @@ def dev(smoke: bool, timeout_s: float, replicas: int) -> None:
         click.echo(
             f'  curl -d \'{{"prompt": "hi"}}\' {system.proxy_url}/e/{demo.id}/v1/completions'
         )
-        try:
-            _live_view(system)
-        except KeyboardInterrupt:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C would leave orphans
-            click.echo("stopping every process modelfleet dev started ...")
+        _live_view(system)
+        click.echo("stopping every process modelfleet dev started ...")
 
 
 def _live_view(system: dev_system.DevSystem) -> None:
+    """The view until SIGINT or SIGTERM, which it looks for between two reads: raised in
+    the middle of a query, the interrupt left a connection that failed its own cleanup, and
+    that error replaced the stop (`test_a_stop_during_a_read_lets_the_read_finish`)."""
+    stopped: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda got, _frame: stopped.append(got))
     engine = create_database_engine(system.env["MODELFLEET_DATABASE_URL"], pool_size=1)
     reports, runs = Reports(engine=engine), PostgresPhaseStore(engine=engine)
     live = Live(refresh_per_second=2)
     try:
         with live:
-            while True:
+            while not stopped:
                 live.update(_view(system, reports, runs))
-                time.sleep(VIEW_REFRESH_S)
+                _sleep_unless(stopped, VIEW_REFRESH_S)
     finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)  # a second stop would leave orphans
         engine.dispose()
         if not live.console.is_terminal:
             live.console.line()  # piped, the last frame ends without a line break
+
+
+def _sleep_unless(stopped: list[int], seconds: float) -> None:
+    """Sleeps `seconds`, in steps short enough that a stop is seen at once."""
+    deadline = time.monotonic() + seconds
+    while not stopped and time.monotonic() < deadline:
+        time.sleep(min(STOP_LOOK_S, max(0.0, deadline - time.monotonic())))
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
