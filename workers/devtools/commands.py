@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-import time
+import threading
 
 import click
 from rich import box
@@ -23,7 +23,6 @@ from workers.devtools import dev as dev_system
 from workers.devtools import smoke as smoke_check
 
 VIEW_REFRESH_S = 1.0
-STOP_LOOK_S = 0.1  # how soon the view sees a stop while it waits
 
 
 @main.command()
@@ -78,30 +77,24 @@ def _live_view(system: dev_system.DevSystem) -> None:
     """The view until SIGINT or SIGTERM, which it looks for between two reads: raised in
     the middle of a query, the interrupt left a connection that failed its own cleanup, and
     that error replaced the stop (`test_a_stop_during_a_read_lets_the_read_finish`)."""
-    stopped: list[int] = []
+    stopped = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda got, _frame: stopped.append(got))
+        # set from a thread: a handler may run while this thread holds the event's lock
+        signal.signal(signum, lambda _signum, _frame: threading.Thread(target=stopped.set).start())
     engine = create_database_engine(system.env["MODELFLEET_DATABASE_URL"], pool_size=1)
     reports, runs = Reports(engine=engine), PostgresPhaseStore(engine=engine)
     live = Live(refresh_per_second=2)
     try:
         with live:
-            while not stopped:
+            while not stopped.is_set():
                 live.update(_view(system, reports, runs))
-                _sleep_unless(stopped, VIEW_REFRESH_S)
+                stopped.wait(VIEW_REFRESH_S)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)  # a second stop would leave orphans
         engine.dispose()
         if not live.console.is_terminal:
             live.console.line()  # piped, the last frame ends without a line break
-
-
-def _sleep_unless(stopped: list[int], seconds: float) -> None:
-    """Sleeps `seconds`, in steps short enough that a stop is seen at once."""
-    deadline = time.monotonic() + seconds
-    while not stopped and time.monotonic() < deadline:
-        time.sleep(min(STOP_LOOK_S, max(0.0, deadline - time.monotonic())))
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
